@@ -1,0 +1,162 @@
+package taskqueue
+
+import (
+	"errors"
+	"fmt"
+	"unicode/utf8"
+)
+
+// Sentinel errors. Every error the package returns wraps one of these, so callers test with [errors.Is]; typed
+// errors ([*EnvelopeError], [*ResolveError], [*PanicError]) carry detail and are reachable with [errors.As].
+var (
+	// ErrClosed is returned by a worker or queue that has been stopped or closed.
+	ErrClosed = errors.New("taskqueue: closed")
+
+	// ErrLeaseLost is returned by ack, fail, release and lease extension when the delivery's fencing token no
+	// longer owns the task: its lease expired and the task was reclaimed (and maybe delivered to another worker).
+	ErrLeaseLost = errors.New("taskqueue: lease lost")
+
+	// ErrTaskIDConflict is returned when a task id is enqueued again with different content while the first task
+	// still exists. Enqueueing the same id with the same content is an idempotent no-op.
+	ErrTaskIDConflict = errors.New("taskqueue: task id already exists with different content")
+
+	// ErrInvalidTaskID is returned for an empty, oversize or non-printable task id.
+	ErrInvalidTaskID = errors.New("taskqueue: invalid task id")
+
+	// ErrInvalidConfig is returned by constructors for a configuration that cannot work.
+	ErrInvalidConfig = errors.New("taskqueue: invalid configuration")
+
+	// ErrInvalidKeyPrefix is returned for a key prefix that is empty, too long, or holds braces, glob
+	// characters, whitespace or other characters that would collide with the queue's keys.
+	ErrInvalidKeyPrefix = errors.New("taskqueue: invalid key prefix")
+
+	// ErrMalformedEnvelope is returned when a stored task is not a valid envelope: invalid JSON or UTF-8,
+	// too deep, duplicate or case-variant keys, wrong types, missing required fields. Such tasks are parked.
+	ErrMalformedEnvelope = errors.New("taskqueue: malformed task envelope")
+
+	// ErrEnvelopeTooLarge is returned when an envelope exceeds the configured size limit.
+	ErrEnvelopeTooLarge = errors.New("taskqueue: task envelope too large")
+
+	// ErrUnsupportedVersion is returned for an envelope written by a newer, incompatible schema version. The task
+	// is parked untouched, so a newer worker can requeue it.
+	ErrUnsupportedVersion = errors.New("taskqueue: unsupported envelope version")
+
+	// ErrUnknownResolver is returned when no resolver is registered under a task's resolver id.
+	ErrUnknownResolver = errors.New("taskqueue: unknown resolver id")
+
+	// ErrDuplicateResolver is returned when a resolver id is registered twice.
+	ErrDuplicateResolver = errors.New("taskqueue: resolver id already registered")
+
+	// ErrUnknownStrategy is returned when a resolver does not handle a task's serialization strategy.
+	ErrUnknownStrategy = errors.New("taskqueue: unknown serialization strategy")
+
+	// ErrUnsafeStrategy is returned for strategies that would execute code taken from a payload, such as
+	// Python's "pickle" and "source". They are refused by design: no code ever comes out of a payload.
+	ErrUnsafeStrategy = errors.New("taskqueue: strategy refused: it would execute code from the payload")
+
+	// ErrUnknownTask is returned when a reference names a module and function that no one registered.
+	ErrUnknownTask = errors.New("taskqueue: unknown task reference")
+
+	// ErrDuplicateTask is returned when a module and name are registered twice on a reference resolver.
+	ErrDuplicateTask = errors.New("taskqueue: task reference already registered")
+
+	// ErrInvalidArgs is returned when a task's arguments do not decode into the registered function's argument type.
+	ErrInvalidArgs = errors.New("taskqueue: invalid task arguments")
+
+	// ErrNotSerializable is returned when a task spec destined for Redis holds an executable that its resolver
+	// cannot serialize (a closure, for example).
+	ErrNotSerializable = errors.New("taskqueue: executable cannot be serialized")
+
+	// ErrNotRunnable is returned by running an unbound reference: a [Call] made by a producer names a function
+	// that only a worker's registry can run.
+	ErrNotRunnable = errors.New("taskqueue: reference is not bound to a function")
+
+	// ErrNotFound is returned by inspection calls for a task id that does not exist in the asked state.
+	ErrNotFound = errors.New("taskqueue: task not found")
+
+	// ErrLeaseExpired is the cause recorded for a task whose worker stopped renewing its lease.
+	ErrLeaseExpired = errors.New("taskqueue: lease expired")
+
+	// ErrMaxDeliveries is the reason recorded for a task that lost its worker (lease expiry without ack or fail)
+	// more times in a row than the queue allows, typically because it crashes the process.
+	ErrMaxDeliveries = errors.New("taskqueue: maximum deliveries exceeded, the task keeps losing its worker")
+
+	// ErrRetriesExhausted is the reason recorded for a task whose handler failed more times than its retry limit.
+	ErrRetriesExhausted = errors.New("taskqueue: retries exhausted")
+
+	// ErrTimeout is the cause recorded for a task whose handler ran past its timeout.
+	ErrTimeout = errors.New("taskqueue: task timed out")
+
+	// ErrSkipRetry can be returned (wrapped) by a handler to dead-letter the task at once instead of retrying it.
+	ErrSkipRetry = errors.New("taskqueue: skip retry")
+)
+
+// EnvelopeError describes why a stored envelope could not be decoded. It wraps one of [ErrMalformedEnvelope],
+// [ErrEnvelopeTooLarge] or [ErrUnsupportedVersion].
+type EnvelopeError struct {
+	Kind   error  // the sentinel
+	Detail string // a bounded description of the problem
+}
+
+func (e *EnvelopeError) Error() string {
+	if e.Detail == "" {
+		return e.Kind.Error()
+	}
+	return e.Kind.Error() + ": " + e.Detail
+}
+
+func (e *EnvelopeError) Unwrap() error { return e.Kind }
+
+// ResolveError reports a task that could not be turned back into an executable. It wraps one of
+// [ErrUnknownResolver], [ErrUnknownStrategy], [ErrUnsafeStrategy], [ErrUnknownTask] or [ErrInvalidArgs].
+type ResolveError struct {
+	Kind   error  // the sentinel
+	Detail string // a bounded description; never echoes unbounded input
+	Err    error  // an underlying cause, if any
+}
+
+func (e *ResolveError) Error() string {
+	s := e.Kind.Error()
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	if e.Err != nil {
+		s += ": " + truncate(e.Err.Error(), 200)
+	}
+	return s
+}
+
+// Unwrap returns the sentinel and the cause.
+func (e *ResolveError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{e.Kind, e.Err}
+	}
+	return []error{e.Kind}
+}
+
+// PanicError is the failure recorded for a handler that panicked; the task is retried like any failure.
+type PanicError struct {
+	Value any    // what was passed to panic
+	Stack []byte // the goroutine's stack at the panic
+}
+
+func (e *PanicError) Error() string {
+	return "taskqueue: handler panicked: " + truncate(fmt.Sprint(e.Value), 200)
+}
+
+// quote formats untrusted input for an error message, bounded in length.
+func quote(s string) string {
+	return fmt.Sprintf("%q", truncate(s, 64))
+}
+
+// truncate bounds s to at most n bytes (at a rune boundary), marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}

@@ -1,0 +1,188 @@
+package taskqueue
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	stopRealRedis()
+	if code == 0 {
+		if leaks := leakedGoroutines(5 * time.Second); leaks != "" {
+			fmt.Fprintf(os.Stderr, "goroutine leak after tests:\n%s\n", leaks)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// leakedGoroutines waits up to timeout for goroutines running this package's code to end and returns the
+// stacks of those that did not.
+func leakedGoroutines(timeout time.Duration) string {
+	deadline := time.Now().Add(timeout)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var leaks []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "graflow-go/taskqueue.") && !strings.Contains(g, "leakedGoroutines") &&
+				!strings.Contains(g, "TestMain") {
+				leaks = append(leaks, g)
+			}
+		}
+		if len(leaks) == 0 {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			return strings.Join(leaks, "\n\n")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testRegistry returns a registry whose default resolver is ref.
+func testRegistry(t testing.TB) (*ResolverRegistry, *ReferenceResolver) {
+	t.Helper()
+	ref := NewReferenceResolver()
+	reg := NewResolverRegistry()
+	require.NoError(t, reg.Register(DefaultResolverID, ref))
+	return reg, ref
+}
+
+// setup is the bundle most tests start from.
+type setup struct {
+	mr  *miniredis.Miniredis // nil on a real Redis
+	rdb *redis.Client
+	q   *RedisTaskQueue
+	reg *ResolverRegistry
+	ref *ReferenceResolver
+}
+
+// newMini starts a miniredis for the test and a queue on it.
+func newMini(t testing.TB, cfg *RedisConfig) *setup {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg, ref := testRegistry(t)
+	q, err := NewRedisTaskQueue(rdb, "test", reg, cfg)
+	require.NoError(t, err)
+	return &setup{mr: mr, rdb: rdb, q: q, reg: reg, ref: ref}
+}
+
+// newReal returns a queue under a prefix of its own on the real redis-server that this test binary started.
+func newReal(t testing.TB, cfg *RedisConfig) *setup {
+	t.Helper()
+	addr := realRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg, ref := testRegistry(t)
+	prefix := "t-" + strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()) + "-" + newID()[:6]
+	q, err := NewRedisTaskQueue(rdb, prefix, reg, cfg)
+	require.NoError(t, err)
+	return &setup{rdb: rdb, q: q, reg: reg, ref: ref}
+}
+
+var real struct {
+	once sync.Once
+	addr string
+	cmd  *exec.Cmd
+	err  error
+}
+
+// realRedis starts one redis-server on a free loopback port for the whole test binary. Without a redis-server
+// binary the test is skipped loudly, except under CI, where it fails.
+func realRedis(t testing.TB) string {
+	t.Helper()
+	real.once.Do(func() {
+		real.addr, real.cmd, real.err = startRedisServer()
+	})
+	if real.err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("real redis-server needed in CI: %v", real.err)
+		}
+		t.Skipf("SKIPPING real-Redis test: %v (install redis-server to run it)", real.err)
+	}
+	return real.addr
+}
+
+func startRedisServer(extra ...string) (string, *exec.Cmd, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", nil, fmt.Errorf("no redis-server on PATH")
+	}
+	port, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := os.MkdirTemp("", "taskqueue-redis-")
+	if err != nil {
+		return "", nil, err
+	}
+	args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--daemonize", "no", "--loglevel", "warning"}, extra...)
+	cmd := exec.Command(bin, args...)
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer rdb.Close()
+	for i := 0; ; i++ {
+		if rdb.Ping(context.Background()).Err() == nil {
+			return addr, cmd, nil
+		}
+		if i > 200 {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return "", nil, fmt.Errorf("redis-server did not start on %s", addr)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func stopRealRedis() {
+	if real.cmd != nil {
+		_ = real.cmd.Process.Kill()
+		_ = real.cmd.Wait()
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitFor polls cond until it holds or the timeout passes (a wait with a timeout, not a sleep for work).
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type addArgs struct {
+	A int64 `json:"a"`
+	B int64 `json:"b"`
+}

@@ -1,0 +1,59 @@
+package taskqueue
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// MaxKeyPrefixLen is the longest key prefix accepted.
+const MaxKeyPrefixLen = 128
+
+// keyPrefixPattern admits letters, digits and "_.:/-". Braces would break the hash tag, glob characters would
+// make prefixes match each other in SCAN patterns and ACL key patterns, and whitespace reads badly in redis-cli.
+var keyPrefixPattern = regexp.MustCompile(`^[A-Za-z0-9_.:/-]+$`)
+
+func validateKeyPrefix(prefix string) error {
+	if prefix == "" || len(prefix) > MaxKeyPrefixLen || !keyPrefixPattern.MatchString(prefix) {
+		return fmt.Errorf("%w: %s must be 1 to %d characters of letters, digits and _.:/-", ErrInvalidKeyPrefix, quote(prefix), MaxKeyPrefixLen)
+	}
+	return nil
+}
+
+// Indexes into keySet.all: the order in which every script receives its KEYS (KEYS[i] is all[i-1]).
+const (
+	keyTasks      = iota // HASH   task id -> envelope JSON
+	keyPending           // LIST   task ids ready to run, oldest at the head
+	keyActive            // ZSET   task id -> lease deadline (ms, server clock)
+	keyLease             // HASH   task id -> fencing token of the current delivery
+	keyDeliveries        // HASH   task id -> deliveries since the task last settled (crash-loop detection)
+	keyScheduled         // ZSET   task id -> due time (ms, server clock): delayed tasks and retries
+	keyDead              // ZSET   task id -> time it was dead-lettered (ms)
+	keyErrors            // HASH   task id -> why it was dead-lettered
+	keySettled           // ZSET   task id -> token of its last settled delivery; bounded (idempotent replies)
+	keySeq               // STRING fencing-token counter
+	keyWake              // LIST   wake-up tokens for blocked consumers; carries no task data
+	numKeys
+)
+
+var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "deliveries", "scheduled", "dead", "errors", "settled", "seq", "wake"}
+
+// keySet holds every key of one queue. All share the hash tag {prefix}, so a queue lives in one Cluster slot and
+// every script can touch all of them.
+type keySet struct {
+	tag string   // "{prefix}"
+	all []string // passed as KEYS to every script
+}
+
+func newKeySet(prefix string) keySet {
+	ks := keySet{tag: "{" + prefix + "}", all: make([]string, numKeys)}
+	for i, s := range keySuffixes {
+		ks.all[i] = ks.tag + ":" + s
+	}
+	return ks
+}
+
+func (k keySet) key(i int) string { return k.all[i] }
+
+// consumerWake is the list a single consumer also blocks on, so that it can be interrupted (by Stop) without
+// waking anyone else.
+func (k keySet) consumerWake(consumer string) string { return k.tag + ":wake:" + consumer }

@@ -1,0 +1,45 @@
+-- settle: end a delivery other than by ack, fenced by token; idempotent.
+-- KEYS: the queue's key set (see keys.go).
+-- ARGV[1] = mode: "retry" (back to pending, or scheduled after a delay), "dead" (dead-letter with a reason),
+--           "release" (hand back to the head of pending; does not count as a delivery);
+-- ARGV[2] = settled window; ARGV[3] = id; ARGV[4] = token; ARGV[5] = new envelope ("" keeps the stored one);
+-- ARGV[6] = delay in ms (retry); ARGV[7] = reason (dead).
+-- Returns 1 done (now or by an earlier call with the same token); 0 lease lost.
+local mode, window, id, tok, env = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HGET', KEYS[4], id) ~= tok then
+  if tonumber(redis.call('ZSCORE', KEYS[9], id)) == tonumber(tok) then return 1 end
+  return 0
+end
+redis.call('HDEL', KEYS[4], id)
+redis.call('ZREM', KEYS[3], id)
+if env ~= '' then redis.call('HSET', KEYS[1], id, env) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wake = false
+if mode == 'release' then
+  if redis.call('HINCRBY', KEYS[5], id, -1) <= 0 then redis.call('HDEL', KEYS[5], id) end
+  wake = redis.call('LPUSH', KEYS[2], id) == 1
+elseif mode == 'dead' then
+  redis.call('HDEL', KEYS[5], id)
+  redis.call('ZADD', KEYS[7], now, id)
+  redis.call('HSET', KEYS[8], id, ARGV[7])
+else
+  redis.call('HDEL', KEYS[5], id)
+  local delay = tonumber(ARGV[6])
+  if delay > 0 then
+    local head = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
+    redis.call('ZADD', KEYS[6], now + delay, id)
+    wake = not head[2] or now + delay < tonumber(head[2])
+  else
+    wake = redis.call('RPUSH', KEYS[2], id) == 1
+  end
+end
+if wake then
+  redis.call('LPUSH', KEYS[11], '1')
+  redis.call('LTRIM', KEYS[11], 0, 63)
+end
+if window > 0 then
+  redis.call('ZADD', KEYS[9], tok, id)
+  redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -window - 1)
+end
+return 1

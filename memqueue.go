@@ -1,0 +1,367 @@
+package taskqueue
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// MemoryQueue is an in-process [TaskQueue]: executables are stored as they are, never serialized (the seed's
+// local path), so closures ([Func]) run on it. It keeps the same delivery rules as [RedisTaskQueue] (leases,
+// fencing tokens, retries, dead letters, FIFO) and is meant for single-process use and tests.
+type MemoryQueue struct {
+	lease time.Duration
+	maxd  int
+
+	mu        sync.Mutex
+	changed   chan struct{} // closed and replaced whenever tasks become ready
+	closed    bool
+	tasks     map[string]*memTask
+	pending   *list.List // of *memTask
+	scheduled map[string]time.Time
+	seq       int64
+	dead      map[string]string
+	interrupt map[string]bool
+}
+
+type memTask struct {
+	spec       *TaskSpec
+	elem       *list.Element
+	token      int64 // of the current delivery; 0 when not leased
+	deadline   time.Time
+	deliveries int
+}
+
+var _ TaskQueue = (*MemoryQueue)(nil)
+
+// NewMemoryQueue returns an empty in-memory queue whose deliveries hold a lease of the given length (0 for 30s)
+// and whose tasks are dead-lettered after maxDeliveries expired leases in a row (0 for 5).
+func NewMemoryQueue(lease time.Duration, maxDeliveries int) *MemoryQueue {
+	if lease <= 0 {
+		lease = 30 * time.Second
+	}
+	if maxDeliveries <= 0 {
+		maxDeliveries = 5
+	}
+	return &MemoryQueue{
+		lease: lease, maxd: maxDeliveries, changed: make(chan struct{}), tasks: make(map[string]*memTask),
+		pending: list.New(), scheduled: make(map[string]time.Time), dead: make(map[string]string),
+		interrupt: make(map[string]bool),
+	}
+}
+
+// LeaseDuration implements [TaskQueue].
+func (q *MemoryQueue) LeaseDuration() time.Duration { return q.lease }
+
+// signal wakes blocked consumers; q.mu must be held.
+func (q *MemoryQueue) signal() {
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
+
+// Enqueue implements [TaskQueue]. The spec must hold an Executable; it is stored as is.
+func (q *MemoryQueue) Enqueue(ctx context.Context, spec *TaskSpec) error {
+	err := q.EnqueueBatch(ctx, []*TaskSpec{spec})
+	var ee *EnqueueError
+	if errors.As(err, &ee) {
+		return ee.Err
+	}
+	return err
+}
+
+// EnqueueBatch implements [TaskQueue].
+func (q *MemoryQueue) EnqueueBatch(_ context.Context, specs []*TaskSpec) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrClosed
+	}
+	var errs []error
+	now := time.Now()
+	for i, spec := range specs {
+		if spec == nil || spec.Executable == nil {
+			errs = append(errs, &EnqueueError{Index: i, TaskID: specID(spec), Err: fmt.Errorf("%w: a memory queue needs an executable", ErrNotRunnable)})
+			continue
+		}
+		s := *spec
+		if s.TaskID == "" {
+			s.TaskID = newID()
+		}
+		if err := validateTaskID(s.TaskID); err != nil {
+			errs = append(errs, &EnqueueError{Index: i, TaskID: s.TaskID, Err: err})
+			continue
+		}
+		if old, ok := q.tasks[s.TaskID]; ok {
+			if old.spec.Executable != s.Executable {
+				errs = append(errs, &EnqueueError{Index: i, TaskID: s.TaskID, Err: ErrTaskIDConflict})
+			}
+			continue
+		}
+		if s.CreatedAt.IsZero() {
+			s.CreatedAt = now
+		}
+		t := &memTask{spec: &s}
+		q.tasks[s.TaskID] = t
+		delay := s.ProcessIn
+		if delay == 0 && !s.ProcessAt.IsZero() {
+			delay = s.ProcessAt.Sub(now)
+		}
+		if delay > 0 {
+			s.Status = StatusScheduled
+			q.scheduled[s.TaskID] = now.Add(delay)
+		} else {
+			s.Status = StatusReady
+			t.elem = q.pending.PushBack(t)
+		}
+	}
+	q.signal()
+	return errors.Join(errs...)
+}
+
+// Dequeue implements [TaskQueue].
+func (q *MemoryQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*Delivery, error) {
+	if opts.Max < 1 {
+		opts.Max = 1
+	}
+	timer := time.NewTimer(opts.Wait)
+	defer timer.Stop()
+	for {
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if q.interrupt[opts.Consumer] {
+			delete(q.interrupt, opts.Consumer)
+			q.mu.Unlock()
+			return nil, nil
+		}
+		now := time.Now()
+		q.promote(now)
+		q.reapLocked(now)
+		var out []*Delivery
+		for len(out) < opts.Max && q.pending.Len() > 0 {
+			t := q.pending.Remove(q.pending.Front()).(*memTask)
+			t.elem = nil
+			q.seq++
+			t.token, t.deadline = q.seq, now.Add(q.lease)
+			t.deliveries++
+			spec := *t.spec
+			out = append(out, &Delivery{Spec: &spec, Token: t.token, Deliveries: t.deliveries, LeaseDeadline: t.deadline, localEnds: t.deadline})
+		}
+		next := q.nextDue(now)
+		changed := q.changed
+		q.mu.Unlock()
+		if len(out) > 0 {
+			return out, nil
+		}
+		var due <-chan time.Time
+		if next > 0 {
+			dt := time.NewTimer(next)
+			defer dt.Stop()
+			due = dt.C
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+			return nil, nil
+		case <-changed:
+		case <-due:
+		}
+	}
+}
+
+func (q *MemoryQueue) promote(now time.Time) {
+	for id, at := range q.scheduled {
+		if !at.After(now) {
+			delete(q.scheduled, id)
+			t := q.tasks[id]
+			t.spec.Status = StatusReady
+			t.elem = q.pending.PushBack(t)
+		}
+	}
+}
+
+func (q *MemoryQueue) nextDue(now time.Time) time.Duration {
+	var next time.Duration
+	for _, at := range q.scheduled {
+		if d := at.Sub(now); next == 0 || d < next {
+			next = max(d, time.Millisecond)
+		}
+	}
+	return next
+}
+
+// reapLocked returns expired deliveries; q.mu must be held.
+func (q *MemoryQueue) reapLocked(now time.Time) ReapResult {
+	var r ReapResult
+	for id, t := range q.tasks {
+		if t.token == 0 || t.deadline.After(now) {
+			continue
+		}
+		t.token = 0
+		if t.deliveries >= q.maxd {
+			q.dead[id] = fmt.Sprintf("%s (%d deliveries, each lease expired)", ErrMaxDeliveries, t.deliveries)
+			t.spec.Status = StatusDead
+			t.deliveries = 0
+			r.Dead++
+			continue
+		}
+		t.elem = q.pending.PushFront(t)
+		r.Requeued++
+	}
+	return r
+}
+
+// Interrupt implements [TaskQueue].
+func (q *MemoryQueue) Interrupt(_ context.Context, consumer string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.interrupt[consumer] = true
+	q.signal()
+	return nil
+}
+
+// owned returns the task a delivery still owns; q.mu must be held.
+func (q *MemoryQueue) owned(d *Delivery) (*memTask, error) {
+	t := q.tasks[d.Spec.TaskID]
+	if t == nil || t.token != d.Token {
+		return nil, fmt.Errorf("%w: %s", ErrLeaseLost, quote(d.Spec.TaskID))
+	}
+	return t, nil
+}
+
+// Ack implements [TaskQueue].
+func (q *MemoryQueue) Ack(_ context.Context, ds ...*Delivery) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var errs []error
+	for _, d := range ds {
+		if _, err := q.owned(d); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(q.tasks, d.Spec.TaskID)
+	}
+	return errors.Join(errs...)
+}
+
+// Retry implements [TaskQueue].
+func (q *MemoryQueue) Retry(_ context.Context, d *Delivery, delay time.Duration, cause error) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t, err := q.owned(d)
+	if err != nil {
+		return err
+	}
+	t.token, t.deliveries = 0, 0
+	t.spec.Attempt++
+	t.spec.LastError = errString(cause)
+	t.spec.Status = StatusRetry
+	if delay > 0 {
+		q.scheduled[t.spec.TaskID] = time.Now().Add(delay)
+	} else {
+		t.elem = q.pending.PushBack(t)
+	}
+	q.signal()
+	return nil
+}
+
+// DeadLetter implements [TaskQueue].
+func (q *MemoryQueue) DeadLetter(_ context.Context, d *Delivery, cause error) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t, err := q.owned(d)
+	if err != nil {
+		return err
+	}
+	t.token, t.deliveries = 0, 0
+	t.spec.Status = StatusDead
+	t.spec.LastError = errString(cause)
+	q.dead[t.spec.TaskID] = errString(cause)
+	return nil
+}
+
+// Release implements [TaskQueue].
+func (q *MemoryQueue) Release(_ context.Context, d *Delivery) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t, err := q.owned(d)
+	if err != nil {
+		return err
+	}
+	t.token = 0
+	t.deliveries--
+	t.elem = q.pending.PushFront(t)
+	q.signal()
+	return nil
+}
+
+// ExtendLeases implements [TaskQueue].
+func (q *MemoryQueue) ExtendLeases(_ context.Context, ds []*Delivery) ([]*Delivery, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := time.Now()
+	var lost []*Delivery
+	for _, d := range ds {
+		t, err := q.owned(d)
+		if err != nil {
+			lost = append(lost, d)
+			continue
+		}
+		t.deadline = now.Add(q.lease)
+		d.LeaseDeadline, d.localEnds = t.deadline, t.deadline
+	}
+	return lost, nil
+}
+
+// Reap implements [TaskQueue].
+func (q *MemoryQueue) Reap(context.Context) (ReapResult, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := time.Now()
+	before := q.pending.Len()
+	r := q.reapLocked(now)
+	q.promote(now)
+	r.Promoted = q.pending.Len() - before - r.Requeued
+	if q.pending.Len() > 0 {
+		q.signal()
+	}
+	return r, nil
+}
+
+// Stats returns the queue's counts per state.
+func (q *MemoryQueue) Stats(context.Context) (Stats, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := Stats{Pending: int64(q.pending.Len()), Scheduled: int64(len(q.scheduled)), Dead: int64(len(q.dead))}
+	for _, t := range q.tasks {
+		if t.token != 0 {
+			s.Active++
+		}
+	}
+	return s, nil
+}
+
+// DeadLetters returns the dead-lettered task ids and their reasons.
+func (q *MemoryQueue) DeadLetters() map[string]string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make(map[string]string, len(q.dead))
+	for id, r := range q.dead {
+		out[id] = r
+	}
+	return out
+}
+
+// Close makes every later call return [ErrClosed] and ends blocked dequeues.
+func (q *MemoryQueue) Close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	q.signal()
+}

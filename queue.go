@@ -1,0 +1,607 @@
+package taskqueue
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TaskQueue is what a [TaskWorker] consumes from: a [RedisTaskQueue] or a [MemoryQueue]. Every delivery holds a
+// lease that the worker renews until it settles the delivery with Ack, Retry, DeadLetter or Release; a delivery
+// whose lease expires goes back to the queue (at-least-once).
+type TaskQueue interface {
+	// Enqueue adds a task. It is idempotent by task id: the same id with the same content is a no-op, with other
+	// content it is [ErrTaskIDConflict].
+	Enqueue(ctx context.Context, spec *TaskSpec) error
+	// EnqueueBatch adds several tasks in one round trip. The error joins one [*EnqueueError] per failed task.
+	EnqueueBatch(ctx context.Context, specs []*TaskSpec) error
+	// Dequeue leases up to opts.Max tasks, blocking up to opts.Wait while none is ready. It returns an empty
+	// slice, not an error, when the wait ends with nothing to do.
+	Dequeue(ctx context.Context, opts DequeueOptions) ([]*Delivery, error)
+	// Interrupt ends a Dequeue of the named consumer that is blocked waiting.
+	Interrupt(ctx context.Context, consumer string) error
+	// Ack completes deliveries. The error joins one error per delivery that failed, [ErrLeaseLost] for those
+	// whose lease was lost; calling it again for the same delivery succeeds.
+	Ack(ctx context.Context, ds ...*Delivery) error
+	// Retry schedules the task to run again after delay, recording cause as its last error and counting an attempt.
+	Retry(ctx context.Context, d *Delivery, delay time.Duration, cause error) error
+	// DeadLetter parks the task with cause as the reason, for an operator to inspect, requeue or delete.
+	DeadLetter(ctx context.Context, d *Delivery, cause error) error
+	// Release hands the task back to the head of the queue at once, without counting a delivery or an attempt.
+	Release(ctx context.Context, d *Delivery) error
+	// ExtendLeases renews the leases of running deliveries and returns those that were lost.
+	ExtendLeases(ctx context.Context, ds []*Delivery) (lost []*Delivery, err error)
+	// Reap returns expired deliveries to the queue, dead-letters tasks that keep losing their worker, and makes
+	// due delayed tasks ready. It does a bounded amount of work per call.
+	Reap(ctx context.Context) (ReapResult, error)
+	// LeaseDuration is the lease each delivery gets, and each renewal extends it to.
+	LeaseDuration() time.Duration
+}
+
+// DequeueOptions tune one [TaskQueue.Dequeue] call.
+type DequeueOptions struct {
+	// Max is the most tasks to lease (at least 1).
+	Max int
+	// Wait is the longest to block while no task is ready; 0 returns at once.
+	Wait time.Duration
+	// Consumer names the caller, so that [TaskQueue.Interrupt] can end its wait.
+	Consumer string
+}
+
+// ReapResult counts what one [TaskQueue.Reap] did.
+type ReapResult struct {
+	Requeued int // expired deliveries put back to pending
+	Dead     int // tasks dead-lettered after too many lost deliveries
+	Promoted int // delayed tasks made ready
+}
+
+// Delivery is one leased run of a task, as returned by [TaskQueue.Dequeue]. Spec has its Executable resolved.
+type Delivery struct {
+	// Spec is the task, rehydrated: Spec.Executable is ready to run.
+	Spec *TaskSpec
+	// Token is the fencing token of this delivery; settling calls are refused once another delivery owns the task.
+	Token int64
+	// Deliveries counts the deliveries of this task since it last settled: 1 normally, more after its worker was lost.
+	Deliveries int
+	// LeaseDeadline is when the lease expires unless renewed, by the queue's clock.
+	LeaseDeadline time.Time
+
+	env       *envelope
+	localEnds time.Time // the lease deadline estimated on the local monotonic clock (lower bound)
+}
+
+// EnqueueError reports the failure of one task in [TaskQueue.EnqueueBatch].
+type EnqueueError struct {
+	Index  int
+	TaskID string
+	Err    error
+}
+
+func (e *EnqueueError) Error() string {
+	return fmt.Sprintf("taskqueue: enqueue %s (#%d): %v", quote(e.TaskID), e.Index, e.Err)
+}
+
+func (e *EnqueueError) Unwrap() error { return e.Err }
+
+// RedisConfig configures a [RedisTaskQueue]. The zero value of each field takes its default.
+type RedisConfig struct {
+	// DefaultResolverID is used for specs that name no resolver. Default [DefaultResolverID].
+	DefaultResolverID string
+	// Lease is how long a delivery stays owned without renewal before it is reclaimed. Default 30s, minimum 100ms.
+	Lease time.Duration
+	// MaxDeliveries dead-letters a task whose lease expired this many deliveries in a row (a task that keeps
+	// crashing its worker). Default 5.
+	MaxDeliveries int
+	// SettledWindow is how many settled task ids the queue remembers, so that a repeated ack, retry or enqueue
+	// after a lost reply is recognised. Default 10000; -1 remembers none.
+	SettledWindow int
+	// ReapBatch bounds the expired leases one Reap handles. Default 1000.
+	ReapBatch int
+	// PromoteBatch bounds the due delayed tasks one call makes ready. Default 1000.
+	PromoteBatch int
+	// Limits bound the envelopes accepted on enqueue and pickup.
+	Limits Limits
+	// Logger receives the queue's warnings (parked tasks). Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *RedisConfig) withDefaults() RedisConfig {
+	out := RedisConfig{}
+	if c != nil {
+		out = *c
+	}
+	if out.DefaultResolverID == "" {
+		out.DefaultResolverID = DefaultResolverID
+	}
+	if out.Lease == 0 {
+		out.Lease = 30 * time.Second
+	}
+	if out.MaxDeliveries == 0 {
+		out.MaxDeliveries = 5
+	}
+	if out.SettledWindow == 0 {
+		out.SettledWindow = 10000
+	} else if out.SettledWindow < 0 {
+		out.SettledWindow = 0
+	}
+	if out.ReapBatch == 0 {
+		out.ReapBatch = 1000
+	}
+	if out.PromoteBatch == 0 {
+		out.PromoteBatch = 1000
+	}
+	out.Limits = out.Limits.withDefaults()
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	return out
+}
+
+func (c *RedisConfig) validate() error {
+	switch {
+	case c.Lease < 100*time.Millisecond:
+		return fmt.Errorf("%w: Lease must be at least 100ms", ErrInvalidConfig)
+	case c.MaxDeliveries < 1:
+		return fmt.Errorf("%w: MaxDeliveries must be at least 1", ErrInvalidConfig)
+	case c.ReapBatch < 1 || c.ReapBatch > 10000:
+		return fmt.Errorf("%w: ReapBatch must be between 1 and 10000", ErrInvalidConfig)
+	case c.PromoteBatch < 1 || c.PromoteBatch > 5000:
+		return fmt.Errorf("%w: PromoteBatch must be between 1 and 5000", ErrInvalidConfig)
+	case !resolverIDPattern.MatchString(c.DefaultResolverID):
+		return fmt.Errorf("%w: DefaultResolverID %s", ErrInvalidConfig, quote(c.DefaultResolverID))
+	}
+	return c.Limits.validate()
+}
+
+// RedisTaskQueue is a [TaskQueue] in Redis. It needs no execution context: a Redis client, a key prefix and a
+// [ResolverRegistry] are all it takes (the seed's decoupling). Tasks are stored as JSON envelopes under keys that
+// start with "{keyPrefix}:"; see docs/redis-keys.md. It is safe for concurrent use; the caller owns the client.
+type RedisTaskQueue struct {
+	rdb    redis.UniversalClient
+	prefix string
+	keys   keySet
+	reg    *ResolverRegistry
+	cfg    RedisConfig
+}
+
+var _ TaskQueue = (*RedisTaskQueue)(nil)
+
+// NewRedisTaskQueue returns a queue on rdb under keyPrefix that serializes and resolves tasks through reg. The
+// config is copied; nil takes every default.
+func NewRedisTaskQueue(rdb redis.UniversalClient, keyPrefix string, reg *ResolverRegistry, cfg *RedisConfig) (*RedisTaskQueue, error) {
+	if rdb == nil {
+		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidConfig)
+	}
+	if reg == nil {
+		return nil, fmt.Errorf("%w: nil resolver registry", ErrInvalidConfig)
+	}
+	if err := validateKeyPrefix(keyPrefix); err != nil {
+		return nil, err
+	}
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &RedisTaskQueue{rdb: rdb, prefix: keyPrefix, keys: newKeySet(keyPrefix), reg: reg, cfg: c}, nil
+}
+
+// KeyPrefix returns the queue's key prefix.
+func (q *RedisTaskQueue) KeyPrefix() string { return q.prefix }
+
+// LeaseDuration implements [TaskQueue].
+func (q *RedisTaskQueue) LeaseDuration() time.Duration { return q.cfg.Lease }
+
+// Enqueue implements [TaskQueue]: it serializes spec through the registry when it holds an executable and stores
+// its envelope in one script call.
+func (q *RedisTaskQueue) Enqueue(ctx context.Context, spec *TaskSpec) error {
+	err := q.EnqueueBatch(ctx, []*TaskSpec{spec})
+	var ee *EnqueueError
+	if errors.As(err, &ee) {
+		return ee.Err
+	}
+	return err
+}
+
+// EnqueueBatch implements [TaskQueue]. Tasks that cannot be encoded are reported and the others enqueued.
+func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) error {
+	var errs []error
+	args := make([]any, 1, 1+3*len(specs))
+	type sent struct {
+		index int
+		env   *envelope
+	}
+	batch := make([]sent, 0, len(specs))
+	for i, spec := range specs {
+		env, delay, err := q.encode(spec)
+		if err != nil {
+			errs = append(errs, &EnqueueError{Index: i, TaskID: specID(spec), Err: err})
+			continue
+		}
+		raw, err := env.marshal()
+		if err == nil && len(raw) > q.cfg.Limits.MaxEnvelopeBytes {
+			err = &EnvelopeError{Kind: ErrEnvelopeTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", len(raw), q.cfg.Limits.MaxEnvelopeBytes)}
+		}
+		if err != nil {
+			errs = append(errs, &EnqueueError{Index: i, TaskID: env.TaskID, Err: err})
+			continue
+		}
+		args = append(args, env.TaskID, raw, delay.Milliseconds())
+		batch = append(batch, sent{i, env})
+	}
+	if len(batch) == 0 {
+		return errors.Join(errs...)
+	}
+	args[0] = len(batch)
+	res, err := enqueueScript.Run(ctx, q.rdb, q.keys.all, args...).Slice()
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("taskqueue: enqueue: %w", err))...)
+	}
+	for j, r := range res {
+		existing, isString := r.(string)
+		if !isString {
+			continue // created, identical, or a replay of a settled task
+		}
+		s := batch[j]
+		if !sameTask(existing, s.env, q.cfg.Limits) {
+			errs = append(errs, &EnqueueError{Index: s.index, TaskID: s.env.TaskID, Err: ErrTaskIDConflict})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func specID(s *TaskSpec) string {
+	if s == nil {
+		return ""
+	}
+	return s.TaskID
+}
+
+// encode builds the envelope of a spec and its delay.
+func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error) {
+	if spec == nil {
+		return nil, 0, fmt.Errorf("%w: nil task spec", ErrInvalidConfig)
+	}
+	s := *spec
+	if s.ResolverID == "" {
+		s.ResolverID = q.cfg.DefaultResolverID
+	}
+	if s.TaskID == "" {
+		s.TaskID = newID()
+	}
+	if err := validateTaskID(s.TaskID); err != nil {
+		return nil, 0, err
+	}
+	ser, err := s.Serialized(q.reg)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(ser.SerializedTask.Payload) > 0 {
+		if err := validateJSON(ser.SerializedTask.Payload, q.cfg.Limits.MaxDepth-2); err != nil {
+			return nil, 0, fmt.Errorf("%w: payload: %v", ErrNotSerializable, err)
+		}
+	}
+	delay := s.ProcessIn
+	if delay == 0 && !s.ProcessAt.IsZero() {
+		delay = time.Until(s.ProcessAt)
+	}
+	if delay < 0 {
+		delay = 0
+	}
+	status := StatusReady
+	if delay > 0 {
+		status = StatusScheduled
+	}
+	created := s.CreatedAt
+	if created.IsZero() {
+		created = time.Now()
+	}
+	if s.MaxRetries < -1 {
+		return nil, 0, fmt.Errorf("%w: MaxRetries must be -1 or more", ErrInvalidConfig)
+	}
+	return &envelope{
+		V:              EnvelopeVersion,
+		TaskID:         s.TaskID,
+		Status:         status,
+		CreatedAt:      unixSeconds(created),
+		Strategy:       ser.SerializedTask.Strategy,
+		ResolverID:     ser.ResolverID,
+		SerializedTask: *ser.SerializedTask,
+		GroupID:        s.GroupID,
+		MaxRetries:     s.MaxRetries,
+		TimeoutMS:      s.Timeout.Milliseconds(),
+	}, delay, nil
+}
+
+// sameTask reports whether a stored envelope describes the same task as a new one: everything but timestamps,
+// status and delivery counters.
+func sameTask(stored string, env *envelope, lim Limits) bool {
+	old, err := decodeEnvelope([]byte(stored), lim)
+	if err != nil {
+		return false
+	}
+	return old.TaskID == env.TaskID && old.ResolverID == env.ResolverID && old.GroupID == env.GroupID &&
+		old.SerializedTask.Strategy == env.SerializedTask.Strategy &&
+		jsonEqual(old.SerializedTask.Payload, env.SerializedTask.Payload) &&
+		old.MaxRetries == env.MaxRetries && old.TimeoutMS == env.TimeoutMS
+}
+
+// Dequeue implements [TaskQueue]. It leases ready tasks in one script call; when none is ready it blocks on the
+// queue's wake-up list (no polling) until an enqueue signals, a delayed task falls due, or opts.Wait passes.
+// Tasks that cannot be decoded or resolved are dead-lettered with the reason and not returned.
+func (q *RedisTaskQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*Delivery, error) {
+	if opts.Max < 1 {
+		opts.Max = 1
+	}
+	start := time.Now()
+	for {
+		ds, nextDue, err := q.lease(ctx, opts.Max)
+		if err != nil || len(ds) > 0 {
+			return ds, err
+		}
+		remaining := opts.Wait - time.Since(start)
+		if remaining <= 0 {
+			return nil, nil
+		}
+		wait := remaining
+		if nextDue >= 0 && nextDue < wait {
+			wait = nextDue
+		}
+		woke, err := q.block(ctx, opts.Consumer, wait)
+		if err != nil {
+			return nil, err
+		}
+		if woke == "interrupt" {
+			return nil, nil
+		}
+	}
+}
+
+// block waits on the wake-up lists for at most wait and reports which one fired ("" on timeout).
+func (q *RedisTaskQueue) block(ctx context.Context, consumer string, wait time.Duration) (string, error) {
+	keys := []string{q.keys.key(keyWake)}
+	if consumer != "" {
+		keys = append(keys, q.keys.consumerWake(consumer))
+	}
+	if wait < time.Millisecond {
+		return "", nil
+	}
+	var res []string
+	var err error
+	if wait < time.Second {
+		// BLPOP takes fractional seconds, but go-redis's BLPop rounds to whole ones; a short wait (a delayed task
+		// falling due) goes through Do, under the client's read timeout.
+		args := make([]any, 0, len(keys)+2)
+		args = append(args, "blpop")
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		args = append(args, strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))
+		res, err = q.rdb.Do(ctx, args...).StringSlice()
+	} else {
+		res, err = q.rdb.BLPop(ctx, wait.Truncate(time.Second), keys...).Result()
+	}
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("taskqueue: wait for tasks: %w", err)
+	}
+	if len(res) > 0 && res[0] != q.keys.key(keyWake) {
+		return "interrupt", nil
+	}
+	return "wake", nil
+}
+
+// Interrupt implements [TaskQueue].
+func (q *RedisTaskQueue) Interrupt(ctx context.Context, consumer string) error {
+	key := q.keys.consumerWake(consumer)
+	_, err := q.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.RPush(ctx, key, "stop")
+		p.PExpire(ctx, key, time.Minute)
+		return nil
+	})
+	return err
+}
+
+// lease runs the dequeue script and decodes what it leased; it also returns how long until the next delayed
+// task is due (-1 for none).
+func (q *RedisTaskQueue) lease(ctx context.Context, n int) ([]*Delivery, time.Duration, error) {
+	sent := time.Now()
+	res, err := dequeueScript.Run(ctx, q.rdb, q.keys.all, n, q.cfg.Lease.Milliseconds(), q.cfg.PromoteBatch).Slice()
+	if err != nil {
+		return nil, 0, fmt.Errorf("taskqueue: dequeue: %w", err)
+	}
+	if len(res) < 2 || (len(res)-2)%4 != 0 {
+		return nil, 0, fmt.Errorf("taskqueue: dequeue: unexpected reply of %d items", len(res))
+	}
+	now, _ := res[0].(int64)
+	nextDue := time.Duration(-1)
+	if ms, _ := res[1].(int64); ms >= 0 {
+		nextDue = time.Duration(ms) * time.Millisecond
+	}
+	deadline := time.UnixMilli(now).Add(q.cfg.Lease)
+	out := make([]*Delivery, 0, (len(res)-2)/4)
+	for i := 2; i < len(res); i += 4 {
+		id, _ := res[i].(string)
+		token, _ := res[i+1].(int64)
+		deliveries, _ := res[i+2].(int64)
+		raw, _ := res[i+3].(string)
+		d := &Delivery{Token: token, Deliveries: int(deliveries), LeaseDeadline: deadline, localEnds: sent.Add(q.cfg.Lease)}
+		spec, env, err := q.rehydrate(raw)
+		if err != nil {
+			q.park(ctx, id, token, err)
+			continue
+		}
+		d.Spec, d.env = spec, env
+		out = append(out, d)
+	}
+	return out, nextDue, nil
+}
+
+// rehydrate decodes an envelope and resolves it into a runnable spec (the seed's dequeue).
+func (q *RedisTaskQueue) rehydrate(raw string) (*TaskSpec, *envelope, error) {
+	env, err := decodeEnvelope([]byte(raw), q.cfg.Limits)
+	if err != nil {
+		return nil, nil, err
+	}
+	exe, err := q.reg.Resolve(env.ResolverID, env.SerializedTask)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := env.SerializedTask
+	return &TaskSpec{
+		TaskID:         env.TaskID,
+		Executable:     exe,
+		SerializedTask: &st,
+		ResolverID:     env.ResolverID,
+		GroupID:        env.GroupID,
+		MaxRetries:     env.MaxRetries,
+		Timeout:        time.Duration(env.TimeoutMS) * time.Millisecond,
+		Status:         env.Status,
+		CreatedAt:      fromUnixSeconds(env.CreatedAt),
+		Attempt:        env.Attempt,
+		LastError:      env.LastError,
+	}, env, nil
+}
+
+// park dead-letters a delivery that cannot be run, keeping its raw envelope, with the reason.
+func (q *RedisTaskQueue) park(ctx context.Context, id string, token int64, cause error) {
+	q.cfg.Logger.WarnContext(ctx, "taskqueue: parked a task that cannot run", slog.String("task_id", truncate(id, 64)), slog.Any("error", cause))
+	err := q.settle(ctx, "dead", id, token, "", 0, cause.Error())
+	if err != nil {
+		q.cfg.Logger.ErrorContext(ctx, "taskqueue: could not park task; it returns after its lease", slog.String("task_id", truncate(id, 64)), slog.Any("error", err))
+	}
+}
+
+// Ack implements [TaskQueue]: every delivery in one script call.
+func (q *RedisTaskQueue) Ack(ctx context.Context, ds ...*Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	args := make([]any, 1, 1+2*len(ds))
+	args[0] = q.cfg.SettledWindow
+	for _, d := range ds {
+		args = append(args, d.Spec.TaskID, d.Token)
+	}
+	res, err := ackScript.Run(ctx, q.rdb, q.keys.all, args...).Int64Slice()
+	if err != nil {
+		return fmt.Errorf("taskqueue: ack: %w", err)
+	}
+	var errs []error
+	for i, r := range res {
+		if r != 1 && i < len(ds) {
+			errs = append(errs, fmt.Errorf("%w: ack of %s", ErrLeaseLost, quote(ds[i].Spec.TaskID)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Retry implements [TaskQueue].
+func (q *RedisTaskQueue) Retry(ctx context.Context, d *Delivery, delay time.Duration, cause error) error {
+	env := *d.env
+	env.Attempt++
+	env.Status = StatusRetry
+	env.LastError = truncate(errString(cause), 4096)
+	env.FailedAt = unixSeconds(time.Now())
+	raw, err := env.marshal()
+	if err != nil {
+		return err
+	}
+	return q.settle(ctx, "retry", d.Spec.TaskID, d.Token, string(raw), delay, "")
+}
+
+// DeadLetter implements [TaskQueue].
+func (q *RedisTaskQueue) DeadLetter(ctx context.Context, d *Delivery, cause error) error {
+	env := *d.env
+	env.Status = StatusDead
+	env.LastError = truncate(errString(cause), 4096)
+	env.FailedAt = unixSeconds(time.Now())
+	raw, err := env.marshal()
+	if err != nil {
+		return err
+	}
+	return q.settle(ctx, "dead", d.Spec.TaskID, d.Token, string(raw), 0, env.LastError)
+}
+
+// Release implements [TaskQueue].
+func (q *RedisTaskQueue) Release(ctx context.Context, d *Delivery) error {
+	return q.settle(ctx, "release", d.Spec.TaskID, d.Token, "", 0, "")
+}
+
+func (q *RedisTaskQueue) settle(ctx context.Context, mode, id string, token int64, env string, delay time.Duration, reason string) error {
+	ms := delay.Milliseconds()
+	if delay > 0 && ms == 0 {
+		ms = 1
+	}
+	n, err := settleScript.Run(ctx, q.rdb, q.keys.all, mode, q.cfg.SettledWindow, id, token, env, ms, truncate(reason, 4096)).Int64()
+	if err != nil {
+		return fmt.Errorf("taskqueue: %s: %w", mode, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: %s of %s", ErrLeaseLost, mode, quote(id))
+	}
+	return nil
+}
+
+// ExtendLeases implements [TaskQueue].
+func (q *RedisTaskQueue) ExtendLeases(ctx context.Context, ds []*Delivery) ([]*Delivery, error) {
+	if len(ds) == 0 {
+		return nil, nil
+	}
+	sent := time.Now()
+	args := make([]any, 1, 1+2*len(ds))
+	args[0] = q.cfg.Lease.Milliseconds()
+	for _, d := range ds {
+		args = append(args, d.Spec.TaskID, d.Token)
+	}
+	res, err := extendScript.Run(ctx, q.rdb, q.keys.all, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("taskqueue: extend leases: %w", err)
+	}
+	if len(res) != len(ds)+1 {
+		return nil, fmt.Errorf("taskqueue: extend leases: unexpected reply of %d items", len(res))
+	}
+	deadline := time.UnixMilli(res[0]).Add(q.cfg.Lease)
+	var lost []*Delivery
+	for i, d := range ds {
+		if res[i+1] == 1 {
+			d.LeaseDeadline = deadline
+			d.localEnds = sent.Add(q.cfg.Lease)
+		} else {
+			lost = append(lost, d)
+		}
+	}
+	return lost, nil
+}
+
+// Reap implements [TaskQueue].
+func (q *RedisTaskQueue) Reap(ctx context.Context) (ReapResult, error) {
+	res, err := reapScript.Run(ctx, q.rdb, q.keys.all, q.cfg.ReapBatch, q.cfg.MaxDeliveries, q.cfg.PromoteBatch, ErrMaxDeliveries.Error()).Int64Slice()
+	if err != nil {
+		return ReapResult{}, fmt.Errorf("taskqueue: reap: %w", err)
+	}
+	if len(res) != 3 {
+		return ReapResult{}, fmt.Errorf("taskqueue: reap: unexpected reply of %d items", len(res))
+	}
+	return ReapResult{Requeued: int(res[0]), Dead: int(res[1]), Promoted: int(res[2])}, nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

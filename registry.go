@@ -1,0 +1,87 @@
+package taskqueue
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"sync"
+)
+
+// DefaultResolverID is the resolver id used when a task spec or a queue names none (the seed's "default").
+const DefaultResolverID = "default"
+
+var resolverIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ResolverRegistry maps resolver ids to [TaskResolver]s. It is a value that producers and workers build and
+// inject into queues and workers: there is no package-level registry, which answers the seed's first open
+// question (registration is injected, not global). It is safe for concurrent use.
+type ResolverRegistry struct {
+	mu        sync.RWMutex
+	resolvers map[string]TaskResolver
+}
+
+// NewResolverRegistry returns an empty registry.
+func NewResolverRegistry() *ResolverRegistry {
+	return &ResolverRegistry{resolvers: make(map[string]TaskResolver)}
+}
+
+// Register adds a resolver under id: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit.
+// A second registration of the same id returns [ErrDuplicateResolver].
+func (r *ResolverRegistry) Register(id string, res TaskResolver) error {
+	if !resolverIDPattern.MatchString(id) {
+		return fmt.Errorf("%w: resolver id %s must match %s", ErrInvalidConfig, quote(id), resolverIDPattern)
+	}
+	if res == nil {
+		return fmt.Errorf("%w: nil resolver for %q", ErrInvalidConfig, id)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.resolvers[id]; dup {
+		return fmt.Errorf("%w: %q", ErrDuplicateResolver, id)
+	}
+	r.resolvers[id] = res
+	return nil
+}
+
+// MustRegister is [ResolverRegistry.Register] for static set-up: it panics on error.
+func (r *ResolverRegistry) MustRegister(id string, res TaskResolver) {
+	if err := r.Register(id, res); err != nil {
+		panic(err)
+	}
+}
+
+// Lookup returns the resolver registered under id, or a [*ResolveError] wrapping [ErrUnknownResolver].
+func (r *ResolverRegistry) Lookup(id string) (TaskResolver, error) {
+	r.mu.RLock()
+	res := r.resolvers[id]
+	r.mu.RUnlock()
+	if res == nil {
+		return nil, &ResolveError{Kind: ErrUnknownResolver, Detail: quote(id)}
+	}
+	return res, nil
+}
+
+// IDs returns the registered resolver ids, sorted.
+func (r *ResolverRegistry) IDs() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ids := make([]string, 0, len(r.resolvers))
+	for id := range r.resolvers {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Resolve rehydrates a serialized task through the resolver registered under resolverID. Unsafe strategies are
+// refused before any resolver sees them.
+func (r *ResolverRegistry) Resolve(resolverID string, st SerializedTask) (Executable, error) {
+	if IsUnsafeStrategy(st.Strategy) {
+		return nil, &ResolveError{Kind: ErrUnsafeStrategy, Detail: quote(st.Strategy)}
+	}
+	res, err := r.Lookup(resolverID)
+	if err != nil {
+		return nil, err
+	}
+	return res.Resolve(st)
+}

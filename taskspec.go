@@ -1,0 +1,122 @@
+package taskqueue
+
+import (
+	"context"
+	"fmt"
+	"time"
+	"unicode"
+)
+
+// Executable is runnable task code. A worker runs it with a context that is cancelled when the task times out,
+// its lease is lost, or the worker stops.
+type Executable interface {
+	Run(ctx context.Context) error
+}
+
+// Func adapts a plain function to [Executable]. A Func runs on a [MemoryQueue]; it cannot travel through Redis,
+// where tasks are references to functions that workers registered (see [ReferenceResolver]).
+type Func func(ctx context.Context) error
+
+// Run calls f(ctx).
+func (f Func) Run(ctx context.Context) error { return f(ctx) }
+
+// TaskStatus is the state of a task as written in its envelope's "status" field.
+type TaskStatus string
+
+// Task states. [StatusReady] is the seed's "ready": a task waiting to run.
+const (
+	StatusReady     TaskStatus = "ready"
+	StatusScheduled TaskStatus = "scheduled"
+	StatusRetry     TaskStatus = "retry"
+	StatusDead      TaskStatus = "dead"
+)
+
+// TaskSpec describes one task. It holds either an [Executable] (a local task, stored as is by a [MemoryQueue]) or
+// a [SerializedTask] plus the ResolverID that can rehydrate it (a task destined for, or read from, Redis). A
+// [RedisTaskQueue] serializes an executable spec through its registry on enqueue; [TaskSpec.Serialized] does it
+// ahead of time (the seed's "serialized-only spec").
+type TaskSpec struct {
+	// TaskID identifies the task; enqueue is idempotent by it. Up to 256 printable characters. A spec without
+	// an id gets a random one on enqueue.
+	TaskID string
+	// Executable is the code to run, for local queues, or to be serialized for Redis.
+	Executable Executable
+	// SerializedTask is the task in its portable form; set for Redis-bound specs and on dequeue.
+	SerializedTask *SerializedTask
+	// ResolverID names the registry entry that serializes and resolves the task; empty means the queue's default.
+	ResolverID string
+	// GroupID is the seed's group_id: the parallel group the task belongs to, if any.
+	GroupID string
+	// MaxRetries is how many handler failures are retried before the task is dead-lettered. 0 takes the
+	// worker's default; -1 means no retry.
+	MaxRetries int
+	// Timeout bounds one run of the task; 0 takes the worker's default.
+	Timeout time.Duration
+	// ProcessIn delays the task's first run by this much, measured on the Redis server's clock.
+	ProcessIn time.Duration
+	// ProcessAt delays the task's first run until this time. It is sent as a delay from the producer's clock, so
+	// the due time is kept by the server's clock. ProcessIn wins when both are set.
+	ProcessAt time.Time
+
+	// Set on dequeue.
+
+	// Status is the status recorded in the envelope.
+	Status TaskStatus
+	// CreatedAt is when the task was first enqueued.
+	CreatedAt time.Time
+	// Attempt counts the handler failures so far; 0 on the first run.
+	Attempt int
+	// LastError is the error of the last failed run, if any.
+	LastError string
+}
+
+// NewTaskSpec returns a spec for running exe under the given task id.
+func NewTaskSpec(taskID string, exe Executable) *TaskSpec {
+	return &TaskSpec{TaskID: taskID, Executable: exe}
+}
+
+// Serialized returns a copy of the spec with SerializedTask populated by the registry's resolver and Executable
+// cleared: the form a spec takes on its way to Redis. A spec that is already serialized is returned as a copy.
+// An empty ResolverID takes [DefaultResolverID].
+func (s *TaskSpec) Serialized(reg *ResolverRegistry) (*TaskSpec, error) {
+	out := *s
+	if out.ResolverID == "" {
+		out.ResolverID = DefaultResolverID
+	}
+	if out.SerializedTask != nil {
+		out.Executable = nil
+		return &out, nil
+	}
+	if out.Executable == nil {
+		return nil, fmt.Errorf("%w: task spec has neither an executable nor a serialized task", ErrNotSerializable)
+	}
+	res, err := reg.Lookup(out.ResolverID)
+	if err != nil {
+		return nil, err
+	}
+	st, err := res.Serialize(out.Executable)
+	if err != nil {
+		return nil, err
+	}
+	if IsUnsafeStrategy(st.Strategy) {
+		return nil, &ResolveError{Kind: ErrUnsafeStrategy, Detail: quote(st.Strategy)}
+	}
+	out.SerializedTask = &st
+	out.Executable = nil
+	return &out, nil
+}
+
+// MaxTaskIDLen is the longest task id accepted.
+const MaxTaskIDLen = 256
+
+func validateTaskID(id string) error {
+	if id == "" || len(id) > MaxTaskIDLen {
+		return fmt.Errorf("%w: must be 1 to %d bytes", ErrInvalidTaskID, MaxTaskIDLen)
+	}
+	for _, r := range id {
+		if r == unicode.ReplacementChar || !unicode.IsPrint(r) || unicode.IsSpace(r) {
+			return fmt.Errorf("%w: %s holds a space, control or invalid character", ErrInvalidTaskID, quote(id))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,663 @@
+package taskqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// Handler runs one task. The default handler runs spec.Executable; [Middleware] wraps it.
+type Handler func(ctx context.Context, spec *TaskSpec) error
+
+// Middleware wraps the handler of every task a worker runs: metrics, tracing, logging, recovery policies.
+type Middleware func(next Handler) Handler
+
+// EventKind names what happened to a task in a worker.
+type EventKind string
+
+// Events a worker reports through [WorkerConfig.OnEvent].
+const (
+	EventStarted    EventKind = "started"     // the handler is about to run
+	EventSucceeded  EventKind = "succeeded"   // the handler returned nil (the ack follows)
+	EventRetried    EventKind = "retried"     // the handler failed and the task was scheduled to run again
+	EventDead       EventKind = "dead"        // the task was dead-lettered
+	EventReleased   EventKind = "released"    // the task was handed back at shutdown
+	EventLeaseLost  EventKind = "lease_lost"  // the delivery's lease was lost; its result was not recorded
+	EventQueueError EventKind = "queue_error" // a queue call failed (the error is in Event.Err)
+)
+
+// Event describes one step of a task in a worker. Hooks run synchronously on the worker's goroutines: keep
+// them fast.
+type Event struct {
+	Kind     EventKind
+	TaskID   string
+	Spec     *TaskSpec     // nil for queue errors
+	Attempt  int           // handler failures before this run
+	Err      error         // the handler's error, or the queue error
+	Duration time.Duration // how long the handler ran (succeeded, retried, dead)
+	Delay    time.Duration // when retried: the backoff before the next run
+}
+
+// WorkerConfig configures a [TaskWorker]. The zero value of each field takes its default; the config is copied.
+type WorkerConfig struct {
+	// Concurrency is how many tasks run at once. Default 10.
+	Concurrency int
+	// BatchSize is the most tasks leased in one pickup. Default min(Concurrency, 128).
+	BatchSize int
+	// BlockTimeout bounds one blocking wait for new tasks. Default 5s. Waiting costs Redis nothing; the bound only
+	// matters as a safety net for a lost wake-up.
+	BlockTimeout time.Duration
+	// Heartbeat is how often the leases of running tasks are renewed. Default a third of the queue's lease. A
+	// task whose lease could not be renewed is cancelled one heartbeat before the lease would expire.
+	Heartbeat time.Duration
+	// ReapInterval is how often this worker returns expired leases of crashed workers to the queue. Default a
+	// tenth of the lease, between 100ms and 5s; -1 disables reaping in this worker.
+	ReapInterval time.Duration
+	// Timeout bounds one run of a task whose spec sets none. Default 30 minutes; -1 means no timeout.
+	Timeout time.Duration
+	// MaxRetries is the retry limit of tasks whose spec sets none (MaxRetries 0). Default 25; -1 means none.
+	MaxRetries int
+	// Backoff returns the delay before retry number attempt (1 for the first retry). Default: exponential from 1s,
+	// doubling, capped at 1h, with up to 25% jitter.
+	Backoff func(attempt int, err error) time.Duration
+	// Logger receives the worker's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Middleware wraps every task's handler, the first entry outermost.
+	Middleware []Middleware
+	// OnEvent, if set, is called for every [Event].
+	OnEvent func(Event)
+	// Name identifies the worker in logs and as the queue consumer. Default a random id.
+	Name string
+}
+
+func (c *WorkerConfig) withDefaults(lease time.Duration) WorkerConfig {
+	out := WorkerConfig{}
+	if c != nil {
+		out = *c
+	}
+	if out.Concurrency == 0 {
+		out.Concurrency = 10
+	}
+	if out.BatchSize == 0 {
+		out.BatchSize = min(out.Concurrency, 128)
+	}
+	if out.BlockTimeout == 0 {
+		out.BlockTimeout = 5 * time.Second
+	}
+	if out.Heartbeat == 0 {
+		out.Heartbeat = lease / 3
+	}
+	if out.ReapInterval == 0 {
+		out.ReapInterval = min(max(lease/10, 100*time.Millisecond), 5*time.Second)
+	}
+	if out.Timeout == 0 {
+		out.Timeout = 30 * time.Minute
+	}
+	if out.MaxRetries == 0 {
+		out.MaxRetries = 25
+	}
+	if out.Backoff == nil {
+		out.Backoff = DefaultBackoff
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	if out.Name == "" {
+		out.Name = newID()[:12]
+	}
+	return out
+}
+
+func (c *WorkerConfig) validate(lease time.Duration) error {
+	switch {
+	case c.Concurrency < 1:
+		return fmt.Errorf("%w: Concurrency must be at least 1", ErrInvalidConfig)
+	case c.BatchSize < 1 || c.BatchSize > 1000:
+		return fmt.Errorf("%w: BatchSize must be between 1 and 1000", ErrInvalidConfig)
+	case c.BlockTimeout < 10*time.Millisecond:
+		return fmt.Errorf("%w: BlockTimeout must be at least 10ms", ErrInvalidConfig)
+	case c.Heartbeat <= 0 || c.Heartbeat > lease/2:
+		return fmt.Errorf("%w: Heartbeat must be positive and at most half the lease (%s)", ErrInvalidConfig, lease)
+	case c.ReapInterval < -1 || (c.ReapInterval > 0 && c.ReapInterval < 10*time.Millisecond):
+		return fmt.Errorf("%w: ReapInterval must be -1 or at least 10ms", ErrInvalidConfig)
+	case c.Timeout < -1:
+		return fmt.Errorf("%w: Timeout must be -1 or more", ErrInvalidConfig)
+	case c.MaxRetries < -1:
+		return fmt.Errorf("%w: MaxRetries must be -1 or more", ErrInvalidConfig)
+	case !resolverIDPattern.MatchString(c.Name):
+		return fmt.Errorf("%w: Name %s must match %s", ErrInvalidConfig, quote(c.Name), resolverIDPattern)
+	}
+	return nil
+}
+
+// DefaultBackoff is the default [WorkerConfig.Backoff]: 1s, 2s, 4s, … capped at 1h, each with up to 25% jitter.
+func DefaultBackoff(attempt int, _ error) time.Duration {
+	d := time.Hour
+	if attempt < 13 {
+		d = min(time.Second<<max(attempt-1, 0), time.Hour)
+	}
+	return d + time.Duration(rand.Int64N(int64(d)/4+1))
+}
+
+// TaskWorker consumes tasks from a [TaskQueue] and runs them: blocking pickup in batches, a configurable number
+// of tasks at once, leases renewed by heartbeats, a timeout per run, panics recovered into failures, retries with
+// backoff, dead letters, and a graceful stop that hands unfinished tasks back at once. Tasks arrive resolved (the
+// queue rehydrates them through its registry), so a worker needs only its queue.
+type TaskWorker struct {
+	q       TaskQueue
+	cfg     WorkerConfig
+	handler Handler
+
+	mu       sync.Mutex
+	state    int // 0 new, 1 running, 2 stopping, 3 stopped
+	running  map[*Delivery]*inflight
+	slots    chan struct{}
+	fetchCtx context.Context
+	stopAll  context.CancelFunc // ends fetch, heartbeat, reaper
+	fetchEnd chan struct{}
+	bg       sync.WaitGroup // heartbeat, reaper, acker
+	tasks    sync.WaitGroup // task goroutines
+	acks     chan ackReq
+	ackStop  chan struct{} // closed when no more acks can come; the ack loop drains and exits
+	ackDone  chan struct{}
+}
+
+type inflight struct {
+	d      *Delivery
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+	handed bool // released by Stop: the goroutine must not settle it
+}
+
+type ackReq struct {
+	d    *Delivery
+	done func(error)
+}
+
+const (
+	stateNew = iota
+	stateRunning
+	stateStopping
+	stateStopped
+)
+
+var errStopping = errors.New("taskqueue: worker stopping")
+
+// NewTaskWorker returns a worker for q. The config is copied; nil takes every default.
+func NewTaskWorker(q TaskQueue, cfg *WorkerConfig) (*TaskWorker, error) {
+	if q == nil {
+		return nil, fmt.Errorf("%w: nil queue", ErrInvalidConfig)
+	}
+	lease := q.LeaseDuration()
+	c := cfg.withDefaults(lease)
+	if err := c.validate(lease); err != nil {
+		return nil, err
+	}
+	h := Handler(func(ctx context.Context, spec *TaskSpec) error {
+		if spec.Executable == nil {
+			return fmt.Errorf("%w: task has no executable", ErrNotRunnable)
+		}
+		return spec.Executable.Run(ctx)
+	})
+	for i := len(c.Middleware) - 1; i >= 0; i-- {
+		h = c.Middleware[i](h)
+	}
+	return &TaskWorker{q: q, cfg: c, handler: h, running: make(map[*Delivery]*inflight)}, nil
+}
+
+// Name returns the worker's name.
+func (w *TaskWorker) Name() string { return w.cfg.Name }
+
+// Start starts consuming in the background and returns. ctx scopes only the start; stop the worker with Stop.
+func (w *TaskWorker) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state != stateNew {
+		return fmt.Errorf("%w: a worker starts once", ErrClosed)
+	}
+	w.state = stateRunning
+	w.slots = make(chan struct{}, w.cfg.Concurrency)
+	for range w.cfg.Concurrency {
+		w.slots <- struct{}{}
+	}
+	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w.fetchCtx, w.stopAll = bgCtx, cancel
+	w.fetchEnd = make(chan struct{})
+	w.acks = make(chan ackReq, w.cfg.Concurrency*2)
+	w.ackStop = make(chan struct{})
+	w.ackDone = make(chan struct{})
+	go w.fetchLoop(bgCtx)
+	go w.ackLoop()
+	w.bg.Add(1)
+	go w.heartbeatLoop(bgCtx)
+	if w.cfg.ReapInterval > 0 {
+		w.bg.Add(1)
+		go w.reapLoop(bgCtx)
+	}
+	w.cfg.Logger.Info("taskqueue: worker started", slog.String("worker", w.cfg.Name), slog.Int("concurrency", w.cfg.Concurrency))
+	return nil
+}
+
+// Run starts the worker, waits until ctx is done, then stops it within shutdownGrace: tasks still running then
+// are cancelled and handed back.
+func (w *TaskWorker) Run(ctx context.Context, shutdownGrace time.Duration) error {
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	return w.Stop(stopCtx)
+}
+
+// Stop stops picking up tasks and waits for running ones to finish until ctx is done; those still running are
+// then cancelled and handed back to the queue at once (not after their lease). Pending acks are flushed. Stop
+// returns after every goroutine the worker started has returned, except handlers that ignore cancellation,
+// which are reported in the log; their late results are refused by the fencing token.
+func (w *TaskWorker) Stop(ctx context.Context) error {
+	w.mu.Lock()
+	if w.state != stateRunning {
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	w.state = stateStopping
+	w.mu.Unlock()
+
+	// Stop fetching: cancel the fetch context and interrupt a blocked pickup.
+	w.stopAll()
+	ictx, icancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	_ = w.q.Interrupt(ictx, w.cfg.Name)
+	icancel()
+	<-w.fetchEnd
+
+	finished := make(chan struct{})
+	go func() { w.tasks.Wait(); close(finished) }()
+	var err error
+	select {
+	case <-finished:
+	case <-ctx.Done():
+		err = w.handBack()
+		select {
+		case <-finished:
+		case <-time.After(time.Second):
+			w.cfg.Logger.Warn("taskqueue: handlers ignore cancellation; their goroutines outlive Stop", slog.String("worker", w.cfg.Name))
+		}
+	}
+	close(w.ackStop)
+	<-w.ackDone
+	w.bg.Wait()
+	w.mu.Lock()
+	w.state = stateStopped
+	w.mu.Unlock()
+	w.cfg.Logger.Info("taskqueue: worker stopped", slog.String("worker", w.cfg.Name))
+	return err
+}
+
+// handBack cancels every running task and releases its delivery to the queue.
+func (w *TaskWorker) handBack() error {
+	w.mu.Lock()
+	var fl []*inflight
+	for _, f := range w.running {
+		if !f.handed {
+			f.handed = true
+			fl = append(fl, f)
+		}
+	}
+	w.mu.Unlock()
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, f := range fl {
+		f.cancel(errStopping)
+		if err := w.q.Release(ctx, f.d); err != nil {
+			errs = append(errs, err)
+			w.emit(Event{Kind: EventQueueError, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Err: err})
+			continue
+		}
+		w.emit(Event{Kind: EventReleased, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Attempt: f.d.Spec.Attempt})
+	}
+	return errors.Join(errs...)
+}
+
+func (w *TaskWorker) fetchLoop(ctx context.Context) {
+	defer close(w.fetchEnd)
+	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.slots:
+		}
+		n := 1
+	more:
+		for n < w.cfg.BatchSize {
+			select {
+			case <-w.slots:
+				n++
+			default:
+				break more
+			}
+		}
+		ds, err := w.q.Dequeue(ctx, DequeueOptions{Max: n, Wait: w.cfg.BlockTimeout, Consumer: w.cfg.Name})
+		for range n - len(ds) {
+			w.slots <- struct{}{}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.emit(Event{Kind: EventQueueError, Err: err})
+			w.cfg.Logger.Warn("taskqueue: pickup failed; retrying", slog.String("worker", w.cfg.Name), slog.Any("error", err), slog.Duration("backoff", backoff))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		for _, d := range ds {
+			w.launch(d)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// launch starts a goroutine for a delivery. A delivery that arrives while stopping is released at once.
+func (w *TaskWorker) launch(d *Delivery) {
+	tctx, cancel := context.WithCancelCause(context.Background())
+	f := &inflight{d: d, cancel: cancel, done: make(chan struct{})}
+	w.mu.Lock()
+	stopping := w.state != stateRunning
+	if !stopping {
+		w.running[d] = f
+		w.tasks.Add(1)
+	}
+	w.mu.Unlock()
+	if stopping {
+		cancel(errStopping)
+		ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := w.q.Release(ctx, d); err != nil {
+			w.emit(Event{Kind: EventQueueError, TaskID: d.Spec.TaskID, Spec: d.Spec, Err: err})
+		}
+		c()
+		w.slots <- struct{}{}
+		return
+	}
+	go w.runTask(tctx, f)
+}
+
+func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
+	defer w.tasks.Done()
+	d := f.d
+	spec := d.Spec
+	timeout := w.cfg.Timeout
+	if spec.Timeout > 0 {
+		timeout = spec.Timeout
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, timeout, ErrTimeout)
+		defer cancel()
+	}
+	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt})
+	start := time.Now()
+	err := w.safeRun(ctx, spec)
+	took := time.Since(start)
+	if err != nil && ctx.Err() != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w (%w)", cause, err)
+		}
+	}
+	w.settle(f, err, took)
+	f.cancel(nil)
+}
+
+// safeRun runs the handler, turning a panic into a [*PanicError].
+func (w *TaskWorker) safeRun(ctx context.Context, spec *TaskSpec) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return w.handler(ctx, spec)
+}
+
+// settle records a run's outcome in the queue and frees its slot.
+func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
+	d := f.d
+	spec := d.Spec
+	finish := func(err error) {
+		w.mu.Lock()
+		delete(w.running, d)
+		w.mu.Unlock()
+		if errors.Is(err, ErrLeaseLost) {
+			w.emit(Event{Kind: EventLeaseLost, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Err: err})
+		} else if err != nil {
+			w.emit(Event{Kind: EventQueueError, TaskID: spec.TaskID, Spec: spec, Err: err})
+			w.cfg.Logger.Warn("taskqueue: could not record a task's outcome; it returns after its lease", slog.String("task_id", spec.TaskID), slog.Any("error", err))
+		}
+	}
+	w.mu.Lock()
+	handed := f.handed
+	w.mu.Unlock()
+	if handed {
+		finish(nil)
+		w.slots <- struct{}{}
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if runErr == nil {
+		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Duration: took})
+		w.slots <- struct{}{} // the slot frees while the ack is batched
+		done := make(chan error, 1)
+		select {
+		case w.acks <- ackReq{d: d, done: func(err error) { done <- err }}:
+		case <-w.ackStop: // only a handler that outlived Stop gets here; its delivery was handed back
+			done <- ErrLeaseLost
+		}
+		finish(<-done)
+		return
+	}
+	defer func() { w.slots <- struct{}{} }()
+	if errors.Is(runErr, ErrLeaseLost) || errors.Is(runErr, ErrLeaseExpired) {
+		finish(runErr)
+		return
+	}
+	maxRetries := spec.MaxRetries
+	if maxRetries == 0 {
+		maxRetries = w.cfg.MaxRetries
+	}
+	if errors.Is(runErr, ErrSkipRetry) || spec.Attempt >= maxRetries {
+		cause := runErr
+		if !errors.Is(runErr, ErrSkipRetry) {
+			cause = fmt.Errorf("%w after %d attempts: %w", ErrRetriesExhausted, spec.Attempt+1, runErr)
+		}
+		err := w.q.DeadLetter(ctx, d, cause)
+		if err == nil {
+			w.emit(Event{Kind: EventDead, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Err: cause, Duration: took})
+		}
+		finish(err)
+		return
+	}
+	delay := w.cfg.Backoff(spec.Attempt+1, runErr)
+	err := w.q.Retry(ctx, d, delay, runErr)
+	if err == nil {
+		w.emit(Event{Kind: EventRetried, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Err: runErr, Duration: took, Delay: delay})
+	}
+	finish(err)
+}
+
+// ackLoop batches acks: it sends whatever is waiting in one call, so under load one round trip acks many tasks
+// and at rest an ack goes out at once.
+func (w *TaskWorker) ackLoop() {
+	defer close(w.ackDone)
+	batch := make([]ackReq, 0, 256)
+	for {
+		var req ackReq
+		select {
+		case req = <-w.acks:
+		case <-w.ackStop:
+			select {
+			case req = <-w.acks:
+			default:
+				return
+			}
+		}
+		batch = append(batch[:0], req)
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case r := <-w.acks:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		w.flushAcks(batch)
+	}
+}
+
+func (w *TaskWorker) flushAcks(batch []ackReq) {
+	ds := make([]*Delivery, len(batch))
+	for i, r := range batch {
+		ds[i] = r.d
+	}
+	var err error
+	for try := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = w.q.Ack(ctx, ds...)
+		cancel()
+		if err == nil || errors.Is(err, ErrLeaseLost) {
+			break
+		}
+		time.Sleep(time.Duration(try+1) * 100 * time.Millisecond)
+	}
+	if err == nil || !errors.Is(err, ErrLeaseLost) {
+		for _, r := range batch {
+			r.done(err)
+		}
+		return
+	}
+	// Some were lost: ack each on its own to tell which (rare; acks are idempotent).
+	for _, r := range batch {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		r.done(w.q.Ack(ctx, r.d))
+		cancel()
+	}
+}
+
+// heartbeatLoop renews the leases of running tasks, cancels those whose lease was lost, and cancels those whose
+// lease could not be renewed before it would expire.
+func (w *TaskWorker) heartbeatLoop(ctx context.Context) {
+	defer w.bg.Done()
+	t := time.NewTicker(w.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if !w.drainHeartbeats() {
+				return
+			}
+		case <-t.C:
+		}
+		w.heartbeat()
+	}
+}
+
+// drainHeartbeats keeps renewing while tasks still run during Stop; it reports whether any do.
+func (w *TaskWorker) drainHeartbeats() bool {
+	w.mu.Lock()
+	n := len(w.running)
+	w.mu.Unlock()
+	if n == 0 {
+		return false
+	}
+	time.Sleep(w.cfg.Heartbeat)
+	return true
+}
+
+func (w *TaskWorker) heartbeat() {
+	w.mu.Lock()
+	fl := make([]*inflight, 0, len(w.running))
+	ds := make([]*Delivery, 0, len(w.running))
+	for _, f := range w.running {
+		if !f.handed {
+			fl = append(fl, f)
+			ds = append(ds, f.d)
+		}
+	}
+	w.mu.Unlock()
+	if len(ds) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Heartbeat)
+	lost, err := w.q.ExtendLeases(ctx, ds)
+	cancel()
+	if err != nil {
+		w.emit(Event{Kind: EventQueueError, Err: err})
+		w.cfg.Logger.Warn("taskqueue: lease renewal failed", slog.String("worker", w.cfg.Name), slog.Any("error", err))
+	}
+	for _, d := range lost {
+		w.cancelTask(d, ErrLeaseLost)
+	}
+	// Cancel what the next heartbeat could not save in time.
+	limit := time.Now().Add(w.cfg.Heartbeat)
+	for _, f := range fl {
+		if f.d.localEnds.Before(limit) {
+			f.cancel(ErrLeaseExpired)
+		}
+	}
+}
+
+func (w *TaskWorker) cancelTask(d *Delivery, cause error) {
+	w.mu.Lock()
+	f := w.running[d]
+	w.mu.Unlock()
+	if f != nil {
+		f.cancel(cause)
+	}
+}
+
+func (w *TaskWorker) reapLoop(ctx context.Context) {
+	defer w.bg.Done()
+	t := time.NewTicker(w.cfg.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err := w.q.Reap(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				w.emit(Event{Kind: EventQueueError, Err: err})
+			}
+			continue
+		}
+		if res.Requeued > 0 || res.Dead > 0 {
+			w.cfg.Logger.Info("taskqueue: reclaimed expired leases", slog.String("worker", w.cfg.Name), slog.Int("requeued", res.Requeued), slog.Int("dead", res.Dead))
+		}
+	}
+}
+
+func (w *TaskWorker) emit(e Event) {
+	if w.cfg.OnEvent != nil {
+		w.cfg.OnEvent(e)
+	}
+}
