@@ -3,6 +3,7 @@ package taskqueue
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -71,6 +72,19 @@ type setup struct {
 	ref *ReferenceResolver
 }
 
+// quiet returns cfg (or a new config) with a logger that discards, so that parked-task warnings do not flood the
+// test output.
+func quiet(cfg *RedisConfig) *RedisConfig {
+	c := RedisConfig{}
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &c
+}
+
 // newMini starts a miniredis for the test and a queue on it.
 func newMini(t testing.TB, cfg *RedisConfig) *setup {
 	t.Helper()
@@ -78,7 +92,7 @@ func newMini(t testing.TB, cfg *RedisConfig) *setup {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	reg, ref := testRegistry(t)
-	q, err := NewRedisTaskQueue(rdb, "test", reg, cfg)
+	q, err := NewRedisTaskQueue(rdb, "test", reg, quiet(cfg))
 	require.NoError(t, err)
 	return &setup{mr: mr, rdb: rdb, q: q, reg: reg, ref: ref}
 }
@@ -91,7 +105,7 @@ func newReal(t testing.TB, cfg *RedisConfig) *setup {
 	t.Cleanup(func() { _ = rdb.Close() })
 	reg, ref := testRegistry(t)
 	prefix := "t-" + strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()) + "-" + newID()[:6]
-	q, err := NewRedisTaskQueue(rdb, prefix, reg, cfg)
+	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(cfg))
 	require.NoError(t, err)
 	return &setup{rdb: rdb, q: q, reg: reg, ref: ref}
 }

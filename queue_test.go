@@ -1,0 +1,616 @@
+package taskqueue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// backends runs a test against miniredis and against the real redis-server the test binary starts.
+func backends(t *testing.T, cfg *RedisConfig, fn func(t *testing.T, s *setup)) {
+	t.Helper()
+	for _, b := range []struct {
+		name string
+		mk   func(testing.TB, *RedisConfig) *setup
+	}{{"mini", newMini}, {"real", newReal}} {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, b.mk(t, cfg))
+		})
+	}
+}
+
+// lease dequeues without blocking and requires exactly n deliveries.
+func (s *setup) lease(t *testing.T, n int) []*Delivery {
+	t.Helper()
+	ds, err := s.q.Dequeue(context.Background(), DequeueOptions{Max: max(n, 1)})
+	require.NoError(t, err)
+	require.Len(t, ds, n)
+	return ds
+}
+
+// advance moves the clock that leases and due times follow: miniredis's, or the real one by waiting.
+func (s *setup) advance(d time.Duration) {
+	if s.mr != nil {
+		now, _ := s.q.ServerTime(context.Background())
+		s.mr.SetTime(now.Add(d))
+		return
+	}
+	time.Sleep(d)
+}
+
+// writeRaw stores a hand-made envelope as a pending task, as a hostile or foreign producer would.
+func (s *setup) writeRaw(t *testing.T, id, raw string) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, s.rdb.HSet(ctx, s.q.keys.key(keyTasks), id, raw).Err())
+	require.NoError(t, s.rdb.RPush(ctx, s.q.keys.key(keyPending), id).Err())
+}
+
+func (s *setup) stats(t *testing.T) Stats {
+	t.Helper()
+	st, err := s.q.Stats(context.Background())
+	require.NoError(t, err)
+	return st
+}
+
+type order struct {
+	ID    int64             `json:"id"`
+	Items []string          `json:"items"`
+	Meta  map[string]string `json:"meta"`
+	Big   int64             `json:"big"`
+}
+
+func TestRoundTripTypedArgs(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		got := make(chan order, 1)
+		require.NoError(t, Register(s.ref, "shop.orders", "ship", func(_ context.Context, o order) error { got <- o; return nil }))
+		want := order{ID: 7, Items: []string{"a<b>&c", "ü"}, Meta: map[string]string{"k": "v"}, Big: 1<<63 - 1}
+		require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "o-7", Executable: Ref("shop.orders", "ship", want), GroupID: "g1"}))
+
+		raw, err := s.q.Peek(ctx, "o-7")
+		require.NoError(t, err)
+		require.Contains(t, raw, `"a<b>&c"`, "stored JSON is not HTML-escaped")
+		require.Contains(t, raw, `"big":9223372036854775807`)
+		var fields map[string]any
+		require.NoError(t, json.Unmarshal([]byte(raw), &fields))
+		for _, k := range []string{"v", "task_id", "status", "created_at", "strategy", "resolver_id", "serialized_task", "group_id"} {
+			require.Contains(t, fields, k)
+		}
+
+		d := s.lease(t, 1)[0]
+		require.Equal(t, "o-7", d.Spec.TaskID)
+		require.Equal(t, "g1", d.Spec.GroupID)
+		require.Equal(t, DefaultResolverID, d.Spec.ResolverID)
+		require.Equal(t, StrategyReference, d.Spec.SerializedTask.Strategy)
+		require.Equal(t, 1, d.Deliveries)
+		require.NoError(t, d.Spec.Executable.Run(ctx))
+		require.Equal(t, want, <-got)
+		require.NoError(t, s.q.Ack(ctx, d))
+		require.Equal(t, Stats{}, s.stats(t))
+		_, err = s.q.Peek(ctx, "o-7")
+		require.ErrorIs(t, err, ErrNotFound, "finished tasks leave Redis")
+	})
+}
+
+func TestEnqueueIdempotent(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		spec := NewTaskSpec("same", Ref("m", "f", addArgs{A: 1}))
+		require.NoError(t, s.q.Enqueue(ctx, spec))
+		require.NoError(t, s.q.Enqueue(ctx, spec), "same id and content: no-op")
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("same", Ref("m", "f", addArgs{A: 1}))), "created_at differs, content same")
+		require.Equal(t, int64(1), s.stats(t).Pending)
+
+		err := s.q.Enqueue(ctx, NewTaskSpec("same", Ref("m", "f", addArgs{A: 2})))
+		require.ErrorIs(t, err, ErrTaskIDConflict)
+		require.Equal(t, int64(1), s.stats(t).Pending)
+
+		// Once completed, a replay of the enqueue within the settled window does not make a second task.
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		d := s.lease(t, 1)[0]
+		require.NoError(t, s.q.Ack(ctx, d))
+		require.NoError(t, s.q.Enqueue(ctx, spec))
+		require.Equal(t, Stats{}, s.stats(t))
+	})
+}
+
+func TestEnqueueBatch(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		specs := make([]*TaskSpec, 0, 100)
+		for i := range 100 {
+			specs = append(specs, NewTaskSpec(fmt.Sprintf("b-%03d", i), Ref("m", "f", addArgs{A: int64(i)})))
+		}
+		specs = append(specs, NewTaskSpec("bad id", Ref("m", "f", nil)), NewTaskSpec("closure", Func(func(context.Context) error { return nil })))
+		err := s.q.EnqueueBatch(ctx, specs)
+		var ee *EnqueueError
+		require.ErrorAs(t, err, &ee)
+		require.ErrorIs(t, err, ErrInvalidTaskID)
+		require.ErrorIs(t, err, ErrNotSerializable)
+		require.Equal(t, int64(100), s.stats(t).Pending)
+
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 1000})
+		require.NoError(t, err)
+		require.Len(t, ds, 100)
+		for i, d := range ds {
+			require.Equal(t, fmt.Sprintf("b-%03d", i), d.Spec.TaskID, "FIFO")
+		}
+		require.NoError(t, s.q.Ack(ctx, ds...))
+		require.Equal(t, Stats{}, s.stats(t))
+	})
+}
+
+func TestFencedAckAfterLeaseLoss(t *testing.T) {
+	t.Parallel()
+	backends(t, &RedisConfig{Lease: 200 * time.Millisecond}, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("x", Ref("m", "f", nil))))
+		stale := s.lease(t, 1)[0]
+
+		s.advance(300 * time.Millisecond)
+		res, err := s.q.Reap(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1, res.Requeued)
+
+		owner := s.lease(t, 1)[0]
+		require.Greater(t, owner.Token, stale.Token)
+		require.Equal(t, 2, owner.Deliveries)
+
+		require.ErrorIs(t, s.q.Ack(ctx, stale), ErrLeaseLost)
+		require.ErrorIs(t, s.q.Retry(ctx, stale, 0, errors.New("x")), ErrLeaseLost)
+		require.ErrorIs(t, s.q.DeadLetter(ctx, stale, errors.New("x")), ErrLeaseLost)
+		require.ErrorIs(t, s.q.Release(ctx, stale), ErrLeaseLost)
+		lost, err := s.q.ExtendLeases(ctx, []*Delivery{stale, owner})
+		require.NoError(t, err)
+		require.Equal(t, []*Delivery{stale}, lost)
+
+		require.NoError(t, s.q.Ack(ctx, owner))
+		require.NoError(t, s.q.Ack(ctx, owner), "a repeated ack (a lost reply) succeeds")
+		require.ErrorIs(t, s.q.Ack(ctx, stale), ErrLeaseLost, "the stale owner stays refused after the new owner acked")
+		require.Equal(t, Stats{}, s.stats(t))
+	})
+}
+
+func TestExtendKeepsLease(t *testing.T) {
+	t.Parallel()
+	backends(t, &RedisConfig{Lease: 300 * time.Millisecond}, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("x", Ref("m", "f", nil))))
+		d := s.lease(t, 1)[0]
+		first := d.LeaseDeadline
+		for range 4 {
+			s.advance(150 * time.Millisecond)
+			lost, err := s.q.ExtendLeases(ctx, []*Delivery{d})
+			require.NoError(t, err)
+			require.Empty(t, lost)
+			res, err := s.q.Reap(ctx)
+			require.NoError(t, err)
+			require.Zero(t, res.Requeued, "a renewed lease is never reaped")
+		}
+		require.True(t, d.LeaseDeadline.After(first))
+		require.NoError(t, s.q.Ack(ctx, d))
+	})
+}
+
+func TestReaperDeadLettersCrashLoop(t *testing.T) {
+	t.Parallel()
+	backends(t, &RedisConfig{Lease: 100 * time.Millisecond, MaxDeliveries: 3}, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("crashy", Ref("m", "f", nil))))
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("fine", Ref("m", "f", nil))))
+		for i := 1; i <= 3; i++ {
+			ds := s.lease(t, 1+boolInt(i == 1))
+			require.Equal(t, "crashy", ds[0].Spec.TaskID)
+			require.Equal(t, i, ds[0].Deliveries)
+			if i == 1 {
+				require.NoError(t, s.q.Ack(ctx, ds[1]))
+			}
+			s.advance(150 * time.Millisecond) // the worker "crashed": no ack, no renewal
+			res, err := s.q.Reap(ctx)
+			require.NoError(t, err)
+			require.Equal(t, boolInt(i == 3), res.Dead)
+		}
+		st := s.stats(t)
+		require.Equal(t, Stats{Dead: 1}, st)
+		dl, err := s.q.GetDeadLetter(ctx, "crashy")
+		require.NoError(t, err)
+		require.Contains(t, dl.Reason, ErrMaxDeliveries.Error())
+		require.Contains(t, dl.Reason, "3 deliveries")
+		require.NotEmpty(t, dl.Envelope)
+	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestRetryAndDelayTiming(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "later", Executable: Ref("m", "f", nil), ProcessIn: 300 * time.Millisecond}))
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("now", Ref("m", "f", nil))))
+		require.Equal(t, Stats{Pending: 1, Scheduled: 1}, s.stats(t))
+
+		d := s.lease(t, 1)[0]
+		require.Equal(t, "now", d.Spec.TaskID)
+		require.NoError(t, s.q.Retry(ctx, d, 500*time.Millisecond, errors.New("boom")))
+		require.NoError(t, s.q.Retry(ctx, d, 500*time.Millisecond, errors.New("boom")), "a repeated retry (lost reply) succeeds")
+		require.Equal(t, Stats{Scheduled: 2}, s.stats(t))
+
+		s.advance(200 * time.Millisecond)
+		s.lease(t, 0)
+		s.advance(150 * time.Millisecond)
+		d = s.lease(t, 1)[0]
+		require.Equal(t, "later", d.Spec.TaskID)
+		require.Equal(t, StatusScheduled, d.Spec.Status)
+		require.NoError(t, s.q.Ack(ctx, d))
+		s.lease(t, 0)
+		s.advance(200 * time.Millisecond)
+		d = s.lease(t, 1)[0]
+		require.Equal(t, "now", d.Spec.TaskID)
+		require.Equal(t, 1, d.Spec.Attempt)
+		require.Equal(t, "boom", d.Spec.LastError)
+		require.Equal(t, StatusRetry, d.Spec.Status)
+		require.Equal(t, 1, d.Deliveries, "a retry resets the lost-delivery count")
+		require.NoError(t, s.q.Ack(ctx, d))
+		require.Equal(t, Stats{}, s.stats(t))
+	})
+}
+
+func TestProcessAtUsesServerClock(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, nil)
+	ctx := context.Background()
+	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+	// The server's clock is an hour ahead of ours; a task due in 1s by our clock is due 1s after the server's now.
+	s.mr.SetTime(time.Now().Add(time.Hour))
+	require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "at", Executable: Ref("m", "f", nil), ProcessAt: time.Now().Add(time.Second)}))
+	s.lease(t, 0)
+	s.advance(900 * time.Millisecond)
+	s.lease(t, 0)
+	s.advance(200 * time.Millisecond)
+	s.lease(t, 1)
+}
+
+func TestReleaseHandsBackAtHead(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		for _, id := range []string{"a", "b", "c"} {
+			require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec(id, Ref("m", "f", nil))))
+		}
+		d := s.lease(t, 1)[0]
+		require.Equal(t, "a", d.Spec.TaskID)
+		require.NoError(t, s.q.Release(ctx, d))
+		ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 3})
+		require.NoError(t, err)
+		require.Equal(t, []string{"a", "b", "c"}, ids(ds))
+		require.Equal(t, 1, ds[0].Deliveries, "a release does not count as a delivery")
+		require.NoError(t, s.q.Ack(ctx, ds...))
+	})
+}
+
+func ids(ds []*Delivery) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.Spec.TaskID
+	}
+	return out
+}
+
+func TestBadInputIsParked(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "known", "fn", func(context.Context, addArgs) error { return nil }))
+		good := func(id, resolver, strategy, payload string) string {
+			return fmt.Sprintf(`{"v":1,"task_id":%q,"status":"ready","created_at":1,"strategy":%q,"resolver_id":%q,"serialized_task":{"strategy":%q,"payload":%s},"max_retries":0}`,
+				id, strategy, resolver, strategy, payload)
+		}
+		cases := []struct {
+			id, raw string
+			want    error
+		}{
+			{"unknown-resolver", good("unknown-resolver", "nope", "reference", `{"module":"known","name":"fn"}`), ErrUnknownResolver},
+			{"unknown-strategy", good("unknown-strategy", "default", "yaml", `{}`), ErrUnknownStrategy},
+			{"pickle", good("pickle", "default", "pickle", `{"data":"gASV"}`), ErrUnsafeStrategy},
+			{"unknown-name", good("unknown-name", "default", "reference", `{"module":"known","name":"other"}`), ErrUnknownTask},
+			{"path-like", good("path-like", "default", "reference", `{"module":"os/exec","name":"Command"}`), ErrUnknownTask},
+			{"dotdot", good("dotdot", "default", "reference", `{"module":"../x","name":"fn"}`), ErrUnknownTask},
+			{"bad-args", good("bad-args", "default", "reference", `{"module":"known","name":"fn","args":{"a":"x"}}`), ErrInvalidArgs},
+			{"big-int", good("big-int", "default", "reference", `{"module":"known","name":"fn","args":{"a":12345678901234567890}}`), ErrInvalidArgs},
+			{"not-json", `{"v":1,"task_id":`, ErrMalformedEnvelope},
+			{"dup-key", `{"v":1,"task_id":"dup-key","task_id":"x"}`, ErrMalformedEnvelope},
+			{"case-key", `{"v":1,"Task_ID":"case-key"}`, ErrMalformedEnvelope},
+			{"deep", `{"v":1,"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`, ErrMalformedEnvelope},
+			{"bad-utf8", "{\"v\":1,\"task_id\":\"\xff\"}", ErrMalformedEnvelope},
+			{"future", `{"v":99,"task_id":"future"}`, ErrUnsupportedVersion},
+			{"wrong-type", `{"v":1,"task_id":5}`, ErrMalformedEnvelope},
+		}
+		for _, c := range cases {
+			s.writeRaw(t, c.id, c.raw)
+		}
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("fine", Ref("known", "fn", addArgs{A: 1}))))
+		ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 100})
+		require.NoError(t, err)
+		require.Equal(t, []string{"fine"}, ids(ds), "only the good task is returned")
+		require.NoError(t, s.q.Ack(ctx, ds...))
+
+		require.Equal(t, Stats{Dead: int64(len(cases))}, s.stats(t))
+		for _, c := range cases {
+			dl, err := s.q.GetDeadLetter(ctx, c.id)
+			require.NoError(t, err, c.id)
+			require.Contains(t, dl.Reason, c.want.Error(), c.id)
+			require.Equal(t, c.raw, dl.Envelope, "%s: parked with its raw bytes", c.id)
+			require.Less(t, len(dl.Reason), 600, "%s: reasons are bounded", c.id)
+		}
+	})
+}
+
+func TestDeadLetterAdmin(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		for _, id := range []string{"d1", "d2", "d3"} {
+			require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: id, Executable: Ref("m", "f", nil)}))
+		}
+		for _, d := range s.lease(t, 3) {
+			require.NoError(t, s.q.Retry(ctx, d, 0, errors.New("first")))
+		}
+		for _, d := range s.lease(t, 3) {
+			require.NoError(t, s.q.DeadLetter(ctx, d, fmt.Errorf("%w: gave up", ErrRetriesExhausted)))
+		}
+		require.Equal(t, Stats{Dead: 3}, s.stats(t))
+		dls, err := s.q.DeadLetters(ctx, 0, 10)
+		require.NoError(t, err)
+		require.Len(t, dls, 3)
+		require.Contains(t, dls[0].Reason, "retries exhausted: gave up")
+		require.Contains(t, dls[0].Envelope, `"status":"dead"`)
+		page, err := s.q.DeadLetters(ctx, 2, 10)
+		require.NoError(t, err)
+		require.Len(t, page, 1)
+
+		n, err := s.q.RequeueDead(ctx, "d1", "d2", "missing")
+		require.NoError(t, err)
+		require.Equal(t, 2, n)
+		n, err = s.q.DeleteDead(ctx, "d3", "d1")
+		require.NoError(t, err)
+		require.Equal(t, 1, n, "d1 is no longer dead")
+		_, err = s.q.GetDeadLetter(ctx, "d3")
+		require.ErrorIs(t, err, ErrNotFound)
+		_, err = s.q.Peek(ctx, "d3")
+		require.ErrorIs(t, err, ErrNotFound)
+
+		ds := s.lease(t, 2)
+		require.Equal(t, 0, ds[0].Spec.Attempt, "requeued with a fresh retry budget")
+		require.Equal(t, StatusReady, ds[0].Spec.Status)
+		require.NoError(t, s.q.Ack(ctx, ds...))
+		require.Equal(t, Stats{}, s.stats(t))
+	})
+}
+
+func TestBlockingPickup(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		type result struct {
+			ds  []*Delivery
+			err error
+			at  time.Time
+		}
+		got := make(chan result, 1)
+		go func() {
+			ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second, Consumer: "c1"})
+			got <- result{ds, err, time.Now()}
+		}()
+		waitForBlocked(t, s)
+		sent := time.Now()
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("wake", Ref("m", "f", nil))))
+		r := <-got
+		require.NoError(t, r.err)
+		require.Equal(t, []string{"wake"}, ids(r.ds))
+		require.Less(t, r.at.Sub(sent), time.Second, "woken by the enqueue, not by the timeout")
+		require.NoError(t, s.q.Ack(ctx, r.ds...))
+
+		// Interrupt ends a wait at once, without a task.
+		go func() {
+			ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second, Consumer: "c1"})
+			got <- result{ds, err, time.Now()}
+		}()
+		waitForBlocked(t, s)
+		sent = time.Now()
+		require.NoError(t, s.q.Interrupt(ctx, "c1"))
+		r = <-got
+		require.NoError(t, r.err)
+		require.Empty(t, r.ds)
+		require.Less(t, r.at.Sub(sent), time.Second)
+
+		// A delayed task due during the wait ends it at its due time.
+		go func() {
+			ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second, Consumer: "c1"})
+			got <- result{ds, err, time.Now()}
+		}()
+		waitForBlocked(t, s)
+		sent = time.Now()
+		require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "soon", Executable: Ref("m", "f", nil), ProcessIn: 300 * time.Millisecond}))
+		r = <-got
+		require.NoError(t, r.err)
+		require.Equal(t, []string{"soon"}, ids(r.ds))
+		require.Less(t, r.at.Sub(sent), 2*time.Second)
+		require.NoError(t, s.q.Ack(ctx, r.ds...))
+	})
+}
+
+// waitForBlocked waits until a client is blocked on the queue (real Redis), or gives a blocked call time to
+// start (miniredis, which does not list blocked clients).
+func waitForBlocked(t *testing.T, s *setup) {
+	t.Helper()
+	if s.mr != nil {
+		time.Sleep(50 * time.Millisecond)
+		return
+	}
+	waitFor(t, 5*time.Second, "a blocked client", func() bool {
+		info, err := s.rdb.Info(context.Background(), "clients").Result()
+		return err == nil && !strings.Contains(info, "blocked_clients:0")
+	})
+}
+
+func TestWakeChainsForFullBatches(t *testing.T) {
+	t.Parallel()
+	s := newReal(t, nil)
+	ctx := context.Background()
+	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+	// Two consumers wait; ten tasks arrive at once; each consumer takes at most 5, so the first wakes the second.
+	var wg sync.WaitGroup
+	got := make(chan []*Delivery, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 5, Wait: 5 * time.Second, Consumer: fmt.Sprint("c", i)})
+			if err == nil {
+				got <- ds
+			}
+		}()
+	}
+	waitFor(t, 5*time.Second, "two blocked clients", func() bool {
+		info, _ := s.rdb.Info(ctx, "clients").Result()
+		return strings.Contains(info, "blocked_clients:2")
+	})
+	specs := make([]*TaskSpec, 10)
+	for i := range specs {
+		specs[i] = NewTaskSpec(fmt.Sprint("t", i), Ref("m", "f", nil))
+	}
+	start := time.Now()
+	require.NoError(t, s.q.EnqueueBatch(ctx, specs))
+	wg.Wait()
+	close(got)
+	total := 0
+	for ds := range got {
+		require.Len(t, ds, 5)
+		total += len(ds)
+		require.NoError(t, s.q.Ack(ctx, ds...))
+	}
+	require.Equal(t, 10, total)
+	require.Less(t, time.Since(start), time.Second)
+}
+
+func TestKeysShareOneSlotAndPrefix(t *testing.T) {
+	t.Parallel()
+	s := newReal(t, nil)
+	ctx := context.Background()
+	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("a", Ref("m", "f", nil))))
+	require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "b", Executable: Ref("m", "f", nil), ProcessIn: time.Hour}))
+	d := s.lease(t, 1)[0]
+	require.NoError(t, s.q.Retry(ctx, d, time.Hour, errors.New("x")))
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("c", Ref("m", "f", nil))))
+	d = s.lease(t, 1)[0]
+	require.NoError(t, s.q.DeadLetter(ctx, d, errors.New("x")))
+
+	var keys []string
+	iter := s.rdb.Scan(ctx, 0, "*"+s.q.KeyPrefix()+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	require.NoError(t, iter.Err())
+	require.NotEmpty(t, keys)
+	for _, k := range keys {
+		require.True(t, strings.HasPrefix(k, "{"+s.q.KeyPrefix()+"}:"), k)
+		require.Equal(t, redisSlot(s.q.keys.key(keyTasks)), redisSlot(k))
+	}
+}
+
+// redisSlot computes a key's Cluster slot (CRC16 of the hash tag, mod 16384).
+func redisSlot(key string) uint16 {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for _, b := range []byte(key) {
+		crc ^= uint16(b) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc % 16384
+}
+
+func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer rdb.Close()
+	reg, _ := testRegistry(t)
+	for _, p := range []string{"", "a{b}", "a*", "a?", "a[b]", "a b", strings.Repeat("x", 200), "a\\b"} {
+		_, err := NewRedisTaskQueue(rdb, p, reg, nil)
+		require.ErrorIs(t, err, ErrInvalidKeyPrefix, p)
+	}
+	for _, p := range []string{"app", "app:emails", "team/app-1.q_2"} {
+		_, err := NewRedisTaskQueue(rdb, p, reg, nil)
+		require.NoError(t, err, p)
+	}
+	_, err := NewRedisTaskQueue(nil, "p", reg, nil)
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	_, err = NewRedisTaskQueue(rdb, "p", nil, nil)
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	for _, cfg := range []RedisConfig{{Lease: time.Millisecond}, {MaxDeliveries: -1}, {ReapBatch: -5}, {DefaultResolverID: "a b"}, {Limits: Limits{MaxDepth: 2}}} {
+		_, err := NewRedisTaskQueue(rdb, "p", reg, &cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig, "%+v", cfg)
+	}
+	cfg := &RedisConfig{}
+	q, err := NewRedisTaskQueue(rdb, "p", reg, cfg)
+	require.NoError(t, err)
+	require.Equal(t, RedisConfig{}, *cfg, "the caller's config is not modified")
+	require.Equal(t, 30*time.Second, q.LeaseDuration())
+}
+
+func TestEnvelopeSizeLimitOnEnqueue(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, &RedisConfig{Limits: Limits{MaxEnvelopeBytes: 1024}})
+	err := s.q.Enqueue(context.Background(), NewTaskSpec("big", Ref("m", "f", map[string]string{"x": strings.Repeat("y", 2000)})))
+	require.ErrorIs(t, err, ErrEnvelopeTooLarge)
+	require.Equal(t, Stats{}, s.stats(t))
+}
+
+func TestScriptFlushIsInvisible(t *testing.T) {
+	t.Parallel()
+	s := newReal(t, nil)
+	ctx := context.Background()
+	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("a", Ref("m", "f", nil))))
+	require.NoError(t, s.rdb.ScriptFlush(ctx).Err())
+	d := s.lease(t, 1)[0]
+	require.NoError(t, s.rdb.ScriptFlush(ctx).Err())
+	require.NoError(t, s.q.Ack(ctx, d))
+}
