@@ -1,12 +1,14 @@
 package taskqueue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 )
@@ -164,6 +166,7 @@ type TaskWorker struct {
 	tasks    sync.WaitGroup // task goroutines
 	acks     chan ackReq
 	ackStop  chan struct{} // closed when no more acks can come; the ack loop drains and exits
+	hbStop   chan struct{} // closed when no task runs any more; the heartbeat loop exits
 	ackDone  chan struct{}
 }
 
@@ -233,11 +236,12 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	w.fetchEnd = make(chan struct{})
 	w.acks = make(chan ackReq, w.cfg.Concurrency*2)
 	w.ackStop = make(chan struct{})
+	w.hbStop = make(chan struct{})
 	w.ackDone = make(chan struct{})
 	go w.fetchLoop(bgCtx)
 	go w.ackLoop()
 	w.bg.Add(1)
-	go w.heartbeatLoop(bgCtx)
+	go w.heartbeatLoop()
 	if w.cfg.ReapInterval > 0 {
 		w.bg.Add(1)
 		go w.reapLoop(bgCtx)
@@ -293,6 +297,7 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	}
 	close(w.ackStop)
 	<-w.ackDone
+	close(w.hbStop)
 	w.bg.Wait()
 	w.mu.Lock()
 	w.state = stateStopped
@@ -312,6 +317,8 @@ func (w *TaskWorker) handBack() error {
 		}
 	}
 	w.mu.Unlock()
+	// Each release goes to the head of the queue: release the newest first so the oldest ends up first.
+	slices.SortFunc(fl, func(a, b *inflight) int { return cmp.Compare(b.d.Token, a.d.Token) })
 	var errs []error
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -561,32 +568,19 @@ func (w *TaskWorker) flushAcks(batch []ackReq) {
 
 // heartbeatLoop renews the leases of running tasks, cancels those whose lease was lost, and cancels those whose
 // lease could not be renewed before it would expire.
-func (w *TaskWorker) heartbeatLoop(ctx context.Context) {
+// It keeps running during Stop's grace period, until no task runs.
+func (w *TaskWorker) heartbeatLoop() {
 	defer w.bg.Done()
 	t := time.NewTicker(w.cfg.Heartbeat)
 	defer t.Stop()
 	for {
 		select {
-		case <-ctx.Done():
-			if !w.drainHeartbeats() {
-				return
-			}
+		case <-w.hbStop:
+			return
 		case <-t.C:
 		}
 		w.heartbeat()
 	}
-}
-
-// drainHeartbeats keeps renewing while tasks still run during Stop; it reports whether any do.
-func (w *TaskWorker) drainHeartbeats() bool {
-	w.mu.Lock()
-	n := len(w.running)
-	w.mu.Unlock()
-	if n == 0 {
-		return false
-	}
-	time.Sleep(w.cfg.Heartbeat)
-	return true
 }
 
 func (w *TaskWorker) heartbeat() {

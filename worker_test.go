@@ -1,0 +1,440 @@
+package taskqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// recorder collects worker events.
+type recorder struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (r *recorder) on(e Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+}
+
+func (r *recorder) count(kind EventKind) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.events {
+		if e.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *recorder) last(kind EventKind) Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.events) - 1; i >= 0; i-- {
+		if r.events[i].Kind == kind {
+			return r.events[i]
+		}
+	}
+	return Event{}
+}
+
+func quietWorker(cfg WorkerConfig, rec *recorder) *WorkerConfig {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if rec != nil {
+		cfg.OnEvent = rec.on
+	}
+	if cfg.Backoff == nil {
+		cfg.Backoff = func(int, error) time.Duration { return 10 * time.Millisecond }
+	}
+	return &cfg
+}
+
+// startWorker starts a worker and stops it when the test ends.
+func startWorker(t *testing.T, q TaskQueue, cfg *WorkerConfig) *TaskWorker {
+	t.Helper()
+	w, err := NewTaskWorker(q, cfg)
+	require.NoError(t, err)
+	require.NoError(t, w.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := w.Stop(ctx); err != nil && !errors.Is(err, ErrClosed) {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return w
+}
+
+func stopWorker(t *testing.T, w *TaskWorker, grace time.Duration) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	return w.Stop(ctx)
+}
+
+func TestWorkerRunsTasks(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		var sum atomic.Int64
+		var done atomic.Int32
+		require.NoError(t, Register(s.ref, "math", "add", func(_ context.Context, a addArgs) error {
+			sum.Add(a.A + a.B)
+			done.Add(1)
+			return nil
+		}))
+		specs := make([]*TaskSpec, 200)
+		for i := range specs {
+			specs[i] = NewTaskSpec(fmt.Sprint("t", i), Ref("math", "add", addArgs{A: int64(i), B: 1}))
+		}
+		require.NoError(t, s.q.EnqueueBatch(ctx, specs))
+		rec := &recorder{}
+		startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 8}, rec))
+		waitFor(t, 10*time.Second, "200 tasks", func() bool { return done.Load() == 200 })
+		require.Equal(t, int64(199*200/2+200), sum.Load())
+		waitFor(t, 5*time.Second, "acks", func() bool { return s.stats(t) == Stats{} })
+		require.Equal(t, 200, rec.count(EventStarted))
+		require.Equal(t, 200, rec.count(EventSucceeded))
+	})
+}
+
+func TestWorkerRetriesThenSucceeds(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		var runs atomic.Int32
+		require.NoError(t, Register(s.ref, "m", "flaky", func(context.Context, addArgs) error {
+			if runs.Add(1) < 3 {
+				return errors.New("transient")
+			}
+			return nil
+		}))
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("flaky", Ref("m", "flaky", nil))))
+		rec := &recorder{}
+		var attempts []int
+		var mu sync.Mutex
+		cfg := quietWorker(WorkerConfig{Concurrency: 2, Backoff: func(attempt int, err error) time.Duration {
+			mu.Lock()
+			attempts = append(attempts, attempt)
+			mu.Unlock()
+			return 50 * time.Millisecond
+		}}, rec)
+		startWorker(t, s.q, cfg)
+		waitFor(t, 10*time.Second, "success", func() bool { return rec.count(EventSucceeded) == 1 })
+		require.Equal(t, int32(3), runs.Load())
+		require.Equal(t, 2, rec.count(EventRetried))
+		mu.Lock()
+		require.Equal(t, []int{1, 2}, attempts)
+		mu.Unlock()
+		require.Equal(t, 50*time.Millisecond, rec.last(EventRetried).Delay)
+		waitFor(t, 5*time.Second, "empty queue", func() bool { return s.stats(t) == Stats{} })
+	})
+}
+
+func TestWorkerDeadLettersAfterRetries(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "fail", func(context.Context, addArgs) error { return errors.New("always") }))
+		require.NoError(t, Register(s.ref, "m", "panic", func(context.Context, addArgs) error { panic("kaboom") }))
+		require.NoError(t, Register(s.ref, "m", "skip", func(context.Context, addArgs) error {
+			return fmt.Errorf("bad input: %w", ErrSkipRetry)
+		}))
+		require.NoError(t, s.q.EnqueueBatch(ctx, []*TaskSpec{
+			{TaskID: "fail", Executable: Ref("m", "fail", nil), MaxRetries: 2},
+			{TaskID: "panic", Executable: Ref("m", "panic", nil), MaxRetries: 1},
+			{TaskID: "skip", Executable: Ref("m", "skip", nil)},
+			{TaskID: "noretry", Executable: Ref("m", "fail", nil), MaxRetries: -1},
+		}))
+		rec := &recorder{}
+		startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 4}, rec))
+		waitFor(t, 10*time.Second, "4 dead letters", func() bool { return s.stats(t).Dead == 4 })
+		require.Equal(t, Stats{Dead: 4}, s.stats(t))
+		reason := func(id string) string {
+			dl, err := s.q.GetDeadLetter(ctx, id)
+			require.NoError(t, err)
+			return dl.Reason
+		}
+		require.Contains(t, reason("fail"), "retries exhausted after 3 attempts: always")
+		require.Contains(t, reason("panic"), "retries exhausted after 2 attempts: taskqueue: handler panicked: kaboom")
+		require.Contains(t, reason("skip"), "bad input: taskqueue: skip retry")
+		require.Contains(t, reason("noretry"), "after 1 attempts")
+		require.Equal(t, 3, rec.count(EventRetried))
+		var pe *PanicError
+		for _, e := range rec.events {
+			if e.TaskID == "panic" && errors.As(e.Err, &pe) {
+				break
+			}
+		}
+		require.NotNil(t, pe, "the panic reaches the event hook as a *PanicError")
+		require.Contains(t, string(pe.Stack), "worker_test.go")
+	})
+}
+
+func TestWorkerTimeout(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, nil)
+	ctx := context.Background()
+	var runs atomic.Int32
+	require.NoError(t, Register(s.ref, "m", "slow", func(ctx context.Context, _ addArgs) error {
+		if runs.Add(1) == 1 {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}))
+	require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "slow", Executable: Ref("m", "slow", nil), Timeout: 100 * time.Millisecond}))
+	rec := &recorder{}
+	startWorker(t, s.q, quietWorker(WorkerConfig{}, rec))
+	waitFor(t, 5*time.Second, "success after a timeout", func() bool { return rec.count(EventSucceeded) == 1 })
+	require.ErrorIs(t, rec.last(EventRetried).Err, ErrTimeout)
+}
+
+func TestWorkerGracefulStopFinishesInFlight(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, nil)
+	ctx := context.Background()
+	started := make(chan struct{})
+	release := make(chan struct{})
+	require.NoError(t, Register(s.ref, "m", "wait", func(context.Context, addArgs) error {
+		close(started)
+		<-release
+		return nil
+	}))
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("w", Ref("m", "wait", nil))))
+	rec := &recorder{}
+	w := startWorker(t, s.q, quietWorker(WorkerConfig{}, rec))
+	<-started
+	stopped := make(chan error, 1)
+	go func() { stopped <- stopWorker(t, w, 10*time.Second) }()
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	require.NoError(t, <-stopped)
+	require.Equal(t, Stats{}, s.stats(t), "the finished task was acked before Stop returned")
+	require.ErrorIs(t, w.Stop(ctx), ErrClosed)
+}
+
+func TestWorkerStopHandsBackAtOnce(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		started := make(chan struct{}, 2)
+		cancelled := make(chan error, 2)
+		require.NoError(t, Register(s.ref, "m", "long", func(ctx context.Context, _ addArgs) error {
+			started <- struct{}{}
+			<-ctx.Done()
+			cancelled <- context.Cause(ctx)
+			return ctx.Err()
+		}))
+		require.NoError(t, s.q.EnqueueBatch(ctx, []*TaskSpec{NewTaskSpec("l1", Ref("m", "long", nil)), NewTaskSpec("l2", Ref("m", "long", nil))}))
+		rec := &recorder{}
+		w := startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 2}, rec))
+		<-started
+		<-started
+		begin := time.Now()
+		require.NoError(t, stopWorker(t, w, 100*time.Millisecond))
+		require.Less(t, time.Since(begin), 3*time.Second, "stop does not wait for the lease")
+		require.ErrorIs(t, <-cancelled, errStopping)
+		require.ErrorIs(t, <-cancelled, errStopping)
+		require.Equal(t, Stats{Pending: 2}, s.stats(t), "handed back at once, not after lease expiry")
+		require.Equal(t, 2, rec.count(EventReleased))
+		require.Zero(t, rec.count(EventRetried), "a hand-back is not a failure")
+
+		ds := s.lease(t, 2)
+		require.Equal(t, []string{"l1", "l2"}, ids(ds))
+		for _, d := range ds {
+			require.Equal(t, 1, d.Deliveries, "a hand-back does not count as a lost delivery")
+			require.Equal(t, 0, d.Spec.Attempt)
+		}
+		require.NoError(t, s.q.Ack(ctx, ds...))
+	})
+}
+
+func TestWorkerHeartbeatKeepsLongTask(t *testing.T) {
+	t.Parallel()
+	s := newReal(t, &RedisConfig{Lease: 300 * time.Millisecond})
+	ctx := context.Background()
+	var runs atomic.Int32
+	require.NoError(t, Register(s.ref, "m", "long", func(ctx context.Context, _ addArgs) error {
+		runs.Add(1)
+		select {
+		case <-time.After(1500 * time.Millisecond): // five leases
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}))
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("long", Ref("m", "long", nil))))
+	rec := &recorder{}
+	startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1, ReapInterval: 20 * time.Millisecond}, rec))
+	startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1, ReapInterval: 20 * time.Millisecond}, rec))
+	waitFor(t, 10*time.Second, "success", func() bool { return rec.count(EventSucceeded) == 1 })
+	waitFor(t, 5*time.Second, "ack", func() bool { return s.stats(t) == Stats{} })
+	require.Equal(t, int32(1), runs.Load(), "never redelivered while its heartbeats renew the lease")
+	require.Zero(t, rec.count(EventLeaseLost))
+}
+
+// flakyQueue wraps a queue and can make lease renewal fail or report leases lost.
+type flakyQueue struct {
+	TaskQueue
+	extendErr  atomic.Bool
+	reportLost atomic.Bool
+}
+
+func (f *flakyQueue) ExtendLeases(ctx context.Context, ds []*Delivery) ([]*Delivery, error) {
+	if f.extendErr.Load() {
+		return nil, errors.New("redis unreachable")
+	}
+	if f.reportLost.Load() {
+		return ds, nil
+	}
+	return f.TaskQueue.ExtendLeases(ctx, ds)
+}
+
+func TestWorkerCancelsBeforeLeaseExpiresWhenRenewalFails(t *testing.T) {
+	t.Parallel()
+	s := newReal(t, &RedisConfig{Lease: 600 * time.Millisecond})
+	ctx := context.Background()
+	type outcome struct {
+		cause    error
+		at       time.Time
+		deadline time.Time
+	}
+	got := make(chan outcome, 1)
+	fq := &flakyQueue{TaskQueue: s.q}
+	fq.extendErr.Store(true)
+	var deadline atomic.Value
+	require.NoError(t, Register(s.ref, "m", "long", func(ctx context.Context, _ addArgs) error {
+		<-ctx.Done()
+		got <- outcome{context.Cause(ctx), time.Now(), deadline.Load().(time.Time)}
+		return ctx.Err()
+	}))
+	mw := func(next Handler) Handler {
+		return func(ctx context.Context, spec *TaskSpec) error {
+			deadline.Store(time.Now().Add(600 * time.Millisecond)) // the lease runs from pickup, which was just before
+			return next(ctx, spec)
+		}
+	}
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("long", Ref("m", "long", nil))))
+	startWorker(t, fq, quietWorker(WorkerConfig{Concurrency: 1, Middleware: []Middleware{mw}, ReapInterval: -1}, nil))
+	o := <-got
+	require.ErrorIs(t, o.cause, ErrLeaseExpired)
+	require.True(t, o.at.Before(o.deadline), "cancelled %s before the lease deadline", o.deadline.Sub(o.at))
+}
+
+func TestWorkerCancelsOnLeaseLost(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, &RedisConfig{Lease: 300 * time.Millisecond})
+	ctx := context.Background()
+	fq := &flakyQueue{TaskQueue: s.q}
+	fq.reportLost.Store(true)
+	got := make(chan error, 1)
+	require.NoError(t, Register(s.ref, "m", "long", func(ctx context.Context, _ addArgs) error {
+		<-ctx.Done()
+		got <- context.Cause(ctx)
+		return ctx.Err()
+	}))
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("long", Ref("m", "long", nil))))
+	rec := &recorder{}
+	startWorker(t, fq, quietWorker(WorkerConfig{Concurrency: 1, ReapInterval: -1}, rec))
+	require.ErrorIs(t, <-got, ErrLeaseLost)
+	require.Zero(t, rec.count(EventRetried), "a lost lease is not counted as a failure")
+}
+
+func TestWorkerOnMemoryQueue(t *testing.T) {
+	t.Parallel()
+	q := NewMemoryQueue(time.Second, 0)
+	defer q.Close()
+	ctx := context.Background()
+	var order []string
+	var mu sync.Mutex
+	done := make(chan struct{})
+	for i := range 5 {
+		id := fmt.Sprint("local-", i)
+		require.NoError(t, q.Enqueue(ctx, NewTaskSpec(id, Func(func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, id)
+			if len(order) == 5 {
+				close(done)
+			}
+			return nil
+		}))))
+	}
+	startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 1}, nil))
+	<-done
+	require.Equal(t, []string{"local-0", "local-1", "local-2", "local-3", "local-4"}, order)
+	waitFor(t, time.Second, "acks", func() bool { st, _ := q.Stats(ctx); return st == Stats{} })
+}
+
+func TestWorkerMiddlewareOrder(t *testing.T) {
+	t.Parallel()
+	q := NewMemoryQueue(time.Second, 0)
+	defer q.Close()
+	var trail []string
+	var mu sync.Mutex
+	note := func(s string) { mu.Lock(); trail = append(trail, s); mu.Unlock() }
+	mk := func(name string) Middleware {
+		return func(next Handler) Handler {
+			return func(ctx context.Context, spec *TaskSpec) error {
+				note(name + ">")
+				err := next(ctx, spec)
+				note("<" + name)
+				return err
+			}
+		}
+	}
+	done := make(chan struct{})
+	require.NoError(t, q.Enqueue(context.Background(), NewTaskSpec("x", Func(func(context.Context) error { note("run"); close(done); return nil }))))
+	startWorker(t, q, quietWorker(WorkerConfig{Middleware: []Middleware{mk("outer"), mk("inner")}}, nil))
+	<-done
+	waitFor(t, time.Second, "middleware unwinds", func() bool { mu.Lock(); defer mu.Unlock(); return len(trail) == 5 })
+	require.Equal(t, "outer> inner> run <inner <outer", strings.Join(trail, " "))
+}
+
+func TestWorkerConfigValidation(t *testing.T) {
+	t.Parallel()
+	q := NewMemoryQueue(time.Second, 0)
+	defer q.Close()
+	_, err := NewTaskWorker(nil, nil)
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	for _, cfg := range []WorkerConfig{{Concurrency: -1}, {BatchSize: 5000}, {Heartbeat: time.Second}, {BlockTimeout: time.Microsecond}, {Name: "a b"}, {MaxRetries: -2}, {Timeout: -2}} {
+		_, err := NewTaskWorker(q, &cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig, "%+v", cfg)
+	}
+	w, err := NewTaskWorker(q, quietWorker(WorkerConfig{}, nil))
+	require.NoError(t, err)
+	require.ErrorIs(t, w.Stop(context.Background()), ErrClosed, "stop before start")
+	require.NoError(t, w.Start(context.Background()))
+	require.Error(t, w.Start(context.Background()))
+	require.NoError(t, stopWorker(t, w, time.Second))
+}
+
+func TestDefaultBackoff(t *testing.T) {
+	t.Parallel()
+	prev := time.Duration(0)
+	for attempt := 1; attempt <= 20; attempt++ {
+		d := DefaultBackoff(attempt, nil)
+		base := min(time.Second<<(attempt-1), time.Hour)
+		if attempt > 13 {
+			base = time.Hour
+		}
+		require.GreaterOrEqual(t, d, base)
+		require.LessOrEqual(t, d, base+base/4)
+		require.GreaterOrEqual(t, d, prev/2)
+		prev = d
+	}
+}
