@@ -3,6 +3,8 @@ package taskqueue
 import (
 	"container/list"
 	"context"
+	"encoding/json"
+	"reflect"
 	"errors"
 	"fmt"
 	"sync"
@@ -11,7 +13,9 @@ import (
 
 // MemoryQueue is an in-process [TaskQueue]: executables are stored as they are, never serialized (the seed's
 // local path), so closures ([Func]) run on it. It keeps the same delivery rules as [RedisTaskQueue] (leases,
-// fencing tokens, retries, dead letters, FIFO) and is meant for single-process use and tests.
+// fencing tokens, retries, dead letters, FIFO) and is meant for single-process use and tests. Enqueue is idempotent
+// by task id; a conflicting content is detected for comparable executables and references (closures cannot be
+// compared, so an id seen before is a no-op for them).
 type MemoryQueue struct {
 	lease time.Duration
 	maxd  int
@@ -95,7 +99,7 @@ func (q *MemoryQueue) EnqueueBatch(_ context.Context, specs []*TaskSpec) error {
 			continue
 		}
 		if old, ok := q.tasks[s.TaskID]; ok {
-			if old.spec.Executable != s.Executable {
+			if !sameExecutable(old.spec.Executable, s.Executable) {
 				errs = append(errs, &EnqueueError{Index: i, TaskID: s.TaskID, Err: ErrTaskIDConflict})
 			}
 			continue
@@ -364,4 +368,26 @@ func (q *MemoryQueue) Close() {
 	defer q.mu.Unlock()
 	q.closed = true
 	q.signal()
+}
+
+// sameExecutable reports whether two executables are the same task. Comparable values compare with ==, references
+// by module, name and arguments; closures cannot be compared, so the same id is taken as the same task.
+func sameExecutable(a, b Executable) bool {
+	ra, aok := a.(Referencer)
+	rb, bok := b.(Referencer)
+	if aok && bok {
+		ma, na, argsA := ra.TaskReference()
+		mb, nb, argsB := rb.TaskReference()
+		ja, errA := json.Marshal(argsA)
+		jb, errB := json.Marshal(argsB)
+		return ma == mb && na == nb && errA == nil && errB == nil && jsonEqual(ja, jb)
+	}
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	if ta != tb {
+		return false
+	}
+	if !ta.Comparable() {
+		return true
+	}
+	return a == b
 }
