@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -104,7 +105,7 @@ func newReal(t testing.TB, cfg *RedisConfig) *setup {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	reg, ref := testRegistry(t)
-	prefix := "t-" + strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()) + "-" + newID()[:6]
+	prefix := "t-" + regexp.MustCompile(`[^A-Za-z0-9_.-]+`).ReplaceAllString(t.Name(), "_") + "-" + newID()[:6]
 	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(cfg))
 	require.NoError(t, err)
 	return &setup{rdb: rdb, q: q, reg: reg, ref: ref}

@@ -25,7 +25,7 @@ const (
 	keyPending           // LIST   task ids ready to run, oldest at the head
 	keyActive            // ZSET   task id -> lease deadline (ms, server clock)
 	keyLease             // HASH   task id -> fencing token of the current delivery
-	keyDeliveries        // HASH   task id -> deliveries since the task last settled (crash-loop detection)
+	keyDeliveries        // HASH   task id -> leases that expired since the task last settled (crash-loop detection)
 	keyScheduled         // ZSET   task id -> due time (ms, server clock): delayed tasks and retries
 	keyDead              // ZSET   task id -> time it was dead-lettered (ms)
 	keyErrors            // HASH   task id -> why it was dead-lettered

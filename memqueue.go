@@ -4,9 +4,9 @@ import (
 	"container/list"
 	"context"
 	"encoding/json"
-	"reflect"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 )

@@ -210,6 +210,12 @@ func (q *RedisTaskQueue) Enqueue(ctx context.Context, spec *TaskSpec) error {
 }
 
 // EnqueueBatch implements [TaskQueue]. Tasks that cannot be encoded are reported and the others enqueued.
+//
+// Enqueue is idempotent by task id: while a task exists (pending, scheduled, running, retrying or dead), the same
+// id with the same content is a no-op and with other content [ErrTaskIDConflict]. After a task completes, its id
+// stays in the settled window ([RedisConfig.SettledWindow], the last 10000 settled ids by default), and enqueueing
+// it again is also a no-op: that is what makes a producer's retry after a lost reply safe even when a fast worker
+// already ran the task. To run the same work again, use a new task id.
 func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) error {
 	var errs []error
 	args := make([]any, 1, 1+3*len(specs))
@@ -399,7 +405,8 @@ func (q *RedisTaskQueue) block(ctx context.Context, consumer string, wait time.D
 	return "wake", nil
 }
 
-// Interrupt implements [TaskQueue].
+// Interrupt implements [TaskQueue]. It pushes to the consumer's own wake-up list, which expires by itself if the
+// consumer was not waiting; [TaskWorker.Stop] removes it once its pickup has ended.
 func (q *RedisTaskQueue) Interrupt(ctx context.Context, consumer string) error {
 	key := q.keys.consumerWake(consumer)
 	_, err := q.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -408,6 +415,11 @@ func (q *RedisTaskQueue) Interrupt(ctx context.Context, consumer string) error {
 		return nil
 	})
 	return err
+}
+
+// clearInterrupt removes a consumer's wake-up list after its last pickup.
+func (q *RedisTaskQueue) clearInterrupt(ctx context.Context, consumer string) error {
+	return q.rdb.Del(ctx, q.keys.consumerWake(consumer)).Err()
 }
 
 // lease runs the dequeue script and decodes what it leased; it also returns how long until the next delayed

@@ -281,6 +281,13 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	_ = w.q.Interrupt(ictx, w.cfg.Name)
 	icancel()
 	<-w.fetchEnd
+	if c, ok := w.q.(interface {
+		clearInterrupt(context.Context, string) error
+	}); ok {
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_ = c.clearInterrupt(cctx, w.cfg.Name)
+		ccancel()
+	}
 
 	finished := make(chan struct{})
 	go func() { w.tasks.Wait(); close(finished) }()
@@ -327,6 +334,7 @@ func (w *TaskWorker) handBack() error {
 		if err := w.q.Release(ctx, f.d); err != nil {
 			errs = append(errs, err)
 			w.emit(Event{Kind: EventQueueError, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Err: err})
+			w.cfg.Logger.Warn("taskqueue: could not hand a task back; it returns after its lease", slog.String("worker", w.cfg.Name), slog.String("task_id", f.d.Spec.TaskID), slog.Any("error", err))
 			continue
 		}
 		w.emit(Event{Kind: EventReleased, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Attempt: f.d.Spec.Attempt})

@@ -78,8 +78,7 @@ func startWorker(t *testing.T, q TaskQueue, cfg *WorkerConfig) *TaskWorker {
 	return w
 }
 
-func stopWorker(t *testing.T, w *TaskWorker, grace time.Duration) error {
-	t.Helper()
+func stopWorker(_ testing.TB, w *TaskWorker, grace time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	return w.Stop(ctx)
@@ -437,4 +436,19 @@ func TestDefaultBackoff(t *testing.T) {
 		require.GreaterOrEqual(t, d, prev/2)
 		prev = d
 	}
+}
+
+func TestWorkerStopLeavesOnlyBookkeepingKeys(t *testing.T) {
+	t.Parallel()
+	s := newReal(t, nil)
+	ctx := context.Background()
+	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+	rec := &recorder{}
+	w := startWorker(t, s.q, quietWorker(WorkerConfig{BlockTimeout: 50 * time.Millisecond}, rec))
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("x", Ref("m", "f", nil))))
+	waitFor(t, 5*time.Second, "ack", func() bool { return rec.count(EventSucceeded) == 1 && s.stats(t) == Stats{} })
+	require.NoError(t, stopWorker(t, w, time.Second))
+	keys, err := s.rdb.Keys(ctx, "{"+s.q.KeyPrefix()+"}*").Result()
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{s.q.keys.key(keySeq), s.q.keys.key(keySettled)}, keys)
 }

@@ -1,23 +1,35 @@
--- ack: complete deliveries, fenced by token; idempotent.
+-- ack: complete deliveries, fenced by token; idempotent. A constant number of Redis calls per batch.
 -- KEYS: the queue's key set (see keys.go).
 -- ARGV[1] = settled window (how many settled ids to remember, 0 = none); then pairs id, token.
 -- Returns one entry per pair: 1 acknowledged (now or by an earlier call with the same token); 0 lease lost.
 local window = tonumber(ARGV[1])
+local ids = {}
+for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
 local out = {}
-for i = 2, #ARGV, 2 do
-  local id, tok = ARGV[i], ARGV[i + 1]
-  if redis.call('HGET', KEYS[4], id) == tok then
-    redis.call('HDEL', KEYS[4], id)
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('HDEL', KEYS[1], id)
-    redis.call('HDEL', KEYS[5], id)
-    if window > 0 then redis.call('ZADD', KEYS[9], tok, id) end
-    out[#out + 1] = 1
+if #ids == 0 then return out end
+local cur = redis.call('HMGET', KEYS[4], unpack(ids))
+local done, settled = {}, {}
+for j, id in ipairs(ids) do
+  local tok = ARGV[2 * j + 1]
+  if cur[j] == tok then
+    done[#done + 1] = id
+    settled[#settled + 1] = tok
+    settled[#settled + 1] = id
+    out[j] = 1
   elseif tonumber(redis.call('ZSCORE', KEYS[9], id)) == tonumber(tok) then
-    out[#out + 1] = 1
+    out[j] = 1
   else
-    out[#out + 1] = 0
+    out[j] = 0
   end
 end
-if window > 0 then redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -window - 1) end
+if #done > 0 then
+  redis.call('HDEL', KEYS[4], unpack(done))
+  redis.call('ZREM', KEYS[3], unpack(done))
+  redis.call('HDEL', KEYS[1], unpack(done))
+  redis.call('HDEL', KEYS[5], unpack(done))
+  if window > 0 then
+    redis.call('ZADD', KEYS[9], unpack(settled))
+    redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -window - 1)
+  end
+end
 return out

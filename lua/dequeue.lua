@@ -1,7 +1,9 @@
--- dequeue: promote due scheduled tasks, then lease up to n pending tasks.
+-- dequeue: promote due scheduled tasks, then lease up to n pending tasks. A constant number of Redis calls per
+-- batch, whatever its size.
 -- KEYS: the queue's key set (see keys.go).
 -- ARGV[1] = n, the most tasks to lease; ARGV[2] = lease in ms; ARGV[3] = most scheduled tasks to promote.
--- Returns {now_ms, next_due_in_ms (-1: nothing scheduled), id1, token1, deliveries1, envelope1, ...}.
+-- Returns {now_ms, next_due_in_ms (-1: nothing scheduled), id1, token1, deliveries1, envelope1, ...}, where
+-- deliveries counts this delivery and the ones lost before it (KEYS[5] holds the lost count).
 -- Wakes one more consumer when it took a full batch and tasks remain.
 local n, lease, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
@@ -14,21 +16,27 @@ end
 local out = {now, -1}
 local ids = redis.call('LPOP', KEYS[2], n)
 if ids then
+  local envs = redis.call('HMGET', KEYS[1], unpack(ids))
+  local lost = redis.call('HMGET', KEYS[5], unpack(ids))
   local deadline = now + lease
-  local last = redis.call('INCRBY', KEYS[10], #ids)
-  local tok = last - #ids
-  for _, id in ipairs(ids) do
+  local tok = redis.call('INCRBY', KEYS[10], #ids) - #ids
+  local zargs, hargs = {}, {}
+  for i, id in ipairs(ids) do
     tok = tok + 1
-    local env = redis.call('HGET', KEYS[1], id)
-    if env then
-      redis.call('ZADD', KEYS[3], deadline, id)
-      redis.call('HSET', KEYS[4], id, tok)
-      local d = redis.call('HINCRBY', KEYS[5], id, 1)
+    if envs[i] then
+      zargs[#zargs + 1] = deadline
+      zargs[#zargs + 1] = id
+      hargs[#hargs + 1] = id
+      hargs[#hargs + 1] = tok
       out[#out + 1] = id
       out[#out + 1] = tok
-      out[#out + 1] = d
-      out[#out + 1] = env
+      out[#out + 1] = (tonumber(lost[i]) or 0) + 1
+      out[#out + 1] = envs[i]
     end
+  end
+  if #zargs > 0 then
+    redis.call('ZADD', KEYS[3], unpack(zargs))
+    redis.call('HSET', KEYS[4], unpack(hargs))
   end
   if #ids == n and redis.call('LLEN', KEYS[2]) > 0 then
     redis.call('LPUSH', KEYS[11], '1')

@@ -1,8 +1,8 @@
 -- reap: return deliveries whose lease expired, and promote due scheduled tasks. Bounded per call; safe to run
 -- from any number of processes at once (each expired delivery is removed from KEYS[3] exactly once).
 -- KEYS: the queue's key set (see keys.go).
--- ARGV[1] = most leases to reap; ARGV[2] = max deliveries (a task that lost its worker this many times in a row
---           is dead-lettered); ARGV[3] = most scheduled tasks to promote; ARGV[4] = reason prefix for dead letters.
+-- ARGV[1] = most leases to reap; ARGV[2] = max deliveries (a task whose lease expired this many deliveries in a
+--           row is dead-lettered; KEYS[5] counts the expired ones); ARGV[3] = most scheduled tasks to promote; ARGV[4] = reason prefix for dead letters.
 -- Returns {requeued, dead, promoted}.
 local limit, maxd, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
@@ -19,7 +19,7 @@ for i = #ids, 1, -1 do
   local id = ids[i]
   redis.call('ZREM', KEYS[3], id)
   redis.call('HDEL', KEYS[4], id)
-  local d = tonumber(redis.call('HGET', KEYS[5], id) or '0')
+  local d = tonumber(redis.call('HGET', KEYS[5], id) or '0') + 1
   if redis.call('HEXISTS', KEYS[1], id) == 0 then
     redis.call('HDEL', KEYS[5], id)
   elseif d >= maxd then
@@ -28,6 +28,7 @@ for i = #ids, 1, -1 do
     redis.call('HSET', KEYS[8], id, ARGV[4] .. ' (' .. d .. ' deliveries, each lease expired)')
     dead = dead + 1
   else
+    redis.call('HSET', KEYS[5], id, d)
     redis.call('LPUSH', KEYS[2], id)
     requeued = requeued + 1
   end

@@ -1,7 +1,7 @@
 -- settle: end a delivery other than by ack, fenced by token; idempotent.
 -- KEYS: the queue's key set (see keys.go).
 -- ARGV[1] = mode: "retry" (back to pending, or scheduled after a delay), "dead" (dead-letter with a reason),
---           "release" (hand back to the head of pending; does not count as a delivery);
+--           "release" (hand back to the head of pending; not counted as a lost delivery);
 -- ARGV[2] = settled window; ARGV[3] = id; ARGV[4] = token; ARGV[5] = new envelope ("" keeps the stored one);
 -- ARGV[6] = delay in ms (retry); ARGV[7] = reason (dead).
 -- Returns 1 done (now or by an earlier call with the same token); 0 lease lost.
@@ -17,7 +17,6 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local wake = false
 if mode == 'release' then
-  if redis.call('HINCRBY', KEYS[5], id, -1) <= 0 then redis.call('HDEL', KEYS[5], id) end
   wake = redis.call('LPUSH', KEYS[2], id) == 1
 elseif mode == 'dead' then
   redis.call('HDEL', KEYS[5], id)

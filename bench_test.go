@@ -1,0 +1,124 @@
+package taskqueue
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// payload200 is a 200-byte argument, the size the peer comparison uses.
+type payload200 struct {
+	Data string `json:"data"`
+}
+
+var bench200 = payload200{Data: strings.Repeat("x", 190)}
+
+func benchSpecs(n int, tag string) []*TaskSpec {
+	specs := make([]*TaskSpec, n)
+	for i := range specs {
+		specs[i] = NewTaskSpec(fmt.Sprintf("%s-%d", tag, i), Ref("bench", "noop", bench200))
+	}
+	return specs
+}
+
+func benchSetup(b *testing.B) (*setup, *atomic.Int64) {
+	s := newReal(b, nil)
+	var done atomic.Int64
+	require.NoError(b, Register(s.ref, "bench", "noop", func(context.Context, payload200) error { done.Add(1); return nil }))
+	return s, &done
+}
+
+// BenchmarkEnqueue measures enqueue throughput on a real redis-server: one task per call, and batches of 100.
+func BenchmarkEnqueue(b *testing.B) {
+	for _, batch := range []int{1, 100} {
+		b.Run(fmt.Sprint("batch=", batch), func(b *testing.B) {
+			s, _ := benchSetup(b)
+			ctx := context.Background()
+			specs := benchSpecs(b.N, "e")
+			b.ResetTimer()
+			for i := 0; i < b.N; i += batch {
+				require.NoError(b, s.q.EnqueueBatch(ctx, specs[i:min(i+batch, b.N)]))
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+}
+
+// BenchmarkProcess measures end-to-end throughput on a real redis-server: a producer enqueues in batches of 100
+// while one worker runs no-op tasks at the given concurrency.
+func BenchmarkProcess(b *testing.B) {
+	for _, conc := range []int{10, 100} {
+		b.Run(fmt.Sprint("concurrency=", conc), func(b *testing.B) {
+			s, done := benchSetup(b)
+			ctx := context.Background()
+			specs := benchSpecs(b.N, "p")
+			w, err := NewTaskWorker(s.q, quietWorker(WorkerConfig{Concurrency: conc}, nil))
+			require.NoError(b, err)
+			require.NoError(b, w.Start(ctx))
+			b.ResetTimer()
+			go func() {
+				for i := 0; i < b.N; i += 100 {
+					_ = s.q.EnqueueBatch(ctx, specs[i:min(i+100, b.N)])
+				}
+			}()
+			for done.Load() < int64(b.N) {
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+			require.NoError(b, stopWorker(nil, w, 10*time.Second))
+		})
+	}
+}
+
+// BenchmarkDrain measures how fast one worker (concurrency 100) drains a backlog enqueued beforehand.
+func BenchmarkDrain(b *testing.B) {
+	s, done := benchSetup(b)
+	ctx := context.Background()
+	specs := benchSpecs(b.N, "d")
+	for i := 0; i < b.N; i += 1000 {
+		require.NoError(b, s.q.EnqueueBatch(ctx, specs[i:min(i+1000, b.N)]))
+	}
+	w, err := NewTaskWorker(s.q, quietWorker(WorkerConfig{Concurrency: 100}, nil))
+	require.NoError(b, err)
+	b.ResetTimer()
+	require.NoError(b, w.Start(ctx))
+	for done.Load() < int64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+	require.NoError(b, stopWorker(nil, w, 10*time.Second))
+}
+
+// BenchmarkPickupLatency measures the time from the start of an enqueue to the start of its handler on an idle
+// queue whose worker is blocked waiting: one task at a time, reported as p50 and p99.
+func BenchmarkPickupLatency(b *testing.B) {
+	s := newReal(b, nil)
+	ctx := context.Background()
+	started := make(chan time.Time, 1)
+	require.NoError(b, Register(s.ref, "bench", "noop", func(context.Context, payload200) error { started <- time.Now(); return nil }))
+	w, err := NewTaskWorker(s.q, quietWorker(WorkerConfig{Concurrency: 10}, nil))
+	require.NoError(b, err)
+	require.NoError(b, w.Start(ctx))
+	specs := benchSpecs(b.N, "l")
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		time.Sleep(2 * time.Millisecond) // let the worker settle into its blocking wait
+		sent := time.Now()
+		require.NoError(b, s.q.Enqueue(ctx, specs[i]))
+		lat = append(lat, (<-started).Sub(sent))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	require.NoError(b, stopWorker(nil, w, 10*time.Second))
+}
