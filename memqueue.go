@@ -1,12 +1,14 @@
 package taskqueue
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 )
@@ -29,6 +31,29 @@ type MemoryQueue struct {
 	seq       int64
 	dead      map[string]string
 	interrupt map[string]bool
+	settled   map[string]int64 // task id -> token*4 + outcome of its last settled delivery (see lua/settle.lua)
+	order     []string         // settled ids, oldest first, to bound the map
+}
+
+// memSettledWindow bounds how many settled deliveries a MemoryQueue remembers for idempotent replies.
+const memSettledWindow = 10000
+
+// remember records how a delivery settled; q.mu must be held.
+func (q *MemoryQueue) remember(id string, token int64, outcome int64) {
+	if _, ok := q.settled[id]; !ok {
+		q.order = append(q.order, id)
+	}
+	q.settled[id] = token*4 + outcome
+	if len(q.order) > memSettledWindow {
+		delete(q.settled, q.order[0])
+		q.order = q.order[1:]
+	}
+}
+
+// replayed reports whether a settling call repeats one that already succeeded; q.mu must be held.
+func (q *MemoryQueue) replayed(d *Delivery, outcome int64) bool {
+	score, ok := q.settled[d.Spec.TaskID]
+	return ok && score == d.Token*4+outcome
 }
 
 type memTask struct {
@@ -53,7 +78,7 @@ func NewMemoryQueue(lease time.Duration, maxDeliveries int) *MemoryQueue {
 	return &MemoryQueue{
 		lease: lease, maxd: maxDeliveries, changed: make(chan struct{}), tasks: make(map[string]*memTask),
 		pending: list.New(), scheduled: make(map[string]time.Time), dead: make(map[string]string),
-		interrupt: make(map[string]bool),
+		interrupt: make(map[string]bool), settled: make(map[string]int64),
 	}
 }
 
@@ -179,14 +204,21 @@ func (q *MemoryQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*Deli
 	}
 }
 
+// promote makes due tasks ready, earliest due first; q.mu must be held.
 func (q *MemoryQueue) promote(now time.Time) {
+	var due []string
 	for id, at := range q.scheduled {
 		if !at.After(now) {
-			delete(q.scheduled, id)
-			t := q.tasks[id]
-			t.spec.Status = StatusReady
-			t.elem = q.pending.PushBack(t)
+			due = append(due, id)
 		}
+	}
+	slices.SortFunc(due, func(a, b string) int {
+		return cmp.Or(q.scheduled[a].Compare(q.scheduled[b]), cmp.Compare(a, b))
+	})
+	for _, id := range due {
+		delete(q.scheduled, id)
+		t := q.tasks[id]
+		t.elem = q.pending.PushBack(t)
 	}
 }
 
@@ -246,10 +278,13 @@ func (q *MemoryQueue) Ack(_ context.Context, ds ...*Delivery) error {
 	var errs []error
 	for _, d := range ds {
 		if _, err := q.owned(d); err != nil {
-			errs = append(errs, err)
+			if !q.replayed(d, 0) {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		delete(q.tasks, d.Spec.TaskID)
+		q.remember(d.Spec.TaskID, d.Token, 0)
 	}
 	return errors.Join(errs...)
 }
@@ -260,8 +295,12 @@ func (q *MemoryQueue) Retry(_ context.Context, d *Delivery, delay time.Duration,
 	defer q.mu.Unlock()
 	t, err := q.owned(d)
 	if err != nil {
+		if q.replayed(d, 1) {
+			return nil
+		}
 		return err
 	}
+	q.remember(d.Spec.TaskID, d.Token, 1)
 	t.token, t.deliveries = 0, 0
 	t.spec.Attempt++
 	t.spec.LastError = errString(cause)
@@ -281,8 +320,12 @@ func (q *MemoryQueue) DeadLetter(_ context.Context, d *Delivery, cause error) er
 	defer q.mu.Unlock()
 	t, err := q.owned(d)
 	if err != nil {
+		if q.replayed(d, 2) {
+			return nil
+		}
 		return err
 	}
+	q.remember(d.Spec.TaskID, d.Token, 2)
 	t.token, t.deliveries = 0, 0
 	t.spec.Status = StatusDead
 	t.spec.LastError = errString(cause)
@@ -296,8 +339,12 @@ func (q *MemoryQueue) Release(_ context.Context, d *Delivery) error {
 	defer q.mu.Unlock()
 	t, err := q.owned(d)
 	if err != nil {
+		if q.replayed(d, 3) {
+			return nil
+		}
 		return err
 	}
+	q.remember(d.Spec.TaskID, d.Token, 3)
 	t.token = 0
 	t.deliveries--
 	t.elem = q.pending.PushFront(t)

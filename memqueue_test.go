@@ -122,3 +122,32 @@ func TestMemoryQueueBlockingAndInterrupt(t *testing.T) {
 	require.ErrorIs(t, err, ErrClosed)
 	require.ErrorIs(t, q.Enqueue(ctx, NewTaskSpec("y", Func(nop))), ErrClosed)
 }
+
+func TestMemoryQueueIdempotentSettles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q := NewMemoryQueue(time.Second, 0)
+	defer q.Close()
+	require.NoError(t, q.Enqueue(ctx, NewTaskSpec("a", Func(nop))))
+	ds, _ := q.Dequeue(ctx, DequeueOptions{Max: 1})
+	require.NoError(t, q.Release(ctx, ds[0]))
+	require.NoError(t, q.Release(ctx, ds[0]), "repeated release")
+	require.ErrorIs(t, q.Ack(ctx, ds[0]), ErrLeaseLost, "ack after release")
+	ds, _ = q.Dequeue(ctx, DequeueOptions{Max: 1})
+	require.NoError(t, q.Ack(ctx, ds[0]))
+	require.NoError(t, q.Ack(ctx, ds[0]), "repeated ack")
+}
+
+func TestMemoryQueuePromotesInDueOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q := NewMemoryQueue(time.Second, 0)
+	defer q.Close()
+	for i, id := range []string{"c", "a", "b", "d"} {
+		require.NoError(t, q.Enqueue(ctx, &TaskSpec{TaskID: id, Executable: Func(nop), ProcessIn: time.Duration(10+i) * time.Millisecond}))
+	}
+	time.Sleep(30 * time.Millisecond)
+	ds, err := q.Dequeue(ctx, DequeueOptions{Max: 10})
+	require.NoError(t, err)
+	require.Equal(t, []string{"c", "a", "b", "d"}, ids(ds))
+}

@@ -164,11 +164,12 @@ func (c *RedisConfig) validate() error {
 // [ResolverRegistry] are all it takes (the seed's decoupling). Tasks are stored as JSON envelopes under keys that
 // start with "{keyPrefix}:"; see docs/redis-keys.md. It is safe for concurrent use; the caller owns the client.
 type RedisTaskQueue struct {
-	rdb    redis.UniversalClient
-	prefix string
-	keys   keySet
-	reg    *ResolverRegistry
-	cfg    RedisConfig
+	rdb         redis.UniversalClient
+	prefix      string
+	keys        keySet
+	reg         *ResolverRegistry
+	cfg         RedisConfig
+	readTimeout time.Duration // the client's, where it can be known; 0 if unknown or unlimited
 }
 
 var _ TaskQueue = (*RedisTaskQueue)(nil)
@@ -189,7 +190,28 @@ func NewRedisTaskQueue(rdb redis.UniversalClient, keyPrefix string, reg *Resolve
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	return &RedisTaskQueue{rdb: rdb, prefix: keyPrefix, keys: newKeySet(keyPrefix), reg: reg, cfg: c}, nil
+	return &RedisTaskQueue{rdb: rdb, prefix: keyPrefix, keys: newKeySet(keyPrefix), reg: reg, cfg: c, readTimeout: readTimeoutOf(rdb)}, nil
+}
+
+// readTimeoutOf returns the read timeout of the client types that tell it: go-redis's default of 3s when unset,
+// 0 when reads are unlimited or the type does not say.
+func readTimeoutOf(rdb redis.UniversalClient) time.Duration {
+	var rt time.Duration
+	switch c := rdb.(type) {
+	case *redis.Client:
+		rt = c.Options().ReadTimeout
+	case *redis.ClusterClient:
+		rt = c.Options().ReadTimeout
+	default:
+		return 0
+	}
+	switch {
+	case rt == 0:
+		return 3 * time.Second
+	case rt < 0:
+		return 0
+	}
+	return rt
 }
 
 // KeyPrefix returns the queue's key prefix.
@@ -297,8 +319,9 @@ func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error
 	if delay == 0 && !s.ProcessAt.IsZero() {
 		delay = time.Until(s.ProcessAt)
 	}
-	if delay < 0 {
-		delay = 0
+	delay = max(delay, 0)
+	if delay > 0 && delay < time.Millisecond {
+		delay = time.Millisecond // the queue counts in milliseconds
 	}
 	status := StatusReady
 	if delay > 0 {
@@ -311,6 +334,9 @@ func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error
 	if s.MaxRetries < -1 {
 		return nil, 0, fmt.Errorf("%w: MaxRetries must be -1 or more", ErrInvalidConfig)
 	}
+	if s.Timeout < 0 || s.Attempt < 0 {
+		return nil, 0, fmt.Errorf("%w: Timeout and Attempt must not be negative", ErrInvalidConfig)
+	}
 	return &envelope{
 		V:              EnvelopeVersion,
 		TaskID:         s.TaskID,
@@ -322,6 +348,8 @@ func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error
 		GroupID:        s.GroupID,
 		MaxRetries:     s.MaxRetries,
 		TimeoutMS:      s.Timeout.Milliseconds(),
+		Attempt:        s.Attempt,   // carried over by migrations; 0 for new tasks
+		LastError:      s.LastError, // likewise
 	}, delay, nil
 }
 
@@ -344,6 +372,9 @@ func sameTask(stored string, env *envelope, lim Limits) bool {
 func (q *RedisTaskQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*Delivery, error) {
 	if opts.Max < 1 {
 		opts.Max = 1
+	}
+	if opts.Consumer != "" && !resolverIDPattern.MatchString(opts.Consumer) {
+		return nil, fmt.Errorf("%w: consumer %s must match %s", ErrInvalidConfig, quote(opts.Consumer), resolverIDPattern)
 	}
 	start := time.Now()
 	for {
@@ -380,9 +411,9 @@ func (q *RedisTaskQueue) block(ctx context.Context, consumer string, wait time.D
 	}
 	var res []string
 	var err error
-	if wait < time.Second {
-		// BLPOP takes fractional seconds, but go-redis's BLPop rounds to whole ones; a short wait (a delayed task
-		// falling due) goes through Do, under the client's read timeout.
+	// BLPOP takes fractional seconds, but go-redis's BLPop rounds to whole ones. A short wait (a delayed task
+	// falling due) goes through Do instead, which reads under the client's read timeout: only when it fits.
+	if wait < time.Second && (q.readTimeout == 0 || wait+50*time.Millisecond <= q.readTimeout) {
 		args := make([]any, 0, len(keys)+2)
 		args = append(args, "blpop")
 		for _, k := range keys {
@@ -391,7 +422,7 @@ func (q *RedisTaskQueue) block(ctx context.Context, consumer string, wait time.D
 		args = append(args, strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))
 		res, err = q.rdb.Do(ctx, args...).StringSlice()
 	} else {
-		res, err = q.rdb.BLPop(ctx, wait.Truncate(time.Second), keys...).Result()
+		res, err = q.rdb.BLPop(ctx, max(wait.Truncate(time.Second), time.Second), keys...).Result()
 	}
 	if errors.Is(err, redis.Nil) {
 		return "", nil
@@ -408,6 +439,9 @@ func (q *RedisTaskQueue) block(ctx context.Context, consumer string, wait time.D
 // Interrupt implements [TaskQueue]. It pushes to the consumer's own wake-up list, which expires by itself if the
 // consumer was not waiting; [TaskWorker.Stop] removes it once its pickup has ended.
 func (q *RedisTaskQueue) Interrupt(ctx context.Context, consumer string) error {
+	if !resolverIDPattern.MatchString(consumer) {
+		return fmt.Errorf("%w: consumer %s must match %s", ErrInvalidConfig, quote(consumer), resolverIDPattern)
+	}
 	key := q.keys.consumerWake(consumer)
 	_, err := q.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.RPush(ctx, key, "stop")
@@ -447,6 +481,9 @@ func (q *RedisTaskQueue) lease(ctx context.Context, n int) ([]*Delivery, time.Du
 		raw, _ := res[i+3].(string)
 		d := &Delivery{Token: token, Deliveries: int(deliveries), LeaseDeadline: deadline, localEnds: sent.Add(q.cfg.Lease)}
 		spec, env, err := q.rehydrate(raw)
+		if err == nil && env.TaskID != id {
+			err = malformed(fmt.Sprintf("task_id %s does not match the id it is stored under", quote(env.TaskID)))
+		}
 		if err != nil {
 			q.park(ctx, id, token, err)
 			continue

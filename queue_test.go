@@ -614,3 +614,70 @@ func TestScriptFlushIsInvisible(t *testing.T) {
 	require.NoError(t, s.rdb.ScriptFlush(ctx).Err())
 	require.NoError(t, s.q.Ack(ctx, d))
 }
+
+func TestSettledOutcomesAreKeptApart(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("r", Ref("m", "f", nil))))
+		d := s.lease(t, 1)[0]
+		require.NoError(t, s.q.Release(ctx, d))
+		require.NoError(t, s.q.Release(ctx, d), "a repeated release succeeds")
+		require.ErrorIs(t, s.q.Ack(ctx, d), ErrLeaseLost, "an ack after a release of the same delivery is refused")
+		require.ErrorIs(t, s.q.Retry(ctx, d, 0, errors.New("x")), ErrLeaseLost)
+		require.Equal(t, Stats{Pending: 1}, s.stats(t))
+
+		// A deleted dead letter's id can be enqueued again.
+		d = s.lease(t, 1)[0]
+		require.NoError(t, s.q.DeadLetter(ctx, d, errors.New("bad")))
+		n, err := s.q.DeleteDead(ctx, "r")
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("r", Ref("m", "f", nil))))
+		require.Equal(t, Stats{Pending: 1}, s.stats(t))
+		require.NoError(t, s.q.Ack(ctx, s.lease(t, 1)...))
+	})
+}
+
+func TestSettledWindowOff(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, &RedisConfig{SettledWindow: -1})
+	ctx := context.Background()
+	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("x", Ref("m", "f", nil))))
+	require.NoError(t, s.q.Ack(ctx, s.lease(t, 1)...))
+	require.False(t, s.mr.Exists(s.q.keys.key(keySettled)), "no settled ids are kept")
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("x", Ref("m", "f", nil))))
+	require.Equal(t, Stats{Pending: 1}, s.stats(t), "without a window, a completed id runs again")
+}
+
+func TestMismatchedTaskIDIsParked(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, nil)
+	ctx := context.Background()
+	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+	s.writeRaw(t, "stored-as", `{"v":1,"task_id":"claims","status":"ready","created_at":1,"strategy":"reference","resolver_id":"default","serialized_task":{"strategy":"reference","payload":{"module":"m","name":"f"}},"max_retries":0}`)
+	s.lease(t, 0)
+	dl, err := s.q.GetDeadLetter(ctx, "stored-as")
+	require.NoError(t, err)
+	require.Contains(t, dl.Reason, "does not match")
+}
+
+func TestEnqueueValidatesSpecs(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, nil)
+	ctx := context.Background()
+	require.ErrorIs(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "neg", Executable: Ref("m", "f", nil), Timeout: -time.Second}), ErrInvalidConfig)
+	require.ErrorIs(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "neg", Executable: Ref("m", "f", nil), MaxRetries: -2}), ErrInvalidConfig)
+	require.ErrorIs(t, s.q.Enqueue(ctx, nil), ErrInvalidConfig)
+	require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "tiny", Executable: Ref("m", "f", nil), ProcessIn: 500 * time.Microsecond}))
+	require.Equal(t, Stats{Scheduled: 1}, s.stats(t), "a sub-millisecond delay is rounded up, not dropped")
+	_, err := s.q.Dequeue(ctx, DequeueOptions{Max: 1, Consumer: "bad name"})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorIs(t, s.q.Interrupt(ctx, "a}b"), ErrInvalidConfig)
+
+	// A spec without an id gets a random one.
+	require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{Executable: Ref("m", "f", nil)}))
+	require.Equal(t, int64(1), s.stats(t).Pending)
+}

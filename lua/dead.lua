@@ -1,7 +1,8 @@
 -- dead: act on dead letters.
 -- KEYS: the queue's key set (see keys.go).
 -- ARGV[1] = "requeue" or "delete"; then pairs id, envelope ("" keeps the stored one; ignored by delete).
--- requeue moves each dead task to the tail of pending with a fresh delivery count; delete removes it.
+-- requeue moves each dead task to the tail of pending with a fresh delivery count; delete removes it (and its
+-- settled entry, so the id can be enqueued again).
 -- Returns the number of tasks acted on (ids that were not dead are skipped).
 local mode = ARGV[1]
 local n = 0
@@ -13,6 +14,7 @@ for i = 2, #ARGV, 2 do
     redis.call('HDEL', KEYS[5], id)
     if mode == 'delete' then
       redis.call('HDEL', KEYS[1], id)
+      redis.call('ZREM', KEYS[9], id)
     else
       if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[1], id, ARGV[i + 1]) end
       redis.call('RPUSH', KEYS[2], id)

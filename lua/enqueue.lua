@@ -2,8 +2,8 @@
 -- KEYS: the queue's key set (see keys.go).
 -- ARGV[1] = number of tasks n; then per task i (0-based): ARGV[2+3i] = id, ARGV[3+3i] = envelope,
 --           ARGV[4+3i] = delay in ms (0 = ready now).
--- Returns one entry per task: 1 created; 0 the same envelope already exists; 2 the id settled recently
--- (completed, so this is a replay); or the existing envelope (a string) when it differs.
+-- Returns one entry per task: 1 created; 0 the same envelope already exists; 2 the id was acked recently (it is
+-- in KEYS[9] with outcome 0, so this is a replay); or the existing envelope (a string) when it differs.
 local n = tonumber(ARGV[1])
 local out = {}
 local now
@@ -15,7 +15,7 @@ for i = 0, n - 1 do
   local cur = redis.call('HGET', KEYS[1], id)
   if cur then
     if cur == env then out[i + 1] = 0 else out[i + 1] = cur end
-  elseif redis.call('ZSCORE', KEYS[9], id) then
+  elseif (tonumber(redis.call('ZSCORE', KEYS[9], id)) or 1) % 4 == 0 then
     out[i + 1] = 2
   else
     redis.call('HSET', KEYS[1], id, env)

@@ -4,10 +4,14 @@
 --           "release" (hand back to the head of pending; not counted as a lost delivery);
 -- ARGV[2] = settled window; ARGV[3] = id; ARGV[4] = token; ARGV[5] = new envelope ("" keeps the stored one);
 -- ARGV[6] = delay in ms (retry); ARGV[7] = reason (dead).
--- Returns 1 done (now or by an earlier call with the same token); 0 lease lost.
+-- Returns 1 done (now or by an earlier call with the same token and mode); 0 lease lost.
+-- KEYS[9] (settled) scores the id token*4 + outcome (retry 1, dead 2, release 3; ack.lua writes 0).
 local mode, window, id, tok, env = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local outcome = ({retry = 1, dead = 2, release = 3})[mode]
+if not outcome then return redis.error_reply('unknown mode') end
+local score = tonumber(tok) * 4 + outcome
 if redis.call('HGET', KEYS[4], id) ~= tok then
-  if tonumber(redis.call('ZSCORE', KEYS[9], id)) == tonumber(tok) then return 1 end
+  if tonumber(redis.call('ZSCORE', KEYS[9], id)) == score then return 1 end
   return 0
 end
 redis.call('HDEL', KEYS[4], id)
@@ -37,8 +41,6 @@ if wake then
   redis.call('LPUSH', KEYS[11], '1')
   redis.call('LTRIM', KEYS[11], 0, 63)
 end
-if window > 0 then
-  redis.call('ZADD', KEYS[9], tok, id)
-  redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -window - 1)
-end
+if window > 0 then redis.call('ZADD', KEYS[9], string.format('%.0f', score), id) end
+redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -window - 1)
 return 1
