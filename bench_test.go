@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -27,7 +28,7 @@ func benchSpecs(n int, tag string) []*TaskSpec {
 	return specs
 }
 
-func benchSetup(b *testing.B) (*setup, *atomic.Int64) {
+func benchSetup(b testing.TB) (*setup, *atomic.Int64) {
 	s := newReal(b, nil)
 	var done atomic.Int64
 	require.NoError(b, Register(s.ref, "bench", "noop", func(context.Context, payload200) error { done.Add(1); return nil }))
@@ -87,6 +88,8 @@ func BenchmarkDrain(b *testing.B) {
 	}
 	w, err := NewTaskWorker(s.q, quietWorker(WorkerConfig{Concurrency: 100}, nil))
 	require.NoError(b, err)
+	cpu0 := redisCPU(b, s)
+	calls0 := scriptCalls(b, s)
 	b.ResetTimer()
 	require.NoError(b, w.Start(ctx))
 	for done.Load() < int64(b.N) {
@@ -94,6 +97,8 @@ func BenchmarkDrain(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+	b.ReportMetric((redisCPU(b, s)-cpu0).Seconds()*1e6/float64(b.N), "redis-µs/task")
+	b.ReportMetric(float64(b.N)/float64(scriptCalls(b, s)-calls0), "tasks/script")
 	require.NoError(b, stopWorker(nil, w, 10*time.Second))
 }
 
@@ -121,4 +126,38 @@ func BenchmarkPickupLatency(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	require.NoError(b, stopWorker(nil, w, 10*time.Second))
+}
+
+// redisCPU returns the CPU time the Redis server has used (user + system), from INFO cpu.
+func redisCPU(b *testing.B, s *setup) time.Duration {
+	info, err := s.rdb.Info(context.Background(), "cpu").Result()
+	require.NoError(b, err)
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		for _, k := range []string{"used_cpu_sys:", "used_cpu_user:"} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				require.NoError(b, err)
+				total += f
+			}
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// scriptCalls returns how many EVALSHA and EVAL calls the Redis server has run.
+func scriptCalls(b *testing.B, s *setup) int64 {
+	info, err := s.rdb.Info(context.Background(), "commandstats").Result()
+	require.NoError(b, err)
+	var n int64
+	for _, line := range strings.Split(info, "\r\n") {
+		for _, k := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				c, err := strconv.ParseInt(v[:strings.IndexByte(v, ',')], 10, 64)
+				require.NoError(b, err)
+				n += c
+			}
+		}
+	}
+	return n
 }
