@@ -98,11 +98,15 @@ type EnvelopeError struct {
 	Detail string // a bounded description of the problem
 }
 
+// maxDetail bounds the detail of a typed error's message, whoever built it.
+const maxDetail = 512
+
 func (e *EnvelopeError) Error() string {
+	s := kindText(e.Kind)
 	if e.Detail == "" {
-		return e.Kind.Error()
+		return s
 	}
-	return e.Kind.Error() + ": " + e.Detail
+	return s + ": " + truncate(e.Detail, maxDetail)
 }
 
 func (e *EnvelopeError) Unwrap() error { return e.Kind }
@@ -116,9 +120,9 @@ type ResolveError struct {
 }
 
 func (e *ResolveError) Error() string {
-	s := e.Kind.Error()
+	s := kindText(e.Kind)
 	if e.Detail != "" {
-		s += ": " + e.Detail
+		s += ": " + truncate(e.Detail, maxDetail)
 	}
 	if e.Err != nil {
 		s += ": " + truncate(e.Err.Error(), 200)
@@ -142,6 +146,13 @@ type PanicError struct {
 
 func (e *PanicError) Error() string {
 	return "taskqueue: handler panicked: " + truncate(fmt.Sprint(e.Value), 200)
+}
+
+func kindText(kind error) string {
+	if kind == nil {
+		return "taskqueue: error"
+	}
+	return truncate(kind.Error(), maxDetail)
 }
 
 // quote formats untrusted input for an error message, bounded in length.

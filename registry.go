@@ -2,6 +2,7 @@ package taskqueue
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
 	"sort"
 	"sync"
@@ -14,7 +15,8 @@ var resolverIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // ResolverRegistry maps resolver ids to [TaskResolver]s. It is a value that producers and workers build and
 // inject into queues and workers: there is no package-level registry, which answers the seed's first open
-// question (registration is injected, not global). It is safe for concurrent use.
+// question (registration is injected, not global). It is safe for concurrent use. The zero value is an empty
+// registry, ready to use; a nil registry resolves nothing.
 type ResolverRegistry struct {
 	mu        sync.RWMutex
 	resolvers map[string]TaskResolver
@@ -31,13 +33,16 @@ func (r *ResolverRegistry) Register(id string, res TaskResolver) error {
 	if !resolverIDPattern.MatchString(id) {
 		return fmt.Errorf("%w: resolver id %s must match %s", ErrInvalidConfig, quote(id), resolverIDPattern)
 	}
-	if res == nil {
-		return fmt.Errorf("%w: nil resolver for %q", ErrInvalidConfig, id)
+	if r == nil || isNilResolver(res) {
+		return fmt.Errorf("%w: nil registry or resolver for %q", ErrInvalidConfig, id)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, dup := r.resolvers[id]; dup {
 		return fmt.Errorf("%w: %q", ErrDuplicateResolver, id)
+	}
+	if r.resolvers == nil {
+		r.resolvers = make(map[string]TaskResolver)
 	}
 	r.resolvers[id] = res
 	return nil
@@ -52,17 +57,39 @@ func (r *ResolverRegistry) MustRegister(id string, res TaskResolver) {
 
 // Lookup returns the resolver registered under id, or a [*ResolveError] wrapping [ErrUnknownResolver].
 func (r *ResolverRegistry) Lookup(id string) (TaskResolver, error) {
-	r.mu.RLock()
-	res := r.resolvers[id]
-	r.mu.RUnlock()
-	if res == nil {
-		return nil, &ResolveError{Kind: ErrUnknownResolver, Detail: quote(id)}
+	var res TaskResolver
+	if r != nil {
+		r.mu.RLock()
+		res = r.resolvers[id] // only valid ids get in
+		r.mu.RUnlock()
 	}
-	return res, nil
+	switch {
+	case res != nil:
+		return res, nil
+	case !resolverIDPattern.MatchString(id):
+		return nil, &ResolveError{Kind: ErrUnknownResolver, Detail: quote(id) + " is not a valid resolver id"}
+	}
+	return nil, &ResolveError{Kind: ErrUnknownResolver, Detail: quote(id) + " is not registered"}
+}
+
+// isNilResolver catches a typed nil, such as a nil *ReferenceResolver, as well as a nil interface.
+func isNilResolver(res TaskResolver) bool {
+	if res == nil {
+		return true
+	}
+	v := reflect.ValueOf(res)
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return v.IsNil()
+	}
+	return false
 }
 
 // IDs returns the registered resolver ids, sorted.
 func (r *ResolverRegistry) IDs() []string {
+	if r == nil {
+		return nil
+	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	ids := make([]string, 0, len(r.resolvers))

@@ -3,9 +3,11 @@ package taskqueue
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
-	"strings"
+	"sort"
+	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -76,167 +78,381 @@ type envelope struct {
 	extra map[string]json.RawMessage // unknown top-level fields, kept when the envelope is rewritten
 }
 
-// wireEnvelope fixes the field names and order on the wire.
-type wireEnvelope struct {
-	V              int            `json:"v"`
-	TaskID         string         `json:"task_id"`
-	Status         TaskStatus     `json:"status"`
-	CreatedAt      float64        `json:"created_at"`
-	Strategy       string         `json:"strategy"`
-	ResolverID     string         `json:"resolver_id"`
-	SerializedTask SerializedTask `json:"serialized_task"`
-	GroupID        string         `json:"group_id,omitempty"`
-	Attempt        int            `json:"attempt,omitempty"`
-	MaxRetries     int            `json:"max_retries"`
-	TimeoutMS      int64          `json:"timeout_ms,omitempty"`
-	LastError      string         `json:"last_error,omitempty"`
-	FailedAt       float64        `json:"failed_at,omitempty"`
+// The envelope's top-level fields, in the order they are written. A field's bit is 1<<index.
+var envelopeFields = [...]string{
+	"v", "task_id", "status", "created_at", "strategy", "resolver_id", "serialized_task", "group_id",
+	"attempt", "max_retries", "timeout_ms", "last_error", "failed_at",
 }
 
-// knownFields lists the top-level names, each with the decoder of its value.
-var knownFields = map[string]func(e *envelope, raw []byte) error{
-	"v":               func(e *envelope, raw []byte) error { return json.Unmarshal(raw, &e.V) },
-	"task_id":         func(e *envelope, raw []byte) error { return json.Unmarshal(raw, &e.TaskID) },
-	"status":          func(e *envelope, raw []byte) error { return json.Unmarshal(raw, &e.Status) },
-	"created_at":      func(e *envelope, raw []byte) error { return json.Unmarshal(raw, &e.CreatedAt) },
-	"strategy":        func(e *envelope, raw []byte) error { return json.Unmarshal(raw, &e.Strategy) },
-	"resolver_id":     func(e *envelope, raw []byte) error { return json.Unmarshal(raw, &e.ResolverID) },
-	"serialized_task": decodeSerializedTask,
-	"group_id":        func(e *envelope, raw []byte) error { return decodeNullableString(raw, &e.GroupID) },
-	"attempt":         func(e *envelope, raw []byte) error { return json.Unmarshal(raw, &e.Attempt) },
-	"max_retries":     func(e *envelope, raw []byte) error { return json.Unmarshal(raw, &e.MaxRetries) },
-	"timeout_ms":      func(e *envelope, raw []byte) error { return json.Unmarshal(raw, &e.TimeoutMS) },
-	"last_error":      func(e *envelope, raw []byte) error { return decodeNullableString(raw, &e.LastError) },
-	"failed_at":       func(e *envelope, raw []byte) error { return json.Unmarshal(raw, &e.FailedAt) },
-}
+const (
+	fieldV = 1 << iota
+	fieldTaskID
+	fieldStatus
+	fieldCreatedAt
+	fieldStrategy
+	fieldResolverID
+	fieldSerializedTask
+	fieldGroupID
+	fieldAttempt
+	fieldMaxRetries
+	fieldTimeoutMS
+	fieldLastError
+	fieldFailedAt
 
-var requiredFields = []string{"task_id", "strategy", "resolver_id", "serialized_task"}
+	requiredFields = fieldTaskID | fieldStrategy | fieldResolverID | fieldSerializedTask
+)
 
-func decodeNullableString(raw []byte, dst *string) error {
-	if string(raw) == "null" {
-		return nil
-	}
-	return json.Unmarshal(raw, dst)
-}
-
-func decodeSerializedTask(e *envelope, raw []byte) error {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return err
-	}
-	if fields == nil {
-		return fmt.Errorf("must be an object")
-	}
-	for k := range fields {
-		if k != "strategy" && k != "payload" {
-			return fmt.Errorf("unknown field %s", quote(k))
+// envelopeField returns the bit of an exact top-level field name, 0 for any other name.
+func envelopeField(name []byte) int {
+	for i, f := range envelopeFields {
+		if string(name) == f {
+			return 1 << i
 		}
 	}
-	s, ok := fields["strategy"]
-	if !ok {
-		return fmt.Errorf("missing strategy")
-	}
-	if err := json.Unmarshal(s, &e.SerializedTask.Strategy); err != nil {
-		return fmt.Errorf("strategy: %w", err)
-	}
-	p, ok := fields["payload"]
-	if !ok {
-		return fmt.Errorf("missing payload")
-	}
-	p = bytes.TrimSpace(p)
-	if len(p) == 0 || p[0] != '{' {
-		return fmt.Errorf("payload must be an object")
-	}
-	e.SerializedTask.Payload = p
-	return nil
+	return 0
 }
 
-// marshal encodes the envelope, keeping unknown fields after the known ones. HTML characters are not escaped, so
-// the stored JSON reads as written.
-func (e *envelope) marshal() ([]byte, error) {
-	payload := e.SerializedTask.Payload
-	if len(payload) == 0 {
-		payload = json.RawMessage("{}")
-	}
-	w := wireEnvelope{
-		V: EnvelopeVersion, TaskID: e.TaskID, Status: e.Status, CreatedAt: e.CreatedAt, Strategy: e.Strategy,
-		ResolverID: e.ResolverID, SerializedTask: SerializedTask{Strategy: e.SerializedTask.Strategy, Payload: payload},
-		GroupID: e.GroupID, Attempt: e.Attempt, MaxRetries: e.MaxRetries, TimeoutMS: e.TimeoutMS,
-		LastError: e.LastError, FailedAt: e.FailedAt,
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(&w); err != nil {
-		return nil, err
-	}
-	out := bytes.TrimRight(buf.Bytes(), "\n")
-	if len(e.extra) == 0 {
-		return out, nil
-	}
-	extra, err := json.Marshal(e.extra) // sorted keys: a stable rewrite
-	if err != nil {
-		return nil, err
-	}
-	out = append(out[:len(out)-1], ',')
-	return append(out, extra[1:]...), nil
-}
-
-// decodeEnvelope reads a stored envelope strictly: size and depth limits, valid UTF-8, no duplicate or
-// case-variant keys, exact field names, typed values. The returned error is an [*EnvelopeError].
+// decodeEnvelope reads a stored envelope strictly, in one pass over the bytes: size and depth limits, valid
+// UTF-8, no duplicate or case-variant keys (escaped or not), exact field names, typed values, integers that fit.
+// A version newer than [EnvelopeVersion] is reported as such even when the rest does not parse as this version.
+// The returned error is an [*EnvelopeError]; the envelope holds no reference to data.
 func decodeEnvelope(data []byte, lim Limits) (*envelope, error) {
 	if len(data) > lim.MaxEnvelopeBytes {
 		return nil, &EnvelopeError{Kind: ErrEnvelopeTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", len(data), lim.MaxEnvelopeBytes)}
 	}
-	if !utf8.Valid(data) {
-		return nil, malformed("invalid UTF-8")
-	}
-	if err := validateJSON(data, lim.MaxDepth); err != nil {
+	d := envDecoder{s: scanner{data: data, maxDepth: lim.MaxDepth}, e: &envelope{}}
+	if err := d.document(); err != nil {
 		return nil, malformed(err.Error())
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
-		return nil, malformed("not a JSON object")
-	}
-	e := &envelope{}
-	if raw, ok := fields["v"]; ok {
-		if err := json.Unmarshal(raw, &e.V); err != nil {
-			return nil, malformed(`field "v": not an integer`)
-		}
-		if e.V > EnvelopeVersion {
-			return nil, &EnvelopeError{Kind: ErrUnsupportedVersion, Detail: fmt.Sprintf("version %d, this build reads up to %d", e.V, EnvelopeVersion)}
-		}
-		if e.V < 0 {
+	if d.seen&fieldV != 0 {
+		switch {
+		case d.version > EnvelopeVersion:
+			return nil, &EnvelopeError{Kind: ErrUnsupportedVersion, Detail: fmt.Sprintf("version %s, this build reads up to %d", d.versionText(), EnvelopeVersion)}
+		case d.version < 0:
 			return nil, malformed(`field "v": negative`)
 		}
+		d.e.V = int(d.version)
 	}
-	for name, raw := range fields {
-		dec, ok := knownFields[name]
-		if !ok {
-			for known := range knownFields {
-				if strings.EqualFold(known, name) {
-					return nil, malformed(fmt.Sprintf("field %s: case variant of %q", quote(name), known))
-				}
+	if d.fieldErr != "" {
+		return nil, malformed(d.fieldErr)
+	}
+	if missing := requiredFields &^ d.seen; missing != 0 {
+		for i, name := range envelopeFields {
+			if missing&(1<<i) != 0 {
+				return nil, malformed(fmt.Sprintf("missing field %q", name))
 			}
-			if e.extra == nil {
-				e.extra = make(map[string]json.RawMessage)
-			}
-			e.extra[name] = raw
-			continue
-		}
-		if err := dec(e, raw); err != nil {
-			return nil, malformed(fmt.Sprintf("field %q: %s", name, truncate(err.Error(), 120)))
 		}
 	}
-	for _, name := range requiredFields {
-		if _, ok := fields[name]; !ok {
-			return nil, malformed(fmt.Sprintf("missing field %q", name))
-		}
-	}
-	if err := e.check(); err != nil {
+	if err := d.e.check(); err != nil {
 		return nil, err
 	}
-	return e, nil
+	return d.e, nil
+}
+
+// envDecoder holds the state of one decodeEnvelope. Syntax errors end the walk at once; a field of the wrong
+// type or value is remembered (the first one) and reported once the version is known.
+type envDecoder struct {
+	s        scanner
+	e        *envelope
+	seen     int
+	version  int64
+	vRaw     []byte // the "v" literal, when it does not fit an int64
+	fieldErr string
+}
+
+func (d *envDecoder) fail(field, problem string) {
+	if d.fieldErr == "" {
+		d.fieldErr = fmt.Sprintf("field %q: %s", field, problem)
+	}
+}
+
+func (d *envDecoder) versionText() string {
+	if d.vRaw != nil {
+		return truncate(string(d.vRaw), 24)
+	}
+	return strconv.FormatInt(d.version, 10)
+}
+
+func (d *envDecoder) document() error {
+	s := &d.s
+	s.skipSpace()
+	if s.peek() != '{' {
+		return errors.New("not a JSON object")
+	}
+	empty, err := s.openObject(1)
+	var keys seenKeys
+	for more := !empty; more && err == nil; {
+		var key []byte
+		if key, err = s.key(); err != nil {
+			break
+		}
+		if !keys.add(key) {
+			return s.duplicate(key)
+		}
+		if err = d.member(key); err == nil {
+			more, err = s.more('}')
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return s.end()
+}
+
+// member reads the value of one top-level member.
+func (d *envDecoder) member(key []byte) error {
+	e := d.e
+	bit := envelopeField(key)
+	d.seen |= bit
+	switch bit {
+	case fieldV:
+		return d.versionField()
+	case fieldTaskID:
+		return d.stringField("task_id", &e.TaskID, false)
+	case fieldStatus:
+		var s string
+		err := d.stringField("status", &s, false)
+		e.Status = TaskStatus(s)
+		return err
+	case fieldCreatedAt:
+		return d.floatField("created_at", &e.CreatedAt)
+	case fieldStrategy:
+		return d.stringField("strategy", &e.Strategy, false)
+	case fieldResolverID:
+		return d.stringField("resolver_id", &e.ResolverID, false)
+	case fieldSerializedTask:
+		return d.serializedTask()
+	case fieldGroupID:
+		return d.stringField("group_id", &e.GroupID, true)
+	case fieldAttempt:
+		return d.intField("attempt", &e.Attempt)
+	case fieldMaxRetries:
+		return d.intField("max_retries", &e.MaxRetries)
+	case fieldTimeoutMS:
+		var n int
+		err := d.intField("timeout_ms", &n)
+		e.TimeoutMS = int64(n)
+		return err
+	case fieldLastError:
+		return d.stringField("last_error", &e.LastError, true)
+	case fieldFailedAt:
+		return d.floatField("failed_at", &e.FailedAt)
+	}
+	start := d.s.pos
+	if err := d.s.value(1); err != nil {
+		return err
+	}
+	for _, known := range envelopeFields {
+		if bytes.EqualFold(key, []byte(known)) {
+			d.fail(truncate(string(key), 64), "case variant of "+strconv.Quote(known))
+			return nil
+		}
+	}
+	if e.extra == nil {
+		e.extra = make(map[string]json.RawMessage)
+	}
+	e.extra[string(key)] = bytes.Clone(d.s.data[start:d.s.pos])
+	return nil
+}
+
+// scalar scans a value and returns its text, which is a number only if it starts like one.
+func (d *envDecoder) scalar(depth int) ([]byte, error) {
+	start := d.s.pos
+	err := d.s.value(depth)
+	return d.s.data[start:d.s.pos], err
+}
+
+func isNumber(raw []byte) bool {
+	return len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9')
+}
+
+// stringField reads a string; null leaves dst empty if the field is nullable.
+func (d *envDecoder) stringField(name string, dst *string, nullable bool) error {
+	return d.stringAt(1, name, dst, nullable)
+}
+
+func (d *envDecoder) stringAt(depth int, name string, dst *string, nullable bool) error {
+	if d.s.peek() == '"' {
+		raw, escaped, err := d.s.str()
+		if err == nil {
+			*dst = internString(raw, escaped)
+		}
+		return err
+	}
+	raw, err := d.scalar(depth)
+	if err == nil && !(nullable && string(raw) == "null") {
+		d.fail(name, "not a string")
+	}
+	return err
+}
+
+// internString returns the common values without allocating.
+func internString(raw []byte, escaped bool) string {
+	if !escaped {
+		switch string(raw) {
+		case string(StatusReady):
+			return string(StatusReady)
+		case StrategyReference:
+			return StrategyReference
+		case DefaultResolverID:
+			return DefaultResolverID
+		case string(StatusRetry):
+			return string(StatusRetry)
+		case string(StatusDead):
+			return string(StatusDead)
+		case string(StatusScheduled):
+			return string(StatusScheduled)
+		}
+	}
+	return stringValue(raw, escaped)
+}
+
+// intField reads an integer literal that fits an int; fractions and exponents are refused, as
+// encoding/json refuses them for integer fields.
+func (d *envDecoder) intField(name string, dst *int) error {
+	raw, err := d.scalar(1)
+	if err != nil {
+		return err
+	}
+	n, ok, fits := parseInt(raw)
+	switch {
+	case !ok:
+		d.fail(name, "not an integer")
+	case !fits || int64(int(n)) != n:
+		d.fail(name, "integer out of range")
+	default:
+		*dst = int(n)
+	}
+	return nil
+}
+
+// versionField reads "v". An integer too large for int64 is a (much) newer version, not a malformed envelope.
+func (d *envDecoder) versionField() error {
+	raw, err := d.scalar(1)
+	if err != nil {
+		return err
+	}
+	n, ok, fits := parseInt(raw)
+	switch {
+	case !ok:
+		d.seen &^= fieldV
+		d.fail("v", "not an integer")
+	case !fits && raw[0] == '-':
+		d.version = -1
+	case !fits:
+		d.version, d.vRaw = math.MaxInt64, raw
+	default:
+		d.version = n
+	}
+	return nil
+}
+
+// parseInt parses a JSON integer literal (no fraction or exponent) exactly. ok reports an integer literal, fits
+// that it fits an int64.
+func parseInt(raw []byte) (n int64, ok, fits bool) {
+	digits := raw
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 {
+		return 0, false, false
+	}
+	var u uint64
+	fits = true
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false, false
+		}
+		if u > (math.MaxUint64-9)/10 {
+			fits = false
+			continue
+		}
+		u = u*10 + uint64(c-'0')
+	}
+	if raw[0] == '-' {
+		if !fits || u > 1<<63 {
+			return 0, true, false
+		}
+		return -int64(u), true, true
+	}
+	if !fits || u > math.MaxInt64 {
+		return 0, true, false
+	}
+	return int64(u), true, true
+}
+
+func (d *envDecoder) floatField(name string, dst *float64) error {
+	raw, err := d.scalar(1)
+	if err != nil {
+		return err
+	}
+	if !isNumber(raw) {
+		d.fail(name, "not a number")
+		return nil
+	}
+	f, perr := strconv.ParseFloat(string(raw), 64)
+	if perr != nil {
+		d.fail(name, "number out of range")
+		return nil
+	}
+	*dst = f
+	return nil
+}
+
+// serializedTask reads {"strategy", "payload"}; the payload must be an object, kept as its exact bytes.
+func (d *envDecoder) serializedTask() error {
+	s := &d.s
+	const name = "serialized_task"
+	if s.peek() != '{' {
+		_, err := d.scalar(1)
+		d.fail(name, "not an object")
+		return err
+	}
+	empty, err := s.openObject(2)
+	var keys seenKeys
+	var seen int
+	st := &d.e.SerializedTask
+	for more := !empty; more && err == nil; {
+		var key []byte
+		if key, err = s.key(); err != nil {
+			break
+		}
+		if !keys.add(key) {
+			return s.duplicate(key)
+		}
+		switch string(key) {
+		case "strategy":
+			seen |= 1
+			err = d.stringAt(2, "serialized_task.strategy", &st.Strategy, false)
+		case "payload":
+			seen |= 2
+			var raw []byte
+			isObject := s.peek() == '{'
+			if raw, err = d.scalar(2); err == nil {
+				if isObject {
+					st.Payload = bytes.Clone(raw)
+				} else {
+					d.fail("serialized_task.payload", "not an object")
+				}
+			}
+		default:
+			_, err = d.scalar(2)
+			d.fail(name, "unknown field "+quote(string(key)))
+		}
+		if err == nil {
+			more, err = s.more('}')
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if seen&1 == 0 {
+		d.fail(name, "missing strategy")
+	}
+	if seen&2 == 0 {
+		d.fail(name, "missing payload")
+	}
+	return nil
 }
 
 // check validates field values that the JSON types do not.
@@ -253,14 +469,204 @@ func (e *envelope) check() error {
 	if e.Attempt < 0 || e.MaxRetries < -1 || e.TimeoutMS < 0 {
 		return malformed("attempt, max_retries or timeout_ms out of range")
 	}
-	if math.IsNaN(e.CreatedAt) || e.CreatedAt < 0 {
+	if math.IsNaN(e.CreatedAt) || math.IsInf(e.CreatedAt, 0) || e.CreatedAt < 0 {
 		return malformed("created_at out of range")
+	}
+	if math.IsNaN(e.FailedAt) || math.IsInf(e.FailedAt, 0) || e.FailedAt < 0 {
+		return malformed("failed_at out of range")
 	}
 	return nil
 }
 
 func malformed(detail string) error {
 	return &EnvelopeError{Kind: ErrMalformedEnvelope, Detail: detail}
+}
+
+// marshal encodes the envelope: the known fields in their fixed order (see envelopeFields), then the unknown
+// fields that decoding kept, sorted by name. HTML characters are not escaped, so the stored JSON reads as
+// written. The payload and the kept fields must be valid JSON (they are compacted); a payload that is not an
+// object is refused with [ErrNotSerializable], since no decoder would read it back.
+func (e *envelope) marshal() ([]byte, error) {
+	payload := e.SerializedTask.Payload
+	if len(payload) == 0 {
+		payload = json.RawMessage("{}")
+	}
+	if err := validateJSON(payload, maxSyntaxDepth); err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrNotSerializable, err)
+	}
+	if payload = bytes.TrimLeft(payload, " \t\r\n"); payload[0] != '{' {
+		return nil, fmt.Errorf("%w: payload is not a JSON object", ErrNotSerializable)
+	}
+	if !finite(e.CreatedAt) || !finite(e.FailedAt) {
+		return nil, fmt.Errorf("%w: created_at or failed_at is not a finite number", ErrNotSerializable)
+	}
+	size := 256 + len(payload) + len(e.TaskID) + len(e.Status) + len(e.Strategy) + len(e.ResolverID) +
+		len(e.SerializedTask.Strategy) + len(e.GroupID) + len(e.LastError)
+	for name, raw := range e.extra {
+		size += len(name) + len(raw) + 4
+	}
+	b := make([]byte, 0, size)
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, EnvelopeVersion, 10)
+	b = append(b, `,"task_id":`...)
+	b = appendString(b, e.TaskID)
+	b = append(b, `,"status":`...)
+	b = appendString(b, string(e.Status))
+	b = append(b, `,"created_at":`...)
+	b = appendFloat(b, e.CreatedAt)
+	b = append(b, `,"strategy":`...)
+	b = appendString(b, e.Strategy)
+	b = append(b, `,"resolver_id":`...)
+	b = appendString(b, e.ResolverID)
+	b = append(b, `,"serialized_task":{"strategy":`...)
+	b = appendString(b, e.SerializedTask.Strategy)
+	b = append(b, `,"payload":`...)
+	b = appendCompact(b, payload)
+	b = append(b, '}')
+	if e.GroupID != "" {
+		b = append(b, `,"group_id":`...)
+		b = appendString(b, e.GroupID)
+	}
+	if e.Attempt != 0 {
+		b = append(b, `,"attempt":`...)
+		b = strconv.AppendInt(b, int64(e.Attempt), 10)
+	}
+	b = append(b, `,"max_retries":`...)
+	b = strconv.AppendInt(b, int64(e.MaxRetries), 10)
+	if e.TimeoutMS != 0 {
+		b = append(b, `,"timeout_ms":`...)
+		b = strconv.AppendInt(b, e.TimeoutMS, 10)
+	}
+	if e.LastError != "" {
+		b = append(b, `,"last_error":`...)
+		b = appendString(b, e.LastError)
+	}
+	if e.FailedAt != 0 {
+		b = append(b, `,"failed_at":`...)
+		b = appendFloat(b, e.FailedAt)
+	}
+	if len(e.extra) > 0 {
+		names := make([]string, 0, len(e.extra))
+		for name := range e.extra {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			raw := e.extra[name]
+			if envelopeField([]byte(name)) != 0 || validateJSON(raw, maxSyntaxDepth) != nil {
+				return nil, fmt.Errorf("%w: kept field %s is not valid JSON or shadows a known field", ErrNotSerializable, quote(name))
+			}
+			b = append(b, ',')
+			b = appendString(b, name)
+			b = append(b, ':')
+			b = appendCompact(b, raw)
+		}
+	}
+	return append(b, '}'), nil
+}
+
+// maxSyntaxDepth bounds the recursion of a syntax check where no configured limit applies: the largest
+// [Limits.MaxDepth] accepted.
+const maxSyntaxDepth = 1000
+
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+
+// appendFloat formats f as encoding/json does.
+func appendFloat(b []byte, f float64) []byte {
+	abs := math.Abs(f)
+	format := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' { // clean up e-09 to e-9
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString quotes s as encoding/json does with HTML escaping off: invalid UTF-8 becomes U+FFFD, and U+2028
+// and U+2029 are escaped, so the text is also valid JavaScript.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if plainByte[c] {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// appendCompact appends valid JSON without the white space between its tokens.
+func appendCompact(b, raw []byte) []byte {
+	inString, escaped := false, false
+	start := 0
+	for i, c := range raw {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			b = append(b, raw[start:i]...)
+			start = i + 1
+		}
+	}
+	return append(b, raw[start:]...)
 }
 
 // unixSeconds converts a time to the seed's float seconds, at millisecond precision.

@@ -1,6 +1,7 @@
 package taskqueue
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -76,34 +77,66 @@ func NewTaskSpec(taskID string, exe Executable) *TaskSpec {
 }
 
 // Serialized returns a copy of the spec with SerializedTask populated by the registry's resolver and Executable
-// cleared: the form a spec takes on its way to Redis. A spec that is already serialized is returned as a copy.
-// An empty ResolverID takes [DefaultResolverID].
+// cleared: the form a spec takes on its way to Redis. A spec that is already serialized is returned as a copy
+// (its SerializedTask copied too); the registry is not consulted then, so a producer can forward tasks that only
+// workers can resolve. An empty ResolverID takes [DefaultResolverID].
+//
+// Either way the result is checked as a worker would read it: an invalid resolver id is [ErrUnknownResolver], an
+// unsafe strategy ("pickle", "source", ...) [ErrUnsafeStrategy], and an empty strategy or a payload that is not
+// a JSON object [ErrNotSerializable].
 func (s *TaskSpec) Serialized(reg *ResolverRegistry) (*TaskSpec, error) {
+	if s == nil {
+		return nil, fmt.Errorf("%w: nil task spec", ErrNotSerializable)
+	}
 	out := *s
 	if out.ResolverID == "" {
 		out.ResolverID = DefaultResolverID
 	}
-	if out.SerializedTask != nil {
-		out.Executable = nil
-		return &out, nil
+	if !resolverIDPattern.MatchString(out.ResolverID) {
+		return nil, &ResolveError{Kind: ErrUnknownResolver, Detail: quote(out.ResolverID) + " is not a valid resolver id"}
 	}
-	if out.Executable == nil {
+	var st SerializedTask
+	switch {
+	case out.SerializedTask != nil:
+		st = SerializedTask{Strategy: out.SerializedTask.Strategy, Payload: bytes.Clone(out.SerializedTask.Payload)}
+	case out.Executable == nil:
 		return nil, fmt.Errorf("%w: task spec has neither an executable nor a serialized task", ErrNotSerializable)
+	default:
+		res, err := reg.Lookup(out.ResolverID)
+		if err != nil {
+			return nil, err
+		}
+		if st, err = res.Serialize(out.Executable); err != nil {
+			return nil, err
+		}
 	}
-	res, err := reg.Lookup(out.ResolverID)
-	if err != nil {
+	if err := checkSerialized(st); err != nil {
 		return nil, err
-	}
-	st, err := res.Serialize(out.Executable)
-	if err != nil {
-		return nil, err
-	}
-	if IsUnsafeStrategy(st.Strategy) {
-		return nil, &ResolveError{Kind: ErrUnsafeStrategy, Detail: quote(st.Strategy)}
 	}
 	out.SerializedTask = &st
 	out.Executable = nil
 	return &out, nil
+}
+
+// checkSerialized refuses what a worker would park: an unsafe or empty strategy, a payload that is not a JSON
+// object (an empty payload is written as {}).
+func checkSerialized(st SerializedTask) error {
+	if IsUnsafeStrategy(st.Strategy) {
+		return &ResolveError{Kind: ErrUnsafeStrategy, Detail: quote(st.Strategy)}
+	}
+	if st.Strategy == "" {
+		return fmt.Errorf("%w: empty strategy", ErrNotSerializable)
+	}
+	if len(st.Payload) == 0 {
+		return nil
+	}
+	if err := validateJSON(st.Payload, maxSyntaxDepth); err != nil {
+		return fmt.Errorf("%w: payload: %v", ErrNotSerializable, err)
+	}
+	if p := bytes.TrimLeft(st.Payload, " \t\r\n"); p[0] != '{' {
+		return fmt.Errorf("%w: payload is not a JSON object", ErrNotSerializable)
+	}
+	return nil
 }
 
 // MaxTaskIDLen is the longest task id accepted.
