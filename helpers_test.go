@@ -111,7 +111,7 @@ func newReal(t testing.TB, cfg *RedisConfig) *setup {
 	return &setup{rdb: rdb, q: q, reg: reg, ref: ref}
 }
 
-var real struct {
+var realSrv struct {
 	once sync.Once
 	addr string
 	cmd  *exec.Cmd
@@ -122,16 +122,16 @@ var real struct {
 // binary the test is skipped loudly, except under CI, where it fails.
 func realRedis(t testing.TB) string {
 	t.Helper()
-	real.once.Do(func() {
-		real.addr, real.cmd, real.err = startRedisServer()
+	realSrv.once.Do(func() {
+		realSrv.addr, realSrv.cmd, realSrv.err = startRedisServer()
 	})
-	if real.err != nil {
+	if realSrv.err != nil {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("real redis-server needed in CI: %v", real.err)
+			t.Fatalf("real redis-server needed in CI: %v", realSrv.err)
 		}
-		t.Skipf("SKIPPING real-Redis test: %v (install redis-server to run it)", real.err)
+		t.Skipf("SKIPPING real-Redis test: %v (install redis-server to run it)", realSrv.err)
 	}
-	return real.addr
+	return realSrv.addr
 }
 
 func startRedisServer(extra ...string) (string, *exec.Cmd, error) {
@@ -170,9 +170,9 @@ func startRedisServer(extra ...string) (string, *exec.Cmd, error) {
 }
 
 func stopRealRedis() {
-	if real.cmd != nil {
-		_ = real.cmd.Process.Kill()
-		_ = real.cmd.Wait()
+	if realSrv.cmd != nil {
+		_ = realSrv.cmd.Process.Kill()
+		_ = realSrv.cmd.Wait()
 	}
 }
 

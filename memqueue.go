@@ -187,21 +187,30 @@ func (q *MemoryQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*Deli
 		if len(out) > 0 {
 			return out, nil
 		}
-		var due <-chan time.Time
-		if next > 0 {
-			dt := time.NewTimer(next)
-			defer dt.Stop()
-			due = dt.C
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-timer.C:
-			return nil, nil
-		case <-changed:
-		case <-due:
+		if again, err := waitChange(ctx, timer.C, changed, next); !again {
+			return nil, err
 		}
 	}
+}
+
+// waitChange blocks until ctx ends (its error), the whole wait expires (nil), or tasks may have become ready: a
+// change was signalled or the next delayed task fell due (again is true).
+func waitChange(ctx context.Context, expired <-chan time.Time, changed <-chan struct{}, next time.Duration) (again bool, err error) {
+	var due <-chan time.Time
+	if next > 0 {
+		dt := time.NewTimer(next)
+		defer dt.Stop()
+		due = dt.C
+	}
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-expired:
+		return false, nil
+	case <-changed:
+	case <-due:
+	}
+	return true, nil
 }
 
 // promote makes due tasks ready, earliest due first; q.mu must be held.

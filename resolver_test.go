@@ -196,8 +196,8 @@ type strictArgs struct {
 	Floats map[string]float64     `json:"floats"`
 	Free   map[string]strictInner `json:"free"`
 	Plain  int
-	Secret int `json:"-"`
-	hidden int
+	Secret int         `json:"-"`
+	hidden int         //nolint:unused // an unexported field: the decoder must leave it alone
 	Any    any         `json:"any"`
 	Num    json.Number `json:"num"`
 	Big    *big.Int    `json:"big"`

@@ -393,7 +393,7 @@ func (d *envDecoder) floatField(name string, dst *float64) error {
 	f, perr := strconv.ParseFloat(string(raw), 64)
 	if perr != nil {
 		d.fail(name, "number out of range")
-		return nil
+		return nil //nolint:nilerr // recorded by d.fail and reported after the scan
 	}
 	*dst = f
 	return nil

@@ -485,7 +485,7 @@ func TestEnvelopeMarshal_Refuses(t *testing.T) {
 func requireSameEnvelope(t testing.TB, want, got *envelope) {
 	t.Helper()
 	require.True(t, jsonEqual(want.SerializedTask.Payload, got.SerializedTask.Payload), "payload %s != %s", want.SerializedTask.Payload, got.SerializedTask.Payload)
-	require.Equal(t, len(want.extra), len(got.extra))
+	require.Len(t, got.extra, len(want.extra))
 	for k, v := range want.extra {
 		require.True(t, jsonEqual(v, got.extra[k]), "kept field %q", k)
 	}

@@ -311,7 +311,7 @@ func TestWorkerMainRunWithClientHandsBackOnStop(t *testing.T) {
 	require.NoError(t, err)
 	var events []EventKind
 	evc := make(chan EventKind, 16)
-	c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	c.Logger = slog.New(slog.DiscardHandler)
 	c.OnEvent = func(e Event) { evc <- e.Kind }
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -345,7 +345,7 @@ func TestWorkerMainRunWithClientHandsBackOnStop(t *testing.T) {
 
 func TestWorkerMainStartupErrors(t *testing.T) {
 	t.Parallel()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 
 	t.Run("unreachable Redis", func(t *testing.T) {
 		t.Parallel()
