@@ -284,6 +284,12 @@ func (s *scanner) array(depth int) error {
 }
 
 func (s *scanner) object(depth int) error {
+	return s.members(depth, func([]byte) error { return s.value(depth) })
+}
+
+// members reads an object nested depth deep, its '{' included. It refuses a key that repeats an earlier one,
+// exactly or but for case, and calls readValue with each key to read the value that follows it.
+func (s *scanner) members(depth int, readValue func(key []byte) error) error {
 	empty, err := s.openObject(depth)
 	var keys seenKeys
 	for more := !empty; more && err == nil; {
@@ -294,7 +300,7 @@ func (s *scanner) object(depth int) error {
 		if !keys.add(key) {
 			return s.duplicate(key)
 		}
-		if err = s.value(depth); err == nil {
+		if err = readValue(key); err == nil {
 			more, err = s.more('}')
 		}
 	}

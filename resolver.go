@@ -323,17 +323,8 @@ func decodeReferencePayload(payload json.RawMessage) (module, name []byte, args 
 	if s.peek() != '{' {
 		return bad(errors.New("not a JSON object"))
 	}
-	empty, err := s.openObject(1)
-	var keys seenKeys
 	var seen int
-	for more := !empty; more && err == nil; {
-		var key []byte
-		if key, err = s.key(); err != nil {
-			break
-		}
-		if !keys.add(key) {
-			return bad(s.duplicate(key))
-		}
+	err = s.members(1, func(key []byte) error {
 		var dst *[]byte
 		switch string(key) {
 		case "module":
@@ -344,26 +335,24 @@ func decodeReferencePayload(payload json.RawMessage) (module, name []byte, args 
 			dst = &p.Name
 		case "args":
 			start := s.pos
-			if err = s.value(1); err == nil {
+			err := s.value(1)
+			if err == nil {
 				args = payload[start:s.pos]
 			}
+			return err
 		default:
-			return bad(fmt.Errorf("unknown field %s", quote(string(key))))
+			return fmt.Errorf("unknown field %s", quote(string(key)))
 		}
-		if dst != nil {
-			if s.peek() != '"' {
-				return bad(fmt.Errorf("%s is not a string", key))
-			}
-			raw, escaped, serr := s.str()
-			if err = serr; err == nil && escaped {
-				raw = unescape(nil, raw)
-			}
-			*dst = raw
+		if s.peek() != '"' {
+			return fmt.Errorf("%s is not a string", key)
 		}
-		if err == nil {
-			more, err = s.more('}')
+		raw, escaped, err := s.str()
+		if err == nil && escaped {
+			raw = unescape(nil, raw)
 		}
-	}
+		*dst = raw
+		return err
+	})
 	if err == nil {
 		err = s.end()
 	}

@@ -179,21 +179,7 @@ func (d *envDecoder) document() error {
 	if s.peek() != '{' {
 		return errors.New("not a JSON object")
 	}
-	empty, err := s.openObject(1)
-	var keys seenKeys
-	for more := !empty; more && err == nil; {
-		var key []byte
-		if key, err = s.key(); err != nil {
-			break
-		}
-		if !keys.add(key) {
-			return s.duplicate(key)
-		}
-		if err = d.member(key); err == nil {
-			more, err = s.more('}')
-		}
-	}
-	if err != nil {
+	if err := s.members(1, d.member); err != nil {
 		return err
 	}
 	return s.end()
@@ -408,41 +394,31 @@ func (d *envDecoder) serializedTask() error {
 		d.fail(name, "not an object")
 		return err
 	}
-	empty, err := s.openObject(2)
-	var keys seenKeys
 	var seen int
 	st := &d.e.SerializedTask
-	for more := !empty; more && err == nil; {
-		var key []byte
-		if key, err = s.key(); err != nil {
-			break
-		}
-		if !keys.add(key) {
-			return s.duplicate(key)
-		}
+	err := s.members(2, func(key []byte) error {
 		switch string(key) {
 		case "strategy":
 			seen |= 1
-			err = d.stringAt(2, "serialized_task.strategy", &st.Strategy, false)
+			return d.stringAt(2, "serialized_task.strategy", &st.Strategy, false)
 		case "payload":
 			seen |= 2
-			var raw []byte
 			isObject := s.peek() == '{'
-			if raw, err = d.scalar(2); err == nil {
+			raw, err := d.scalar(2)
+			if err == nil {
 				if isObject {
 					st.Payload = bytes.Clone(raw)
 				} else {
 					d.fail("serialized_task.payload", "not an object")
 				}
 			}
+			return err
 		default:
-			_, err = d.scalar(2)
+			_, err := d.scalar(2)
 			d.fail(name, "unknown field "+quote(string(key)))
+			return err
 		}
-		if err == nil {
-			more, err = s.more('}')
-		}
-	}
+	})
 	if err != nil {
 		return err
 	}
