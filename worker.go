@@ -499,8 +499,6 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
 		w.slots <- struct{}{}
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	if runErr == nil {
 		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Duration: took})
 		w.slots <- struct{}{} // the slot frees while the ack is batched
@@ -518,6 +516,8 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
 		finish(runErr)
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	maxRetries := spec.MaxRetries
 	if maxRetries == 0 {
 		maxRetries = w.cfg.MaxRetries
