@@ -171,3 +171,21 @@ func truncate(s string, n int) string {
 	}
 	return s[:cut] + "…"
 }
+
+// ErrInvalidState is returned by an admin call for a state it does not take: an unknown name, or active for
+// [RedisTaskQueue.Purge]. The error is a [*StateError].
+var ErrInvalidState = errors.New("taskqueue: invalid task state")
+
+// StateError reports a state that an admin call refused. It wraps [ErrInvalidState].
+type StateError struct {
+	Op     string // the call: "list", "purge", "parse"
+	State  State  // the state asked for (bounded in length)
+	Reason string // why it was refused
+}
+
+func (e *StateError) Error() string {
+	return fmt.Sprintf("%s: %s %s: %s", ErrInvalidState, e.Op, quote(string(e.State)), e.Reason)
+}
+
+// Unwrap returns [ErrInvalidState].
+func (e *StateError) Unwrap() error { return ErrInvalidState }

@@ -19,7 +19,8 @@ func validateKeyPrefix(prefix string) error {
 	return nil
 }
 
-// Indexes into keySet.all: the order in which every script receives its KEYS (KEYS[i] is all[i-1]).
+// Indexes into keySet.all: the order in which every script receives its KEYS (KEYS[i] is all[i-1]). A new key is
+// appended before numKeys, so that the KEYS[i] of every existing script stay valid.
 const (
 	keyTasks      = iota // HASH   task id -> envelope JSON
 	keyPending           // LIST   task ids ready to run, oldest at the head
@@ -32,10 +33,11 @@ const (
 	keySettled           // ZSET   task id -> token of its last settled delivery; bounded (idempotent replies)
 	keySeq               // STRING fencing-token counter
 	keyWake              // LIST   wake-up tokens for blocked consumers; carries no task data
+	keyPaused            // STRING present while pickup is paused: the time it was paused (ms, server clock)
 	numKeys
 )
 
-var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "deliveries", "scheduled", "dead", "errors", "settled", "seq", "wake"}
+var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "deliveries", "scheduled", "dead", "errors", "settled", "seq", "wake", "paused"}
 
 // keySet holds every key of one queue. All share the hash tag {prefix}, so a queue lives in one Cluster slot and
 // every script can touch all of them.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"time"
 
@@ -350,6 +351,7 @@ func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error
 		TimeoutMS:      s.Timeout.Milliseconds(),
 		Attempt:        s.Attempt,   // carried over by migrations; 0 for new tasks
 		LastError:      s.LastError, // likewise
+		Meta:           ser.Metadata,
 	}, delay, nil
 }
 
@@ -517,6 +519,7 @@ func (q *RedisTaskQueue) rehydrate(raw string) (*TaskSpec, *envelope, error) {
 		CreatedAt:      fromUnixSeconds(env.CreatedAt),
 		Attempt:        env.Attempt,
 		LastError:      env.LastError,
+		Metadata:       maps.Clone(env.Meta), // the handler's own copy: retries rewrite env.Meta
 	}, env, nil
 }
 

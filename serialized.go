@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -74,6 +75,7 @@ type envelope struct {
 	TimeoutMS      int64 // per-run timeout, 0 for the worker's default
 	LastError      string
 	FailedAt       float64
+	Meta           map[string]string // [TaskSpec.Metadata]; nil when empty
 
 	extra map[string]json.RawMessage // unknown top-level fields, kept when the envelope is rewritten
 }
@@ -81,7 +83,7 @@ type envelope struct {
 // The envelope's top-level fields, in the order they are written. A field's bit is 1<<index.
 var envelopeFields = [...]string{
 	"v", "task_id", "status", "created_at", "strategy", "resolver_id", "serialized_task", "group_id",
-	"attempt", "max_retries", "timeout_ms", "last_error", "failed_at",
+	"attempt", "max_retries", "timeout_ms", "last_error", "failed_at", "meta",
 }
 
 const (
@@ -98,6 +100,7 @@ const (
 	fieldTimeoutMS
 	fieldLastError
 	fieldFailedAt
+	fieldMeta
 
 	requiredFields = fieldTaskID | fieldStrategy | fieldResolverID | fieldSerializedTask
 )
@@ -223,6 +226,8 @@ func (d *envDecoder) member(key []byte) error {
 		return d.stringField("last_error", &e.LastError, true)
 	case fieldFailedAt:
 		return d.floatField("failed_at", &e.FailedAt)
+	case fieldMeta:
+		return d.meta()
 	}
 	start := d.s.pos
 	if err := d.s.value(1); err != nil {
@@ -431,6 +436,59 @@ func (d *envDecoder) serializedTask() error {
 	return nil
 }
 
+// meta reads {"key": "value", ...}: string values, keys and values within the bounds of [TaskSpec.Metadata],
+// at most [MaxMetadataEntries] of them. The scanner refuses duplicate and case-variant keys, as in any object.
+// An empty object leaves Meta nil.
+func (d *envDecoder) meta() error {
+	s := &d.s
+	const name = "meta"
+	if s.peek() != '{' {
+		_, err := d.scalar(1)
+		d.fail(name, "not an object")
+		return err
+	}
+	n := 0
+	return s.members(2, func(key []byte) error {
+		n++
+		if s.peek() != '"' {
+			_, err := d.scalar(2)
+			d.fail(name, "value of "+quote(string(key))+" is not a string")
+			return err
+		}
+		raw, escaped, err := s.str()
+		switch {
+		case err != nil:
+			return err
+		case n > MaxMetadataEntries:
+			d.fail(name, fmt.Sprintf("more than %d entries", MaxMetadataEntries))
+		case !validMetadataKey(key):
+			d.fail(name, fmt.Sprintf("key %s is not 1 to %d characters of [A-Za-z0-9._-]", quote(string(key)), MaxMetadataKeyLen))
+		default:
+			v := stringValue(raw, escaped)
+			if len(v) > MaxMetadataValueLen {
+				d.fail(name, fmt.Sprintf("value of %s is over %d bytes", quote(string(key)), MaxMetadataValueLen))
+				return nil
+			}
+			if d.e.Meta == nil {
+				d.e.Meta = make(map[string]string, 2)
+			}
+			d.e.Meta[metaKey(key)] = v
+		}
+		return nil
+	})
+}
+
+// metaKey returns the trace context's keys without allocating.
+func metaKey(key []byte) string {
+	switch string(key) {
+	case "traceparent":
+		return "traceparent"
+	case "tracestate":
+		return "tracestate"
+	}
+	return string(key)
+}
+
 // check validates field values that the JSON types do not.
 func (e *envelope) check() error {
 	if err := validateTaskID(e.TaskID); err != nil {
@@ -478,6 +536,14 @@ func (e *envelope) marshal() ([]byte, error) {
 	}
 	size := 256 + len(payload) + len(e.TaskID) + len(e.Status) + len(e.Strategy) + len(e.ResolverID) +
 		len(e.SerializedTask.Strategy) + len(e.GroupID) + len(e.LastError)
+	if len(e.Meta) > 0 {
+		if err := validateMetadata(e.Meta); err != nil {
+			return nil, fmt.Errorf("%w: meta: %v", ErrNotSerializable, err)
+		}
+		for k, v := range e.Meta {
+			size += len(k) + len(v) + 6
+		}
+	}
 	for name, raw := range e.extra {
 		size += len(name) + len(raw) + 4
 	}
@@ -521,6 +587,9 @@ func (e *envelope) marshal() ([]byte, error) {
 		b = append(b, `,"failed_at":`...)
 		b = appendFloat(b, e.FailedAt)
 	}
+	if len(e.Meta) > 0 {
+		b = appendMeta(b, e.Meta)
+	}
 	if len(e.extra) > 0 {
 		names := make([]string, 0, len(e.extra))
 		for name := range e.extra {
@@ -539,6 +608,27 @@ func (e *envelope) marshal() ([]byte, error) {
 		}
 	}
 	return append(b, '}'), nil
+}
+
+// appendMeta appends the "meta" member, its keys sorted so that a rewrite is byte for byte the same. m must have
+// passed validateMetadata (at most MaxMetadataEntries keys).
+func appendMeta(b []byte, m map[string]string) []byte {
+	var buf [MaxMetadataEntries]string
+	keys := buf[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = append(b, `,"meta":{`...)
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		b = appendString(b, m[k])
+	}
+	return append(b, '}')
 }
 
 // maxSyntaxDepth bounds the recursion of a syntax check where no configured limit applies: the largest

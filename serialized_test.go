@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 )
@@ -380,8 +382,14 @@ func TestEnvelopeMarshal_FieldNamesAndOrder(t *testing.T) {
 	}
 	require.ElementsMatch(t, []string{"v", "task_id", "status", "created_at", "strategy", "resolver_id",
 		"serialized_task", "group_id", "attempt", "max_retries", "timeout_ms", "last_error", "failed_at"}, keys)
-	require.ElementsMatch(t, []string{"v", "task_id", "status", "created_at", "strategy", "resolver_id",
-		"serialized_task", "group_id", "attempt", "max_retries", "timeout_ms", "last_error", "failed_at"}, envelopeFields[:])
+	require.Equal(t, []string{"v", "task_id", "status", "created_at", "strategy", "resolver_id",
+		"serialized_task", "group_id", "attempt", "max_retries", "timeout_ms", "last_error", "failed_at", "meta"}, envelopeFields[:])
+
+	// Metadata comes last among the known fields, its keys sorted.
+	e.Meta = map[string]string{"tracestate": "k=v", "traceparent": "00-x"}
+	out, err = e.marshal()
+	require.NoError(t, err)
+	require.True(t, strings.HasSuffix(string(out), `"failed_at":2,"meta":{"traceparent":"00-x","tracestate":"k=v"}}`), "%s", out)
 
 	// An empty payload is written as an empty object.
 	e.SerializedTask.Payload = nil
@@ -392,19 +400,20 @@ func TestEnvelopeMarshal_FieldNamesAndOrder(t *testing.T) {
 
 // referenceEnvelope is the wire form written with encoding/json, the reference for the hand-written encoder.
 type referenceEnvelope struct {
-	V              int            `json:"v"`
-	TaskID         string         `json:"task_id"`
-	Status         TaskStatus     `json:"status"`
-	CreatedAt      float64        `json:"created_at"`
-	Strategy       string         `json:"strategy"`
-	ResolverID     string         `json:"resolver_id"`
-	SerializedTask SerializedTask `json:"serialized_task"`
-	GroupID        string         `json:"group_id,omitempty"`
-	Attempt        int            `json:"attempt,omitempty"`
-	MaxRetries     int            `json:"max_retries"`
-	TimeoutMS      int64          `json:"timeout_ms,omitempty"`
-	LastError      string         `json:"last_error,omitempty"`
-	FailedAt       float64        `json:"failed_at,omitempty"`
+	V              int               `json:"v"`
+	TaskID         string            `json:"task_id"`
+	Status         TaskStatus        `json:"status"`
+	CreatedAt      float64           `json:"created_at"`
+	Strategy       string            `json:"strategy"`
+	ResolverID     string            `json:"resolver_id"`
+	SerializedTask SerializedTask    `json:"serialized_task"`
+	GroupID        string            `json:"group_id,omitempty"`
+	Attempt        int               `json:"attempt,omitempty"`
+	MaxRetries     int               `json:"max_retries"`
+	TimeoutMS      int64             `json:"timeout_ms,omitempty"`
+	LastError      string            `json:"last_error,omitempty"`
+	FailedAt       float64           `json:"failed_at,omitempty"`
+	Meta           map[string]string `json:"meta,omitempty"`
 }
 
 func encodingJSON(t *testing.T, e *envelope) string {
@@ -415,7 +424,7 @@ func encodingJSON(t *testing.T, e *envelope) string {
 	require.NoError(t, enc.Encode(referenceEnvelope{V: EnvelopeVersion, TaskID: e.TaskID, Status: e.Status,
 		CreatedAt: e.CreatedAt, Strategy: e.Strategy, ResolverID: e.ResolverID, SerializedTask: e.SerializedTask,
 		GroupID: e.GroupID, Attempt: e.Attempt, MaxRetries: e.MaxRetries, TimeoutMS: e.TimeoutMS,
-		LastError: e.LastError, FailedAt: e.FailedAt}))
+		LastError: e.LastError, FailedAt: e.FailedAt, Meta: e.Meta}))
 	return strings.TrimSuffix(buf.String(), "\n")
 }
 
@@ -431,6 +440,9 @@ func TestEnvelopeMarshal_MatchesEncodingJSON(t *testing.T) {
 			ResolverID: "r", GroupID: s, LastError: s, Attempt: i, MaxRetries: i - 1, TimeoutMS: int64(i) << 40,
 			FailedAt:       floats[(i+3)%len(floats)],
 			SerializedTask: SerializedTask{Strategy: s, Payload: json.RawMessage(" {\n \"a\" : [ 1 , \"x y\\\" z\" ] ,\"<\":\"&\" }\t")}}
+		if utf8.ValidString(s) { // metadata values must be valid UTF-8
+			e.Meta = map[string]string{"traceparent": s, "b-2": "x" + s, "A.1": s + "<&>", "z_": ""}
+		}
 		got, err := e.marshal()
 		require.NoError(t, err)
 		require.Equal(t, encodingJSON(t, e), string(got), "text %q", s)
@@ -470,6 +482,8 @@ func TestEnvelopeMarshal_Refuses(t *testing.T) {
 		"infinite failed_at":   func(e *envelope) { e.FailedAt = math.Inf(1) },
 		"kept field invalid":   func(e *envelope) { e.extra = map[string]json.RawMessage{"x": json.RawMessage(`{`)} },
 		"kept field shadows":   func(e *envelope) { e.extra = map[string]json.RawMessage{"task_id": json.RawMessage(`"u"`)} },
+		"meta bad key":         func(e *envelope) { e.Meta = map[string]string{"a b": "v"} },
+		"meta invalid UTF-8":   func(e *envelope) { e.Meta = map[string]string{"k": "\xff"} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -613,4 +627,203 @@ func errorsIsOneOf(err error, sentinels ...error) bool {
 		}
 	}
 	return false
+}
+
+// metaV1 is validV1 with metadata, as this package writes it.
+var metaV1 = strings.TrimSuffix(validV1, "}") +
+	`,"meta":{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"rojo=00f067aa0ba902b7"}}`
+
+func TestEnvelope_Meta(t *testing.T) {
+	t.Parallel()
+	e, err := decodeEnvelope([]byte(metaV1), envLimits())
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"tracestate":  "rojo=00f067aa0ba902b7",
+	}, e.Meta)
+	require.Empty(t, e.extra)
+	out, err := e.marshal()
+	require.NoError(t, err)
+	require.Equal(t, metaV1, string(out), "rewritten byte for byte")
+
+	// A retry rewrite keeps it.
+	e.Attempt++
+	out, err = e.marshal()
+	require.NoError(t, err)
+	again, err := decodeEnvelope(out, envLimits())
+	require.NoError(t, err)
+	require.Equal(t, e.Meta, again.Meta)
+
+	// Without metadata, nothing is written.
+	plain, err := decodeEnvelope([]byte(validV1), envLimits())
+	require.NoError(t, err)
+	require.Nil(t, plain.Meta)
+	out, err = plain.marshal()
+	require.NoError(t, err)
+	require.NotContains(t, string(out), `"meta"`)
+}
+
+func TestEnvelope_MetaAccepts(t *testing.T) {
+	t.Parallel()
+	full := make(map[string]string, MaxMetadataEntries)
+	var members []string
+	for i := range MaxMetadataEntries {
+		k := fmt.Sprintf("k%02d", i)
+		full[k] = strings.Repeat("v", MaxMetadataValueLen)
+		members = append(members, `"`+k+`":"`+full[k]+`"`)
+	}
+	for _, tc := range []struct {
+		name  string
+		input string
+		want  map[string]string
+	}{
+		{"empty object", metaWith(`{}`), nil},
+		{"white space", metaWith(` { "a" : "b" , "c.d_e-F9" : "" } `), map[string]string{"a": "b", "c.d_e-F9": ""}},
+		{"escapes", metaWith(`{"k":"\u00e9\"\ud83d\ude00\n","\u006b2":"x"}`), map[string]string{"k": "é\"😀\n", "k2": "x"}},
+		{"longest key", metaWith(`{"` + strings.Repeat("K", MaxMetadataKeyLen) + `":"v"}`), map[string]string{strings.Repeat("K", MaxMetadataKeyLen): "v"}},
+		{"escaped value at the limit", metaWith(`{"k":"` + strings.Repeat(`\u0041`, MaxMetadataValueLen) + `"}`), map[string]string{"k": strings.Repeat("A", MaxMetadataValueLen)}},
+		{"most entries, longest values", metaWith(`{` + strings.Join(members, ",") + `}`), full},
+		{"in a version-0 envelope", strings.TrimSuffix(string(seedV0(t)), "}\n") + `,"meta":{"a":"b"}}`, map[string]string{"a": "b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e, err := decodeEnvelope([]byte(tc.input), envLimits())
+			require.NoError(t, err)
+			require.Equal(t, tc.want, e.Meta)
+			out, err := e.marshal()
+			require.NoError(t, err)
+			again, err := decodeEnvelope(out, envLimits())
+			require.NoError(t, err)
+			require.Equal(t, tc.want, again.Meta)
+		})
+	}
+}
+
+// metaWith returns validV1 with the given "meta" value.
+func metaWith(value string) string {
+	return strings.TrimSuffix(validV1, "}") + `,"meta":` + value + `}`
+}
+
+func TestEnvelope_MetaRejects(t *testing.T) {
+	t.Parallel()
+	var many []string
+	for i := range MaxMetadataEntries + 1 {
+		many = append(many, fmt.Sprintf(`"k%d":"v"`, i))
+	}
+	for _, tc := range []struct {
+		name   string
+		input  string
+		detail string
+	}{
+		{"not an object", metaWith(`"traceparent"`), `field "meta": not an object`},
+		{"null", metaWith(`null`), `field "meta": not an object`},
+		{"array", metaWith(`[{"a":"b"}]`), `field "meta": not an object`},
+		{"number value", metaWith(`{"a":1}`), `field "meta": value of "a" is not a string`},
+		{"null value", metaWith(`{"a":null}`), `value of "a" is not a string`},
+		{"object value", metaWith(`{"a":{"b":"c"}}`), `value of "a" is not a string`},
+		{"bool value after a good one", metaWith(`{"a":"b","c":true}`), `value of "c" is not a string`},
+		{"too many entries", metaWith(`{` + strings.Join(many, ",") + `}`), `more than 32 entries`},
+		{"empty key", metaWith(`{"":"v"}`), `key "" is not 1 to 64 characters`},
+		{"key with a space", metaWith(`{"a b":"v"}`), `key "a b"`},
+		{"key with a colon", metaWith(`{"a:b":"v"}`), `key "a:b"`},
+		{"non-ASCII key", metaWith(`{"é":"v"}`), `key "é"`},
+		{"escaped non-ASCII key", metaWith(`{"\u00e9":"v"}`), `key "é"`},
+		{"key too long", metaWith(`{"` + strings.Repeat("k", MaxMetadataKeyLen+1) + `":"v"}`), `is not 1 to 64 characters`},
+		{"value too long", metaWith(`{"k":"` + strings.Repeat("v", MaxMetadataValueLen+1) + `"}`), `value of "k" is over 1024 bytes`},
+		{"duplicate key", metaWith(`{"a":"1","a":"2"}`), `duplicate or case-variant key "a"`},
+		{"case-variant key", metaWith(`{"traceparent":"1","TraceParent":"2"}`), `case-variant key "TraceParent"`},
+		{"case variant of the field", strings.TrimSuffix(validV1, "}") + `,"Meta":{}}`, `case variant of "meta"`},
+		{"duplicate field", metaWith(`{}`)[:len(metaWith(`{}`))-1] + `,"meta":{}}`, `duplicate or case-variant key "meta"`},
+		{"invalid UTF-8 value", metaWith("{\"k\":\"\xff\"}"), `invalid UTF-8`},
+		{"lone surrogate value", metaWith(`{"k":"\ud800"}`), `surrogate`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e, err := decodeEnvelope([]byte(tc.input), envLimits())
+			require.Nil(t, e)
+			require.ErrorIs(t, err, ErrMalformedEnvelope)
+			require.Contains(t, err.Error(), tc.detail)
+			require.LessOrEqual(t, len(err.Error()), maxErrorLen)
+		})
+	}
+}
+
+func TestEnvelope_MetaBoundedForHostileInput(t *testing.T) {
+	t.Parallel()
+	huge := strings.Repeat("é", 300_000)
+	for name, input := range map[string]string{
+		"huge key":     metaWith(`{"` + huge + `":"v"}`),
+		"huge value":   metaWith(`{"k":"` + huge + `"}`),
+		"many entries": metaWith(`{"k":"v"` + manyKeys(20_000) + `}`),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := decodeEnvelope([]byte(input), envLimits())
+			require.ErrorIs(t, err, ErrMalformedEnvelope)
+			require.LessOrEqual(t, len(err.Error()), maxErrorLen, "%.200s", err.Error())
+		})
+	}
+}
+
+// manyKeys returns n members ,"m0":"v",... to append after a first member.
+func manyKeys(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `,"m%d":"v"`, i)
+	}
+	return b.String()
+}
+
+func TestTaskSpec_MetadataValidation(t *testing.T) {
+	t.Parallel()
+	reg, _ := testRegistry(t)
+	base := func(m map[string]string) *TaskSpec {
+		return &TaskSpec{TaskID: "t", SerializedTask: &SerializedTask{Strategy: StrategyReference, Payload: json.RawMessage(`{"module":"m","name":"n"}`)}, Metadata: m}
+	}
+	many := make(map[string]string)
+	for i := range MaxMetadataEntries + 1 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	for name, m := range map[string]map[string]string{
+		"too many entries":    many,
+		"empty key":           {"": "v"},
+		"key with a space":    {"a b": "v"},
+		"key with a slash":    {"a/b": "v"},
+		"non-ASCII key":       {"ü": "v"},
+		"key too long":        {strings.Repeat("k", MaxMetadataKeyLen+1): "v"},
+		"value too long":      {"k": strings.Repeat("v", MaxMetadataValueLen+1)},
+		"invalid UTF-8 value": {"k": "a\xffb"},
+		"case-variant keys":   {"traceparent": "a", "TRACEPARENT": "b"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := base(m).Serialized(reg)
+			require.ErrorIs(t, err, ErrInvalidConfig)
+			require.LessOrEqual(t, len(err.Error()), maxErrorLen)
+		})
+	}
+
+	// The bounds themselves are accepted, and the result holds a copy.
+	ok := make(map[string]string)
+	for i := range MaxMetadataEntries {
+		ok[fmt.Sprintf("%s%02d", strings.Repeat("K", MaxMetadataKeyLen-2), i)] = strings.Repeat("ü", MaxMetadataValueLen/2)
+	}
+	spec := base(ok)
+	out, err := spec.Serialized(reg)
+	require.NoError(t, err)
+	require.Equal(t, ok, out.Metadata)
+	out.Metadata["x"] = "y"
+	require.NotContains(t, spec.Metadata, "x", "Serialized copies the metadata")
+}
+
+func TestEnvelope_MetaFewAllocations(t *testing.T) {
+	// Not parallel: AllocsPerRun needs a quiet heap.
+	env := benchEnvelope(t)
+	env.Meta = map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	raw, err := env.marshal()
+	require.NoError(t, err)
+	require.LessOrEqual(t, testing.AllocsPerRun(100, func() { _, _ = env.marshal() }), 1.0, "encode: the buffer only")
+	lim := envLimits()
+	decodeAllocs := testing.AllocsPerRun(100, func() { _, _ = decodeEnvelope(raw, lim) })
+	require.LessOrEqual(t, decodeAllocs, 7.0, "decode: the plain envelope's four, then the map, the value and the member callback (the key is interned)")
 }

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
+	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Executable is runnable task code. A worker runs it with a context that is cancelled when the task times out,
@@ -58,6 +61,14 @@ type TaskSpec struct {
 	// ProcessAt delays the task's first run until this time. It is sent as a delay from the producer's clock, so
 	// the due time is kept by the server's clock. ProcessIn wins when both are set.
 	ProcessAt time.Time
+	// Metadata holds small string headers that travel with the task, in the envelope's "meta" field: the W3C
+	// trace context ("traceparent", "tracestate") that carries a trace across Redis, a tenant, a request id.
+	// Handlers and middleware read it on the spec they receive. It is bounded: at most [MaxMetadataEntries]
+	// entries, keys of 1 to [MaxMetadataKeyLen] characters of [A-Za-z0-9._-] (no two that differ only in case),
+	// values of valid UTF-8 up to [MaxMetadataValueLen] bytes; enqueue refuses anything else with
+	// [ErrInvalidConfig]. It is not part of the task's identity: an enqueue repeated with the same task id and
+	// other metadata is still a no-op, and the first enqueue's metadata stays. A retry keeps it.
+	Metadata map[string]string
 
 	// Set on dequeue.
 
@@ -82,8 +93,8 @@ func NewTaskSpec(taskID string, exe Executable) *TaskSpec {
 // workers can resolve. An empty ResolverID takes [DefaultResolverID].
 //
 // Either way the result is checked as a worker would read it: an invalid resolver id is [ErrUnknownResolver], an
-// unsafe strategy ("pickle", "source", ...) [ErrUnsafeStrategy], and an empty strategy or a payload that is not
-// a JSON object [ErrNotSerializable].
+// unsafe strategy ("pickle", "source", ...) [ErrUnsafeStrategy], an empty strategy or a payload that is not a
+// JSON object [ErrNotSerializable], and Metadata out of bounds [ErrInvalidConfig]. Metadata is copied.
 func (s *TaskSpec) Serialized(reg *ResolverRegistry) (*TaskSpec, error) {
 	if s == nil {
 		return nil, fmt.Errorf("%w: nil task spec", ErrNotSerializable)
@@ -95,6 +106,10 @@ func (s *TaskSpec) Serialized(reg *ResolverRegistry) (*TaskSpec, error) {
 	if !resolverIDPattern.MatchString(out.ResolverID) {
 		return nil, &ResolveError{Kind: ErrUnknownResolver, Detail: quote(out.ResolverID) + " is not a valid resolver id"}
 	}
+	if err := validateMetadata(out.Metadata); err != nil {
+		return nil, err
+	}
+	out.Metadata = maps.Clone(out.Metadata)
 	var st SerializedTask
 	switch {
 	case out.SerializedTask != nil:
@@ -152,4 +167,53 @@ func validateTaskID(id string) error {
 		}
 	}
 	return nil
+}
+
+// Bounds of [TaskSpec.Metadata].
+const (
+	MaxMetadataEntries  = 32
+	MaxMetadataKeyLen   = 64
+	MaxMetadataValueLen = 1024
+)
+
+// validateMetadata checks [TaskSpec.Metadata] against the rules the envelope decoder applies, so that a producer
+// never writes metadata that a worker would park.
+func validateMetadata(m map[string]string) error {
+	if len(m) > MaxMetadataEntries {
+		return fmt.Errorf("%w: Metadata holds %d entries, at most %d", ErrInvalidConfig, len(m), MaxMetadataEntries)
+	}
+	for k, v := range m {
+		switch {
+		case !validMetadataKey(k):
+			return fmt.Errorf("%w: Metadata key %s must be 1 to %d characters of [A-Za-z0-9._-]", ErrInvalidConfig, quote(k), MaxMetadataKeyLen)
+		case len(v) > MaxMetadataValueLen:
+			return fmt.Errorf("%w: Metadata value of %s is %d bytes, at most %d", ErrInvalidConfig, quote(k), len(v), MaxMetadataValueLen)
+		case !utf8.ValidString(v):
+			return fmt.Errorf("%w: Metadata value of %s is not valid UTF-8", ErrInvalidConfig, quote(k))
+		}
+	}
+	if len(m) > 1 { // the decoder refuses keys that differ only in case, as in any object
+		for k := range m {
+			for k2 := range m {
+				if k < k2 && strings.EqualFold(k, k2) {
+					return fmt.Errorf("%w: Metadata keys %s and %s differ only in case", ErrInvalidConfig, quote(k), quote(k2))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// validMetadataKey reports whether k is 1 to [MaxMetadataKeyLen] characters of [A-Za-z0-9._-].
+func validMetadataKey[T string | []byte](k T) bool {
+	if len(k) == 0 || len(k) > MaxMetadataKeyLen {
+		return false
+	}
+	for i := range len(k) {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -5,6 +5,9 @@
 -- Returns {now_ms, next_due_in_ms (-1: nothing scheduled), id1, token1, deliveries1, envelope1, ...}, where
 -- deliveries counts this delivery and the ones lost before it (KEYS[5] holds the lost count).
 -- Wakes one more consumer when it took a full batch and tasks remain.
+-- While pickup is paused (KEYS[12] exists) it still promotes due scheduled tasks but leases nothing and returns
+-- {now_ms, -1}: a paused consumer blocks on the wake list until Resume pushes a wake-up (or its wait ends), rather
+-- than waking up for each delayed task that falls due.
 local n, lease, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -14,6 +17,7 @@ if #due > 0 then
   redis.call('RPUSH', KEYS[2], unpack(due))
 end
 local out = {now, -1}
+if redis.call('EXISTS', KEYS[12]) == 1 then return out end
 local ids = redis.call('LPOP', KEYS[2], n)
 if ids then
   local envs = redis.call('HMGET', KEYS[1], unpack(ids))
