@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"fmt"
 	"reflect"
 	"slices"
@@ -123,6 +124,11 @@ func (q *MemoryQueue) EnqueueBatch(_ context.Context, specs []*TaskSpec) error {
 			errs = append(errs, &EnqueueError{Index: i, TaskID: s.TaskID, Err: err})
 			continue
 		}
+		if err := validateMetadata(s.Metadata); err != nil {
+			errs = append(errs, &EnqueueError{Index: i, TaskID: s.TaskID, Err: err})
+			continue
+		}
+		s.Metadata = maps.Clone(s.Metadata)
 		if old, ok := q.tasks[s.TaskID]; ok {
 			if !sameExecutable(old.spec.Executable, s.Executable) {
 				errs = append(errs, &EnqueueError{Index: i, TaskID: s.TaskID, Err: ErrTaskIDConflict})
@@ -179,6 +185,7 @@ func (q *MemoryQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*Deli
 			t.token, t.deadline = q.seq, now.Add(q.lease)
 			t.deliveries++
 			spec := *t.spec
+			spec.Metadata = maps.Clone(spec.Metadata)
 			out = append(out, &Delivery{Spec: &spec, Token: t.token, Deliveries: t.deliveries, LeaseDeadline: t.deadline, localEnds: t.deadline})
 		}
 		next := q.nextDue(now)

@@ -151,3 +151,18 @@ func TestMemoryQueuePromotesInDueOrder(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"c", "a", "b", "d"}, ids(ds))
 }
+
+func TestMemoryQueueMetadata(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q := NewMemoryQueue(time.Second, 0)
+	defer q.Close()
+	meta := map[string]string{"traceparent": "00-abc"}
+	require.NoError(t, q.Enqueue(ctx, &TaskSpec{TaskID: "m", Executable: Func(nop), Metadata: meta}))
+	meta["traceparent"] = "changed by the caller"
+	ds, err := q.Dequeue(ctx, DequeueOptions{Max: 1})
+	require.NoError(t, err)
+	require.Equal(t, "00-abc", ds[0].Spec.Metadata["traceparent"], "the queue keeps its own copy")
+	ds[0].Spec.Metadata["x"] = "handler's change"
+	require.ErrorIs(t, q.Enqueue(ctx, &TaskSpec{TaskID: "bad", Executable: Func(nop), Metadata: map[string]string{"a b": "x"}}), ErrInvalidConfig)
+}

@@ -36,13 +36,15 @@ const (
 // Event describes one step of a task in a worker. Hooks run synchronously on the worker's goroutines: keep
 // them fast.
 type Event struct {
-	Kind     EventKind
-	TaskID   string
-	Spec     *TaskSpec     // nil for queue errors
-	Attempt  int           // handler failures before this run
-	Err      error         // the handler's error, or the queue error
-	Duration time.Duration // how long the handler ran (succeeded, retried, dead)
-	Delay    time.Duration // when retried: the backoff before the next run
+	Kind    EventKind
+	TaskID  string
+	Spec    *TaskSpec // nil for queue errors
+	Attempt int       // handler failures before this run
+	// Deliveries counts the deliveries of the task since it last settled: 1 normally, more after lost leases.
+	Deliveries int
+	Err        error         // the handler's error, or the queue error
+	Duration   time.Duration // how long the handler ran (succeeded, retried, dead)
+	Delay      time.Duration // when retried: the backoff before the next run
 }
 
 // WorkerConfig configures a [TaskWorker]. The zero value of each field takes its default; the config is copied.
@@ -337,7 +339,7 @@ func (w *TaskWorker) handBack() error {
 			w.cfg.Logger.Warn("taskqueue: could not hand a task back; it returns after its lease", slog.String("worker", w.cfg.Name), slog.String("task_id", f.d.Spec.TaskID), slog.Any("error", err))
 			continue
 		}
-		w.emit(Event{Kind: EventReleased, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Attempt: f.d.Spec.Attempt})
+		w.emit(Event{Kind: EventReleased, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Attempt: f.d.Spec.Attempt, Deliveries: f.d.Deliveries})
 	}
 	return errors.Join(errs...)
 }
@@ -485,7 +487,7 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
 		delete(w.running, d)
 		w.mu.Unlock()
 		if errors.Is(err, ErrLeaseLost) {
-			w.emit(Event{Kind: EventLeaseLost, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Err: err})
+			w.emit(Event{Kind: EventLeaseLost, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: err})
 		} else if err != nil {
 			w.emit(Event{Kind: EventQueueError, TaskID: spec.TaskID, Spec: spec, Err: err})
 			w.cfg.Logger.Warn("taskqueue: could not record a task's outcome; it returns after its lease", slog.String("task_id", spec.TaskID), slog.Any("error", err))
@@ -500,7 +502,7 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
 		return
 	}
 	if runErr == nil {
-		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Duration: took})
+		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Duration: took})
 		w.slots <- struct{}{} // the slot frees while the ack is batched
 		done := make(chan error, 1)
 		select {
@@ -529,7 +531,7 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
 		}
 		err := w.q.DeadLetter(ctx, d, cause)
 		if err == nil {
-			w.emit(Event{Kind: EventDead, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Err: cause, Duration: took})
+			w.emit(Event{Kind: EventDead, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: cause, Duration: took})
 		}
 		finish(err)
 		return
@@ -537,7 +539,7 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
 	delay := w.cfg.Backoff(spec.Attempt+1, runErr)
 	err := w.q.Retry(ctx, d, delay, runErr)
 	if err == nil {
-		w.emit(Event{Kind: EventRetried, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Err: runErr, Duration: took, Delay: delay})
+		w.emit(Event{Kind: EventRetried, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: runErr, Duration: took, Delay: delay})
 	}
 	finish(err)
 }

@@ -107,6 +107,7 @@ func TestWorkerRunsTasks(t *testing.T) {
 		waitFor(t, 5*time.Second, "acks", func() bool { return s.stats(t) == Stats{} })
 		require.Equal(t, 200, rec.count(EventStarted))
 		require.Equal(t, 200, rec.count(EventSucceeded))
+		require.Equal(t, 1, rec.last(EventStarted).Deliveries)
 	})
 }
 
