@@ -455,7 +455,7 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 		ctx, cancel = context.WithTimeoutCause(ctx, timeout, ErrTimeout)
 		defer cancel()
 	}
-	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt})
+	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries})
 	start := time.Now()
 	err := w.safeRun(ctx, spec)
 	took := time.Since(start)
