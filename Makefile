@@ -109,3 +109,8 @@ warn-no-redis:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "WARNING: no redis-server on PATH: the real-Redis integration tests will be SKIPPED" \
 			"(under CI=true they FAIL). Install it (Debian: apt-get install redis-server) to run them."; }
+
+.PHONY: test-chaos
+test-chaos: ## Chaos tests (tag chaos): workers and redis-server killed, frozen, restarted; see docs/reliability.md
+	@$(MAKE) warn-no-redis
+	$(GO) test -race -tags chaos -count=1 -timeout 8m -run Chaos .

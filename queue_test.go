@@ -681,3 +681,52 @@ func TestEnqueueValidatesSpecs(t *testing.T) {
 	require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{Executable: Ref("m", "f", nil)}))
 	require.Equal(t, int64(1), s.stats(t).Pending)
 }
+
+func TestSuspectsAreLeasedAlone(t *testing.T) {
+	t.Parallel()
+	backends(t, &RedisConfig{Lease: 100 * time.Millisecond}, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		for _, id := range []string{"a", "b", "c", "d"} {
+			require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec(id, Ref("m", "f", nil))))
+		}
+		// b and c lose their worker; a and d are acked.
+		ds := s.lease(t, 4)
+		require.NoError(t, s.q.Ack(ctx, ds[0], ds[3]))
+		s.advance(150 * time.Millisecond)
+		res, err := s.q.Reap(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 2, res.Requeued)
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("e", Ref("m", "f", nil))))
+
+		// Pending is b, c (suspects, at the head), e. Each suspect comes alone, in order, then e.
+		for _, want := range []string{"b", "c"} {
+			ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 10})
+			require.NoError(t, err)
+			require.Equal(t, []string{want}, ids(ds))
+			require.Equal(t, 2, ds[0].Deliveries)
+			require.NoError(t, s.q.Ack(ctx, ds...))
+		}
+		ds, err = s.q.Dequeue(ctx, DequeueOptions{Max: 10})
+		require.NoError(t, err)
+		require.Equal(t, []string{"e"}, ids(ds))
+		require.NoError(t, s.q.Ack(ctx, ds...))
+	})
+}
+
+func TestBatchIsCutBeforeASuspect(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, nil)
+	ctx := context.Background()
+	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+	for _, id := range []string{"a", "b", "c"} {
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec(id, Ref("m", "f", nil))))
+	}
+	require.NoError(t, s.rdb.HSet(ctx, s.q.keys.key(keyDeliveries), "b", 1).Err()) // b lost a worker before
+	for _, want := range [][]string{{"a"}, {"b"}, {"c"}} {
+		ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 10})
+		require.NoError(t, err)
+		require.Equal(t, want, ids(ds))
+		require.NoError(t, s.q.Ack(ctx, ds...))
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -167,9 +168,16 @@ type TaskWorker struct {
 	bg       sync.WaitGroup // heartbeat, reaper, acker
 	tasks    sync.WaitGroup // task goroutines
 	acks     chan ackReq
-	ackStop  chan struct{} // closed when no more acks can come; the ack loop drains and exits
-	hbStop   chan struct{} // closed when no task runs any more; the heartbeat loop exits
-	ackDone  chan struct{}
+
+	// A suspect (a delivery whose task lost its worker before: it may crash the process) runs alone: it takes gate
+	// exclusively while other tasks share it, and no pickup happens while one is held, so a crash takes no other
+	// task down with it.
+	gate        sync.RWMutex
+	suspects    atomic.Int32
+	suspectDone chan struct{}
+	ackStop     chan struct{} // closed when no more acks can come; the ack loop drains and exits
+	hbStop      chan struct{} // closed when no task runs any more; the heartbeat loop exits
+	ackDone     chan struct{}
 }
 
 type inflight struct {
@@ -239,6 +247,7 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	w.acks = make(chan ackReq, w.cfg.Concurrency*2)
 	w.ackStop = make(chan struct{})
 	w.hbStop = make(chan struct{})
+	w.suspectDone = make(chan struct{}, 1)
 	w.ackDone = make(chan struct{})
 	go w.fetchLoop(bgCtx)
 	go w.ackLoop()
@@ -348,6 +357,13 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 	defer close(w.fetchEnd)
 	backoff := 50 * time.Millisecond
 	for {
+		for w.suspects.Load() > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.suspectDone:
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -439,6 +455,9 @@ func (w *TaskWorker) launch(d *Delivery) {
 		w.slots <- struct{}{}
 		return
 	}
+	if d.Deliveries > 1 {
+		w.suspects.Add(1)
+	}
 	go w.runTask(tctx, f)
 }
 
@@ -446,6 +465,24 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 	defer w.tasks.Done()
 	d := f.d
 	spec := d.Spec
+	if d.Deliveries > 1 {
+		w.gate.Lock()
+		defer func() {
+			w.gate.Unlock()
+			w.suspects.Add(-1)
+			select {
+			case w.suspectDone <- struct{}{}:
+			default:
+			}
+		}()
+	} else {
+		w.gate.RLock()
+		defer w.gate.RUnlock()
+	}
+	if ctx.Err() != nil { // handed back by Stop while it waited for the gate
+		w.settle(f, context.Cause(ctx), 0)
+		return
+	}
 	timeout := w.cfg.Timeout
 	if spec.Timeout > 0 {
 		timeout = spec.Timeout

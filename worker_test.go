@@ -453,3 +453,46 @@ func TestWorkerStopLeavesOnlyBookkeepingKeys(t *testing.T) {
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{s.q.keys.key(keySeq), s.q.keys.key(keySettled)}, keys)
 }
+
+func TestWorkerRunsSuspectsAlone(t *testing.T) {
+	t.Parallel()
+	backends(t, &RedisConfig{Lease: 300 * time.Millisecond}, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		var running, overlap atomic.Int32
+		var done atomic.Int32
+		body := func(alone bool) func(context.Context, addArgs) error {
+			return func(context.Context, addArgs) error {
+				n := running.Add(1)
+				defer running.Add(-1)
+				if alone && n != 1 {
+					overlap.Add(1)
+				}
+				time.Sleep(50 * time.Millisecond)
+				if alone && running.Load() != 1 {
+					overlap.Add(1)
+				}
+				done.Add(1)
+				return nil
+			}
+		}
+		require.NoError(t, Register(s.ref, "m", "suspect", body(true)))
+		require.NoError(t, Register(s.ref, "m", "normal", body(false)))
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("s", Ref("m", "suspect", nil))))
+		// s loses its first worker: its lease expires and the reaper puts it back, a suspect now.
+		s.lease(t, 1)
+		s.advance(350 * time.Millisecond)
+		res, err := s.q.Reap(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1, res.Requeued)
+		specs := []*TaskSpec{}
+		for i := range 6 {
+			specs = append(specs, NewTaskSpec(fmt.Sprint("n", i), Ref("m", "normal", nil)))
+		}
+		require.NoError(t, s.q.EnqueueBatch(ctx, specs))
+		rec := &recorder{}
+		startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 4, ReapInterval: -1}, rec))
+		waitFor(t, 10*time.Second, "all tasks", func() bool { return done.Load() == 7 })
+		require.Zero(t, overlap.Load(), "the suspect ran alongside other tasks")
+		require.Equal(t, 7, rec.count(EventStarted))
+	})
+}

@@ -5,6 +5,9 @@
 -- Returns {now_ms, next_due_in_ms (-1: nothing scheduled), id1, token1, deliveries1, envelope1, ...}, where
 -- deliveries counts this delivery and the ones lost before it (KEYS[5] holds the lost count).
 -- Wakes one more consumer when it took a full batch and tasks remain.
+-- A suspect (a task whose lease expired before: it may crash its worker) is leased alone: the batch is cut
+-- before the first suspect, or right after it when it comes first, and the rest goes back to the head. A worker
+-- that crashes running a suspect then takes no batch-mates down with it.
 -- While pickup is paused (KEYS[12] exists) it still promotes due scheduled tasks but leases nothing and returns
 -- {now_ms, -1}: a paused consumer blocks on the wake list until Resume pushes a wake-up (or its wait ends), rather
 -- than waking up for each delayed task that falls due.
@@ -20,8 +23,24 @@ local out = {now, -1}
 if redis.call('EXISTS', KEYS[12]) == 1 then return out end
 local ids = redis.call('LPOP', KEYS[2], n)
 if ids then
-  local envs = redis.call('HMGET', KEYS[1], unpack(ids))
+  local full = #ids == n
   local lost = redis.call('HMGET', KEYS[5], unpack(ids))
+  for i = 1, #ids do
+    if lost[i] then
+      local cut = (i == 1) and 1 or i - 1
+      if cut < #ids then
+        local back = {}
+        for j = #ids, cut + 1, -1 do
+          back[#back + 1] = ids[j]
+          ids[j] = nil
+        end
+        redis.call('LPUSH', KEYS[2], unpack(back))
+        full = true
+      end
+      break
+    end
+  end
+  local envs = redis.call('HMGET', KEYS[1], unpack(ids))
   local deadline = now + lease
   local tok = redis.call('INCRBY', KEYS[10], #ids) - #ids
   local zargs, hargs = {}, {}
@@ -42,7 +61,7 @@ if ids then
     redis.call('ZADD', KEYS[3], unpack(zargs))
     redis.call('HSET', KEYS[4], unpack(hargs))
   end
-  if #ids == n and redis.call('LLEN', KEYS[2]) > 0 then
+  if full and redis.call('LLEN', KEYS[2]) > 0 then
     redis.call('LPUSH', KEYS[11], '1')
     redis.call('LTRIM', KEYS[11], 0, 63)
   end

@@ -1,0 +1,500 @@
+//go:build chaos
+
+package taskqueue
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// The chaos tier (make test-chaos, docs/reliability.md): real redis-server processes and worker subprocesses that
+// the tests start themselves on free loopback ports, then kill, stop, restart or starve. Nothing here touches a
+// Redis the tests did not start; every wait is bounded in time.
+
+// chaosRedis is a redis-server process owned by one test, which may kill it and start it again on the same port
+// and data directory (so that an append-only file is reloaded).
+type chaosRedis struct {
+	bin  string
+	addr string
+	dir  string
+	args []string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// startChaosRedis starts a redis-server for the test on a free loopback port, with its data in a directory of its
+// own, and kills it when the test ends. persist gives the persistence flags; none means no persistence at all.
+func startChaosRedis(t testing.TB, persist ...string) *chaosRedis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("real redis-server needed in CI: %v", err)
+		}
+		t.Skipf("SKIPPING chaos test: no redis-server on PATH (%v)", err)
+	}
+	port := 0
+	for range 10 {
+		port, err = freePort()
+		require.NoError(t, err)
+		if port != 6379 { // never the default port, which may hold someone's data
+			break
+		}
+	}
+	require.NotEqual(t, 6379, port)
+	if len(persist) == 0 {
+		persist = []string{"--save", "", "--appendonly", "no"}
+	}
+	dir := t.TempDir()
+	r := &chaosRedis{
+		bin:  bin,
+		addr: fmt.Sprintf("127.0.0.1:%d", port),
+		dir:  dir,
+		args: append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--daemonize", "no",
+			"--loglevel", "warning", "--logfile", filepath.Join(dir, "redis.log")}, persist...),
+	}
+	t.Cleanup(r.kill) // registered after TempDir: runs before the directory is removed
+	require.NoError(t, r.start())
+	return r
+}
+
+// start starts the server and waits until it answers and has loaded its data.
+func (r *chaosRedis) start() error {
+	cmd := exec.Command(r.bin, r.args...)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	r.mu.Lock()
+	r.cmd, r.exited = cmd, exited
+	r.mu.Unlock()
+
+	rdb := redis.NewClient(&redis.Options{Addr: r.addr, MaxRetries: -1, DialTimeout: time.Second})
+	defer rdb.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		info, err := rdb.Info(context.Background(), "persistence").Result()
+		if err == nil && strings.Contains(info, "loading:0") {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("redis-server on %s exited at start; see %s", r.addr, filepath.Join(r.dir, "redis.log"))
+		default:
+		}
+		if time.Now().After(deadline) {
+			r.kill()
+			return fmt.Errorf("redis-server did not come up on %s: %v", r.addr, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// kill ends the server with SIGKILL (no shutdown, no final fsync) and waits until it is gone.
+func (r *chaosRedis) kill() {
+	r.mu.Lock()
+	cmd, exited := r.cmd, r.exited
+	r.cmd = nil
+	r.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// client returns a client of the server, closed when the test ends. opts may be nil.
+func (r *chaosRedis) client(t testing.TB, opts *redis.Options) *redis.Client {
+	t.Helper()
+	o := redis.Options{}
+	if opts != nil {
+		o = *opts
+	}
+	o.Addr = r.addr
+	rdb := redis.NewClient(&o)
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// chaosWorkArgs mirror chaos.work's arguments (internal/chaosworker).
+type chaosWorkArgs struct {
+	ID           string `json:"id"`
+	SleepMS      int64  `json:"sleep_ms,omitempty"`
+	FirstSleepMS int64  `json:"first_sleep_ms,omitempty"`
+	FirstFail    bool   `json:"first_fail,omitempty"`
+	HonorCtx     bool   `json:"honor_ctx,omitempty"`
+}
+
+type chaosIDArgs struct {
+	ID string `json:"id"`
+}
+
+// chaosWork returns a spec that runs chaos.work in the worker subprocess.
+func chaosWork(a chaosWorkArgs) *TaskSpec {
+	return NewTaskSpec(a.ID, Ref("chaos", "work", a))
+}
+
+// chaosQueue returns a queue on rdb whose registry also resolves the chaos functions (to stubs that fail), so
+// that a test can lease and inspect the tasks it gave to the worker subprocesses.
+func chaosQueue(t testing.TB, rdb redis.UniversalClient, prefix string, cfg *RedisConfig) (*RedisTaskQueue, *ReferenceResolver) {
+	t.Helper()
+	reg, ref := testRegistry(t)
+	stub := errors.New("chaos: this function runs only in the worker subprocess")
+	require.NoError(t, Register(ref, "chaos", "work", func(context.Context, chaosWorkArgs) error { return stub }))
+	require.NoError(t, Register(ref, "chaos", "exit", func(context.Context, chaosIDArgs) error { return stub }))
+	require.NoError(t, Register(ref, "chaos", "panic", func(context.Context, chaosIDArgs) error { return stub }))
+	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(cfg))
+	require.NoError(t, err)
+	return q, ref
+}
+
+// buildChaosWorker builds internal/chaosworker into dir and returns its path. It is built with -race (a data
+// race in the worker's signal and stop paths fails the test through the log check of startChaosWorker), unless
+// CHAOS_WORKER_RACE=0.
+func buildChaosWorker(t testing.TB, dir string) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	require.NoError(t, err, "the chaos tests build internal/chaosworker with the go command")
+	out := filepath.Join(dir, "chaosworker")
+	args := []string{"build", "-o", out}
+	if os.Getenv("CHAOS_WORKER_RACE") != "0" {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command(goBin, append(args, "./internal/chaosworker")...)
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build ./internal/chaosworker: %s", b)
+	return out
+}
+
+// chaosWorkerOpts configure one worker subprocess.
+type chaosWorkerOpts struct {
+	Name        string // --worker-id, also the log file's name
+	Addr        string
+	Prefix      string
+	Ledger      string
+	Lease       time.Duration // default 1s
+	Grace       time.Duration // default 2s
+	Concurrency int           // default 4
+}
+
+// chaosProc is a running worker subprocess: taskqueue.RunWorkerMain in internal/chaosworker.
+type chaosProc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	started time.Time
+
+	exited   chan struct{}
+	state    *os.ProcessState // set before exited is closed
+	exitedAt time.Time
+}
+
+// startChaosWorker starts a worker subprocess, waits until it is ready to take tasks, and kills it (SIGKILL)
+// when the test ends if it still runs. Its standard error (JSON logs, debug level) goes to a file.
+func startChaosWorker(t testing.TB, bin string, o chaosWorkerOpts) *chaosProc {
+	t.Helper()
+	p := startChaosWorkerNoWait(t, bin, o)
+	p.waitLog(t, 15*time.Second, "taskqueue: worker ready")
+	return p
+}
+
+func startChaosWorkerNoWait(t testing.TB, bin string, o chaosWorkerOpts) *chaosProc {
+	t.Helper()
+	if o.Lease == 0 {
+		o.Lease = time.Second
+	}
+	if o.Grace == 0 {
+		o.Grace = 2 * time.Second
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = 4
+	}
+	logPath := filepath.Join(t.TempDir(), o.Name+".log")
+	logf, err := os.Create(logPath)
+	require.NoError(t, err)
+	cmd := exec.Command(bin,
+		"--redis-url", "redis://"+o.Addr+"/0",
+		"--key-prefix", o.Prefix,
+		"--lease", o.Lease.String(),
+		"--shutdown-grace", o.Grace.String(),
+		"--concurrency", strconv.Itoa(o.Concurrency),
+		"--worker-id", o.Name,
+		"--log-format", "json",
+		"--log-level", "debug")
+	// atexit_sleep_ms=0: a -race binary otherwise sleeps 1s before it exits, which would blur the exit times.
+	cmd.Env = []string{"CHAOS_LEDGER=" + o.Ledger, "PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
+		"GORACE=atexit_sleep_ms=0"}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	require.NoError(t, cmd.Start())
+	p := &chaosProc{name: o.Name, cmd: cmd, logPath: logPath, started: time.Now(), exited: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		p.state, p.exitedAt = cmd.ProcessState, time.Now()
+		_ = logf.Close()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		if !p.hasExited() {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+		}
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("worker %s did not exit after SIGKILL", p.name)
+		}
+		if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "DATA RACE") {
+			t.Errorf("worker %s reported a data race; log:\n%s", p.name, b)
+		}
+	})
+	return p
+}
+
+func (p *chaosProc) pid() int { return p.cmd.Process.Pid }
+
+func (p *chaosProc) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(sig), "signal %s to %s", sig, p.name)
+}
+
+func (p *chaosProc) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits up to timeout for the process to exit and returns its exit code (-1 when killed by a signal).
+func (p *chaosProc) wait(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(timeout):
+		t.Fatalf("worker %s did not exit within %s; log:\n%s", p.name, timeout, p.logTail(30))
+	}
+	return p.state.ExitCode()
+}
+
+// chaosLog is one JSON log line of a worker subprocess.
+type chaosLog struct {
+	Level   string  `json:"level"`
+	Msg     string  `json:"msg"`
+	TaskID  string  `json:"task_id"`
+	Attempt float64 `json:"attempt"`
+	Error   string  `json:"error"`
+	raw     string
+}
+
+func (p *chaosProc) logs() []chaosLog {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return nil
+	}
+	var out []chaosLog
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if line == "" {
+			continue
+		}
+		var l chaosLog
+		if json.Unmarshal([]byte(line), &l) != nil {
+			l.Msg = line // not JSON: a panic trace or a message from main
+		}
+		l.raw = line
+		out = append(out, l)
+	}
+	return out
+}
+
+// logsWith returns the log lines whose message is msg, for the task id if it is not empty.
+func (p *chaosProc) logsWith(msg, taskID string) []chaosLog {
+	var out []chaosLog
+	for _, l := range p.logs() {
+		if l.Msg == msg && (taskID == "" || l.TaskID == taskID) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (p *chaosProc) waitLog(t testing.TB, timeout time.Duration, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for len(p.logsWith(msg, "")) == 0 {
+		if p.hasExited() || time.Now().After(deadline) {
+			t.Fatalf("worker %s: no %q within %s (exited: %v); log:\n%s", p.name, msg, timeout, p.hasExited(), p.logTail(30))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (p *chaosProc) logTail(n int) string {
+	b, _ := os.ReadFile(p.logPath)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// ledgerEntry is one line of the execution ledger that internal/chaosworker appends to.
+type ledgerEntry struct {
+	Event  string // start, done, fail, cancel, exit, panic
+	ID     string
+	PID    int
+	At     time.Time
+	Detail string
+}
+
+func readLedger(t testing.TB, path string) []ledgerEntry {
+	t.Helper()
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	require.NoError(t, err)
+	defer f.Close()
+	var out []ledgerEntry
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), " ", 5)
+		require.GreaterOrEqual(t, len(parts), 4, "ledger line %q", sc.Text())
+		pid, err := strconv.Atoi(parts[2])
+		require.NoError(t, err)
+		ns, err := strconv.ParseInt(parts[3], 10, 64)
+		require.NoError(t, err)
+		e := ledgerEntry{Event: parts[0], ID: parts[1], PID: pid, At: time.Unix(0, ns)}
+		if len(parts) == 5 {
+			e.Detail = parts[4]
+		}
+		out = append(out, e)
+	}
+	require.NoError(t, sc.Err())
+	return out
+}
+
+// ledgerOf returns the entries of one task and event ("" for every event).
+func ledgerOf(entries []ledgerEntry, event, id string) []ledgerEntry {
+	var out []ledgerEntry
+	for _, e := range entries {
+		if (event == "" || e.Event == event) && e.ID == id {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// ledgerCount counts the entries of each task for one event.
+func ledgerCount(entries []ledgerEntry, event string) map[string]int {
+	out := map[string]int{}
+	for _, e := range entries {
+		if e.Event == event {
+			out[e.ID]++
+		}
+	}
+	return out
+}
+
+// waitLedger waits until cond holds for the ledger.
+func waitLedger(t testing.TB, path string, timeout time.Duration, what string, cond func([]ledgerEntry) bool) []ledgerEntry {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		entries := readLedger(t, path)
+		if cond(entries) {
+			return entries
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s in the ledger (%d lines)", timeout, what, len(entries))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// percentile returns the p-th percentile (0-100) of ds, nearest rank.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// durStats formats the samples as n, p50, p99 and max, in milliseconds.
+func durStats(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "n=0"
+	}
+	ms := func(d time.Duration) string {
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 0, 64)
+	}
+	return fmt.Sprintf("n=%d p50=%sms p99=%sms max=%sms", len(ds), ms(percentile(ds, 50)), ms(percentile(ds, 99)), ms(percentile(ds, 100)))
+}
+
+// chaosResult logs a scenario's figures in one line that docs/reliability.md quotes (go test -v shows them).
+func chaosResult(t testing.TB, format string, args ...any) {
+	t.Helper()
+	t.Logf("CHAOS RESULT %s: %s", t.Name(), fmt.Sprintf(format, args...))
+}
+
+// chaosStats reads the queue's counts.
+func chaosStats(t testing.TB, q *RedisTaskQueue) Stats {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := q.Stats(ctx)
+	require.NoError(t, err)
+	return st
+}
+
+// waitStats waits until the queue's counts equal want.
+func waitStats(t testing.TB, q *RedisTaskQueue, timeout time.Duration, want Stats) {
+	t.Helper()
+	var st Stats
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s, err := q.Stats(ctx)
+		cancel()
+		if err == nil {
+			st = s
+			if st == want {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for stats %+v; last %+v (err %v)", timeout, want, st, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// serverNowMS reads the Redis server clock in milliseconds.
+func serverNowMS(t testing.TB, rdb redis.UniversalClient) int64 {
+	t.Helper()
+	now, err := rdb.Time(context.Background()).Result()
+	require.NoError(t, err)
+	return now.UnixMilli()
+}
