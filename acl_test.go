@@ -1,0 +1,72 @@
+package taskqueue
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// workerACL is the allowlist docs/operations.md gives producers and workers: these commands, on the queue's keys.
+const workerACL = "+ping +hello +auth +evalsha +eval +blpop +rpush +pexpire +multi +exec +del +time " +
+	"+llen +zcard +hget +hmget +zrange +zscore +hdel +hexists +hset +incrby +lpop +lpush +ltrim +zadd " +
+	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get"
+
+func TestACLAllowlistForWorkers(t *testing.T) {
+	t.Parallel()
+	addr := realRedis(t)
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	defer admin.Close()
+	prefix := "acl-" + newID()[:8]
+	user := "tq-" + prefix
+	args := []any{"ACL", "SETUSER", user, "reset", "on", ">secret", "~{" + prefix + "}:*"}
+	for _, c := range strings.Fields(workerACL) {
+		args = append(args, c)
+	}
+	require.NoError(t, admin.Do(ctx, args...).Err())
+	t.Cleanup(func() { admin.Do(context.Background(), "ACL", "DELUSER", user) })
+
+	rdb := redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: "secret"})
+	defer rdb.Close()
+	reg, ref := testRegistry(t)
+	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(&RedisConfig{Lease: time.Second}))
+	require.NoError(t, err)
+	var ran atomic.Int32
+	require.NoError(t, Register(ref, "m", "ok", func(context.Context, addArgs) error { ran.Add(1); return nil }))
+	require.NoError(t, Register(ref, "m", "bad", func(context.Context, addArgs) error { return errors.New("no") }))
+	require.NoError(t, q.EnqueueBatch(ctx, []*TaskSpec{
+		NewTaskSpec("ok1", Ref("m", "ok", nil)),
+		{TaskID: "later", Executable: Ref("m", "ok", nil), ProcessIn: 50 * time.Millisecond},
+		{TaskID: "bad", Executable: Ref("m", "bad", nil), MaxRetries: 1},
+	}))
+	rec := &recorder{}
+	w := startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 2, ReapInterval: 20 * time.Millisecond}, rec))
+	waitFor(t, 10*time.Second, "the lifecycle", func() bool {
+		st, err := q.Stats(ctx)
+		return err == nil && ran.Load() == 2 && st == Stats{Dead: 1}
+	})
+	require.Zero(t, rec.count(EventQueueError), "no call of the worker was refused")
+	n, err := q.RequeueDead(ctx, "bad")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.NoError(t, stopWorker(t, w, time.Second))
+
+	// Everything outside the allowlist is refused.
+	for name, err := range map[string]error{
+		"another prefix": rdb.HGet(ctx, "{other}:tasks", "x").Err(),
+		"SCRIPT FLUSH":   rdb.ScriptFlush(ctx).Err(),
+		"FUNCTION FLUSH": rdb.FunctionFlush(ctx).Err(),
+		"CONFIG":         rdb.ConfigGet(ctx, "maxmemory").Err(),
+		"SCAN":           rdb.Scan(ctx, 0, "*", 10).Err(),
+		"CLIENT KILL":    rdb.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(),
+	} {
+		require.Error(t, err, name)
+		require.Contains(t, err.Error(), "NOPERM", name)
+	}
+}
