@@ -109,16 +109,7 @@ func TestResumeWakesBlockedDequeue(t *testing.T) {
 		s.noop(t)
 		require.NoError(t, s.q.Pause(ctx))
 		s.enqueue(t, "held")
-		type result struct {
-			ds  []*Delivery
-			err error
-			at  time.Time
-		}
-		got := make(chan result, 1)
-		go func() {
-			ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second, Consumer: "c1"})
-			got <- result{ds, err, time.Now()}
-		}()
+		got := s.dequeueAsync("c1")
 		waitForBlocked(t, s)
 		select {
 		case r := <-got:

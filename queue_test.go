@@ -418,16 +418,7 @@ func TestBlockingPickup(t *testing.T) {
 	backends(t, nil, func(t *testing.T, s *setup) {
 		ctx := context.Background()
 		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
-		type result struct {
-			ds  []*Delivery
-			err error
-			at  time.Time
-		}
-		got := make(chan result, 1)
-		go func() {
-			ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second, Consumer: "c1"})
-			got <- result{ds, err, time.Now()}
-		}()
+		got := s.dequeueAsync("c1")
 		waitForBlocked(t, s)
 		sent := time.Now()
 		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("wake", Ref("m", "f", nil))))
@@ -438,10 +429,7 @@ func TestBlockingPickup(t *testing.T) {
 		require.NoError(t, s.q.Ack(ctx, r.ds...))
 
 		// Interrupt ends a wait at once, without a task.
-		go func() {
-			ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second, Consumer: "c1"})
-			got <- result{ds, err, time.Now()}
-		}()
+		got = s.dequeueAsync("c1")
 		waitForBlocked(t, s)
 		sent = time.Now()
 		require.NoError(t, s.q.Interrupt(ctx, "c1"))
@@ -451,10 +439,7 @@ func TestBlockingPickup(t *testing.T) {
 		require.Less(t, r.at.Sub(sent), time.Second)
 
 		// A delayed task due during the wait ends it at its due time.
-		go func() {
-			ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second, Consumer: "c1"})
-			got <- result{ds, err, time.Now()}
-		}()
+		got = s.dequeueAsync("c1")
 		waitForBlocked(t, s)
 		sent = time.Now()
 		require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "soon", Executable: Ref("m", "f", nil), ProcessIn: 300 * time.Millisecond}))
@@ -464,6 +449,22 @@ func TestBlockingPickup(t *testing.T) {
 		require.Less(t, r.at.Sub(sent), 2*time.Second)
 		require.NoError(t, s.q.Ack(ctx, r.ds...))
 	})
+}
+
+type dequeueResult struct {
+	ds  []*Delivery
+	err error
+	at  time.Time // when Dequeue returned
+}
+
+// dequeueAsync runs one blocking Dequeue (up to 5 s, consumer c) in the background.
+func (s *setup) dequeueAsync(c string) <-chan dequeueResult {
+	got := make(chan dequeueResult, 1)
+	go func() {
+		ds, err := s.q.Dequeue(context.Background(), DequeueOptions{Max: 1, Wait: 5 * time.Second, Consumer: c})
+		got <- dequeueResult{ds, err, time.Now()}
+	}()
+	return got
 }
 
 // waitForBlocked waits until a client is blocked on the queue (real Redis), or gives a blocked call time to
