@@ -15,7 +15,7 @@ import (
 // workerACL is the allowlist docs/operations.md gives producers and workers: these commands, on the queue's keys.
 const workerACL = "+ping +hello +auth +evalsha +eval +blpop +rpush +pexpire +multi +exec +del +time " +
 	"+llen +zcard +hget +hmget +zrange +zscore +hdel +hexists +hset +incrby +lpop +lpush +ltrim +zadd " +
-	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get"
+	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info"
 
 func TestACLAllowlistForWorkers(t *testing.T) {
 	t.Parallel()
@@ -57,7 +57,16 @@ func TestACLAllowlistForWorkers(t *testing.T) {
 	require.Equal(t, 1, n)
 	require.NoError(t, stopWorker(t, w, time.Second))
 
-	// Everything outside the allowlist is refused.
+	report, err := q.Check(ctx)
+	require.NoError(t, err, "the allowlist covers the start-up check")
+	require.NotEmpty(t, report.Version)
+
+	// Everything outside the allowlist is refused, with an error that says so.
+	other, err := NewRedisTaskQueue(rdb, "other-"+prefix, reg, quiet(nil))
+	require.NoError(t, err)
+	_, err = other.Stats(ctx)
+	require.ErrorIs(t, err, ErrPermission, "another tenant's prefix")
+	require.ErrorIs(t, other.Enqueue(ctx, NewTaskSpec("x", Ref("m", "ok", nil))), ErrPermission)
 	for name, err := range map[string]error{
 		"another prefix": rdb.HGet(ctx, "{other}:tasks", "x").Err(),
 		"SCRIPT FLUSH":   rdb.ScriptFlush(ctx).Err(),

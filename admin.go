@@ -11,7 +11,7 @@ import (
 // Redis ({prefix}:paused), so it holds for every worker and survives their restarts until [RedisTaskQueue.Resume].
 func (q *RedisTaskQueue) Pause(ctx context.Context) error {
 	if err := pauseScript.Run(ctx, q.rdb, q.keys.all, "pause").Err(); err != nil {
-		return fmt.Errorf("taskqueue: pause: %w", err)
+		return fmt.Errorf("taskqueue: pause: %w", classify(err))
 	}
 	return nil
 }
@@ -20,7 +20,7 @@ func (q *RedisTaskQueue) Pause(ctx context.Context) error {
 // milliseconds. Resuming a running queue does no harm.
 func (q *RedisTaskQueue) Resume(ctx context.Context) error {
 	if err := pauseScript.Run(ctx, q.rdb, q.keys.all, "resume").Err(); err != nil {
-		return fmt.Errorf("taskqueue: resume: %w", err)
+		return fmt.Errorf("taskqueue: resume: %w", classify(err))
 	}
 	return nil
 }
@@ -29,7 +29,7 @@ func (q *RedisTaskQueue) Resume(ctx context.Context) error {
 func (q *RedisTaskQueue) Paused(ctx context.Context) (bool, error) {
 	n, err := q.rdb.Exists(ctx, q.keys.key(keyPaused)).Result()
 	if err != nil {
-		return false, fmt.Errorf("taskqueue: paused: %w", err)
+		return false, fmt.Errorf("taskqueue: paused: %w", classify(err))
 	}
 	return n == 1, nil
 }
@@ -97,13 +97,13 @@ func (q *RedisTaskQueue) Purge(ctx context.Context, state State, opts ...BulkOpt
 	}
 	total, err := q.count(ctx, state)
 	if err != nil {
-		return 0, fmt.Errorf("taskqueue: purge: %w", err)
+		return 0, fmt.Errorf("taskqueue: purge: %w", classify(err))
 	}
 	done := 0
 	for done < total {
 		res, err := purgeScript.Run(ctx, q.rdb, q.keys.all, string(state), min(c.batch, total-done)).Int64Slice()
 		if err != nil {
-			return done, fmt.Errorf("taskqueue: purge: %w", err)
+			return done, fmt.Errorf("taskqueue: purge: %w", classify(err))
 		}
 		if len(res) != 2 {
 			return done, fmt.Errorf("taskqueue: purge: unexpected reply of %d items", len(res))
@@ -153,7 +153,7 @@ func (q *RedisTaskQueue) eachDead(ctx context.Context, filter func(DeadLetter) b
 	}
 	total, err := q.count(ctx, StateDead)
 	if err != nil {
-		return 0, fmt.Errorf("taskqueue: dead letters: %w", err)
+		return 0, fmt.Errorf("taskqueue: dead letters: %w", classify(err))
 	}
 	done, scanned, skipped := 0, 0, 0
 	for scanned < total {

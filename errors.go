@@ -189,3 +189,25 @@ func (e *StateError) Error() string {
 
 // Unwrap returns [ErrInvalidState].
 func (e *StateError) Unwrap() error { return ErrInvalidState }
+
+// ErrRedisTooOld is returned by [RedisTaskQueue.Check] for a Redis server older than the scripts need. The error
+// is a [*RedisVersionError].
+var ErrRedisTooOld = errors.New("taskqueue: Redis server too old")
+
+// RedisVersionError reports a Redis server whose version the queue cannot run on. It wraps [ErrRedisTooOld].
+type RedisVersionError struct {
+	Found string // the server's redis_version (bounded in length)
+	Need  string // the oldest version the queue runs on
+}
+
+func (e *RedisVersionError) Error() string {
+	return fmt.Sprintf("%s: found %s, need %s or newer", ErrRedisTooOld, quote(e.Found), e.Need)
+}
+
+// Unwrap returns [ErrRedisTooOld].
+func (e *RedisVersionError) Unwrap() error { return ErrRedisTooOld }
+
+// ErrPermission wraps a Redis refusal for lack of rights: NOPERM (an ACL denies the command or key), NOAUTH (no
+// credentials given) or WRONGPASS (bad credentials). Retrying does not help; an operator must grant the rights.
+// The Redis error stays in the chain, so its text and [errors.As] still reach it.
+var ErrPermission = errors.New("taskqueue: permission denied by Redis")

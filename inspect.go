@@ -38,7 +38,7 @@ func (q *RedisTaskQueue) Stats(ctx context.Context) (Stats, error) {
 		return nil
 	})
 	if err != nil {
-		return Stats{}, fmt.Errorf("taskqueue: stats: %w", err)
+		return Stats{}, fmt.Errorf("taskqueue: stats: %w", classify(err))
 	}
 	return Stats{Pending: pending.Val(), Active: active.Val(), Scheduled: scheduled.Val(), Dead: dead.Val()}, nil
 }
@@ -50,7 +50,7 @@ func (q *RedisTaskQueue) DeadLetters(ctx context.Context, offset, limit int) ([]
 	}
 	zs, err := q.rdb.ZRangeWithScores(ctx, q.keys.key(keyDead), int64(offset), int64(offset+limit-1)).Result()
 	if err != nil {
-		return nil, fmt.Errorf("taskqueue: dead letters: %w", err)
+		return nil, fmt.Errorf("taskqueue: dead letters: %w", classify(err))
 	}
 	if len(zs) == 0 {
 		return nil, nil
@@ -66,7 +66,7 @@ func (q *RedisTaskQueue) DeadLetters(ctx context.Context, offset, limit int) ([]
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("taskqueue: dead letters: %w", err)
+		return nil, fmt.Errorf("taskqueue: dead letters: %w", classify(err))
 	}
 	out := make([]DeadLetter, len(ids))
 	for i, id := range ids {
@@ -84,7 +84,7 @@ func (q *RedisTaskQueue) GetDeadLetter(ctx context.Context, taskID string) (Dead
 		return DeadLetter{}, fmt.Errorf("%w: no dead letter %s", ErrNotFound, quote(taskID))
 	}
 	if err != nil {
-		return DeadLetter{}, fmt.Errorf("taskqueue: dead letter: %w", err)
+		return DeadLetter{}, fmt.Errorf("taskqueue: dead letter: %w", classify(err))
 	}
 	dl := DeadLetter{TaskID: taskID, DiedAt: time.UnixMilli(int64(score))}
 	dl.Reason, _ = q.rdb.HGet(ctx, q.keys.key(keyErrors), taskID).Result()
@@ -101,7 +101,7 @@ func (q *RedisTaskQueue) RequeueDead(ctx context.Context, taskIDs ...string) (in
 	}
 	envs, err := q.rdb.HMGet(ctx, q.keys.key(keyTasks), taskIDs...).Result()
 	if err != nil {
-		return 0, fmt.Errorf("taskqueue: requeue: %w", err)
+		return 0, fmt.Errorf("taskqueue: requeue: %w", classify(err))
 	}
 	args := make([]any, 1, 1+2*len(taskIDs))
 	args[0] = "requeue"
@@ -119,7 +119,7 @@ func (q *RedisTaskQueue) RequeueDead(ctx context.Context, taskIDs ...string) (in
 	}
 	n, err := deadScript.Run(ctx, q.rdb, q.keys.all, args...).Int()
 	if err != nil {
-		return 0, fmt.Errorf("taskqueue: requeue: %w", err)
+		return 0, fmt.Errorf("taskqueue: requeue: %w", classify(err))
 	}
 	return n, nil
 }
@@ -136,7 +136,7 @@ func (q *RedisTaskQueue) DeleteDead(ctx context.Context, taskIDs ...string) (int
 	}
 	n, err := deadScript.Run(ctx, q.rdb, q.keys.all, args...).Int()
 	if err != nil {
-		return 0, fmt.Errorf("taskqueue: delete: %w", err)
+		return 0, fmt.Errorf("taskqueue: delete: %w", classify(err))
 	}
 	return n, nil
 }
@@ -148,7 +148,7 @@ func (q *RedisTaskQueue) Peek(ctx context.Context, taskID string) (string, error
 		return "", fmt.Errorf("%w: %s", ErrNotFound, quote(taskID))
 	}
 	if err != nil {
-		return "", fmt.Errorf("taskqueue: peek: %w", err)
+		return "", fmt.Errorf("taskqueue: peek: %w", classify(err))
 	}
 	return raw, nil
 }
@@ -157,7 +157,7 @@ func (q *RedisTaskQueue) Peek(ctx context.Context, taskID string) (string, error
 func (q *RedisTaskQueue) ServerTime(ctx context.Context) (time.Time, error) {
 	t, err := q.rdb.Time(ctx).Result()
 	if err != nil {
-		return time.Time{}, fmt.Errorf("taskqueue: server time: %w", err)
+		return time.Time{}, fmt.Errorf("taskqueue: server time: %w", classify(err))
 	}
 	return t, nil
 }
@@ -216,12 +216,12 @@ func (q *RedisTaskQueue) List(ctx context.Context, state State, offset, limit in
 	case StatePending:
 		var err error
 		if ids, err = q.rdb.LRange(ctx, q.keys.key(keyPending), start, stop).Result(); err != nil {
-			return nil, fmt.Errorf("taskqueue: list: %w", err)
+			return nil, fmt.Errorf("taskqueue: list: %w", classify(err))
 		}
 	case StateScheduled, StateActive, StateDead:
 		zs, err := q.rdb.ZRangeWithScores(ctx, q.keys.key(stateKey(state)), start, stop).Result()
 		if err != nil {
-			return nil, fmt.Errorf("taskqueue: list: %w", err)
+			return nil, fmt.Errorf("taskqueue: list: %w", classify(err))
 		}
 		ids, scores = make([]string, len(zs)), make([]float64, len(zs))
 		for i, z := range zs {
@@ -243,7 +243,7 @@ func (q *RedisTaskQueue) List(ctx context.Context, state State, offset, limit in
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("taskqueue: list: %w", err)
+		return nil, fmt.Errorf("taskqueue: list: %w", classify(err))
 	}
 	out := make([]TaskInfo, len(ids))
 	for i, id := range ids {
@@ -288,7 +288,7 @@ func (q *RedisTaskQueue) Inspect(ctx context.Context, taskID string) (TaskInfo, 
 		return nil
 	})
 	if err := pipeErr(cmds, err); err != nil {
-		return TaskInfo{}, fmt.Errorf("taskqueue: inspect: %w", err)
+		return TaskInfo{}, fmt.Errorf("taskqueue: inspect: %w", classify(err))
 	}
 	info := TaskInfo{TaskID: taskID, Envelope: env.Val()}
 	for i, s := range states {
@@ -322,7 +322,7 @@ func (q *RedisTaskQueue) OldestPendingAge(ctx context.Context) (time.Duration, e
 			return nil
 		})
 		if err := pipeErr(cmds, err); err != nil {
-			return 0, fmt.Errorf("taskqueue: oldest pending age: %w", err)
+			return 0, fmt.Errorf("taskqueue: oldest pending age: %w", classify(err))
 		}
 		id, err := head.Result()
 		if errors.Is(err, redis.Nil) {
@@ -344,7 +344,7 @@ func (q *RedisTaskQueue) pendingAge(ctx context.Context, id string, now time.Tim
 		return 0, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("taskqueue: oldest pending age: %w", err)
+		return 0, false, fmt.Errorf("taskqueue: oldest pending age: %w", classify(err))
 	}
 	var e struct {
 		CreatedAt float64 `json:"created_at"`
@@ -389,7 +389,7 @@ func (q *RedisTaskQueue) Overview(ctx context.Context) (Overview, error) {
 		return nil
 	})
 	if err := pipeErr(cmds, err); err != nil {
-		return Overview{}, fmt.Errorf("taskqueue: overview: %w", err)
+		return Overview{}, fmt.Errorf("taskqueue: overview: %w", classify(err))
 	}
 	o := Overview{
 		Stats:      Stats{Pending: pending.Val(), Active: active.Val(), Scheduled: scheduled.Val(), Dead: dead.Val()},

@@ -270,7 +270,7 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 	args[0] = len(batch)
 	res, err := enqueueScript.Run(ctx, q.rdb, q.keys.all, args...).Slice()
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("taskqueue: enqueue: %w", err))...)
+		return errors.Join(append(errs, fmt.Errorf("taskqueue: enqueue: %w", classify(err)))...)
 	}
 	for j, r := range res {
 		existing, isString := r.(string)
@@ -430,7 +430,7 @@ func (q *RedisTaskQueue) block(ctx context.Context, consumer string, wait time.D
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("taskqueue: wait for tasks: %w", err)
+		return "", fmt.Errorf("taskqueue: wait for tasks: %w", classify(err))
 	}
 	if len(res) > 0 && res[0] != q.keys.key(keyWake) {
 		return "interrupt", nil
@@ -464,7 +464,7 @@ func (q *RedisTaskQueue) lease(ctx context.Context, n int) ([]*Delivery, time.Du
 	sent := time.Now()
 	res, err := dequeueScript.Run(ctx, q.rdb, q.keys.all, n, q.cfg.Lease.Milliseconds(), q.cfg.PromoteBatch).Slice()
 	if err != nil {
-		return nil, 0, fmt.Errorf("taskqueue: dequeue: %w", err)
+		return nil, 0, fmt.Errorf("taskqueue: dequeue: %w", classify(err))
 	}
 	if len(res) < 2 || (len(res)-2)%4 != 0 {
 		return nil, 0, fmt.Errorf("taskqueue: dequeue: unexpected reply of %d items", len(res))
@@ -544,7 +544,7 @@ func (q *RedisTaskQueue) Ack(ctx context.Context, ds ...*Delivery) error {
 	}
 	res, err := ackScript.Run(ctx, q.rdb, q.keys.all, args...).Int64Slice()
 	if err != nil {
-		return fmt.Errorf("taskqueue: ack: %w", err)
+		return fmt.Errorf("taskqueue: ack: %w", classify(err))
 	}
 	var errs []error
 	for i, r := range res {
@@ -594,7 +594,7 @@ func (q *RedisTaskQueue) settle(ctx context.Context, mode, id string, token int6
 	}
 	n, err := settleScript.Run(ctx, q.rdb, q.keys.all, mode, q.cfg.SettledWindow, id, token, env, ms, truncate(reason, 4096)).Int64()
 	if err != nil {
-		return fmt.Errorf("taskqueue: %s: %w", mode, err)
+		return fmt.Errorf("taskqueue: %s: %w", mode, classify(err))
 	}
 	if n != 1 {
 		return fmt.Errorf("%w: %s of %s", ErrLeaseLost, mode, quote(id))
@@ -615,7 +615,7 @@ func (q *RedisTaskQueue) ExtendLeases(ctx context.Context, ds []*Delivery) ([]*D
 	}
 	res, err := extendScript.Run(ctx, q.rdb, q.keys.all, args...).Int64Slice()
 	if err != nil {
-		return nil, fmt.Errorf("taskqueue: extend leases: %w", err)
+		return nil, fmt.Errorf("taskqueue: extend leases: %w", classify(err))
 	}
 	if len(res) != len(ds)+1 {
 		return nil, fmt.Errorf("taskqueue: extend leases: unexpected reply of %d items", len(res))
@@ -637,7 +637,7 @@ func (q *RedisTaskQueue) ExtendLeases(ctx context.Context, ds []*Delivery) ([]*D
 func (q *RedisTaskQueue) Reap(ctx context.Context) (ReapResult, error) {
 	res, err := reapScript.Run(ctx, q.rdb, q.keys.all, q.cfg.ReapBatch, q.cfg.MaxDeliveries, q.cfg.PromoteBatch, ErrMaxDeliveries.Error()).Int64Slice()
 	if err != nil {
-		return ReapResult{}, fmt.Errorf("taskqueue: reap: %w", err)
+		return ReapResult{}, fmt.Errorf("taskqueue: reap: %w", classify(err))
 	}
 	if len(res) != 3 {
 		return ReapResult{}, fmt.Errorf("taskqueue: reap: unexpected reply of %d items", len(res))

@@ -201,6 +201,9 @@ const (
 
 var errStopping = errors.New("taskqueue: worker stopping")
 
+// maxPickupBackoff bounds the wait between failed pickups; a pickup refused by ACL waits this long at once.
+const maxPickupBackoff = 5 * time.Second
+
 // NewTaskWorker returns a worker for q. The config is copied; nil takes every default.
 func NewTaskWorker(q TaskQueue, cfg *WorkerConfig) (*TaskWorker, error) {
 	if q == nil {
@@ -379,13 +382,19 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 				return
 			}
 			w.emit(Event{Kind: EventQueueError, Err: err})
-			w.cfg.Logger.Warn("taskqueue: pickup failed; retrying", slog.String("worker", w.cfg.Name), slog.Any("error", err), slog.Duration("backoff", backoff))
+			if errors.Is(err, ErrPermission) {
+				// Retrying soon cannot help: wait the longest, and say so loudly.
+				backoff = maxPickupBackoff
+				w.cfg.Logger.Error("taskqueue: pickup refused by Redis ACL; check the user's allowlist (docs/operations.md)", slog.String("worker", w.cfg.Name), slog.Any("error", err))
+			} else {
+				w.cfg.Logger.Warn("taskqueue: pickup failed; retrying", slog.String("worker", w.cfg.Name), slog.Any("error", err), slog.Duration("backoff", backoff))
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, 5*time.Second)
+			backoff = min(backoff*2, maxPickupBackoff)
 			continue
 		}
 		backoff = 50 * time.Millisecond

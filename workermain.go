@@ -3,6 +3,8 @@ package taskqueue
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,7 +34,7 @@ const DefaultKeyPrefix = "taskqueue"
 // them sets them between parsing and running.
 type WorkerMainConfig struct {
 	// Redis is the client configuration, from --redis-url or REDIS_URL, else from --redis-host, --redis-port and
-	// --redis-db. Default localhost:6379, database 0.
+	// --redis-db. Default localhost:6379, database 0. The --tls-* flags set its TLSConfig.
 	Redis *redis.Options
 	// KeyPrefix is the queue's key prefix (--key-prefix). Default, and when empty, [DefaultKeyPrefix].
 	KeyPrefix string
@@ -54,6 +56,9 @@ type WorkerMainConfig struct {
 	// "<hostname>-<pid>-<random>".
 	WorkerID string
 
+	// The TLS flags (--tls-ca, --tls-server-name, --tls-cert, --tls-key, --tls-insecure-skip-verify) have no
+	// fields of their own: they are applied to Redis.TLSConfig, which is nil without TLS.
+
 	// Logger, if set, is used instead of the standard-error logger that LogLevel and LogFormat describe.
 	Logger *slog.Logger
 	// Middleware wraps every task's handler, as [WorkerConfig.Middleware].
@@ -66,24 +71,30 @@ type WorkerMainConfig struct {
 // host, port and db, see below), the placeholder and default shown by --help, and its help text.
 type workerFlag struct {
 	name, env, arg, def, help string
+	boolean                   bool // written --name alone (or --name=false); the variable takes true/false/1/0
 }
 
 // workerFlags lists the flags in the order --help shows them. There is deliberately no REDIS_HOST/REDIS_PORT
 // fallback: Docker links and Kubernetes services inject REDIS_PORT=tcp://10.0.0.1:6379 into every container of a
 // namespace with a service named "redis", which would silently redirect or break the worker.
 var workerFlags = []workerFlag{
-	{"redis-url", "REDIS_URL", "URL", "", "Redis to connect to: redis://[user:password@]host:port/db, rediss:// for TLS,\nor unix:///path/to/redis.sock. Wins over --redis-host, --redis-port and --redis-db."},
-	{"redis-host", "", "HOST", "localhost", "Redis host, when no URL is given."},
-	{"redis-port", "", "PORT", "6379", "Redis port, when no URL is given."},
-	{"redis-db", "", "N", "0", "Redis database number, when no URL is given."},
-	{"key-prefix", "TASKQUEUE_KEY_PREFIX", "PREFIX", DefaultKeyPrefix, "Key prefix of the queue: producers and workers of one queue use the same one.\nLetters, digits and _.:/- only."},
-	{"resolver-id", "TASKQUEUE_RESOLVER_ID", "ID", DefaultResolverID, "Resolver id of tasks that name none. This binary must have registered it."},
-	{"concurrency", "TASKQUEUE_CONCURRENCY", "N", "10", "How many tasks run at once."},
-	{"lease", "TASKQUEUE_LEASE", "DURATION", "30s", "How long a task stays owned without a heartbeat: after a crash, its tasks run\nagain elsewhere once this passes. Use the same value in every worker of a queue."},
-	{"shutdown-grace", "TASKQUEUE_SHUTDOWN_GRACE", "DURATION", "20s", "On SIGINT or SIGTERM, how long running tasks may take to finish; those still\nrunning then are cancelled and handed back to the queue at once. Keep it below\nyour supervisor's kill timeout (Kubernetes: terminationGracePeriodSeconds, 30s)."},
-	{"worker-id", "TASKQUEUE_WORKER_ID", "ID", "", "Name of this worker in logs and in Redis; unique per process.\nDefault <hostname>-<pid>-<random>."},
-	{"log-level", "TASKQUEUE_LOG_LEVEL", "LEVEL", "info", "debug, info, warn or error."},
-	{"log-format", "TASKQUEUE_LOG_FORMAT", "FORMAT", "text", "text or json (one JSON object per line, on standard error)."},
+	{"redis-url", "REDIS_URL", "URL", "", "Redis to connect to: redis://[user:password@]host:port/db, rediss:// for TLS,\nor unix:///path/to/redis.sock. Wins over --redis-host, --redis-port and --redis-db.", false},
+	{"redis-host", "", "HOST", "localhost", "Redis host, when no URL is given.", false},
+	{"redis-port", "", "PORT", "6379", "Redis port, when no URL is given.", false},
+	{"redis-db", "", "N", "0", "Redis database number, when no URL is given.", false},
+	{"key-prefix", "TASKQUEUE_KEY_PREFIX", "PREFIX", DefaultKeyPrefix, "Key prefix of the queue: producers and workers of one queue use the same one.\nLetters, digits and _.:/- only.", false},
+	{"resolver-id", "TASKQUEUE_RESOLVER_ID", "ID", DefaultResolverID, "Resolver id of tasks that name none. This binary must have registered it.", false},
+	{"concurrency", "TASKQUEUE_CONCURRENCY", "N", "10", "How many tasks run at once.", false},
+	{"lease", "TASKQUEUE_LEASE", "DURATION", "30s", "How long a task stays owned without a heartbeat: after a crash, its tasks run\nagain elsewhere once this passes. Use the same value in every worker of a queue.", false},
+	{"shutdown-grace", "TASKQUEUE_SHUTDOWN_GRACE", "DURATION", "20s", "On SIGINT or SIGTERM, how long running tasks may take to finish; those still\nrunning then are cancelled and handed back to the queue at once. Keep it below\nyour supervisor's kill timeout (Kubernetes: terminationGracePeriodSeconds, 30s).", false},
+	{"worker-id", "TASKQUEUE_WORKER_ID", "ID", "", "Name of this worker in logs and in Redis; unique per process.\nDefault <hostname>-<pid>-<random>.", false},
+	{"log-level", "TASKQUEUE_LOG_LEVEL", "LEVEL", "info", "debug, info, warn or error.", false},
+	{"log-format", "TASKQUEUE_LOG_FORMAT", "FORMAT", "text", "text or json (one JSON object per line, on standard error).", false},
+	{name: "tls-ca", env: "TASKQUEUE_TLS_CA", arg: "FILE", help: "PEM file of the CA certificates to trust for Redis's certificate, instead of the\nsystem's. Turns TLS on (needed with --redis-host; with a URL, use rediss://)."},
+	{name: "tls-server-name", env: "TASKQUEUE_TLS_SERVER_NAME", arg: "NAME", help: "Name to verify Redis's certificate against (and to send as SNI), when it is not\nthe host connected to. Turns TLS on."},
+	{name: "tls-cert", env: "TASKQUEUE_TLS_CERT", arg: "FILE", help: "PEM client certificate, for a Redis that requires one (tls-auth-clients yes);\ngive --tls-key with it. Turns TLS on."},
+	{name: "tls-key", env: "TASKQUEUE_TLS_KEY", arg: "FILE", help: "PEM private key of --tls-cert."},
+	{name: "tls-insecure-skip-verify", env: "TASKQUEUE_TLS_INSECURE_SKIP_VERIFY", def: "false", boolean: true, help: "DANGEROUS: accept any certificate Redis presents, so anyone on the path can read\nand change the traffic, password included. For tests only; logged as a warning.\nCannot be combined with --tls-ca or --tls-server-name. Turns TLS on."},
 }
 
 // ParseWorkerMainConfig reads a worker binary's configuration from its command-line arguments (without the
@@ -101,7 +112,11 @@ func ParseWorkerMainConfig(args []string, getenv func(string) string) (*WorkerMa
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned; usage is the caller's to show
 	for _, f := range workerFlags {
-		fs.String(f.name, f.def, f.help)
+		if f.boolean {
+			fs.Bool(f.name, f.def == "true", f.help)
+		} else {
+			fs.String(f.name, f.def, f.help)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -118,6 +133,9 @@ func ParseWorkerMainConfig(args []string, getenv func(string) string) (*WorkerMa
 	c := &WorkerMainConfig{}
 	var err error
 	if c.Redis, err = p.redisOptions(); err != nil {
+		return nil, err
+	}
+	if err := p.applyTLS(c.Redis); err != nil {
 		return nil, err
 	}
 	c.KeyPrefix, _ = p.value("key-prefix")
@@ -266,6 +284,77 @@ func (p *flagReader) redisOptions() (*redis.Options, error) {
 	return &redis.Options{Addr: net.JoinHostPort(host, strconv.Itoa(port)), DB: db}, nil
 }
 
+// applyTLS applies the --tls-* flags to opts. Any of them turns TLS on for --redis-host/--redis-port and for the
+// defaults; a rediss:// URL already has it (verified against the URL's host); a redis:// or unix:// URL asked
+// for plaintext, so combining one with a TLS flag is an error rather than a silent upgrade.
+func (p *flagReader) applyTLS(opts *redis.Options) error {
+	ca, _ := p.value("tls-ca")
+	serverName, _ := p.value("tls-server-name")
+	certFile, _ := p.value("tls-cert")
+	keyFile, _ := p.value("tls-key")
+	insecureStr, _ := p.value("tls-insecure-skip-verify")
+	insecure, perr := strconv.ParseBool(insecureStr)
+	if perr != nil {
+		var err error
+		p.bad(&err, "tls-insecure-skip-verify", insecureStr, "true or false")
+		return err
+	}
+	if ca == "" && serverName == "" && certFile == "" && keyFile == "" && !insecure {
+		return nil
+	}
+	if insecure && (ca != "" || serverName != "") {
+		other := "tls-server-name"
+		if ca != "" {
+			other = "tls-ca"
+		}
+		return fmt.Errorf("%w: %s turns certificate checks off, so %s would have no effect: drop one of them",
+			ErrInvalidConfig, p.source("tls-insecure-skip-verify"), p.source(other))
+	}
+	if (certFile == "") != (keyFile == "") {
+		alone := "tls-key"
+		if certFile != "" {
+			alone = "tls-cert"
+		}
+		return fmt.Errorf("%w: --tls-cert and --tls-key go together (only %s is given)", ErrInvalidConfig, p.source(alone))
+	}
+	if opts.Network == "unix" {
+		return fmt.Errorf("%w: TLS flags do not apply to a unix:// Redis URL", ErrInvalidConfig)
+	}
+	if opts.TLSConfig == nil {
+		if _, set := p.value("redis-url"); set && !(p.given["redis-host"] || p.given["redis-port"] || p.given["redis-db"]) {
+			return fmt.Errorf("%w: TLS flags given with a redis:// URL (%s), which asks for plaintext: use rediss://", ErrInvalidConfig, p.source("redis-url"))
+		}
+		host, _, _ := net.SplitHostPort(opts.Addr)
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	}
+	cfg := opts.TLSConfig
+	if serverName != "" {
+		cfg.ServerName = serverName
+	}
+	if ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return fmt.Errorf("%w: %s: cannot read the CA file: %v", ErrInvalidConfig, p.source("tls-ca"), err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%w: %s: %s holds no PEM certificate", ErrInvalidConfig, p.source("tls-ca"), quote(ca))
+		}
+		cfg.RootCAs = pool
+	}
+	if certFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("%w: %s and %s: cannot load the client certificate: %v", ErrInvalidConfig, p.source("tls-cert"), p.source("tls-key"), err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	if insecure {
+		cfg.InsecureSkipVerify = true
+	}
+	return nil
+}
+
 // WriteWorkerMainUsage writes the --help text of a worker binary named program: what it does, an example, and
 // every flag with its environment variable and default.
 func WriteWorkerMainUsage(w io.Writer, program string) {
@@ -282,16 +371,21 @@ Examples:
   %[1]s --redis-url redis://localhost:6379/0 --concurrency 20
   REDIS_URL=rediss://app:secret@redis.example.com:6380/0 %[1]s --log-format json
   %[1]s --redis-host 10.0.0.5 --redis-port 6380 --redis-db 2 --worker-id worker-1
+  %[1]s --redis-url rediss://10.0.0.5:6380/0 --tls-ca ca.pem --tls-server-name redis.internal
 
 Flags (a flag wins over its environment variable, which wins over the default):
 `, program)
 	for _, f := range workerFlags {
-		fmt.Fprintf(&b, "  --%s %s", f.name, f.arg)
+		fmt.Fprintf(&b, "  --%s", f.name)
+		if f.arg != "" {
+			b.WriteString(" " + f.arg)
+		}
 		var notes []string
 		if f.env != "" {
 			notes = append(notes, "$"+f.env)
 		}
-		if f.def != "" {
+		if f.def != "" && !f.boolean { // a boolean flag is off unless given
+
 			notes = append(notes, "default "+showDefault(f.def))
 		}
 		if len(notes) > 0 {
@@ -375,9 +469,18 @@ func (c *WorkerMainConfig) Run(ctx context.Context, reg *ResolverRegistry) error
 		target = "unix:" + opts.Addr
 	}
 	logger := c.logger()
+	if opts.TLSConfig != nil && opts.TLSConfig.InsecureSkipVerify {
+		logger.Warn("taskqueue: TLS CERTIFICATE VERIFICATION IS OFF (--tls-insecure-skip-verify): anyone on the network path " +
+			"can impersonate Redis and read or change every task and the password. Use --tls-ca instead outside tests.")
+	}
 	logger.Info("taskqueue: connecting to Redis", slog.String("addr", target), slog.Int("db", opts.DB),
 		slog.Bool("tls", opts.TLSConfig != nil), slog.Bool("auth", opts.Password != "" || opts.Username != ""))
-	return c.run(ctx, rdb, reg, logger, " at "+target)
+	err := c.run(ctx, rdb, reg, logger, " at "+target)
+	if err != nil && opts.TLSConfig == nil && opts.Network != "unix" && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		// What a TLS-only port (tls-port with port 0) does to a plaintext client: say what to check.
+		err = fmt.Errorf("%w (the server closed the connection: if it accepts only TLS, use a rediss:// URL)", err)
+	}
+	return err
 }
 
 // RunWithClient runs the worker on rdb until ctx is done, then stops it within c.ShutdownGrace: running tasks
@@ -429,6 +532,17 @@ func (c *WorkerMainConfig) run(ctx context.Context, rdb redis.UniversalClient, r
 	}
 	if err != nil {
 		return fmt.Errorf("taskqueue: worker: cannot reach Redis%s: %w", where, err)
+	}
+	// Refuse a Redis too old for the scripts; Check logs the other findings (an eviction policy that can drop
+	// tasks) as warnings. A user without +info gets a warning, not a failed start.
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = q.Check(cctx)
+	ccancel()
+	if errors.Is(err, ErrRedisTooOld) {
+		return fmt.Errorf("taskqueue: worker: %w", err)
+	}
+	if err != nil && ctx.Err() == nil {
+		logger.Warn("taskqueue: worker: start-up check skipped", slog.Any("error", err))
 	}
 	if err := w.Start(ctx); err != nil {
 		if ctx.Err() != nil {

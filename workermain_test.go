@@ -3,11 +3,14 @@ package taskqueue
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -429,4 +432,125 @@ func ExampleParseWorkerMainConfig() {
 	// Output:
 	// redis.internal:6380 2 true billing 16 20s
 	// true --log-level "chatty": want debug or info or warn or error
+}
+
+func TestWorkerMainParseTLS(t *testing.T) {
+	t.Parallel()
+	p := newTestPKI(t)
+
+	t.Run("off by default", func(t *testing.T) {
+		c, err := ParseWorkerMainConfig([]string{"--redis-url", "redis://h:1/0"}, nil)
+		require.NoError(t, err)
+		require.Nil(t, c.Redis.TLSConfig)
+	})
+	t.Run("rediss with a CA file", func(t *testing.T) {
+		c, err := ParseWorkerMainConfig([]string{"--redis-url", "rediss://redis.internal:6380/0", "--tls-ca", p.caFile}, nil)
+		require.NoError(t, err)
+		tc := c.Redis.TLSConfig
+		require.NotNil(t, tc)
+		require.Equal(t, "redis.internal", tc.ServerName, "verified against the URL's host")
+		require.NotNil(t, tc.RootCAs, "the CA file replaces the system pool")
+		require.False(t, tc.InsecureSkipVerify)
+		require.GreaterOrEqual(t, tc.MinVersion, uint16(tls.VersionTLS12))
+		require.Empty(t, tc.Certificates)
+	})
+	t.Run("server name overrides the host", func(t *testing.T) {
+		c, err := ParseWorkerMainConfig([]string{"--redis-url", "rediss://10.0.0.7:6380/0", "--tls-server-name", "redis.internal"}, nil)
+		require.NoError(t, err)
+		require.Equal(t, "redis.internal", c.Redis.TLSConfig.ServerName)
+		require.Nil(t, c.Redis.TLSConfig.RootCAs, "no CA file: the system pool")
+	})
+	t.Run("host flags turn TLS on", func(t *testing.T) {
+		c, err := ParseWorkerMainConfig([]string{"--redis-host", "cache.internal", "--redis-port", "6380", "--tls-ca", p.caFile}, nil)
+		require.NoError(t, err)
+		require.Equal(t, "cache.internal:6380", c.Redis.Addr)
+		require.Equal(t, "cache.internal", c.Redis.TLSConfig.ServerName)
+		require.Equal(t, uint16(tls.VersionTLS12), c.Redis.TLSConfig.MinVersion)
+		// A TLS flag alone (the defaults: localhost) turns it on too.
+		c, err = ParseWorkerMainConfig([]string{"--tls-server-name", "redis.test"}, nil)
+		require.NoError(t, err)
+		require.Equal(t, "redis.test", c.Redis.TLSConfig.ServerName)
+	})
+	t.Run("environment fallbacks and client certificate", func(t *testing.T) {
+		c, err := ParseWorkerMainConfig(nil, envMap(
+			"REDIS_URL", "rediss://redis.internal:6380/0",
+			"TASKQUEUE_TLS_CA", p.caFile,
+			"TASKQUEUE_TLS_SERVER_NAME", "other.internal",
+			"TASKQUEUE_TLS_CERT", p.clientCertFile,
+			"TASKQUEUE_TLS_KEY", p.clientKeyFile,
+		))
+		require.NoError(t, err)
+		tc := c.Redis.TLSConfig
+		require.Equal(t, "other.internal", tc.ServerName)
+		require.NotNil(t, tc.RootCAs)
+		require.Len(t, tc.Certificates, 1)
+		// A flag wins over its variable.
+		c, err = ParseWorkerMainConfig([]string{"--tls-server-name", "flag.internal"}, envMap("REDIS_URL", "rediss://h:1/0", "TASKQUEUE_TLS_SERVER_NAME", "env.internal"))
+		require.NoError(t, err)
+		require.Equal(t, "flag.internal", c.Redis.TLSConfig.ServerName)
+	})
+	t.Run("insecure skip verify is an explicit opt-in", func(t *testing.T) {
+		for _, tc := range []struct {
+			args []string
+			env  []string
+			want bool
+		}{
+			{[]string{"--redis-url", "rediss://h:1/0"}, nil, false},
+			{[]string{"--redis-url", "rediss://h:1/0", "--tls-insecure-skip-verify"}, nil, true},
+			{[]string{"--redis-url", "rediss://h:1/0", "--tls-insecure-skip-verify=true"}, nil, true},
+			{[]string{"--redis-url", "rediss://h:1/0", "--tls-insecure-skip-verify=false"}, []string{"TASKQUEUE_TLS_INSECURE_SKIP_VERIFY", "true"}, false},
+			{[]string{"--redis-url", "rediss://h:1/0"}, []string{"TASKQUEUE_TLS_INSECURE_SKIP_VERIFY", "1"}, true},
+			{[]string{"--redis-url", "rediss://h:1/0"}, []string{"TASKQUEUE_TLS_INSECURE_SKIP_VERIFY", "false"}, false},
+		} {
+			c, err := ParseWorkerMainConfig(tc.args, envMap(tc.env...))
+			require.NoError(t, err, tc.args)
+			require.Equal(t, tc.want, c.Redis.TLSConfig.InsecureSkipVerify, "%v %v", tc.args, tc.env)
+		}
+	})
+
+	notPEM := filepath.Join(t.TempDir(), "not.pem")
+	require.NoError(t, os.WriteFile(notPEM, []byte("hello"), 0o600))
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	rediss := []string{"--redis-url", "rediss://h:6380/0"}
+	with := func(extra ...string) []string { return append(append([]string{}, rediss...), extra...) }
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		env    []string
+		substr []string
+	}{
+		{"unreadable CA file", with("--tls-ca", missing), nil, []string{"--tls-ca", "cannot read the CA file", "no such file"}},
+		{"unreadable CA file from env", rediss, []string{"TASKQUEUE_TLS_CA", missing}, []string{"$TASKQUEUE_TLS_CA", "cannot read"}},
+		{"CA file without PEM", with("--tls-ca", notPEM), nil, []string{"--tls-ca", "holds no PEM certificate"}},
+		{"cert without key", with("--tls-cert", p.clientCertFile), nil, []string{"go together", "--tls-cert"}},
+		{"key without cert", with("--tls-key", p.clientKeyFile), nil, []string{"go together", "--tls-key"}},
+		{"unreadable client cert", with("--tls-cert", missing, "--tls-key", p.clientKeyFile), nil, []string{"cannot load the client certificate"}},
+		{"cert and key that do not match", with("--tls-cert", p.clientCertFile, "--tls-key", p.keyFile), nil, []string{"cannot load the client certificate"}},
+		{"insecure with a CA", with("--tls-insecure-skip-verify", "--tls-ca", p.caFile), nil, []string{"--tls-insecure-skip-verify", "--tls-ca", "no effect"}},
+		{"insecure with a server name", with("--tls-server-name", "x"), []string{"TASKQUEUE_TLS_INSECURE_SKIP_VERIFY", "true"}, []string{"$TASKQUEUE_TLS_INSECURE_SKIP_VERIFY", "--tls-server-name"}},
+		{"bad insecure variable", rediss, []string{"TASKQUEUE_TLS_INSECURE_SKIP_VERIFY", "maybe"}, []string{"$TASKQUEUE_TLS_INSECURE_SKIP_VERIFY", "true or false"}},
+		{"bad insecure flag value", with("--tls-insecure-skip-verify=maybe"), nil, []string{"tls-insecure-skip-verify"}},
+		{"plaintext URL with a TLS flag", []string{"--redis-url", "redis://h:6379/0", "--tls-ca", p.caFile}, nil, []string{"use rediss://", "--redis-url"}},
+		{"plaintext env URL with a TLS flag", []string{"--tls-insecure-skip-verify"}, []string{"REDIS_URL", "redis://h:6379/0"}, []string{"use rediss://", "$REDIS_URL"}},
+		{"unix socket with a TLS flag", []string{"--redis-url", "unix:///tmp/redis.sock", "--tls-ca", p.caFile}, nil, []string{"unix://"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseWorkerMainConfig(tc.args, envMap(tc.env...))
+			require.Nil(t, c)
+			require.ErrorIs(t, err, ErrInvalidConfig)
+			for _, s := range tc.substr {
+				require.Contains(t, err.Error(), s)
+			}
+		})
+	}
+}
+
+func TestWorkerMainUsageShowsTLSFlags(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	WriteWorkerMainUsage(&b, "w")
+	usage := b.String()
+	require.Contains(t, usage, "  --tls-ca FILE  ($TASKQUEUE_TLS_CA)\n")
+	require.Contains(t, usage, "  --tls-insecure-skip-verify  ($TASKQUEUE_TLS_INSECURE_SKIP_VERIFY)\n")
+	require.Contains(t, usage, "DANGEROUS")
 }

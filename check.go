@@ -1,0 +1,168 @@
+package taskqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// MinRedisVersion is the oldest Redis server the queue runs on: its scripts use LPOP with a count (Redis 6.2).
+const MinRedisVersion = "6.2.0"
+
+var minRedis = [3]int{6, 2, 0}
+
+// CheckReport is what [RedisTaskQueue.Check] found out about the Redis server.
+type CheckReport struct {
+	// Version is the server's redis_version, "" when the server did not tell.
+	Version string
+	// EvictionPolicy is the server's maxmemory-policy, "" when the server did not tell.
+	EvictionPolicy string
+	// MaxMemory is the server's maxmemory in bytes; 0 means no limit (or unknown).
+	MaxMemory int64
+	// Warnings lists what can cost tasks or what could not be checked, in plain words. Each one was also logged.
+	Warnings []string
+}
+
+// Check reads the Redis server's version and eviction policy in one round trip (INFO server and INFO memory,
+// which an ACL user needs only +info for; CONFIG is not used, since managed and least-privilege deployments refuse
+// it). It returns a [*RedisVersionError] (wrapping [ErrRedisTooOld]) for a server older than [MinRedisVersion],
+// and an error wrapping [ErrPermission] when the user may not run INFO. An eviction policy that can drop keys
+// without a TTL (allkeys-lru, allkeys-lfu, allkeys-random) would silently lose tasks: it is reported in
+// [CheckReport.Warnings] and logged, not refused. A server that does not answer INFO (some proxies and fakes) is
+// a warning too, not an error. Workers call Check when they start; producers may call it too.
+func (q *RedisTaskQueue) Check(ctx context.Context) (CheckReport, error) {
+	var server, memory *redis.StringCmd
+	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		server = p.Info(ctx, "server")
+		memory = p.Info(ctx, "memory")
+		return nil
+	})
+	// A failed connection (refused credentials among others) may fail the pipeline without failing its commands;
+	// an error reply to one command only fails that command.
+	if err != nil && !isReplyError(err) {
+		return CheckReport{}, fmt.Errorf("taskqueue: check: %w", classify(err))
+	}
+	rep, err := checkInfo(server.Val(), server.Err(), memory.Val(), memory.Err())
+	for _, w := range rep.Warnings {
+		q.cfg.Logger.WarnContext(ctx, "taskqueue: "+w, slog.String("key_prefix", q.prefix))
+	}
+	return rep, err
+}
+
+// checkInfo builds the report from the text of INFO server and INFO memory and the errors their calls got (reply
+// errors only: the server answered). It holds every decision of [RedisTaskQueue.Check], so tests feed it
+// captured INFO text.
+func checkInfo(server string, serverErr error, memory string, memoryErr error) (CheckReport, error) {
+	var rep CheckReport
+	if serverErr != nil {
+		rep.Warnings = append(rep.Warnings, "could not read the Redis version (INFO server: "+truncate(serverErr.Error(), 200)+
+			"); the queue needs "+MinRedisVersion+" or newer")
+	} else {
+		rep.Version = truncate(infoField(server, "redis_version"), 64)
+		v, ok := parseVersion(rep.Version)
+		switch {
+		case !ok:
+			rep.Warnings = append(rep.Warnings, "could not parse the Redis version "+quote(rep.Version)+
+				"; the queue needs "+MinRedisVersion+" or newer")
+		case versionLess(v, minRedis):
+			return rep, &RedisVersionError{Found: rep.Version, Need: MinRedisVersion}
+		}
+	}
+	if memoryErr != nil {
+		rep.Warnings = append(rep.Warnings, "could not read the eviction policy (INFO memory: "+truncate(memoryErr.Error(), 200)+
+			"); a policy of allkeys-* would drop tasks")
+		return rep, nil
+	}
+	rep.EvictionPolicy = truncate(infoField(memory, "maxmemory_policy"), 64)
+	rep.MaxMemory, _ = strconv.ParseInt(infoField(memory, "maxmemory"), 10, 64)
+	switch {
+	case rep.EvictionPolicy == "":
+		rep.Warnings = append(rep.Warnings, "the Redis server did not report its eviction policy; a policy of allkeys-* would drop tasks")
+	case evictsAnyKey(rep.EvictionPolicy):
+		rep.Warnings = append(rep.Warnings, "eviction policy "+rep.EvictionPolicy+" can drop tasks when Redis reaches maxmemory; "+
+			"use noeviction (or a volatile-* policy, which never evicts the queue's keys: they have no TTL)")
+	}
+	return rep, nil
+}
+
+// evictsAnyKey reports whether a maxmemory-policy may evict keys without a TTL, such as the queue's.
+func evictsAnyKey(policy string) bool {
+	return strings.HasPrefix(strings.ToLower(policy), "allkeys-")
+}
+
+// infoField returns the value of field in INFO text ("field:value" lines), or "".
+func infoField(info, field string) string {
+	for line := range strings.Lines(info) {
+		k, v, ok := strings.Cut(strings.TrimRight(line, "\r\n"), ":")
+		if ok && k == field {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// parseVersion reads "major.minor[.patch]" with an optional suffix after the numbers ("7.2.4-rc1").
+func parseVersion(s string) ([3]int, bool) {
+	var v [3]int
+	parts := strings.SplitN(s, ".", 3)
+	if len(parts) < 2 {
+		return v, false
+	}
+	for i, p := range parts {
+		end := 0
+		for end < len(p) && p[end] >= '0' && p[end] <= '9' {
+			end++
+		}
+		n, err := strconv.Atoi(p[:end])
+		if err != nil || (i < 2 && end != len(p)) {
+			return v, false
+		}
+		v[i] = n
+	}
+	return v, true
+}
+
+func versionLess(a, b [3]int) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}
+
+// isReplyError reports whether err is an error reply from the server (it answered), not a network or context
+// failure. Permission refusals are not treated as mere replies: they must surface.
+func isReplyError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !errors.Is(err, redis.Nil) && !errors.Is(classify(err), ErrPermission)
+}
+
+// classify wraps a Redis refusal for lack of rights (NOPERM, NOAUTH, WRONGPASS) so that errors.Is(err,
+// [ErrPermission]) holds, keeping the Redis error in the chain. Any other error, and nil, is returned as is.
+// Callers wrap every Redis call's error with it, so that a worker can stop instead of retrying a call that can
+// never succeed.
+func classify(err error) error {
+	if err == nil || errors.Is(err, ErrPermission) {
+		return err
+	}
+	if redis.IsPermissionError(err) || redis.IsAuthError(err) || hasPermissionPrefix(err.Error()) {
+		return fmt.Errorf("%w: %w", ErrPermission, err)
+	}
+	return err
+}
+
+// hasPermissionPrefix catches the refusals by their text, wherever a wrapper put them in the message.
+func hasPermissionPrefix(msg string) bool {
+	for _, p := range []string{"NOPERM ", "NOAUTH ", "WRONGPASS "} {
+		if strings.HasPrefix(msg, p) || strings.Contains(msg, ": "+p) {
+			return true
+		}
+	}
+	return false
+}
