@@ -496,3 +496,28 @@ func TestWorkerRunsSuspectsAlone(t *testing.T) {
 		require.Equal(t, 7, rec.count(EventStarted))
 	})
 }
+
+// refusingQueue refuses every pickup as Redis ACL would.
+type refusingQueue struct {
+	TaskQueue
+	calls atomic.Int32
+}
+
+func (r *refusingQueue) Dequeue(context.Context, DequeueOptions) ([]*Delivery, error) {
+	r.calls.Add(1)
+	return nil, fmt.Errorf("taskqueue: dequeue: %w", classify(errors.New("NOPERM this user has no permissions to run the 'evalsha' command")))
+}
+
+func TestWorkerBacksOffOnPermissionErrors(t *testing.T) {
+	t.Parallel()
+	q := NewMemoryQueue(time.Second, 0)
+	defer q.Close()
+	rq := &refusingQueue{TaskQueue: q}
+	rec := &recorder{}
+	w := startWorker(t, rq, quietWorker(WorkerConfig{ReapInterval: -1}, rec))
+	waitFor(t, 2*time.Second, "the first refusal", func() bool { return rq.calls.Load() >= 1 })
+	time.Sleep(500 * time.Millisecond)
+	require.Equal(t, int32(1), rq.calls.Load(), "a refused pickup is not retried at once")
+	require.ErrorIs(t, rec.last(EventQueueError).Err, ErrPermission)
+	require.NoError(t, stopWorker(t, w, time.Second))
+}
