@@ -963,10 +963,24 @@ func (h *argHook) check(cmd redis.Cmder) {
 		default:
 			continue
 		}
-		if v >= 1e9 { // 2001-09-09 in seconds; any epoch time in ms
+		if looksLikeNow(v) {
 			h.absolute = append(h.absolute, fmt.Sprintf("%s %v", cmd.Name(), a))
 		}
 	}
+}
+
+// looksLikeNow reports whether v is within a day of the present as Unix seconds, milliseconds, microseconds or
+// nanoseconds. Fencing tokens (the server's clock in ms x 256 plus a count) fall in none of those ranges.
+func looksLikeNow(v float64) bool {
+	now := time.Now()
+	for _, unit := range []time.Duration{time.Second, time.Millisecond, time.Microsecond, time.Nanosecond} {
+		t := float64(now.UnixNano()) / float64(unit)
+		day := float64(24*time.Hour) / float64(unit)
+		if v > t-day && v < t+day {
+			return true
+		}
+	}
+	return false
 }
 
 // (13) Clock skew: the client's clock never times a lease or a due time. On a real server: no absolute client

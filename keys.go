@@ -34,10 +34,11 @@ const (
 	keySeq               // STRING fencing-token counter
 	keyWake              // LIST   wake-up tokens for blocked consumers; carries no task data
 	keyPaused            // STRING present while pickup is paused: the time it was paused (ms, server clock)
+	keyEpoch             // STRING base of the fencing tokens: the server time (ms) x 256 when the counter started
 	numKeys
 )
 
-var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "deliveries", "scheduled", "dead", "errors", "settled", "seq", "wake", "paused"}
+var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "deliveries", "scheduled", "dead", "errors", "settled", "seq", "wake", "paused", "epoch"}
 
 // keySet holds every key of one queue. All share the hash tag {prefix}, so a queue lives in one Cluster slot and
 // every script can touch all of them.

@@ -731,3 +731,28 @@ func TestBatchIsCutBeforeASuspect(t *testing.T) {
 		require.NoError(t, s.q.Ack(ctx, ds...))
 	}
 }
+
+func TestTokensNeverRepeatAfterAnEmptyRestart(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("x", Ref("m", "f", nil))))
+		stale := s.lease(t, 1)[0]
+		now, err := s.q.ServerTime(ctx)
+		require.NoError(t, err)
+		require.Greater(t, stale.Token, (now.UnixMilli()-60_000)*256, "the counter starts from the server clock")
+
+		// Redis restarts without persistence: every key of the queue is gone, the counter too. The same task is
+		// enqueued again and delivered; the worker from before the restart must not be able to ack it.
+		require.NoError(t, s.rdb.Del(ctx, s.q.keys.all...).Err())
+		s.advance(5 * time.Millisecond)
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("x", Ref("m", "f", nil))))
+		owner := s.lease(t, 1)[0]
+		require.Greater(t, owner.Token, stale.Token)
+		require.ErrorIs(t, s.q.Ack(ctx, stale), ErrLeaseLost)
+		require.NoError(t, s.q.Ack(ctx, owner))
+		require.NoError(t, s.q.Ack(ctx, owner), "repeated ack with a large token")
+		require.Equal(t, Stats{}, s.stats(t))
+	})
+}

@@ -451,7 +451,7 @@ func TestWorkerStopLeavesOnlyBookkeepingKeys(t *testing.T) {
 	require.NoError(t, stopWorker(t, w, time.Second))
 	keys, err := s.rdb.Keys(ctx, "{"+s.q.KeyPrefix()+"}*").Result()
 	require.NoError(t, err)
-	require.ElementsMatch(t, []string{s.q.keys.key(keySeq), s.q.keys.key(keySettled)}, keys)
+	require.ElementsMatch(t, []string{s.q.keys.key(keySeq), s.q.keys.key(keyEpoch), s.q.keys.key(keySettled)}, keys)
 }
 
 func TestWorkerRunsSuspectsAlone(t *testing.T) {

@@ -42,7 +42,16 @@ if ids then
   end
   local envs = redis.call('HMGET', KEYS[1], unpack(ids))
   local deadline = now + lease
-  local tok = redis.call('INCRBY', KEYS[10], #ids) - #ids
+  -- Tokens are epoch + seq. A missing epoch (a new queue, or a Redis restarted empty) is set from the server
+  -- clock x 256, so tokens never repeat one handed out before a restart (unless deliveries averaged more than
+  -- 256 per ms), and seq stays a plain count of deliveries.
+  local epoch = redis.call('GET', KEYS[13])
+  if not epoch then
+    epoch = string.format('%.0f', now * 256)
+    redis.call('SET', KEYS[13], epoch)
+  end
+  local count = redis.call('INCRBY', KEYS[10], #ids)
+  local tok = tonumber(epoch) + count - #ids
   local zargs, hargs = {}, {}
   for i, id in ipairs(ids) do
     tok = tok + 1
@@ -50,7 +59,7 @@ if ids then
       zargs[#zargs + 1] = deadline
       zargs[#zargs + 1] = id
       hargs[#hargs + 1] = id
-      hargs[#hargs + 1] = tok
+      hargs[#hargs + 1] = string.format('%.0f', tok)
       out[#out + 1] = id
       out[#out + 1] = tok
       out[#out + 1] = (tonumber(lost[i]) or 0) + 1
