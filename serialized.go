@@ -390,13 +390,22 @@ func (d *envDecoder) floatField(name string, dst *float64) error {
 	return nil
 }
 
+// skipNonObject reads past a value that should have been an object, records the failure under name, and reports
+// whether it did so.
+func (d *envDecoder) skipNonObject(name string) (bool, error) {
+	if d.s.peek() == '{' {
+		return false, nil
+	}
+	_, err := d.scalar(1)
+	d.fail(name, "not an object")
+	return true, err
+}
+
 // serializedTask reads {"strategy", "payload"}; the payload must be an object, kept as its exact bytes.
 func (d *envDecoder) serializedTask() error {
 	s := &d.s
 	const name = "serialized_task"
-	if s.peek() != '{' {
-		_, err := d.scalar(1)
-		d.fail(name, "not an object")
+	if skipped, err := d.skipNonObject(name); skipped {
 		return err
 	}
 	var seen int
@@ -442,9 +451,7 @@ func (d *envDecoder) serializedTask() error {
 func (d *envDecoder) meta() error {
 	s := &d.s
 	const name = "meta"
-	if s.peek() != '{' {
-		_, err := d.scalar(1)
-		d.fail(name, "not an object")
+	if skipped, err := d.skipNonObject(name); skipped {
 		return err
 	}
 	n := 0
