@@ -15,6 +15,8 @@ TEST_TIMEOUT ?= 10m## go test -timeout for each package
 BENCH ?= .## the -bench pattern of `make bench`
 BENCHTIME ?= 1s## the -benchtime of `make bench`
 BENCHCOUNT ?= 1## the -count of `make bench` (use 10 for benchstat)
+BENCH_ROUNDS ?= 3## the rounds of `make bench-compare` (each runs both libraries)
+BENCH_QUICK ?= 0## 1 makes `make bench-compare` a smoke test of about a minute (small counts)
 
 BIN := $(CURDIR)/bin
 # The version is part of the path, so changing GOLANGCI_LINT_VERSION installs the new release.
@@ -34,7 +36,7 @@ help: ## List the targets and the variables they take
 	@echo 'Usage: make TARGET [VAR=value ...]'
 	@echo
 	@echo 'Targets:'
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9_-]*:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9_-]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo 'Variables:'
 	@awk 'BEGIN {FS = " [:?]?= |## "} /^[A-Z_]+ [:?]?= .*## / {printf "  %-22s %s (default %s)\n", $$1, $$3, $$2}' \
@@ -73,6 +75,10 @@ compile: ## Compile every package and test binary (with and without -race), runn
 .PHONY: bench
 bench: ## Run the benchmarks with allocation counts (BENCH, BENCHTIME, BENCHCOUNT)
 	$(call in_modules,$(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -benchtime=$(BENCHTIME) -count=$(BENCHCOUNT) ./...)
+
+.PHONY: bench-compare
+bench-compare: ## Compare with asynq v0.26.0 on a redis-server of its own (bench/): table, bench/results/latest.json
+	cd bench && BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_QUICK=$(BENCH_QUICK) $(GO) run .
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned, installed into ./bin on first use) on code and tests

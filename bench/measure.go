@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// sizes are the counts and durations of one run; quick mode shrinks them for a smoke test.
+type sizes struct {
+	enqueueWindow time.Duration // how long each enqueue measurement runs
+	warmup        time.Duration // processing runs before the measured window
+	processWindow time.Duration // the measured window of a processing run
+	drainN        int           // backlog drained (also the N of memory and Redis CPU per task)
+	pickupN       int           // tasks of the pickup latency run, one every 2ms
+	delayN        int           // delayed tasks, one every 5ms
+	enqueueBatch  int           // tasks per EnqueueBatch call
+}
+
+var (
+	fullSizes  = sizes{enqueueWindow: 2 * time.Second, warmup: 1500 * time.Millisecond, processWindow: 3 * time.Second, drainN: 100000, pickupN: 1000, delayN: 200, enqueueBatch: 1000}
+	quickSizes = sizes{enqueueWindow: 200 * time.Millisecond, warmup: 1200 * time.Millisecond, processWindow: 300 * time.Millisecond, drainN: 2000, pickupN: 100, delayN: 20, enqueueBatch: 1000}
+)
+
+const (
+	producers     = 8               // the "eight producers" of the enqueue run, and asynq's producer in processing runs
+	delayDue      = 2 * time.Second // delayed tasks are due this long after enqueue
+	pickupEvery   = 2 * time.Millisecond
+	delayEvery    = 5 * time.Millisecond
+	latencyConc   = 10  // worker concurrency of the latency runs
+	drainConc     = 100 // worker concurrency of the drain run
+	processBatch  = 500 // our producer's batch size while a worker processes
+	settleTimeout = 30 * time.Second
+)
+
+// enqueueRate measures enqueue throughput for window: n goroutines each calling enqueue (batch 0) or
+// enqueueBatch of batch tasks.
+func enqueueRate(ctx context.Context, l lib, n, batch int, window time.Duration) (float64, error) {
+	var total atomic.Int64
+	var seq atomic.Int64
+	var firstErr error
+	var once sync.Once
+	deadline := time.Now().Add(window)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				var err error
+				if batch > 0 {
+					s := int(seq.Add(int64(batch))) - batch
+					err = l.enqueueBatch(ctx, s, batch)
+				} else {
+					err = l.enqueue(ctx, int(seq.Add(1)), 0)
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				total.Add(int64(max(batch, 1)))
+			}
+		})
+	}
+	wg.Wait()
+	return float64(total.Load()) / time.Since(start).Seconds(), firstErr
+}
+
+// produce enqueues at full speed until ctx ends: our EnqueueBatch from one goroutine, or, for a library without
+// batch enqueue, eight goroutines enqueueing one task each (the fastest way to feed asynq).
+func produce(ctx context.Context, l lib) (wait func()) {
+	var wg sync.WaitGroup
+	var seq atomic.Int64
+	if l.batches() {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				s := int(seq.Add(processBatch)) - processBatch
+				_ = l.enqueueBatch(ctx, s, processBatch)
+			}
+		})
+		return wg.Wait
+	}
+	for range producers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				_ = l.enqueue(ctx, int(seq.Add(1)), 0)
+			}
+		})
+	}
+	return wg.Wait
+}
+
+// processRate runs a producer at full speed and a worker of concurrency conc, and returns the tasks completed per
+// second over the measured window (after a warm-up).
+func processRate(ctx context.Context, l lib, conc int, sz sizes) (float64, error) {
+	var done atomic.Int64
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wait := produce(pctx, l)
+	// A small backlog first: a worker that finds the queue empty at its start may wait a poll interval (asynq's
+	// is 1s), which the warm-up also covers.
+	sleepCtx(ctx, 100*time.Millisecond)
+	stop, err := l.startWorker(ctx, conc, func(int) { done.Add(1) })
+	if err != nil {
+		cancel()
+		wait()
+		return 0, err
+	}
+	sleepCtx(ctx, sz.warmup)
+	c0, t0 := done.Load(), time.Now()
+	sleepCtx(ctx, sz.processWindow)
+	c1, t1 := done.Load(), time.Now()
+	cancel()
+	wait()
+	stop()
+	if c1 == c0 {
+		return 0, errors.New("no task completed in the window")
+	}
+	return float64(c1-c0) / t1.Sub(t0).Seconds(), ctx.Err()
+}
+
+// latencies sends n tasks, one every `every`, each due after delay, to a running worker of concurrency
+// latencyConc, and returns for each task the time from the start of its enqueue (plus delay) to the start of its
+// handler, sorted.
+func latencies(ctx context.Context, l lib, n int, every, delay time.Duration) ([]time.Duration, error) {
+	sent := make([]atomic.Int64, n)
+	got := make([]atomic.Int64, n)
+	var count atomic.Int64
+	all := make(chan struct{})
+	stop, err := l.startWorker(ctx, latencyConc, func(seq int) {
+		if seq >= 0 && seq < n && got[seq].CompareAndSwap(0, time.Now().UnixNano()) && count.Add(1) == int64(n) {
+			close(all)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	sleepCtx(ctx, 200*time.Millisecond) // let the worker settle into its wait
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for i := range n {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+		sent[i].Store(time.Now().UnixNano())
+		if err := l.enqueue(ctx, i, delay); err != nil {
+			return nil, err
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(delay + settleTimeout):
+		return nil, fmt.Errorf("only %d of %d tasks started", count.Load(), n)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	out := make([]time.Duration, n)
+	for i := range out {
+		out[i] = time.Duration(got[i].Load()-sent[i].Load()) - delay
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// percentile returns the p-th percentile (0-100) of sorted durations, in milliseconds.
+func percentile(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := min(int(float64(len(sorted))*p/100), len(sorted)-1)
+	return float64(sorted[i].Microseconds()) / 1000
+}
+
+// fill enqueues n tasks as fast as the library allows: our batches, or eight producers for asynq.
+func fill(ctx context.Context, l lib, n, batch int) error {
+	if l.batches() {
+		for i := 0; i < n; i += batch {
+			if err := l.enqueueBatch(ctx, i, min(batch, n-i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, producers)
+	for p := range producers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if err := l.enqueue(ctx, i, 0); err != nil {
+					errs[p] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// sleepCtx sleeps for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

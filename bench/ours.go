@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/graflow-go/taskqueue"
+)
+
+// benchArgs are the arguments of our registered no-op function; their JSON is the 200-byte payload.
+type benchArgs struct {
+	Seq  int    `json:"seq"`
+	Data string `json:"data"`
+}
+
+// ours drives github.com/graflow-go/taskqueue through its public API only, at its defaults except the worker's
+// concurrency (and the lease, in the recovery measurement).
+type ours struct {
+	rdb     *redis.Client
+	q       *taskqueue.RedisTaskQueue
+	onStart func(seq int)
+	quiet   *slog.Logger
+}
+
+func newOurs(addr string, lease time.Duration) (*ours, error) {
+	o := &ours{
+		rdb:   redis.NewClient(&redis.Options{Addr: addr}),
+		quiet: slog.New(slog.DiscardHandler),
+	}
+	ref := taskqueue.NewReferenceResolver()
+	err := taskqueue.Register(ref, "bench", taskType, func(_ context.Context, a benchArgs) error {
+		if f := o.onStart; f != nil {
+			f(a.Seq)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	reg := taskqueue.NewResolverRegistry()
+	if err := reg.Register(taskqueue.DefaultResolverID, ref); err != nil {
+		return nil, err
+	}
+	o.q, err = taskqueue.NewRedisTaskQueue(o.rdb, "bench", reg, &taskqueue.RedisConfig{Lease: lease, Logger: o.quiet})
+	if err != nil {
+		_ = o.rdb.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+func (o *ours) name() string { return libOurs }
+
+func spec(seq int, delay time.Duration) *taskqueue.TaskSpec {
+	s := taskqueue.NewTaskSpec("", taskqueue.Ref("bench", taskType, benchArgs{Seq: seq, Data: padding(seq)}))
+	s.ProcessIn = delay
+	return s
+}
+
+func (o *ours) enqueue(ctx context.Context, seq int, delay time.Duration) error {
+	return o.q.Enqueue(ctx, spec(seq, delay))
+}
+
+func (o *ours) enqueueBatch(ctx context.Context, seq0, n int) error {
+	specs := make([]*taskqueue.TaskSpec, n)
+	for i := range specs {
+		specs[i] = spec(seq0+i, 0)
+	}
+	return o.q.EnqueueBatch(ctx, specs)
+}
+
+func (o *ours) startWorker(ctx context.Context, conc int, onStart func(seq int)) (func(), error) {
+	o.onStart = onStart
+	w, err := taskqueue.NewTaskWorker(o.q, &taskqueue.WorkerConfig{Concurrency: conc, Logger: o.quiet})
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Start(ctx); err != nil {
+		return nil, err
+	}
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = w.Stop(sctx)
+	}, nil
+}
+
+func (o *ours) close() { _ = o.rdb.Close() }
+
+func (o *ours) batches() bool { return true }
