@@ -21,7 +21,9 @@
 //   - [ResolverRegistry] maps resolver ids to resolvers. It is a value that you build and inject; there is no
 //     package-level registry.
 //   - [TaskQueue] is what a worker consumes from. [RedisTaskQueue] keeps tasks in Redis
-//     ([NewRedisTaskQueue], [RedisConfig]); every state change is one Lua script (docs/redis-keys.md).
+//     ([NewRedisTaskQueue], [RedisConfig]); every state change is one Lua script (docs/redis-keys.md). With a
+//     [SigningConfig], producers sign envelopes (HMAC-SHA256, keys rotated by id) and workers park any task whose
+//     signature does not verify, before resolving it (docs/security.md).
 //     [MemoryQueue] keeps executables in process, unserialized, with the same delivery rules, for single-process
 //     use and tests.
 //   - [TaskWorker] runs tasks: blocking pickup in batches, bounded concurrency, lease renewal, a timeout per run,

@@ -211,3 +211,35 @@ func (e *RedisVersionError) Unwrap() error { return ErrRedisTooOld }
 // credentials given) or WRONGPASS (bad credentials). Retrying does not help; an operator must grant the rights.
 // The Redis error stays in the chain, so its text and [errors.As] still reach it.
 var ErrPermission = errors.New("taskqueue: permission denied by Redis")
+
+// ErrSignature is the reason a queue with signing ([RedisConfig.Signing]) parks a task whose envelope is
+// unsigned, signed with an unknown key id, or whose MAC does not match: the task is dead-lettered, never
+// resolved, run or retried. The error is a [*SignatureError].
+var ErrSignature = errors.New("taskqueue: task signature refused")
+
+// SignatureProblem says why a signature was refused.
+type SignatureProblem string
+
+// The problems a [*SignatureError] reports.
+const (
+	SignatureMissing    SignatureProblem = "the task is not signed"
+	SignatureUnknownKey SignatureProblem = "unknown key id"
+	SignatureMismatch   SignatureProblem = "MAC does not match"
+)
+
+// SignatureError reports a task whose signature was refused. It wraps [ErrSignature].
+type SignatureError struct {
+	Problem SignatureProblem
+	KeyID   string // the envelope's key id; empty when it is unsigned
+}
+
+func (e *SignatureError) Error() string {
+	s := ErrSignature.Error() + ": " + string(e.Problem)
+	if e.KeyID != "" {
+		s += " (key id " + quote(e.KeyID) + ")"
+	}
+	return s
+}
+
+// Unwrap returns [ErrSignature].
+func (e *SignatureError) Unwrap() error { return ErrSignature }

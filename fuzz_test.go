@@ -53,6 +53,16 @@ func envelopeSeeds(tb testing.TB) []string {
 		strings.Replace(validV1, `"v":1`, `"v":1,"meta":{}`, 1),
 		strings.Replace(validV1, `"v":1`, `"v":1,"meta":null`, 1),
 		validV1 + " {}",
+		signedV1,
+		strings.Replace(signedV1, `"kid":"k1"`, `"kid":"k\u0031"`, 1),
+		strings.Replace(signedV1, `"alg":"HS256"`, `"alg":"none"`, 1),
+		strings.Replace(signedV1, `"mac":"`, `"mac":"A`, 1),
+		strings.Replace(signedV1, `"mac":"A`, `"mac":"`, 1),
+		strings.Replace(signedV1, `AAAQ"`, `AAAR"`, 1),
+		strings.Replace(signedV1, `,"kid":"k1"`, ``, 1),
+		strings.Replace(signedV1, `"sig":{`, `"sig":{"x":1,`, 1),
+		strings.Replace(signedV1, `"sig":{`, `"SIG":{`, 1),
+		strings.Replace(validV1, `"v":1`, `"v":1,"sig":null`, 1),
 		`{"v":1,"a":1,"a":2}`,
 		`{"k":1,"\u212a":2}`,
 		`[]`,
@@ -60,6 +70,10 @@ func envelopeSeeds(tb testing.TB) []string {
 		``,
 	}
 }
+
+// signedV1 is validV1 with a well-formed signature (not a valid MAC of it: the decoder does not verify).
+var signedV1 = strings.TrimSuffix(validV1, "}") +
+	`,"sig":{"alg":"HS256","kid":"k1","mac":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAQ"}}`
 
 func FuzzDecodeEnvelope(f *testing.F) {
 	for _, s := range envelopeSeeds(f) {

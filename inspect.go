@@ -94,7 +94,8 @@ func (q *RedisTaskQueue) GetDeadLetter(ctx context.Context, taskID string) (Dead
 
 // RequeueDead moves dead letters back to the tail of pending, with a fresh retry budget when their envelope can
 // be read (one that cannot is requeued as it is, for a fixed or newer worker to read). It returns how many moved;
-// ids that are not dead letters are skipped.
+// ids that are not dead letters are skipped. It never signs: a signed envelope keeps its signature, which still
+// verifies, and an unsigned or forged one is parked again by a worker with [RedisConfig.Signing].
 func (q *RedisTaskQueue) RequeueDead(ctx context.Context, taskIDs ...string) (int, error) {
 	if len(taskIDs) == 0 {
 		return 0, nil

@@ -111,6 +111,9 @@ type RedisConfig struct {
 	Limits Limits
 	// Logger receives the queue's warnings (parked tasks). Default slog.Default().
 	Logger *slog.Logger
+	// Signing, if set, signs every envelope on enqueue and parks, at pickup, any task whose signature is missing
+	// or does not verify, before it is resolved. Default nil: no signing, and signatures are not checked.
+	Signing *SigningConfig
 }
 
 func (c *RedisConfig) withDefaults() RedisConfig {
@@ -170,6 +173,7 @@ type RedisTaskQueue struct {
 	keys        keySet
 	reg         *ResolverRegistry
 	cfg         RedisConfig
+	signer      *signer       // nil without RedisConfig.Signing
 	readTimeout time.Duration // the client's, where it can be known; 0 if unknown or unlimited
 }
 
@@ -191,7 +195,12 @@ func NewRedisTaskQueue(rdb redis.UniversalClient, keyPrefix string, reg *Resolve
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	return &RedisTaskQueue{rdb: rdb, prefix: keyPrefix, keys: newKeySet(keyPrefix), reg: reg, cfg: c, readTimeout: readTimeoutOf(rdb)}, nil
+	sg, err := newSigner(c.Signing)
+	if err != nil {
+		return nil, err
+	}
+	c.Signing = nil // the signer holds its own copy of the keys
+	return &RedisTaskQueue{rdb: rdb, prefix: keyPrefix, keys: newKeySet(keyPrefix), reg: reg, cfg: c, signer: sg, readTimeout: readTimeoutOf(rdb)}, nil
 }
 
 // readTimeoutOf returns the read timeout of the client types that tell it: go-redis's default of 3s when unset,
@@ -252,6 +261,9 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 		if err != nil {
 			errs = append(errs, &EnqueueError{Index: i, TaskID: specID(spec), Err: err})
 			continue
+		}
+		if q.signer != nil {
+			q.signer.sign(env)
 		}
 		raw, err := env.marshal()
 		if err == nil && len(raw) > q.cfg.Limits.MaxEnvelopeBytes {
@@ -501,6 +513,11 @@ func (q *RedisTaskQueue) rehydrate(raw string) (*TaskSpec, *envelope, error) {
 	env, err := decodeEnvelope([]byte(raw), q.cfg.Limits)
 	if err != nil {
 		return nil, nil, err
+	}
+	if q.signer != nil { // before anything reads the task's content
+		if err := q.signer.verify(env); err != nil {
+			return nil, nil, err
+		}
 	}
 	exe, err := q.reg.Resolve(env.ResolverID, env.SerializedTask)
 	if err != nil {

@@ -76,6 +76,7 @@ type envelope struct {
 	LastError      string
 	FailedAt       float64
 	Meta           map[string]string // [TaskSpec.Metadata]; nil when empty
+	Sig            *envSig           // the signature (signing.go); nil when unsigned
 
 	extra map[string]json.RawMessage // unknown top-level fields, kept when the envelope is rewritten
 }
@@ -83,7 +84,7 @@ type envelope struct {
 // The envelope's top-level fields, in the order they are written. A field's bit is 1<<index.
 var envelopeFields = [...]string{
 	"v", "task_id", "status", "created_at", "strategy", "resolver_id", "serialized_task", "group_id",
-	"attempt", "max_retries", "timeout_ms", "last_error", "failed_at", "meta",
+	"attempt", "max_retries", "timeout_ms", "last_error", "failed_at", "meta", "sig",
 }
 
 const (
@@ -101,6 +102,7 @@ const (
 	fieldLastError
 	fieldFailedAt
 	fieldMeta
+	fieldSig
 
 	requiredFields = fieldTaskID | fieldStrategy | fieldResolverID | fieldSerializedTask
 )
@@ -228,6 +230,8 @@ func (d *envDecoder) member(key []byte) error {
 		return d.floatField("failed_at", &e.FailedAt)
 	case fieldMeta:
 		return d.meta()
+	case fieldSig:
+		return d.sig()
 	}
 	start := d.s.pos
 	if err := d.s.value(1); err != nil {
@@ -554,6 +558,9 @@ func (e *envelope) marshal() ([]byte, error) {
 	for name, raw := range e.extra {
 		size += len(name) + len(raw) + 4
 	}
+	if e.Sig != nil {
+		size += 128
+	}
 	b := make([]byte, 0, size)
 	b = append(b, `{"v":`...)
 	b = strconv.AppendInt(b, EnvelopeVersion, 10)
@@ -596,6 +603,9 @@ func (e *envelope) marshal() ([]byte, error) {
 	}
 	if len(e.Meta) > 0 {
 		b = appendMeta(b, e.Meta)
+	}
+	if e.Sig != nil {
+		b = appendSig(b, e.Sig)
 	}
 	if len(e.extra) > 0 {
 		names := make([]string, 0, len(e.extra))

@@ -52,6 +52,9 @@ type WorkerMainConfig struct {
 	LogLevel slog.Level
 	// LogFormat is "text" or "json" (--log-format). Default "text".
 	LogFormat string
+	// Signing is the queue's envelope signing ([RedisConfig.Signing]), from the keys file that
+	// --signing-keys-file names, with --signing-allow-unsigned. Nil without a keys file: no signing.
+	Signing *SigningConfig
 	// WorkerID names the worker in logs and in Redis (--worker-id; [WorkerConfig.Name]). Empty means
 	// "<hostname>-<pid>-<random>".
 	WorkerID string
@@ -90,6 +93,8 @@ var workerFlags = []workerFlag{
 	{"worker-id", "TASKQUEUE_WORKER_ID", "ID", "", "Name of this worker in logs and in Redis; unique per process.\nDefault <hostname>-<pid>-<random>.", false},
 	{"log-level", "TASKQUEUE_LOG_LEVEL", "LEVEL", "info", "debug, info, warn or error.", false},
 	{"log-format", "TASKQUEUE_LOG_FORMAT", "FORMAT", "text", "text or json (one JSON object per line, on standard error).", false},
+	{name: "signing-keys-file", env: "TASKQUEUE_SIGNING_KEYS_FILE", arg: "FILE", help: "Keys to verify task signatures with (HMAC-SHA256), one \"<key id>=<base64 key>\"\nper line, the first one active (it signs tasks this worker enqueues). Tasks\nunsigned or signed otherwise are parked. Keys are 32 to 1024 bytes."},
+	{name: "signing-allow-unsigned", env: "TASKQUEUE_SIGNING_ALLOW_UNSIGNED", def: "false", boolean: true, help: "With --signing-keys-file, run unsigned tasks too (while rolling signing out);\ntasks with a bad signature are still parked."},
 	{name: "tls-ca", env: "TASKQUEUE_TLS_CA", arg: "FILE", help: "PEM file of the CA certificates to trust for Redis's certificate, instead of the\nsystem's. Turns TLS on (needed with --redis-host; with a URL, use rediss://)."},
 	{name: "tls-server-name", env: "TASKQUEUE_TLS_SERVER_NAME", arg: "NAME", help: "Name to verify Redis's certificate against (and to send as SNI), when it is not\nthe host connected to. Turns TLS on."},
 	{name: "tls-cert", env: "TASKQUEUE_TLS_CERT", arg: "FILE", help: "PEM client certificate, for a Redis that requires one (tls-auth-clients yes);\ngive --tls-key with it. Turns TLS on."},
@@ -150,6 +155,9 @@ func ParseWorkerMainConfig(args []string, getenv func(string) string) (*WorkerMa
 	c.LogLevel = p.logLevel(&err)
 	c.LogFormat = p.oneOf("log-format", &err, "text", "json")
 	if err != nil {
+		return nil, err
+	}
+	if c.Signing, err = p.signing(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -355,6 +363,30 @@ func (p *flagReader) applyTLS(opts *redis.Options) error {
 	return nil
 }
 
+// signing reads --signing-keys-file and --signing-allow-unsigned; nil without a keys file.
+func (p *flagReader) signing() (*SigningConfig, error) {
+	allowStr, _ := p.value("signing-allow-unsigned")
+	allow, perr := strconv.ParseBool(allowStr)
+	var err error
+	if perr != nil {
+		p.bad(&err, "signing-allow-unsigned", allowStr, "true or false")
+		return nil, err
+	}
+	file, _ := p.value("signing-keys-file")
+	if file == "" {
+		if allow {
+			return nil, fmt.Errorf("%w: %s needs --signing-keys-file", ErrInvalidConfig, p.source("signing-allow-unsigned"))
+		}
+		return nil, nil
+	}
+	c, err := LoadSigningKeysFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s)", err, p.source("signing-keys-file"))
+	}
+	c.AllowUnsigned = allow
+	return c, nil
+}
+
 // WriteWorkerMainUsage writes the --help text of a worker binary named program: what it does, an example, and
 // every flag with its environment variable and default.
 func WriteWorkerMainUsage(w io.Writer, program string) {
@@ -504,7 +536,7 @@ func (c *WorkerMainConfig) run(ctx context.Context, rdb redis.UniversalClient, r
 	if _, err := reg.Lookup(resolverID); err != nil {
 		return fmt.Errorf("%w: resolver id %s is not registered by this binary (it has %s)", ErrInvalidConfig, quote(resolverID), strings.Join(reg.IDs(), ", "))
 	}
-	q, err := NewRedisTaskQueue(rdb, prefix, reg, &RedisConfig{DefaultResolverID: resolverID, Lease: c.Lease, Logger: logger})
+	q, err := NewRedisTaskQueue(rdb, prefix, reg, &RedisConfig{DefaultResolverID: resolverID, Lease: c.Lease, Logger: logger, Signing: c.Signing})
 	if err != nil {
 		return err
 	}
