@@ -150,6 +150,7 @@ func startRedisServer(extra ...string) (string, *exec.Cmd, error) {
 	args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", dir, "--daemonize", "no", "--loglevel", "warning"}, extra...)
 	cmd := exec.Command(bin, args...)
+	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		return "", nil, err
 	}

@@ -1,0 +1,12 @@
+package taskqueue
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+// dieWithTest makes a child process (a redis-server, a worker) receive SIGKILL when the test binary dies, so that
+// a test binary killed by a timeout or a signal leaves no server behind.
+func dieWithTest(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
