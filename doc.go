@@ -66,6 +66,15 @@
 // back to the head of the queue. Errors wrap the sentinels of this package (test them with [errors.Is]);
 // [*EnvelopeError] and [*ResolveError] carry the detail.
 //
+// # Parallel groups and results
+//
+// [RedisTaskQueue.DispatchGroup] enqueues the members of a parallel group (Graflow's group_id) as one new run, in
+// one script call; [GroupRun.Wait] blocks until every member has completed (acknowledged or dead-lettered; a
+// crashed worker's member is redelivered and completes it) and applies a [GroupPolicy]: [StrictPolicy] by
+// default, [BestEffortPolicy], [AtLeastPolicy], [CriticalPolicy] or one of your own. A handler hands back a
+// JSON result with [SetResult] (or [RegisterResult]); members' results come back in the [GroupResult], other
+// tasks' through [RedisTaskQueue.Result]. See docs/groups.md.
+//
 // # Example
 //
 // A producer needs a reference resolver under the resolver id it uses, but none of the workers' functions:

@@ -243,3 +243,45 @@ func (e *SignatureError) Error() string {
 
 // Unwrap returns [ErrSignature].
 func (e *SignatureError) Unwrap() error { return ErrSignature }
+
+// Errors of parallel groups and task results (group.go, result.go).
+var (
+	// ErrGroupFailed is returned by [GroupRun.Wait] when the group completed but its [GroupPolicy] refused the
+	// outcome (with the policy's reason).
+	ErrGroupFailed = errors.New("taskqueue: group failed")
+
+	// ErrGroupIncomplete is returned by [GroupRun.Wait] when the wait ended before every member completed; it
+	// also wraps the reason: [ErrGroupTimeout], context.Canceled or context.DeadlineExceeded.
+	ErrGroupIncomplete = errors.New("taskqueue: group incomplete")
+
+	// ErrGroupTimeout is the cause of an [ErrGroupIncomplete] wait that reached [WaitOptions.Timeout].
+	ErrGroupTimeout = errors.New("taskqueue: group wait timed out")
+
+	// ErrGroupNotFound is returned for a group run whose keys do not exist: never dispatched, already waited for
+	// and cleaned up, or expired.
+	ErrGroupNotFound = errors.New("taskqueue: group run not found")
+
+	// ErrNoResult is returned by [RedisTaskQueue.Result] when a task stored no result, or it expired.
+	ErrNoResult = errors.New("taskqueue: no result")
+
+	// ErrResultTooLarge is the cause of a task whose result exceeds [RedisConfig.MaxResultBytes]: the task fails
+	// (and is dead-lettered at once, since a retry would produce the same result) rather than storing a
+	// truncated result.
+	ErrResultTooLarge = errors.New("taskqueue: task result too large")
+
+	// ErrResultNotStored is returned by [SetResult] outside a task run by a [TaskWorker] on a queue that stores
+	// results (a [RedisTaskQueue]).
+	ErrResultNotStored = errors.New("taskqueue: results are not stored here")
+)
+
+// ResultError reports a result that cannot be stored: [ErrResultTooLarge] or [ErrNotSerializable]. It also
+// matches [ErrSkipRetry], so the worker dead-letters the task at once with this error as the reason.
+type ResultError struct {
+	Kind   error  // the sentinel
+	Detail string // sizes, or why encoding failed
+}
+
+func (e *ResultError) Error() string { return kindText(e.Kind) + ": " + truncate(e.Detail, maxDetail) }
+
+// Unwrap returns the sentinel and [ErrSkipRetry].
+func (e *ResultError) Unwrap() []error { return []error{e.Kind, ErrSkipRetry} }

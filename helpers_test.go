@@ -20,6 +20,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(groupWorkerEnv) != "" {
+		os.Exit(groupWorkerMain()) // this binary runs as a worker subprocess of TestGroupMemberOfKilledWorker
+	}
 	code := m.Run()
 	stopRealRedis()
 	if code == 0 {

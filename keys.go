@@ -60,3 +60,17 @@ func (k keySet) key(i int) string { return k.all[i] }
 // consumerWake is the list a single consumer also blocks on, so that it can be interrupted (by Stop) without
 // waking anyone else.
 func (k keySet) consumerWake(consumer string) string { return k.tag + ":wake:" + consumer }
+
+// group is the hash of one group run; groupID is "<name>@<run id>" (see group.go).
+func (k keySet) group(groupID string) string { return k.tag + ":group:" + groupID }
+
+// groupDone is the list the last member of a group run pushes a wake-up to.
+func (k keySet) groupDone(groupID string) string { return k.tag + ":group:" + groupID + ":done" }
+
+// groupWaiter is the list one waiter also blocks on, so that cancelling its context ends its wait at once.
+func (k keySet) groupWaiter(groupID, waiter string) string {
+	return k.tag + ":group:" + groupID + ":w:" + waiter
+}
+
+// result holds the result of a task that is not a group member (group members keep theirs in the run's hash).
+func (k keySet) result(taskID string) string { return k.tag + ":result:" + taskID }

@@ -76,6 +76,7 @@ type Delivery struct {
 
 	env       *envelope
 	localEnds time.Time // the lease deadline estimated on the local monotonic clock (lower bound)
+	result    []byte    // the handler's result (SetResult), stored by Ack
 }
 
 // EnqueueError reports the failure of one task in [TaskQueue.EnqueueBatch].
@@ -109,6 +110,12 @@ type RedisConfig struct {
 	PromoteBatch int
 	// Limits bound the envelopes accepted on enqueue and pickup.
 	Limits Limits
+	// MaxResultBytes bounds the JSON encoding of a task's result ([SetResult]); a larger result fails the task
+	// with a [*ResultError]. Default 1 MiB.
+	MaxResultBytes int
+	// ResultTTL is how long the result of a task that is not a group member stays readable with
+	// [RedisTaskQueue.Result]. Default 24h, minimum 1s.
+	ResultTTL time.Duration
 	// Logger receives the queue's warnings (parked tasks). Default slog.Default().
 	Logger *slog.Logger
 	// Signing, if set, signs every envelope on enqueue and parks, at pickup, any task whose signature is missing
@@ -142,6 +149,12 @@ func (c *RedisConfig) withDefaults() RedisConfig {
 		out.PromoteBatch = 1000
 	}
 	out.Limits = out.Limits.withDefaults()
+	if out.MaxResultBytes == 0 {
+		out.MaxResultBytes = 1 << 20
+	}
+	if out.ResultTTL == 0 {
+		out.ResultTTL = 24 * time.Hour
+	}
 	if out.Logger == nil {
 		out.Logger = slog.Default()
 	}
@@ -158,6 +171,10 @@ func (c *RedisConfig) validate() error {
 		return fmt.Errorf("%w: ReapBatch must be between 1 and 10000", ErrInvalidConfig)
 	case c.PromoteBatch < 1 || c.PromoteBatch > 5000:
 		return fmt.Errorf("%w: PromoteBatch must be between 1 and 5000", ErrInvalidConfig)
+	case c.MaxResultBytes < 1 || c.MaxResultBytes > 64<<20:
+		return fmt.Errorf("%w: MaxResultBytes must be between 1 and 64 MiB", ErrInvalidConfig)
+	case c.ResultTTL < time.Second:
+		return fmt.Errorf("%w: ResultTTL must be at least 1s", ErrInvalidConfig)
 	case !resolverIDPattern.MatchString(c.DefaultResolverID):
 		return fmt.Errorf("%w: DefaultResolverID %s", ErrInvalidConfig, quote(c.DefaultResolverID))
 	}
@@ -499,7 +516,7 @@ func (q *RedisTaskQueue) lease(ctx context.Context, n int) ([]*Delivery, time.Du
 			err = malformed(fmt.Sprintf("task_id %s does not match the id it is stored under", quote(env.TaskID)))
 		}
 		if err != nil {
-			q.park(ctx, id, token, err)
+			q.park(ctx, id, token, err, groupOfStored(env, raw, q.cfg.Limits))
 			continue
 		}
 		d.Spec, d.env = spec, env
@@ -521,7 +538,7 @@ func (q *RedisTaskQueue) rehydrate(raw string) (*TaskSpec, *envelope, error) {
 	}
 	exe, err := q.reg.Resolve(env.ResolverID, env.SerializedTask)
 	if err != nil {
-		return nil, nil, err
+		return nil, env, err
 	}
 	st := env.SerializedTask
 	return &TaskSpec{
@@ -540,10 +557,11 @@ func (q *RedisTaskQueue) rehydrate(raw string) (*TaskSpec, *envelope, error) {
 	}, env, nil
 }
 
-// park dead-letters a delivery that cannot be run, keeping its raw envelope, with the reason.
-func (q *RedisTaskQueue) park(ctx context.Context, id string, token int64, cause error) {
+// park dead-letters a delivery that cannot be run, keeping its raw envelope, with the reason; a group member
+// completes its group as failed.
+func (q *RedisTaskQueue) park(ctx context.Context, id string, token int64, cause error, groupID string) {
 	q.cfg.Logger.WarnContext(ctx, "taskqueue: parked a task that cannot run", slog.String("task_id", truncate(id, 64)), slog.Any("error", cause))
-	err := q.settle(ctx, "dead", id, token, "", 0, cause.Error())
+	err := q.settle(ctx, "dead", id, token, "", 0, cause.Error(), groupID)
 	if err != nil {
 		q.cfg.Logger.ErrorContext(ctx, "taskqueue: could not park task; it returns after its lease", slog.String("task_id", truncate(id, 64)), slog.Any("error", err))
 	}
@@ -554,12 +572,8 @@ func (q *RedisTaskQueue) Ack(ctx context.Context, ds ...*Delivery) error {
 	if len(ds) == 0 {
 		return nil
 	}
-	args := make([]any, 1, 1+2*len(ds))
-	args[0] = q.cfg.SettledWindow
-	for _, d := range ds {
-		args = append(args, d.Spec.TaskID, d.Token)
-	}
-	res, err := ackScript.Run(ctx, q.rdb, q.keys.all, args...).Int64Slice()
+	keys, args := q.ackArgs(ds)
+	res, err := ackScript.Run(ctx, q.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return fmt.Errorf("taskqueue: ack: %w", classify(err))
 	}
@@ -583,7 +597,7 @@ func (q *RedisTaskQueue) Retry(ctx context.Context, d *Delivery, delay time.Dura
 	if err != nil {
 		return err
 	}
-	return q.settle(ctx, "retry", d.Spec.TaskID, d.Token, string(raw), delay, "")
+	return q.settle(ctx, "retry", d.Spec.TaskID, d.Token, string(raw), delay, "", "")
 }
 
 // DeadLetter implements [TaskQueue].
@@ -596,20 +610,25 @@ func (q *RedisTaskQueue) DeadLetter(ctx context.Context, d *Delivery, cause erro
 	if err != nil {
 		return err
 	}
-	return q.settle(ctx, "dead", d.Spec.TaskID, d.Token, string(raw), 0, env.LastError)
+	return q.settle(ctx, "dead", d.Spec.TaskID, d.Token, string(raw), 0, env.LastError, env.GroupID)
 }
 
 // Release implements [TaskQueue].
 func (q *RedisTaskQueue) Release(ctx context.Context, d *Delivery) error {
-	return q.settle(ctx, "release", d.Spec.TaskID, d.Token, "", 0, "")
+	return q.settle(ctx, "release", d.Spec.TaskID, d.Token, "", 0, "", "")
 }
 
-func (q *RedisTaskQueue) settle(ctx context.Context, mode, id string, token int64, env string, delay time.Duration, reason string) error {
+// settle runs settle.lua. A dead letter of a group member (groupID names a run) also completes its group.
+func (q *RedisTaskQueue) settle(ctx context.Context, mode, id string, token int64, env string, delay time.Duration, reason, groupID string) error {
 	ms := delay.Milliseconds()
 	if delay > 0 && ms == 0 {
 		ms = 1
 	}
-	n, err := settleScript.Run(ctx, q.rdb, q.keys.all, mode, q.cfg.SettledWindow, id, token, env, ms, truncate(reason, 4096)).Int64()
+	keys, args := q.keys.all, []any{mode, q.cfg.SettledWindow, id, token, env, ms, truncate(reason, 4096)}
+	if mode == "dead" && isGroupRun(groupID) {
+		keys, args = q.groupKeys(groupID), append(args, numKeys+1)
+	}
+	n, err := settleScript.Run(ctx, q.rdb, keys, args...).Int64()
 	if err != nil {
 		return fmt.Errorf("taskqueue: %s: %w", mode, classify(err))
 	}
@@ -650,16 +669,10 @@ func (q *RedisTaskQueue) ExtendLeases(ctx context.Context, ds []*Delivery) ([]*D
 	return lost, nil
 }
 
-// Reap implements [TaskQueue].
+// Reap implements [TaskQueue]. A group member dead-lettered for too many lost deliveries completes its group as
+// failed (see reap in group_delivery.go).
 func (q *RedisTaskQueue) Reap(ctx context.Context) (ReapResult, error) {
-	res, err := reapScript.Run(ctx, q.rdb, q.keys.all, q.cfg.ReapBatch, q.cfg.MaxDeliveries, q.cfg.PromoteBatch, ErrMaxDeliveries.Error()).Int64Slice()
-	if err != nil {
-		return ReapResult{}, fmt.Errorf("taskqueue: reap: %w", classify(err))
-	}
-	if len(res) != 3 {
-		return ReapResult{}, fmt.Errorf("taskqueue: reap: unexpected reply of %d items", len(res))
-	}
-	return ReapResult{Requeued: int(res[0]), Dead: int(res[1]), Promoted: int(res[2])}, nil
+	return q.reap(ctx)
 }
 
 func errString(err error) string {

@@ -8,7 +8,8 @@ import (
 
 // Every state change of a Redis queue is one of these scripts. Each receives the queue's whole key set as KEYS
 // (in the order of the key* constants in keys.go, so KEYS[1] is tasks, KEYS[11] wake and KEYS[12] paused) and
-// builds no key itself; each checks before it writes, since a Lua error does not roll back. The contract of each
+// builds no key itself (a group run's or a result's keys come as extra KEYS after the queue's, see
+// group_delivery.go); each checks before it writes, since a Lua error does not roll back. The contract of each
 // (ARGV and return value) is written above it in lua/*.lua. Script.Run sends EVALSHA and falls back to EVAL on
 // NOSCRIPT. The operator's scripts (pause.lua, purge.lua) follow the same rules.
 var (
@@ -20,13 +21,21 @@ var (
 	dequeueSrc    string
 	dequeueScript = redis.NewScript(dequeueSrc)
 
+	// group.lua defines group_done, the completion of a group member, for the scripts that finish tasks.
+	//go:embed lua/group.lua
+	groupSrc string
+
+	//go:embed lua/dispatch.lua
+	dispatchSrc    string
+	dispatchScript = redis.NewScript(dispatchSrc)
+
 	//go:embed lua/ack.lua
 	ackSrc    string
-	ackScript = redis.NewScript(ackSrc)
+	ackScript = redis.NewScript(groupSrc + ackSrc)
 
 	//go:embed lua/settle.lua
 	settleSrc    string
-	settleScript = redis.NewScript(settleSrc)
+	settleScript = redis.NewScript(groupSrc + settleSrc)
 
 	//go:embed lua/extend.lua
 	extendSrc    string
@@ -34,7 +43,7 @@ var (
 
 	//go:embed lua/reap.lua
 	reapSrc    string
-	reapScript = redis.NewScript(reapSrc)
+	reapScript = redis.NewScript(groupSrc + reapSrc)
 
 	//go:embed lua/dead.lua
 	deadSrc    string

@@ -502,9 +502,13 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 		defer cancel()
 	}
 	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries})
+	ctx, slot := withResultSlot(ctx, w.q)
 	start := time.Now()
 	err := w.safeRun(ctx, spec)
 	took := time.Since(start)
+	if err == nil && slot != nil {
+		d.result, err = slot.data, slot.err // a result that could not be stored fails the run
+	}
 	if err != nil && ctx.Err() != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 			err = fmt.Errorf("%w (%w)", cause, err)

@@ -1,22 +1,36 @@
 -- ack: complete deliveries, fenced by token; idempotent. A constant number of Redis calls per batch.
--- KEYS: the queue's key set (see keys.go).
--- ARGV[1] = settled window (how many settled ids to remember, 0 = none); then pairs id, token.
+-- KEYS: the queue's key set (see keys.go), then for batches with group members or results (stride 5) the keys
+-- that ARGV names by index: a group run's hash and its done list (two consecutive KEYS), or a result key.
+-- ARGV[1] = settled window (how many settled ids to remember, 0 = none); ARGV[2] = stride, 2 or 5; ARGV[3] = TTL
+-- of a result key in ms; then per delivery: id, token and, with stride 5, the KEYS index of its group's hash (0 =
+-- none), the KEYS index of its result key (0 = none) and its result ("" = none).
 -- KEYS[9] (settled) scores each id token*4 + outcome, outcome 0 for ack (1 retry, 2 dead, 3 release: settle.lua).
--- Returns one entry per pair: 1 acknowledged (now or by an earlier call with the same token); 0 lease lost.
-local window = tonumber(ARGV[1])
+-- A group member's completion (with its result) is recorded by group_done (group.lua) when its ack happens now,
+-- never on a repeated ack.
+-- Returns one entry per delivery: 1 acknowledged (now or by an earlier call with the same token); 0 lease lost.
+local window, stride, rttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local ids = {}
-for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+for i = 4, #ARGV, stride do ids[#ids + 1] = ARGV[i] end
 local out = {}
 if #ids == 0 then return out end
 local cur = redis.call('HMGET', KEYS[4], unpack(ids))
 local done, settled = {}, {}
 for j, id in ipairs(ids) do
-  local tok = ARGV[2 * j + 1]
+  local a = 4 + (j - 1) * stride
+  local tok = ARGV[a + 1]
   if cur[j] == tok then
     done[#done + 1] = id
     settled[#settled + 1] = string.format('%.0f', tonumber(tok) * 4)
     settled[#settled + 1] = id
     out[j] = 1
+    if stride == 5 then
+      local g, r = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+      if g > 0 then
+        group_done(KEYS[g], KEYS[g + 1], id, '1' .. ARGV[a + 4])
+      elseif r > 0 then
+        redis.call('SET', KEYS[r], ARGV[a + 4], 'PX', rttl)
+      end
+    end
   elseif tonumber(redis.call('ZSCORE', KEYS[9], id)) == tonumber(tok) * 4 then
     out[j] = 1
   else

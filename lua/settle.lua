@@ -3,7 +3,9 @@
 -- ARGV[1] = mode: "retry" (back to pending, or scheduled after a delay), "dead" (dead-letter with a reason),
 --           "release" (hand back to the head of pending; not counted as a lost delivery);
 -- ARGV[2] = settled window; ARGV[3] = id; ARGV[4] = token; ARGV[5] = new envelope ("" keeps the stored one);
--- ARGV[6] = delay in ms (retry); ARGV[7] = reason (dead).
+-- ARGV[6] = delay in ms (retry); ARGV[7] = reason (dead); ARGV[8] = KEYS index of the task's group run hash, its
+-- done list next (0 or absent = none; KEYS beyond the queue's key set): a dead-lettered group member completes
+-- its group as failed with the reason (group_done, group.lua). A retry or release does not complete it.
 -- Returns 1 done (now or by an earlier call with the same token and mode); 0 lease lost.
 -- KEYS[9] (settled) scores the id token*4 + outcome (retry 1, dead 2, release 3; ack.lua writes 0).
 local mode, window, id, tok, env = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
@@ -40,6 +42,10 @@ end
 if wake then
   redis.call('LPUSH', KEYS[11], '1')
   redis.call('LTRIM', KEYS[11], 0, 63)
+end
+if mode == 'dead' then
+  local g = tonumber(ARGV[8] or '0')
+  if g > 0 then group_done(KEYS[g], KEYS[g + 1], id, '0' .. ARGV[7]) end
 end
 if window > 0 then redis.call('ZADD', KEYS[9], string.format('%.0f', score), id) end
 redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -window - 1)
