@@ -120,3 +120,8 @@ warn-no-redis:
 test-chaos: ## Chaos tests (tag chaos): workers and redis-server killed, frozen, restarted; see docs/reliability.md
 	@$(MAKE) warn-no-redis
 	$(GO) test -race -tags chaos -count=1 -timeout 8m -run Chaos .
+
+.PHONY: test-cluster
+test-cluster: ## Cluster and Sentinel tests (tag cluster): real multi-node topologies, failovers; see docs/scaling.md
+	@$(MAKE) warn-no-redis
+	$(GO) test -race -tags cluster -count=1 -timeout 8m -run 'Cluster|Sentinel' .

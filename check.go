@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -26,6 +28,9 @@ type CheckReport struct {
 	MaxMemory int64
 	// Warnings lists what can cost tasks or what could not be checked, in plain words. Each one was also logged.
 	Warnings []string
+	// Primaries lists the addresses of the primaries checked on a Cluster (every one, sorted); empty for a
+	// single-node or Sentinel client, which is checked on the server it talks to.
+	Primaries []string
 }
 
 // Check reads the Redis server's version and eviction policy in one round trip (INFO server and INFO memory,
@@ -34,10 +39,27 @@ type CheckReport struct {
 // and an error wrapping [ErrPermission] when the user may not run INFO. An eviction policy that can drop keys
 // without a TTL (allkeys-lru, allkeys-lfu, allkeys-random) would silently lose tasks: it is reported in
 // [CheckReport.Warnings] and logged, not refused. A server that does not answer INFO (some proxies and fakes) is
-// a warning too, not an error. Workers call Check when they start; producers may call it too.
+// a warning too, not an error. On a [redis.ClusterClient] every primary is checked (the queue may move to any of
+// them after a failover or a resharding) and [CheckReport.Primaries] lists them. Workers call Check when they
+// start; producers may call it too.
 func (q *RedisTaskQueue) Check(ctx context.Context) (CheckReport, error) {
+	var rep CheckReport
+	var err error
+	if cc, ok := q.rdb.(*redis.ClusterClient); ok {
+		rep, err = checkCluster(ctx, cc)
+	} else {
+		rep, err = checkNode(ctx, q.rdb)
+	}
+	for _, w := range rep.Warnings {
+		q.cfg.Logger.WarnContext(ctx, "taskqueue: "+w, slog.String("key_prefix", q.prefix))
+	}
+	return rep, err
+}
+
+// checkNode reads INFO server and INFO memory from one server in one round trip.
+func checkNode(ctx context.Context, rdb redis.Cmdable) (CheckReport, error) {
 	var server, memory *redis.StringCmd
-	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		server = p.Info(ctx, "server")
 		memory = p.Info(ctx, "memory")
 		return nil
@@ -47,11 +69,49 @@ func (q *RedisTaskQueue) Check(ctx context.Context) (CheckReport, error) {
 	if err != nil && !isReplyError(err) {
 		return CheckReport{}, fmt.Errorf("taskqueue: check: %w", classify(err))
 	}
-	rep, err := checkInfo(server.Val(), server.Err(), memory.Val(), memory.Err())
-	for _, w := range rep.Warnings {
-		q.cfg.Logger.WarnContext(ctx, "taskqueue: "+w, slog.String("key_prefix", q.prefix))
+	return checkInfo(server.Val(), server.Err(), memory.Val(), memory.Err())
+}
+
+// checkCluster checks every primary of a Cluster, since a queue may live on any of them (and a sharded queue on
+// all): the report holds the oldest version found, the first eviction policy that can drop tasks (else the
+// policy of the primaries), each primary's warnings prefixed with its address, and the primaries checked. A
+// primary too old fails the check.
+func checkCluster(ctx context.Context, cc *redis.ClusterClient) (CheckReport, error) {
+	var mu sync.Mutex
+	var reps []CheckReport
+	var errs []error
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		addr := node.Options().Addr
+		rep, err := checkNode(ctx, node)
+		for i, w := range rep.Warnings {
+			rep.Warnings[i] = "primary " + addr + ": " + w
+		}
+		rep.Primaries = []string{addr}
+		mu.Lock()
+		defer mu.Unlock()
+		reps = append(reps, rep)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("primary %s: %w", addr, err))
+		}
+		return nil
+	})
+	if err != nil {
+		return CheckReport{}, fmt.Errorf("taskqueue: check: %w", classify(err))
 	}
-	return rep, err
+	slices.SortFunc(reps, func(a, b CheckReport) int { return strings.Compare(a.Primaries[0], b.Primaries[0]) })
+	var out CheckReport
+	oldest := [3]int{1 << 30}
+	for _, r := range reps {
+		out.Primaries = append(out.Primaries, r.Primaries...)
+		out.Warnings = append(out.Warnings, r.Warnings...)
+		if v, ok := parseVersion(r.Version); ok && versionLess(v, oldest) {
+			oldest, out.Version = v, r.Version
+		}
+		if out.EvictionPolicy == "" || (evictsAnyKey(r.EvictionPolicy) && !evictsAnyKey(out.EvictionPolicy)) {
+			out.EvictionPolicy, out.MaxMemory = r.EvictionPolicy, r.MaxMemory
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 // checkInfo builds the report from the text of INFO server and INFO memory and the errors their calls got (reply
@@ -165,4 +225,11 @@ func hasPermissionPrefix(msg string) bool {
 		}
 	}
 	return false
+}
+
+// isUnblocked reports the error Redis gives a blocked client when its server stops being a primary (a failover
+// turned it into a replica): "UNBLOCKED force unblock from blocking operation, instance state changed".
+func isUnblocked(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "UNBLOCKED ")
 }

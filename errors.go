@@ -3,6 +3,7 @@ package taskqueue
 import (
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 )
 
@@ -285,3 +286,34 @@ func (e *ResultError) Error() string { return kindText(e.Kind) + ": " + truncate
 
 // Unwrap returns the sentinel and [ErrSkipRetry].
 func (e *ResultError) Unwrap() []error { return []error{e.Kind, ErrSkipRetry} }
+
+// ErrNotReplicated is returned by a durable enqueue ([RedisConfig.DurableReplicas]) when fewer replicas than asked
+// confirmed the write within [RedisConfig.DurableTimeout]. The task IS enqueued on the primary: it runs unless the
+// primary is lost before a replica copies it. The caller may retry the enqueue (it is idempotent by task id) or
+// give up. The error is a [*ReplicationError].
+var ErrNotReplicated = errors.New("taskqueue: enqueue not replicated in time")
+
+// ReplicationError reports a durable enqueue that fewer replicas than asked confirmed in time. It wraps
+// [ErrNotReplicated] and, when WAIT itself failed, that error.
+type ReplicationError struct {
+	Want    int           // replicas asked for
+	Got     int           // replicas that confirmed the write
+	Timeout time.Duration // how long the primary waited
+	Err     error         // WAIT's own failure, if any
+}
+
+func (e *ReplicationError) Error() string {
+	s := fmt.Sprintf("%s: %d of %d replicas within %s (the task is enqueued on the primary)", ErrNotReplicated, e.Got, e.Want, e.Timeout)
+	if e.Err != nil {
+		s += ": " + truncate(e.Err.Error(), 200)
+	}
+	return s
+}
+
+// Unwrap returns [ErrNotReplicated] and WAIT's failure, if any.
+func (e *ReplicationError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrNotReplicated, e.Err}
+	}
+	return []error{ErrNotReplicated}
+}

@@ -121,6 +121,14 @@ type RedisConfig struct {
 	// Signing, if set, signs every envelope on enqueue and parks, at pickup, any task whose signature is missing
 	// or does not verify, before it is resolved. Default nil: no signing, and signatures are not checked.
 	Signing *SigningConfig
+	// DurableReplicas, above 0, makes every enqueue wait until this many replicas hold it (Redis WAIT on the
+	// connection that ran the enqueue), closing the window in which a failover loses an acknowledged task. When
+	// fewer confirm within DurableTimeout, the enqueue returns a [*ReplicationError] (wrapping [ErrNotReplicated]):
+	// the task is enqueued on the primary all the same. Default 0: no waiting. See docs/scaling.md.
+	DurableReplicas int
+	// DurableTimeout bounds the wait of a durable enqueue. Default 1s; it must stay 100ms below the client's read
+	// timeout.
+	DurableTimeout time.Duration
 }
 
 func (c *RedisConfig) withDefaults() RedisConfig {
@@ -147,6 +155,9 @@ func (c *RedisConfig) withDefaults() RedisConfig {
 	}
 	if out.PromoteBatch == 0 {
 		out.PromoteBatch = 1000
+	}
+	if out.DurableTimeout == 0 {
+		out.DurableTimeout = time.Second
 	}
 	out.Limits = out.Limits.withDefaults()
 	if out.MaxResultBytes == 0 {
@@ -212,16 +223,20 @@ func NewRedisTaskQueue(rdb redis.UniversalClient, keyPrefix string, reg *Resolve
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	rt := readTimeoutOf(rdb)
+	if err := validateDurable(&c, rt); err != nil {
+		return nil, err
+	}
 	sg, err := newSigner(c.Signing)
 	if err != nil {
 		return nil, err
 	}
 	c.Signing = nil // the signer holds its own copy of the keys
-	return &RedisTaskQueue{rdb: rdb, prefix: keyPrefix, keys: newKeySet(keyPrefix), reg: reg, cfg: c, signer: sg, readTimeout: readTimeoutOf(rdb)}, nil
+	return &RedisTaskQueue{rdb: rdb, prefix: keyPrefix, keys: newKeySet(keyPrefix), reg: reg, cfg: c, signer: sg, readTimeout: rt}, nil
 }
 
-// readTimeoutOf returns the read timeout of the client types that tell it: go-redis's default of 3s when unset,
-// 0 when reads are unlimited or the type does not say.
+// readTimeoutOf returns the read timeout of the client types that tell it (their options after go-redis filled in
+// its defaults: 5s when unset), 0 when reads are unlimited or the type does not say.
 func readTimeoutOf(rdb redis.UniversalClient) time.Duration {
 	var rt time.Duration
 	switch c := rdb.(type) {
@@ -232,13 +247,7 @@ func readTimeoutOf(rdb redis.UniversalClient) time.Duration {
 	default:
 		return 0
 	}
-	switch {
-	case rt == 0:
-		return 3 * time.Second
-	case rt < 0:
-		return 0
-	}
-	return rt
+	return max(rt, 0) // after go-redis's defaults, 0 and -1 both mean no read deadline
 }
 
 // KeyPrefix returns the queue's key prefix.
@@ -297,11 +306,11 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 		return errors.Join(errs...)
 	}
 	args[0] = len(batch)
-	res, err := enqueueScript.Run(ctx, q.rdb, q.keys.all, args...).Slice()
+	reply, err := q.runEnqueue(ctx, args)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("taskqueue: enqueue: %w", classify(err)))...)
 	}
-	for j, r := range res {
+	for j, r := range reply.res {
 		existing, isString := r.(string)
 		if !isString {
 			continue // created, identical, or a replay of a settled task
@@ -311,7 +320,7 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 			errs = append(errs, &EnqueueError{Index: s.index, TaskID: s.env.TaskID, Err: ErrTaskIDConflict})
 		}
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, reply.notReplicated)...)
 }
 
 func specID(s *TaskSpec) string {
@@ -421,22 +430,28 @@ func (q *RedisTaskQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*D
 		if nextDue >= 0 && nextDue < wait {
 			wait = nextDue
 		}
-		woke, err := q.block(ctx, opts.Consumer, wait)
+		woke, err := q.block(ctx, wait, q.waitKeys(opts.Consumer)...)
 		if err != nil {
 			return nil, err
 		}
-		if woke == "interrupt" {
-			return nil, nil
+		if woke != "" && woke != q.keys.key(keyWake) {
+			return nil, nil // interrupted
 		}
 	}
 }
 
-// block waits on the wake-up lists for at most wait and reports which one fired ("" on timeout).
-func (q *RedisTaskQueue) block(ctx context.Context, consumer string, wait time.Duration) (string, error) {
+// waitKeys are the lists a pickup blocks on: the queue's wake-up list and the consumer's own, if named.
+func (q *RedisTaskQueue) waitKeys(consumer string) []string {
 	keys := []string{q.keys.key(keyWake)}
 	if consumer != "" {
 		keys = append(keys, q.keys.consumerWake(consumer))
 	}
+	return keys
+}
+
+// block waits on the lists keys (all of this queue's slot) for at most wait and returns the one that fired ("" on
+// timeout).
+func (q *RedisTaskQueue) block(ctx context.Context, wait time.Duration, keys ...string) (string, error) {
 	if wait < time.Millisecond {
 		return "", nil
 	}
@@ -455,16 +470,16 @@ func (q *RedisTaskQueue) block(ctx context.Context, consumer string, wait time.D
 	} else {
 		res, err = q.rdb.BLPop(ctx, max(wait.Truncate(time.Second), time.Second), keys...).Result()
 	}
-	if errors.Is(err, redis.Nil) {
-		return "", nil
+	if errors.Is(err, redis.Nil) || isUnblocked(err) {
+		return "", nil // timed out, or ended by a failover: the caller's next pickup finds the new primary
 	}
 	if err != nil {
 		return "", fmt.Errorf("taskqueue: wait for tasks: %w", classify(err))
 	}
-	if len(res) > 0 && res[0] != q.keys.key(keyWake) {
-		return "interrupt", nil
+	if len(res) == 0 {
+		return "", nil
 	}
-	return "wake", nil
+	return res[0], nil
 }
 
 // Interrupt implements [TaskQueue]. It pushes to the consumer's own wake-up list, which expires by itself if the

@@ -1,0 +1,308 @@
+package taskqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+type shardArgs struct {
+	N int `json:"n"`
+}
+
+// newSharded returns a sharded queue of n shards on a miniredis of its own, whose registry runs s.work (recording
+// each run).
+func newSharded(t *testing.T, n int) (*ShardedQueue, *miniredis.Miniredis, *shardRuns) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg, ref := testRegistry(t)
+	runs := &shardRuns{}
+	require.NoError(t, Register(ref, "s", "work", func(ctx context.Context, a shardArgs) error {
+		runs.mu.Lock()
+		defer runs.mu.Unlock()
+		runs.total++
+		return nil
+	}))
+	q, err := NewShardedQueue(rdb, "sq", n, reg, quiet(&RedisConfig{Lease: time.Second}))
+	require.NoError(t, err)
+	return q, mr, runs
+}
+
+type shardRuns struct {
+	mu    sync.Mutex
+	total int
+}
+
+func shardTask(id string, n int) *TaskSpec { return NewTaskSpec(id, Ref("s", "work", shardArgs{N: n})) }
+
+// idOnShard returns a task id that the queue puts in shard k.
+func idOnShard(t *testing.T, q *ShardedQueue, k int, base string) string {
+	t.Helper()
+	for i := range 10000 {
+		id := fmt.Sprintf("%s-%d", base, i)
+		if q.ShardOf(id) == k {
+			return id
+		}
+	}
+	t.Fatalf("no id on shard %d", k)
+	return ""
+}
+
+func TestShardedQueueConfig(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg, _ := testRegistry(t)
+	for _, n := range []int{0, -1, MaxShards + 1} {
+		_, err := NewShardedQueue(rdb, "sq", n, reg, nil)
+		require.ErrorIs(t, err, ErrInvalidConfig, n)
+	}
+	_, err := NewShardedQueue(rdb, "a{b}", 2, reg, nil)
+	require.ErrorIs(t, err, ErrInvalidKeyPrefix)
+	_, err = NewShardedQueue(rdb, strings.Repeat("p", MaxKeyPrefixLen), 2, reg, nil)
+	require.ErrorIs(t, err, ErrInvalidKeyPrefix, "the shard suffix must fit too")
+	_, err = NewShardedQueue(rdb, "sq", 2, reg, &RedisConfig{Lease: time.Millisecond})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	q, err := NewShardedQueue(rdb, "sq", 3, reg, nil)
+	require.NoError(t, err)
+	require.Equal(t, "sq", q.KeyPrefix())
+	require.Len(t, q.Shards(), 3)
+	for i, s := range q.Shards() {
+		require.Equal(t, fmt.Sprintf("sq.%d", i), s.KeyPrefix())
+	}
+}
+
+// Tasks spread over the shards by task id, so enqueue stays idempotent and a conflicting enqueue is reported at
+// its own index in the batch.
+func TestShardedQueueEnqueueSpreadsByTaskID(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q, _, _ := newSharded(t, 4)
+	var specs []*TaskSpec
+	for i := range 200 {
+		specs = append(specs, shardTask(fmt.Sprintf("t%d", i), i))
+	}
+	require.NoError(t, q.EnqueueBatch(ctx, specs))
+	require.NoError(t, q.EnqueueBatch(ctx, specs), "idempotent")
+	require.NoError(t, q.Enqueue(ctx, specs[7]), "idempotent")
+	for i, s := range q.Shards() {
+		st, err := s.Stats(ctx)
+		require.NoError(t, err)
+		require.Greater(t, st.Pending, int64(25), "shard %d holds its share", i)
+	}
+	st, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, Stats{Pending: 200}, st)
+
+	// Conflicts and bad specs are reported at their index in the caller's batch.
+	batch := []*TaskSpec{shardTask("new-1", 1), shardTask("t5", 99), nil, shardTask("new-2", 2), shardTask("t150", 0)}
+	err = q.EnqueueBatch(ctx, batch)
+	var idx []int
+	for _, e := range unjoin(err) {
+		var ee *EnqueueError
+		require.ErrorAs(t, e, &ee)
+		idx = append(idx, ee.Index)
+		if ee.Index != 2 {
+			require.ErrorIs(t, ee, ErrTaskIDConflict)
+		}
+	}
+	require.ElementsMatch(t, []int{1, 2, 4}, idx)
+	st, err = q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, Stats{Pending: 202}, st)
+
+	// A spec without an id gets one, which picks its shard.
+	require.NoError(t, q.Enqueue(ctx, NewTaskSpec("", Ref("s", "work", shardArgs{}))))
+	st, err = q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(203), st.Pending)
+}
+
+// Every pickup starts at another shard, so a busy shard never starves the others.
+func TestShardedQueueDequeueRotates(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q, _, _ := newSharded(t, 3)
+	for k := range 3 {
+		for i := range 10 {
+			require.NoError(t, q.Enqueue(ctx, shardTask(idOnShard(t, q, k, fmt.Sprintf("k%d-%d", k, i)), 0)))
+		}
+	}
+	seen := map[int]int{}
+	var all []*Delivery
+	for range 6 {
+		ds, err := q.Dequeue(ctx, DequeueOptions{Max: 1})
+		require.NoError(t, err)
+		require.Len(t, ds, 1)
+		seen[q.ShardOf(ds[0].Spec.TaskID)]++
+		all = append(all, ds...)
+	}
+	require.Equal(t, map[int]int{0: 2, 1: 2, 2: 2}, seen)
+
+	// A large pickup takes from as many shards as it needs.
+	ds, err := q.Dequeue(ctx, DequeueOptions{Max: 20})
+	require.NoError(t, err)
+	require.Len(t, ds, 20)
+	all = append(all, ds...)
+	lost, err := q.ExtendLeases(ctx, all)
+	require.NoError(t, err)
+	require.Empty(t, lost)
+	require.NoError(t, q.Ack(ctx, all...))
+	st, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, Stats{Pending: 4}, st)
+}
+
+// An idle pickup blocks on every shard at once: work on any shard wakes it, Interrupt ends it, and it leaves no
+// key of its own behind.
+func TestShardedQueueBlockingPickup(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// A redis-server of this test's own, whose CLIENT LIST shows the blocked waits (miniredis has no CLIENT LIST).
+	addr, cmd, err := startRedisServer()
+	if err != nil {
+		realRedis(t) // skips, or fails under CI, as the other real-Redis tests do
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg, ref := testRegistry(t)
+	require.NoError(t, Register(ref, "s", "work", func(context.Context, shardArgs) error { return nil }))
+	q, err := NewShardedQueue(rdb, "sq", 3, reg, quiet(nil))
+	require.NoError(t, err)
+	for k := range 3 {
+		got := make(chan []*Delivery, 1)
+		go func() {
+			ds, err := q.Dequeue(ctx, DequeueOptions{Max: 5, Wait: 10 * time.Second, Consumer: "c1"})
+			if err != nil {
+				t.Error(err)
+			}
+			got <- ds
+		}()
+		waitFor(t, 5*time.Second, "three blocked waits", func() bool { return blockedOn(rdb) == 3 })
+		sent := time.Now()
+		id := idOnShard(t, q, k, "wake")
+		require.NoError(t, q.Enqueue(ctx, shardTask(id, k)))
+		select {
+		case ds := <-got:
+			require.Len(t, ds, 1)
+			require.Equal(t, id, ds[0].Spec.TaskID)
+			require.Less(t, time.Since(sent), 2*time.Second)
+			require.NoError(t, q.Ack(ctx, ds...))
+		case <-time.After(5 * time.Second):
+			t.Fatalf("work on shard %d did not wake the pickup", k)
+		}
+	}
+
+	got := make(chan []*Delivery, 1)
+	go func() {
+		ds, err := q.Dequeue(ctx, DequeueOptions{Max: 5, Wait: 10 * time.Second, Consumer: "c1"})
+		if err != nil {
+			t.Error(err)
+		}
+		got <- ds
+	}()
+	waitFor(t, 5*time.Second, "three blocked waits", func() bool { return blockedOn(rdb) == 3 })
+	require.NoError(t, q.Interrupt(ctx, "c1"))
+	select {
+	case ds := <-got:
+		require.Empty(t, ds)
+	case <-time.After(5 * time.Second):
+		t.Fatal("interrupt did not end the pickup")
+	}
+	require.NoError(t, q.clearInterrupt(ctx, "c1"))
+	// What may be left: the consumer's stop lists, each expiring within a minute.
+	keys, err := rdb.Keys(ctx, "*:wake:*").Result()
+	require.NoError(t, err)
+	for _, k := range keys {
+		require.Contains(t, k, ":wake:sweep-c1", "only stop lists are left")
+		ttl, err := rdb.PTTL(ctx, k).Result()
+		require.NoError(t, err)
+		require.Positive(t, ttl)
+		require.LessOrEqual(t, ttl, time.Minute)
+	}
+}
+
+// blockedOn counts the clients of rdb blocked in BLPOP.
+func blockedOn(rdb *redis.Client) int {
+	list, err := rdb.ClientList(context.Background()).Result()
+	if err != nil {
+		return -1
+	}
+	return strings.Count(list, "cmd=blpop")
+}
+
+// A delayed task on any shard caps the blocking wait: it is picked up when due.
+func TestShardedQueueDelayedTask(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q, _, _ := newSharded(t, 3)
+	s := shardTask(idOnShard(t, q, 2, "later"), 0)
+	s.ProcessIn = 200 * time.Millisecond
+	require.NoError(t, q.Enqueue(ctx, s))
+	start := time.Now()
+	ds, err := q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second})
+	require.NoError(t, err)
+	require.Len(t, ds, 1)
+	require.GreaterOrEqual(t, time.Since(start), 150*time.Millisecond)
+	require.Less(t, time.Since(start), 3*time.Second)
+
+	// Retry, release and dead letter go to the task's shard.
+	require.NoError(t, q.Retry(ctx, ds[0], 0, errors.New("again")))
+	ds, err = q.Dequeue(ctx, DequeueOptions{Max: 1})
+	require.NoError(t, err)
+	require.Len(t, ds, 1)
+	require.NoError(t, q.Release(ctx, ds[0]))
+	ds, err = q.Dequeue(ctx, DequeueOptions{Max: 1})
+	require.NoError(t, err)
+	require.Len(t, ds, 1)
+	require.NoError(t, q.DeadLetter(ctx, ds[0], errors.New("parked")))
+	dead, err := q.Shards()[2].DeadLetters(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	st, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, Stats{Dead: 1}, st)
+}
+
+// A worker drains a sharded queue, every task once; reaping and pausing cover every shard.
+func TestShardedQueueWorker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q, _, runs := newSharded(t, 4)
+	require.NoError(t, q.Pause(ctx))
+	var specs []*TaskSpec
+	for i := range 300 {
+		specs = append(specs, shardTask(fmt.Sprintf("w%d", i), i))
+	}
+	require.NoError(t, q.EnqueueBatch(ctx, specs))
+	ds, err := q.Dequeue(ctx, DequeueOptions{Max: 10})
+	require.NoError(t, err)
+	require.Empty(t, ds, "paused on every shard")
+	require.NoError(t, q.Resume(ctx))
+	res, err := q.Reap(ctx)
+	require.NoError(t, err)
+	require.Equal(t, ReapResult{}, res)
+	_, err = q.Check(ctx)
+	require.NoError(t, err)
+
+	startWorker(t, q, &WorkerConfig{Concurrency: 8, Logger: quiet(nil).Logger, Name: "sharded-worker"})
+	waitFor(t, 20*time.Second, "the queue to drain", func() bool {
+		st, err := q.Stats(ctx)
+		runs.mu.Lock()
+		defer runs.mu.Unlock()
+		return err == nil && runs.total == 300 && st == Stats{}
+	})
+}
