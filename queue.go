@@ -345,10 +345,11 @@ func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error
 	if err := validateTaskID(s.TaskID); err != nil {
 		return nil, 0, err
 	}
-	ser, err := s.Serialized(q.reg)
+	ser, err := s.serialized(q.reg, false)
 	if err != nil {
 		return nil, 0, err
 	}
+	// The payload's one syntax check, under the depth a worker accepts (Serialized leaves it to this one).
 	if len(ser.SerializedTask.Payload) > 0 {
 		if err := validateJSON(ser.SerializedTask.Payload, q.cfg.Limits.MaxDepth-2); err != nil {
 			return nil, 0, fmt.Errorf("%w: payload: %v", ErrNotSerializable, err)
@@ -390,6 +391,7 @@ func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error
 		Attempt:        s.Attempt,   // carried over by migrations; 0 for new tasks
 		LastError:      s.LastError, // likewise
 		Meta:           ser.Metadata,
+		payloadOK:      true, // checked above, or empty (written as {})
 	}, delay, nil
 }
 
@@ -426,16 +428,16 @@ func (q *RedisTaskQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*D
 		if remaining <= 0 {
 			return nil, nil
 		}
-		wait := remaining
+		wait, dueWait := remaining, false
 		if nextDue >= 0 && nextDue < wait {
-			wait = nextDue
+			wait, dueWait = nextDue, true
 		}
-		woke, err := q.block(ctx, wait, q.waitKeys(opts.Consumer)...)
+		interrupted, err := q.waitForWork(ctx, opts.Consumer, wait, dueWait)
 		if err != nil {
 			return nil, err
 		}
-		if woke != "" && woke != q.keys.key(keyWake) {
-			return nil, nil // interrupted
+		if interrupted {
+			return nil, nil
 		}
 	}
 }
@@ -449,8 +451,28 @@ func (q *RedisTaskQueue) waitKeys(consumer string) []string {
 	return keys
 }
 
+// waitForWork blocks a pickup until a wake-up, an interrupt of the consumer, or wait; dueWait says that wait
+// ends when a delayed task falls due (by the server's clock, as the dequeue script reported it). It reports
+// whether the consumer was interrupted.
+func (q *RedisTaskQueue) waitForWork(ctx context.Context, consumer string, wait time.Duration, dueWait bool) (bool, error) {
+	if wait < time.Millisecond {
+		return false, nil
+	}
+	keys := q.waitKeys(consumer)
+	if dueWait && consumer != "" {
+		// Redis checks the timeouts of blocked clients once per cron tick (every 100ms at the default hz 10), so
+		// a BLPOP that ends when the task falls due returns up to 100ms late. A local timer wakes this consumer
+		// alone instead; the BLPOP timeout stays as the safety net if its push fails.
+		stop := q.dueTimer(keys[1], wait)
+		defer stop()
+		wait += dueWakeSlack
+	}
+	woke, err := q.block(ctx, wait, keys...)
+	return woke != "" && woke != q.keys.key(keyWake), err
+}
+
 // block waits on the lists keys (all of this queue's slot) for at most wait and returns the one that fired ("" on
-// timeout).
+// timeout). A due token (see dueTimer) counts as a wake-up of the queue: it returns the queue's wake-up list.
 func (q *RedisTaskQueue) block(ctx context.Context, wait time.Duration, keys ...string) (string, error) {
 	if wait < time.Millisecond {
 		return "", nil
@@ -479,7 +501,41 @@ func (q *RedisTaskQueue) block(ctx context.Context, wait time.Duration, keys ...
 	if len(res) == 0 {
 		return "", nil
 	}
+	if len(res) > 1 && res[1] == dueToken {
+		return q.keys.key(keyWake), nil
+	}
 	return res[0], nil
+}
+
+// dueToken is what a consumer's due timer pushes to the consumer's own wake-up list; any other token there is
+// an interrupt.
+const dueToken = "due"
+
+// dueWakeSlack is how much longer than the due time a consumer blocks when its due timer is armed: the BLPOP
+// timeout then only matters if the timer's push fails.
+const dueWakeSlack = 100 * time.Millisecond
+
+// dueTimer arms a timer that pushes dueToken to key (a consumer's own wake-up list) after wait, waking only that
+// consumer. The returned func disarms it, or waits for the push in flight, so that no goroutine outlives the
+// wait. A token pushed after the consumer woke for another reason costs it one early, empty pickup: the dequeue
+// script, on the server's clock, decides what is due.
+func (q *RedisTaskQueue) dueTimer(key string, wait time.Duration) (stop func()) {
+	pushed := make(chan struct{})
+	t := time.AfterFunc(wait, func() {
+		defer close(pushed)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, _ = q.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.RPush(ctx, key, dueToken)
+			p.PExpire(ctx, key, time.Minute) // a consumer that died waiting leaves nothing behind for long
+			return nil
+		})
+	})
+	return func() {
+		if !t.Stop() {
+			<-pushed
+		}
+	}
 }
 
 // Interrupt implements [TaskQueue]. It pushes to the consumer's own wake-up list, which expires by itself if the

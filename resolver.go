@@ -265,21 +265,34 @@ func (r *ReferenceResolver) Serialize(exe Executable) (SerializedTask, error) {
 	if err := validateRef(module, name); err != nil {
 		return SerializedTask{}, fmt.Errorf("%w: %v", ErrNotSerializable, err)
 	}
-	p := referencePayload{Module: module, Name: name}
+	var raw json.RawMessage
 	if args != nil {
-		raw, err := marshalNoEscape(args)
-		if err != nil {
+		var err error
+		if raw, err = marshalNoEscape(args); err != nil {
 			return SerializedTask{}, fmt.Errorf("%w: arguments of %s.%s: %s", ErrNotSerializable, module, name, truncate(err.Error(), 200))
 		}
-		if string(raw) != "null" { // a typed nil is no arguments, as nil is
-			p.Args = raw
+		if string(raw) == "null" { // a typed nil is no arguments, as nil is
+			raw = nil
 		}
 	}
-	payload, err := marshalNoEscape(p)
-	if err != nil {
-		return SerializedTask{}, fmt.Errorf("%w: %s", ErrNotSerializable, truncate(err.Error(), 200))
+	return SerializedTask{Strategy: StrategyReference, Payload: referencePayloadJSON(module, name, raw)}, nil
+}
+
+// referencePayloadJSON writes the payload json.Marshal(referencePayload{...}) would, byte for byte, without
+// scanning args again: module and name are identifiers (nothing to escape) and args is encoding/json's own
+// compact output.
+func referencePayloadJSON(module, name string, args json.RawMessage) json.RawMessage {
+	b := make([]byte, 0, len(`{"module":"","name":"","args":}`)+len(module)+len(name)+len(args))
+	b = append(b, `{"module":"`...)
+	b = append(b, module...)
+	b = append(b, `","name":"`...)
+	b = append(b, name...)
+	b = append(b, '"')
+	if len(args) > 0 {
+		b = append(b, `,"args":`...)
+		b = append(b, args...)
 	}
-	return SerializedTask{Strategy: StrategyReference, Payload: payload}, nil
+	return append(b, '}')
 }
 
 // Resolve implements [TaskResolver]: it finds the function the payload names and decodes its arguments. The

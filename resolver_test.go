@@ -1,6 +1,7 @@
 package taskqueue
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -696,4 +697,28 @@ func TestReference_RoundTripThroughRedis(t *testing.T) {
 	require.NoError(t, ds[0].Spec.Executable.Run(ctx))
 	require.Equal(t, want, <-got)
 	require.NoError(t, s.q.Ack(ctx, ds[0]))
+}
+
+// TestReferencePayloadMatchesEncodingJSON checks that the hand-written reference payload is byte for byte what
+// encoding/json writes for the same referencePayload (the wire format does not change).
+func TestReferencePayloadMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	_, ref := testRegistry(t)
+	for _, args := range []any{nil, addArgs{A: 1, B: -2}, map[string]any{"s": "<a&b> \u2028 \"q\"", "n": []int{1, 2}}, (*addArgs)(nil), json.RawMessage(`{ "x" : [ 1 , 2 ] }`), "text"} {
+		st, err := ref.Serialize(Ref("mod.sub", "fn_1", args))
+		require.NoError(t, err)
+		p := referencePayload{Module: "mod.sub", Name: "fn_1"}
+		if args != nil {
+			raw, err := marshalNoEscape(args)
+			require.NoError(t, err)
+			if string(raw) != "null" {
+				p.Args = raw
+			}
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		require.NoError(t, enc.Encode(p))
+		require.Equal(t, strings.TrimSuffix(buf.String(), "\n"), string(st.Payload), "args %#v", args)
+	}
 }

@@ -96,6 +96,12 @@ func NewTaskSpec(taskID string, exe Executable) *TaskSpec {
 // unsafe strategy ("pickle", "source", ...) [ErrUnsafeStrategy], an empty strategy or a payload that is not a
 // JSON object [ErrNotSerializable], and Metadata out of bounds [ErrInvalidConfig]. Metadata is copied.
 func (s *TaskSpec) Serialized(reg *ResolverRegistry) (*TaskSpec, error) {
+	return s.serialized(reg, true)
+}
+
+// serialized is [TaskSpec.Serialized]; checkPayload false leaves the payload's JSON syntax to the caller, which
+// checks it anyway (the queue's encode, under its own depth limit): one scan of the payload instead of two.
+func (s *TaskSpec) serialized(reg *ResolverRegistry, checkPayload bool) (*TaskSpec, error) {
 	if s == nil {
 		return nil, fmt.Errorf("%w: nil task spec", ErrNotSerializable)
 	}
@@ -125,7 +131,7 @@ func (s *TaskSpec) Serialized(reg *ResolverRegistry) (*TaskSpec, error) {
 			return nil, err
 		}
 	}
-	if err := checkSerialized(st); err != nil {
+	if err := checkSerialized(st, checkPayload); err != nil {
 		return nil, err
 	}
 	out.SerializedTask = &st
@@ -134,8 +140,8 @@ func (s *TaskSpec) Serialized(reg *ResolverRegistry) (*TaskSpec, error) {
 }
 
 // checkSerialized refuses what a worker would park: an unsafe or empty strategy, a payload that is not a JSON
-// object (an empty payload is written as {}).
-func checkSerialized(st SerializedTask) error {
+// object (an empty payload is written as {}). checkSyntax false skips the scan of the payload's JSON syntax.
+func checkSerialized(st SerializedTask, checkSyntax bool) error {
 	if IsUnsafeStrategy(st.Strategy) {
 		return &ResolveError{Kind: ErrUnsafeStrategy, Detail: quote(st.Strategy)}
 	}
@@ -145,10 +151,12 @@ func checkSerialized(st SerializedTask) error {
 	if len(st.Payload) == 0 {
 		return nil
 	}
-	if err := validateJSON(st.Payload, maxSyntaxDepth); err != nil {
-		return fmt.Errorf("%w: payload: %v", ErrNotSerializable, err)
+	if checkSyntax {
+		if err := validateJSON(st.Payload, maxSyntaxDepth); err != nil {
+			return fmt.Errorf("%w: payload: %v", ErrNotSerializable, err)
+		}
 	}
-	if p := bytes.TrimLeft(st.Payload, " \t\r\n"); p[0] != '{' {
+	if p := bytes.TrimLeft(st.Payload, " \t\r\n"); len(p) == 0 || p[0] != '{' {
 		return fmt.Errorf("%w: payload is not a JSON object", ErrNotSerializable)
 	}
 	return nil

@@ -183,13 +183,12 @@ type TaskWorker struct {
 type inflight struct {
 	d      *Delivery
 	cancel context.CancelCauseFunc
-	done   chan struct{}
 	handed bool // released by Stop: the goroutine must not settle it
 }
 
 type ackReq struct {
 	d    *Delivery
-	done func(error)
+	done chan<- error // buffered: the ack loop never waits on it
 }
 
 const (
@@ -446,7 +445,7 @@ func (w *TaskWorker) inflight() int {
 // launch starts a goroutine for a delivery. A delivery that arrives while stopping is released at once.
 func (w *TaskWorker) launch(d *Delivery) {
 	tctx, cancel := context.WithCancelCause(context.Background())
-	f := &inflight{d: d, cancel: cancel, done: make(chan struct{})}
+	f := &inflight{d: d, cancel: cancel}
 	w.mu.Lock()
 	stopping := w.state != stateRunning
 	if !stopping {
@@ -497,9 +496,11 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 		timeout = spec.Timeout
 	}
 	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, timeout, ErrTimeout)
-		defer cancel()
+		// One timer that cancels the task's own context, rather than a timeout context over it: a context, its
+		// registration with the parent and a timer less per task.
+		t := time.AfterFunc(timeout, func() { f.cancel(ErrTimeout) })
+		defer t.Stop()
+		ctx = &deadlineCtx{Context: ctx, deadline: time.Now().Add(timeout)}
 	}
 	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries})
 	ctx, slot := withResultSlot(ctx, w.q)
@@ -516,6 +517,24 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 	}
 	w.settle(f, err, took)
 	f.cancel(nil)
+}
+
+// deadlineCtx is a task's context with its timeout: it reports the deadline, and context.DeadlineExceeded once
+// the timer cancelled it with [ErrTimeout], as a context from context.WithTimeoutCause would. (Contexts a handler
+// derives from it see context.Canceled at the timeout; their cause is ErrTimeout.)
+type deadlineCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *deadlineCtx) Err() error {
+	err := c.Context.Err()
+	if err != nil && errors.Is(context.Cause(c.Context), ErrTimeout) {
+		return context.DeadlineExceeded
+	}
+	return err
 }
 
 // safeRun runs the handler, turning a panic into a [*PanicError].
@@ -556,7 +575,7 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
 		w.slots <- struct{}{} // the slot frees while the ack is batched
 		done := make(chan error, 1)
 		select {
-		case w.acks <- ackReq{d: d, done: func(err error) { done <- err }}:
+		case w.acks <- ackReq{d: d, done: done}:
 		case <-w.ackStop: // only a handler that outlived Stop gets here; its delivery was handed back
 			done <- ErrLeaseLost
 		}
@@ -594,11 +613,17 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
 	finish(err)
 }
 
+// ackLinger is how long the ack loop waits for more acks while other tasks of this worker still run: one ack
+// call for many tasks costs Redis far less than many calls for a few.
+const ackLinger = 200 * time.Microsecond
+
 // ackLoop batches acks: it sends whatever is waiting in one call, so under load one round trip acks many tasks
-// and at rest an ack goes out at once.
+// and at rest an ack goes out at once. While other tasks still run, it lingers up to ackLinger for their acks.
 func (w *TaskWorker) ackLoop() {
 	defer close(w.ackDone)
 	batch := make([]ackReq, 0, 256)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		var req ackReq
 		select {
@@ -611,14 +636,32 @@ func (w *TaskWorker) ackLoop() {
 			}
 		}
 		batch = append(batch[:0], req)
+		lingering := false
 	drain:
 		for len(batch) < cap(batch) {
 			select {
 			case r := <-w.acks:
 				batch = append(batch, r)
+				continue
 			default:
+			}
+			if !lingering {
+				if w.inflight() <= len(batch) { // no other task runs: nothing more to wait for
+					break
+				}
+				linger.Reset(ackLinger)
+				lingering = true
+			}
+			select {
+			case r := <-w.acks:
+				batch = append(batch, r)
+			case <-linger.C:
+				lingering = false
 				break drain
 			}
+		}
+		if lingering {
+			linger.Stop()
 		}
 		w.flushAcks(batch)
 	}
@@ -641,14 +684,14 @@ func (w *TaskWorker) flushAcks(batch []ackReq) {
 	}
 	if err == nil || !errors.Is(err, ErrLeaseLost) {
 		for _, r := range batch {
-			r.done(err)
+			r.done <- err
 		}
 		return
 	}
 	// Some were lost: ack each on its own to tell which (rare; acks are idempotent).
 	for _, r := range batch {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		r.done(w.q.Ack(ctx, r.d))
+		r.done <- w.q.Ack(ctx, r.d)
 		cancel()
 	}
 }

@@ -189,8 +189,13 @@ func TestWorkerTimeout(t *testing.T) {
 	s := newMini(t, nil)
 	ctx := context.Background()
 	var runs atomic.Int32
+	var left atomic.Int64 // time to the deadline the first run saw; -1 for none
 	require.NoError(t, Register(s.ref, "m", "slow", func(ctx context.Context, _ addArgs) error {
 		if runs.Add(1) == 1 {
+			left.Store(-1)
+			if d, ok := ctx.Deadline(); ok {
+				left.Store(int64(time.Until(d)))
+			}
 			<-ctx.Done()
 			return ctx.Err()
 		}
@@ -201,6 +206,10 @@ func TestWorkerTimeout(t *testing.T) {
 	startWorker(t, s.q, quietWorker(WorkerConfig{}, rec))
 	waitFor(t, 5*time.Second, "success after a timeout", func() bool { return rec.count(EventSucceeded) == 1 })
 	require.ErrorIs(t, rec.last(EventRetried).Err, ErrTimeout)
+	// The handler's context tells its deadline and ends with DeadlineExceeded, as a timeout context does.
+	require.ErrorIs(t, rec.last(EventRetried).Err, context.DeadlineExceeded)
+	require.Positive(t, left.Load())
+	require.LessOrEqual(t, time.Duration(left.Load()), 100*time.Millisecond)
 }
 
 func TestWorkerGracefulStopFinishesInFlight(t *testing.T) {

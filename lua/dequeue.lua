@@ -24,7 +24,10 @@ if redis.call('EXISTS', KEYS[12]) == 1 then return out end
 local ids = redis.call('LPOP', KEYS[2], n)
 if ids then
   local full = #ids == n
-  local lost = redis.call('HMGET', KEYS[5], unpack(ids))
+  -- The deliveries hash holds only tasks whose lease expired: usually it does not exist, and reading it per task
+  -- would cost more than the rest of the pickup.
+  local lost = {}
+  if redis.call('EXISTS', KEYS[5]) == 1 then lost = redis.call('HMGET', KEYS[5], unpack(ids)) end
   for i = 1, #ids do
     if lost[i] then
       local cut = (i == 1) and 1 or i - 1
@@ -53,20 +56,25 @@ if ids then
   local count = redis.call('INCRBY', KEYS[10], #ids)
   local tok = tonumber(epoch) + count - #ids
   local zargs, hargs = {}, {}
-  for i, id in ipairs(ids) do
+  local k, o = 0, 2
+  for i = 1, #ids do
     tok = tok + 1
-    if envs[i] then
-      zargs[#zargs + 1] = deadline
-      zargs[#zargs + 1] = id
-      hargs[#hargs + 1] = id
-      hargs[#hargs + 1] = string.format('%.0f', tok)
-      out[#out + 1] = id
-      out[#out + 1] = tok
-      out[#out + 1] = (tonumber(lost[i]) or 0) + 1
-      out[#out + 1] = envs[i]
+    local env = envs[i]
+    if env then
+      local id = ids[i]
+      zargs[k + 1] = deadline
+      zargs[k + 2] = id
+      hargs[k + 1] = id
+      hargs[k + 2] = string.format('%.0f', tok)
+      k = k + 2
+      out[o + 1] = id
+      out[o + 2] = tok
+      out[o + 3] = (tonumber(lost[i]) or 0) + 1
+      out[o + 4] = env
+      o = o + 4
     end
   end
-  if #zargs > 0 then
+  if k > 0 then
     redis.call('ZADD', KEYS[3], unpack(zargs))
     redis.call('HSET', KEYS[4], unpack(hargs))
   end

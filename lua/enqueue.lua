@@ -8,8 +8,8 @@ local n = tonumber(ARGV[1])
 local out = {}
 local now
 local head_due
-local was_empty = redis.call('LLEN', KEYS[2]) == 0
-local pushed, wake = false, false
+local was_empty, wake = false, false
+local pushed = 0
 for i = 0, n - 1 do
   local id, env, delay = ARGV[2 + 3 * i], ARGV[3 + 3 * i], tonumber(ARGV[4 + 3 * i])
   local cur = redis.call('HGET', KEYS[1], id)
@@ -33,13 +33,14 @@ for i = 0, n - 1 do
         wake = true
       end
     else
-      redis.call('RPUSH', KEYS[2], id)
-      pushed = true
+      -- RPUSH returns the new length: the first push tells whether pending was empty (no LLEN needed).
+      pushed = pushed + 1
+      if redis.call('RPUSH', KEYS[2], id) == pushed then was_empty = true end
     end
     out[i + 1] = 1
   end
 end
-if (pushed and was_empty) or wake then
+if was_empty or wake then
   redis.call('LPUSH', KEYS[11], '1')
   redis.call('LTRIM', KEYS[11], 0, 63)
 end
