@@ -737,6 +737,14 @@ func appendCompact(b, raw []byte) []byte {
 	if !bytes.ContainsAny(raw, " \t\r\n") {
 		return append(b, raw...) // compact already, as encoders write it: one fast scan instead of a slow one
 	}
+	compactRuns(raw, func(run []byte) { b = append(b, run...) })
+	return b
+}
+
+// compactRuns calls emit with the runs of valid JSON raw that lie between white space outside strings, in
+// order: together they are raw without the white space between its tokens (what appendCompact stores and what a
+// signature covers, signing.go).
+func compactRuns(raw []byte, emit func([]byte)) {
 	inString, escaped := false, false
 	start := 0
 	for i, c := range raw {
@@ -753,11 +761,15 @@ func appendCompact(b, raw []byte) []byte {
 		case c == '"':
 			inString = true
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			b = append(b, raw[start:i]...)
+			if i > start {
+				emit(raw[start:i])
+			}
 			start = i + 1
 		}
 	}
-	return append(b, raw[start:]...)
+	if start < len(raw) {
+		emit(raw[start:])
+	}
 }
 
 // unixSeconds converts a time to the seed's float seconds, at millisecond precision.

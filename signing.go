@@ -215,31 +215,7 @@ func writeCompact(h hash.Hash, raw []byte) {
 		h.Write([]byte("{}"))
 		return
 	}
-	inString, escaped := false, false
-	start := 0
-	for i, c := range raw {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			if i > start {
-				h.Write(raw[start:i])
-			}
-			start = i + 1
-		}
-	}
-	if start < len(raw) {
-		h.Write(raw[start:])
-	}
+	compactRuns(raw, func(run []byte) { h.Write(run) })
 }
 
 // appendSig appends the "sig" member of a signed envelope.
