@@ -198,6 +198,7 @@ type chaosWorkerOpts struct {
 	Lease       time.Duration // default 1s
 	Grace       time.Duration // default 2s
 	Concurrency int           // default 4
+	Env         []string      // extra environment, NAME=value
 }
 
 // chaosProc is a running worker subprocess: taskqueue.RunWorkerMain in internal/chaosworker.
@@ -247,6 +248,7 @@ func startChaosWorkerNoWait(t testing.TB, bin string, o chaosWorkerOpts) *chaosP
 	// atexit_sleep_ms=0: a -race binary otherwise sleeps 1s before it exits, which would blur the exit times.
 	cmd.Env = []string{"CHAOS_LEDGER=" + o.Ledger, "PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"GORACE=atexit_sleep_ms=0"}
+	cmd.Env = append(cmd.Env, o.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(t, cmd.Start())
 	p := &chaosProc{name: o.Name, cmd: cmd, logPath: logPath, started: time.Now(), exited: make(chan struct{})}

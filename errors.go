@@ -317,3 +317,8 @@ func (e *ReplicationError) Unwrap() []error {
 	}
 	return []error{ErrNotReplicated}
 }
+
+// ErrWorkerStuck is the [WorkerHealth.Err] of a worker whose pickup loop has tried to reach Redis for longer than
+// [WorkerHealth.StuckAfter] without one successful round trip: Redis is down, frozen or unreachable, or the
+// connection hangs. The worker retries by itself and clears the error at its next successful pickup.
+var ErrWorkerStuck = errors.New("taskqueue: worker stuck: pickup cannot reach Redis")

@@ -178,6 +178,8 @@ type TaskWorker struct {
 	ackStop     chan struct{} // closed when no more acks can come; the ack loop drains and exits
 	hbStop      chan struct{} // closed when no task runs any more; the heartbeat loop exits
 	ackDone     chan struct{}
+
+	health workerHealth // timestamps of the last successful round trips, for Health (health.go)
 }
 
 type inflight struct {
@@ -222,6 +224,7 @@ func NewTaskWorker(q TaskQueue, cfg *WorkerConfig) (*TaskWorker, error) {
 	for i := len(c.Middleware) - 1; i >= 0; i-- {
 		h = c.Middleware[i](h)
 	}
+	warnSlowRenewal(q, &c)
 	return &TaskWorker{q: q, cfg: c, handler: h, running: make(map[*Delivery]*inflight)}, nil
 }
 
@@ -372,7 +375,9 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 		case <-w.slots:
 		}
 		n := w.gatherSlots(1)
+		w.health.pickupBegin()
 		ds, err := w.q.Dequeue(ctx, DequeueOptions{Max: n, Wait: w.cfg.BlockTimeout, Consumer: w.cfg.Name})
+		w.health.pickupEnd(err)
 		for range n - len(ds) {
 			w.slots <- struct{}{}
 		}
@@ -678,6 +683,7 @@ func (w *TaskWorker) flushAcks(batch []ackReq) {
 		err = w.q.Ack(ctx, ds...)
 		cancel()
 		if err == nil || errors.Is(err, ErrLeaseLost) {
+			w.health.ackDone()
 			break
 		}
 		time.Sleep(time.Duration(try+1) * 100 * time.Millisecond)
@@ -733,6 +739,8 @@ func (w *TaskWorker) heartbeat() {
 	if err != nil {
 		w.emit(Event{Kind: EventQueueError, Err: err})
 		w.cfg.Logger.Warn("taskqueue: lease renewal failed", slog.String("worker", w.cfg.Name), slog.Any("error", err))
+	} else {
+		w.health.heartbeatDone()
 	}
 	for _, d := range lost {
 		w.cancelTask(d, ErrLeaseLost)

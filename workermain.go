@@ -494,6 +494,10 @@ func (c *WorkerMainConfig) Run(ctx context.Context, reg *ResolverRegistry) error
 		// One connection stays blocked in pickup; acks, heartbeats and the reaper need theirs beside the tasks'.
 		opts.PoolSize = max(10*runtime.GOMAXPROCS(0), c.Concurrency+4)
 	}
+	// Without this, go-redis ignores context deadlines on the socket and a call on a silent connection waits out
+	// the read timeout (5s), longer than a short lease: a heartbeat must give up in time for the worker to cancel
+	// its handlers before the lease deadline (docs/reliability.md, scenario 5).
+	opts.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(&opts)
 	defer rdb.Close()
 	target := opts.Addr
@@ -584,7 +588,11 @@ func (c *WorkerMainConfig) run(ctx context.Context, rdb redis.UniversalClient, r
 	}
 	logger.Info("taskqueue: worker ready", slog.String("worker", w.Name()), slog.String("key_prefix", prefix),
 		slog.String("resolvers", strings.Join(reg.IDs(), ",")), slog.Duration("lease", q.LeaseDuration()))
+	// A stuck consumer (pickup cannot reach Redis) shows in the log: see TaskWorker.Health.
+	watched := make(chan struct{})
+	go func() { defer close(watched); w.watchHealth(ctx, logger) }()
 	<-ctx.Done()
+	<-watched
 
 	logger.Info("taskqueue: stopping worker", slog.String("worker", w.Name()), slog.Duration("grace", c.ShutdownGrace))
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownGrace)
