@@ -427,7 +427,11 @@ func waitLedger(t testing.TB, path string, timeout time.Duration, what string, c
 			return entries
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s in the ledger (%d lines)", timeout, what, len(entries))
+			var last strings.Builder
+			for _, e := range entries[max(0, len(entries)-10):] {
+				fmt.Fprintf(&last, "\n  %s %s pid=%d %s %s", e.At.Format("15:04:05.000"), e.Event, e.PID, truncate(e.ID, 40), truncate(e.Detail, 120))
+			}
+			t.Fatalf("timed out after %s waiting for %s in the ledger (%d lines; the last ones:%s)", timeout, what, len(entries), last.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

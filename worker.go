@@ -722,18 +722,32 @@ func (w *TaskWorker) heartbeatLoop() {
 func (w *TaskWorker) heartbeat() {
 	w.mu.Lock()
 	fl := make([]*inflight, 0, len(w.running))
-	ds := make([]*Delivery, 0, len(w.running))
 	for _, f := range w.running {
 		if !f.handed {
 			fl = append(fl, f)
-			ds = append(ds, f.d)
 		}
 	}
 	w.mu.Unlock()
+	// A renewal must be answered half a heartbeat before a lease ends, or its task is cancelled: a task whose lease
+	// ends sooner is cancelled now, and the renewal of the others gives up in time for that rule to hold. Without
+	// the bound, a renewal that hangs for a whole heartbeat would let the check below run only as the lease ends.
+	h := w.cfg.Heartbeat
+	now := time.Now()
+	timeout := h
+	ds := make([]*Delivery, 0, len(fl))
+	for _, f := range fl {
+		left := f.d.localEnds.Sub(now) - h/2
+		if left <= 0 {
+			f.cancel(ErrLeaseExpired)
+			continue
+		}
+		timeout = min(timeout, left)
+		ds = append(ds, f.d)
+	}
 	if len(ds) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Heartbeat)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	lost, err := w.q.ExtendLeases(ctx, ds)
 	cancel()
 	if err != nil {
@@ -746,7 +760,7 @@ func (w *TaskWorker) heartbeat() {
 		w.cancelTask(d, ErrLeaseLost)
 	}
 	// Cancel what the next heartbeat could not save in time.
-	limit := time.Now().Add(w.cfg.Heartbeat)
+	limit := time.Now().Add(h)
 	for _, f := range fl {
 		if f.d.localEnds.Before(limit) {
 			f.cancel(ErrLeaseExpired)
