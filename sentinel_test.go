@@ -32,8 +32,13 @@ func TestSentinelFailover(t *testing.T) {
 	replica := s.replicas[0]
 	sc := redis.NewSentinelClient(&redis.Options{Addr: s.sentinels[0].addr})
 	defer sc.Close()
+	// SENTINEL FAILOVER promotes the replica without waiting for it to catch up (unlike CLUSTER FAILOVER), and the
+	// old primary then resyncs from it: a plain enqueue acknowledged shortly before or during the switch may be
+	// lost, the same asynchronous-replication window as a kill. (A CI run once lost one there.)
+	forced := time.Now()
 	require.NoError(t, sc.Failover(ctx, s.master).Err())
 	waitFor(t, 20*time.Second, "the sentinels to promote the replica", func() bool { return s.currentPrimary(t) == replica.addr })
+	promoted := time.Now()
 	rc := redis.NewClient(&redis.Options{Addr: replica.addr})
 	defer rc.Close()
 	waitFor(t, 30*time.Second, "the former primary to follow the new one", func() bool {
@@ -50,7 +55,7 @@ func TestSentinelFailover(t *testing.T) {
 	run.waitMore(200, 30*time.Second, "the workers to resume after SIGKILL of the primary")
 	t.Logf("after the kill: replica promoted in %s, 200 more tasks ran after %s", elected.Round(time.Millisecond),
 		time.Since(killed).Round(time.Millisecond))
-	run.verify(replicationWindow, killed)
+	run.verifySpans([2]time.Time{forced.Add(-replicationWindow), promoted}, [2]time.Time{killed.Add(-replicationWindow), killed})
 }
 
 // When a failover turns the primary into a replica, Redis ends the pickups blocked on it with an UNBLOCKED error.
