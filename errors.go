@@ -75,8 +75,7 @@ var (
 	// ErrNotFound is returned by inspection calls for a task id that does not exist in the asked state.
 	ErrNotFound = errors.New("taskqueue: task not found")
 
-	// ErrLeaseExpired is the cause recorded for a task whose worker could not renew its lease in time: the worker
-	// cancels the run and hands the task back (Release, fenced by its token).
+	// ErrLeaseExpired is the cause recorded for a task whose worker stopped renewing its lease.
 	ErrLeaseExpired = errors.New("taskqueue: lease expired")
 
 	// ErrMaxDeliveries is the reason recorded for a task that lost its worker (lease expiry without ack or fail)

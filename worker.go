@@ -29,7 +29,7 @@ const (
 	EventSucceeded  EventKind = "succeeded"   // the handler returned nil (the ack follows)
 	EventRetried    EventKind = "retried"     // the handler failed and the task was scheduled to run again
 	EventDead       EventKind = "dead"        // the task was dead-lettered
-	EventReleased   EventKind = "released"    // the task was handed back: at shutdown, or cut short when its lease could not be renewed
+	EventReleased   EventKind = "released"    // the task was handed back at shutdown
 	EventLeaseLost  EventKind = "lease_lost"  // the delivery's lease was lost; its result was not recorded
 	EventQueueError EventKind = "queue_error" // a queue call failed (the error is in Event.Err)
 )
@@ -588,24 +588,12 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
 		return
 	}
 	defer func() { w.slots <- struct{}{} }()
-	if errors.Is(runErr, ErrLeaseLost) {
+	if errors.Is(runErr, ErrLeaseLost) || errors.Is(runErr, ErrLeaseExpired) {
 		finish(runErr)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if errors.Is(runErr, ErrLeaseExpired) {
-		// The worker cut the run short because it could not renew the lease in time, which is no fault of the
-		// handler: hand the task back (fenced) without using up a retry. If the lease still held (Redis was slow,
-		// not gone), the task goes back to the head at once rather than after its lease; if another worker owns
-		// it now, the release is refused with ErrLeaseLost.
-		err := w.q.Release(ctx, d)
-		if err == nil {
-			w.emit(Event{Kind: EventReleased, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: runErr, Duration: took})
-		}
-		finish(err)
-		return
-	}
 	maxRetries := spec.MaxRetries
 	if maxRetries == 0 {
 		maxRetries = w.cfg.MaxRetries
