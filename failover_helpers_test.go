@@ -172,14 +172,49 @@ func (r *failoverRun) verifySpans(spans ...[2]time.Time) {
 	}
 	notRepl, failed := r.notReplicated, r.failed
 	r.mu.Unlock()
-	waitFor(r.t, 60*time.Second, "every acknowledged task to run", func() bool {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
 		done, _ := r.rec.count(must...)
-		return done == len(must)
-	})
+		if done == len(must) {
+			break
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("timed out after 60s waiting for every acknowledged task to run: %d of %d ran; where the others are:\n%s",
+				done, len(must), r.whereAre(must, 5))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	doneMaybe, _ := r.rec.count(maybe...)
 	_, dups := r.rec.count(append(must, maybe...)...)
 	r.t.Logf("acknowledged: %d plain + %d durable; all %d outside the window ran; in the window %d of %d ran (%d lost); "+
 		"%d durable enqueues not confirmed in time, %d enqueues failed (not acknowledged); %d tasks ran twice; %d queue errors in workers",
 		len(r.acked), len(r.durableAcked), len(must), doneMaybe, len(maybe), len(maybe)-doneMaybe, notRepl, failed, dups, r.queueErrors.Load())
 	require.Zero(r.t, r.noscript.Load(), "NOSCRIPT reached the caller")
+}
+
+// whereAre tells, for up to n ids that have not run, where the queue holds them: what a failed wait needs to tell a
+// lost task from a stuck one.
+func (r *failoverRun) whereAre(ids []string, n int) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	q := r.plain
+	var b strings.Builder
+	for _, id := range ids {
+		if n == 0 {
+			break
+		}
+		if done, _ := r.rec.count(id); done == 1 {
+			continue
+		}
+		n--
+		_, errTask := q.rdb.HGet(ctx, q.keys.key(keyTasks), id).Result()
+		pos, errPos := q.rdb.LPos(ctx, q.keys.key(keyPending), id, redis.LPosArgs{}).Result()
+		act, errAct := q.rdb.ZScore(ctx, q.keys.key(keyActive), id).Result()
+		sch, errSch := q.rdb.ZScore(ctx, q.keys.key(keyScheduled), id).Result()
+		_, errDead := q.rdb.ZScore(ctx, q.keys.key(keyDead), id).Result()
+		reason, _ := q.rdb.HGet(ctx, q.keys.key(keyErrors), id).Result()
+		fmt.Fprintf(&b, "  %s: envelope stored %t; pending %t (pos %d); active %t (deadline %.0f); scheduled %t (%.0f); dead %t %s\n",
+			id, errTask == nil, errPos == nil, pos, errAct == nil, act, errSch == nil, sch, errDead == nil, truncate(reason, 200))
+	}
+	return b.String()
 }

@@ -728,20 +728,15 @@ func (w *TaskWorker) heartbeat() {
 		}
 	}
 	w.mu.Unlock()
-	// A renewal must be answered half a heartbeat before a lease ends, or its task is cancelled: a task whose lease
-	// ends sooner is cancelled now, and the renewal of the others gives up in time for that rule to hold. Without
-	// the bound, a renewal that hangs for a whole heartbeat would let the check below run only as the lease ends.
+	// A renewal gives up half a heartbeat before the soonest lease it renews ends (a quarter of a heartbeat at the
+	// least, so that a worker resuming from a stall still learns from Redis which leases it lost): without the
+	// bound, a renewal that hangs for a whole heartbeat would let the check below run only as the lease ends.
 	h := w.cfg.Heartbeat
 	now := time.Now()
 	timeout := h
 	ds := make([]*Delivery, 0, len(fl))
 	for _, f := range fl {
-		left := f.d.localEnds.Sub(now) - h/2
-		if left <= 0 {
-			f.cancel(ErrLeaseExpired)
-			continue
-		}
-		timeout = min(timeout, left)
+		timeout = min(timeout, max(f.d.localEnds.Sub(now)-h/2, h/4))
 		ds = append(ds, f.d)
 	}
 	if len(ds) == 0 {
