@@ -37,14 +37,7 @@ func TestDurableEnqueueConfig(t *testing.T) {
 func TestDurableEnqueueNotReplicated(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	addr, cmd, err := startRedisServer()
-	if err != nil {
-		realRedis(t) // skips, or fails under CI, as the other real-Redis tests do
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := ownRedis(t)
 	reg, ref := testRegistry(t)
 	require.NoError(t, Register(ref, "d", "work", func(context.Context, addArgs) error { return nil }))
 	q, err := NewRedisTaskQueue(rdb, "durable", reg, quiet(&RedisConfig{DurableReplicas: 1, DurableTimeout: 100 * time.Millisecond}))

@@ -137,6 +137,21 @@ func realRedis(t testing.TB) string {
 	return realSrv.addr
 }
 
+// ownRedis starts a redis-server for one test alone (for what the shared one must not see: CLIENT LIST, WAIT, a
+// server that is stopped) and returns a client to it; both go at the end of the test.
+func ownRedis(t *testing.T) *redis.Client {
+	t.Helper()
+	addr, cmd, err := startRedisServer()
+	if err != nil {
+		realRedis(t) // skips, or fails under CI, as the other real-Redis tests do
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
 func startRedisServer(extra ...string) (string, *exec.Cmd, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {

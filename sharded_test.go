@@ -170,14 +170,7 @@ func TestShardedQueueBlockingPickup(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	// A redis-server of this test's own, whose CLIENT LIST shows the blocked waits (miniredis has no CLIENT LIST).
-	addr, cmd, err := startRedisServer()
-	if err != nil {
-		realRedis(t) // skips, or fails under CI, as the other real-Redis tests do
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := ownRedis(t)
 	reg, ref := testRegistry(t)
 	require.NoError(t, Register(ref, "s", "work", func(context.Context, shardArgs) error { return nil }))
 	q, err := NewShardedQueue(rdb, "sq", 3, reg, quiet(nil))
