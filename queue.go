@@ -269,6 +269,11 @@ func (q *RedisTaskQueue) Enqueue(ctx context.Context, spec *TaskSpec) error {
 
 // EnqueueBatch implements [TaskQueue]. Tasks that cannot be encoded are reported and the others enqueued.
 //
+// A batch goes to Redis in one round trip, as one script call per 100 tasks: each call is atomic, and
+// Redis serves other clients (workers' pickups and acks) between two calls, so a large batch never stalls the
+// queue's workers for the whole of its length. When the call fails, some chunks may be stored and others not:
+// sending the same batch again is safe (see below).
+//
 // Enqueue is idempotent by task id: while a task exists (pending, scheduled, running, retrying or dead), the same
 // id with the same content is a no-op and with other content [ErrTaskIDConflict]. After a task completes, its id
 // stays in the settled window ([RedisConfig.SettledWindow], the last 10000 settled ids by default), and enqueueing
@@ -276,7 +281,7 @@ func (q *RedisTaskQueue) Enqueue(ctx context.Context, spec *TaskSpec) error {
 // already ran the task. To run the same work again, use a new task id.
 func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) error {
 	var errs []error
-	args := make([]any, 1, 1+3*len(specs))
+	args := make([]any, 0, 3*len(specs))
 	type sent struct {
 		index int
 		env   *envelope
@@ -305,7 +310,6 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 	if len(batch) == 0 {
 		return errors.Join(errs...)
 	}
-	args[0] = len(batch)
 	reply, err := q.runEnqueue(ctx, args)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("taskqueue: enqueue: %w", classify(err)))...)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -152,6 +153,77 @@ func TestEnqueueBatch(t *testing.T) {
 		require.NoError(t, s.q.Ack(ctx, ds...))
 		require.Equal(t, Stats{}, s.stats(t))
 	})
+}
+
+// TestEnqueueBatchIsSentInChunks: a batch larger than enqueueChunk goes as one script call per chunk, all in one
+// pipeline (so a large batch never holds Redis for its whole length), again with EVAL after a SCRIPT FLUSH; the
+// replies of the chunks line up with the batch (a conflict in the last chunk is reported at its index) and the
+// tasks stay in order.
+func TestEnqueueBatchIsSentInChunks(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		n := 2*enqueueChunk + 50
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec(fmt.Sprintf("c-%03d", n-20), Ref("m", "other", nil))))
+		specs := make([]*TaskSpec, n)
+		for i := range specs {
+			specs[i] = NewTaskSpec(fmt.Sprintf("c-%03d", i), Ref("m", "f", addArgs{A: int64(i)}))
+		}
+		hook := &scriptCallHook{}
+		s.rdb.AddHook(hook)
+		require.NoError(t, s.rdb.ScriptFlush(ctx).Err())
+
+		err := s.q.EnqueueBatch(ctx, specs)
+		var ee *EnqueueError
+		require.ErrorAs(t, err, &ee)
+		require.ErrorIs(t, err, ErrTaskIDConflict)
+		require.Equal(t, n-20, ee.Index)
+		require.Equal(t, fmt.Sprintf("c-%03d", n-20), ee.TaskID)
+		require.Equal(t, [][]string{{"evalsha", "evalsha", "evalsha"}, {"eval", "eval", "eval"}}, hook.pipelines(),
+			"one pipeline of three calls, sent again with EVAL after NOSCRIPT")
+
+		ids, err := s.rdb.LRange(ctx, s.q.keys.key(keyPending), 0, -1).Result()
+		require.NoError(t, err)
+		want := []string{fmt.Sprintf("c-%03d", n-20)}
+		for i := range n {
+			if i != n-20 {
+				want = append(want, fmt.Sprintf("c-%03d", i))
+			}
+		}
+		require.Equal(t, want, ids, "FIFO across chunks")
+	})
+}
+
+// scriptCallHook records the script calls (EVALSHA, EVAL) of each pipeline a client sends.
+type scriptCallHook struct {
+	mu    sync.Mutex
+	calls [][]string
+}
+
+func (h *scriptCallHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *scriptCallHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *scriptCallHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		var names []string
+		for _, c := range cmds {
+			if name := strings.ToLower(c.Name()); name == "evalsha" || name == "eval" {
+				names = append(names, name)
+			}
+		}
+		if names != nil { // a new connection's set-up (HELLO, CLIENT SETINFO) is a pipeline too
+			h.mu.Lock()
+			h.calls = append(h.calls, names)
+			h.mu.Unlock()
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (h *scriptCallHook) pipelines() [][]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.calls)
 }
 
 func TestFencedAckAfterLeaseLoss(t *testing.T) {
