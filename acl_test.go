@@ -15,7 +15,7 @@ import (
 // workerACL is the allowlist docs/operations.md gives producers and workers: these commands, on the queue's keys.
 const workerACL = "+ping +hello +auth +evalsha +eval +blpop +rpush +pexpire +multi +exec +del +time " +
 	"+llen +zcard +hget +hmget +zrange +zscore +hdel +hexists +hset +incrby +lpop +lpush +ltrim +zadd " +
-	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info"
+	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info +hsetnx +zmscore"
 
 func TestACLAllowlistForWorkers(t *testing.T) {
 	t.Parallel()

@@ -194,6 +194,40 @@ func TestEnqueueBatchIsSentInChunks(t *testing.T) {
 	})
 }
 
+// TestEnqueueCallsIntoRedisPerTask: inside the enqueue script, Lua's calls into Redis cost more than the data they
+// move, so a new ready task costs one call (HSETNX) and everything else is one call per script run (ZMSCORE of the
+// settled window, RPUSH of the ready ids). Counted with INFO commandstats on a server of the test's own.
+func TestEnqueueCallsIntoRedisPerTask(t *testing.T) {
+	t.Parallel()
+	rdb := ownRedis(t)
+	reg, _ := testRegistry(t)
+	q, err := NewRedisTaskQueue(rdb, "calls", reg, quiet(nil))
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, rdb.ConfigResetStat(ctx).Err())
+	specs := make([]*TaskSpec, enqueueChunk)
+	for i := range specs {
+		specs[i] = NewTaskSpec(fmt.Sprintf("k-%03d", i), Ref("m", "f", addArgs{A: int64(i)}))
+	}
+	require.NoError(t, q.EnqueueBatch(ctx, specs))
+	info, err := rdb.InfoMap(ctx, "commandstats").Result()
+	require.NoError(t, err)
+	calls := map[string]int{}
+	for name, v := range info["Commandstats"] {
+		var n int
+		_, err := fmt.Sscanf(v, "calls=%d,", &n)
+		require.NoError(t, err)
+		calls[strings.TrimPrefix(name, "cmdstat_")] = n
+	}
+	delete(calls, "config|resetstat")
+	delete(calls, "info")
+	require.Equal(t, map[string]int{"evalsha": 1, "eval": 1, "zmscore": 1, "hsetnx": enqueueChunk, "rpush": 1,
+		"lpush": 1, "ltrim": 1}, calls, "EVALSHA answered NOSCRIPT once, then EVAL ran; pending was empty: one wake-up")
+	st, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(enqueueChunk), st.Pending)
+}
+
 // scriptCallHook records the script calls (EVALSHA, EVAL) of each pipeline a client sends.
 type scriptCallHook struct {
 	mu    sync.Mutex

@@ -1,24 +1,29 @@
--- enqueue: add tasks, idempotently by task id.
+-- enqueue: add tasks, idempotently by task id. Two Redis calls per task at most, the rest once per call: Lua's
+-- calls into Redis cost more than the data they move.
 -- KEYS: the queue's key set (see keys.go).
--- ARGV[1] = number of tasks n; then per task i (0-based): ARGV[2+3i] = id, ARGV[3+3i] = envelope,
---           ARGV[4+3i] = delay in ms (0 = ready now).
+-- ARGV[1] = number of tasks n (at most a few hundred: the Go side sends 100 per call); then per task i (0-based):
+--           ARGV[2+3i] = id, ARGV[3+3i] = envelope, ARGV[4+3i] = delay in ms (0 = ready now).
 -- Returns one entry per task: 1 created; 0 the same envelope already exists; 2 the id was acked recently (it is
 -- in KEYS[9] with outcome 0, so this is a replay); or the existing envelope (a string) when it differs.
 local n = tonumber(ARGV[1])
 local out = {}
+if n == 0 then return out end
+local ids = {}
+for i = 1, n do ids[i] = ARGV[3 * i - 1] end
+local settled = redis.call('ZMSCORE', KEYS[9], unpack(ids))
 local now
 local head_due
-local was_empty, wake = false, false
-local pushed = 0
-for i = 0, n - 1 do
-  local id, env, delay = ARGV[2 + 3 * i], ARGV[3 + 3 * i], tonumber(ARGV[4 + 3 * i])
-  local cur = redis.call('HGET', KEYS[1], id)
-  if cur then
-    if cur == env then out[i + 1] = 0 else out[i + 1] = cur end
-  elseif (tonumber(redis.call('ZSCORE', KEYS[9], id)) or 1) % 4 == 0 then
-    out[i + 1] = 2
+local wake = false
+local ready = {}
+for i = 1, n do
+  local id, env = ids[i], ARGV[3 * i]
+  if settled[i] and tonumber(settled[i]) % 4 == 0 then
+    out[i] = 2
+  elseif redis.call('HSETNX', KEYS[1], id, env) == 0 then
+    local cur = redis.call('HGET', KEYS[1], id)
+    if cur == env then out[i] = 0 else out[i] = cur end
   else
-    redis.call('HSET', KEYS[1], id, env)
+    local delay = tonumber(ARGV[3 * i + 1])
     if delay > 0 then
       if not now then
         local t = redis.call('TIME')
@@ -33,14 +38,14 @@ for i = 0, n - 1 do
         wake = true
       end
     else
-      -- RPUSH returns the new length: the first push tells whether pending was empty (no LLEN needed).
-      pushed = pushed + 1
-      if redis.call('RPUSH', KEYS[2], id) == pushed then was_empty = true end
+      ready[#ready + 1] = id
     end
-    out[i + 1] = 1
+    out[i] = 1
   end
 end
-if was_empty or wake then
+-- One RPUSH for the ready tasks, in batch order; its reply (the new length) tells whether pending was empty.
+if #ready > 0 and redis.call('RPUSH', KEYS[2], unpack(ready)) == #ready then wake = true end
+if wake then
   redis.call('LPUSH', KEYS[11], '1')
   redis.call('LTRIM', KEYS[11], 0, 63)
 end
