@@ -592,8 +592,10 @@ func (e *envelope) marshal() ([]byte, error) {
 		b = append(b, `,"attempt":`...)
 		b = strconv.AppendInt(b, int64(e.Attempt), 10)
 	}
-	b = append(b, `,"max_retries":`...)
-	b = strconv.AppendInt(b, int64(e.MaxRetries), 10)
+	if e.MaxRetries != 0 { // 0, the worker's default, is what an absent field reads as: 16 bytes less per task
+		b = append(b, `,"max_retries":`...)
+		b = strconv.AppendInt(b, int64(e.MaxRetries), 10)
+	}
 	if e.TimeoutMS != 0 {
 		b = append(b, `,"timeout_ms":`...)
 		b = strconv.AppendInt(b, e.TimeoutMS, 10)

@@ -369,7 +369,8 @@ func TestEnvelopeMarshal_FieldNamesAndOrder(t *testing.T) {
 	out, err := e.marshal()
 	require.NoError(t, err)
 	require.Equal(t, `{"v":1,"task_id":"t","status":"ready","created_at":1.5,"strategy":"reference","resolver_id":"default",`+
-		`"serialized_task":{"strategy":"reference","payload":{"module":"m","name":"n"}},"max_retries":0}`, string(out))
+		`"serialized_task":{"strategy":"reference","payload":{"module":"m","name":"n"}}}`, string(out),
+		"max_retries 0 (the worker's default) is left out, as absent reads as 0")
 
 	e.GroupID, e.Attempt, e.MaxRetries, e.TimeoutMS, e.LastError, e.FailedAt = "g", 1, -1, 10, "e", 2
 	out, err = e.marshal()
@@ -409,7 +410,7 @@ type referenceEnvelope struct {
 	SerializedTask SerializedTask    `json:"serialized_task"`
 	GroupID        string            `json:"group_id,omitempty"`
 	Attempt        int               `json:"attempt,omitempty"`
-	MaxRetries     int               `json:"max_retries"`
+	MaxRetries     int               `json:"max_retries,omitempty"`
 	TimeoutMS      int64             `json:"timeout_ms,omitempty"`
 	LastError      string            `json:"last_error,omitempty"`
 	FailedAt       float64           `json:"failed_at,omitempty"`
