@@ -210,7 +210,52 @@ func TestEnqueueCallsIntoRedisPerTask(t *testing.T) {
 		specs[i] = NewTaskSpec(fmt.Sprintf("k-%03d", i), Ref("m", "f", addArgs{A: int64(i)}))
 	}
 	require.NoError(t, q.EnqueueBatch(ctx, specs))
-	info, err := rdb.InfoMap(ctx, "commandstats").Result()
+	require.Equal(t, map[string]int{"evalsha": 1, "eval": 1, "zmscore": 1, "hsetnx": enqueueChunk, "rpush": 1,
+		"lpush": 1, "ltrim": 1}, commandCalls(t, rdb), "EVALSHA answered NOSCRIPT once, then EVAL ran; pending was empty: one wake-up")
+	st, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(enqueueChunk), st.Pending)
+}
+
+// TestAckCallsIntoRedis: an ack batch makes a fixed number of calls into Redis, whatever its size, and touches the
+// deliveries hash only when it exists (it holds only tasks whose lease once expired).
+func TestAckCallsIntoRedis(t *testing.T) {
+	t.Parallel()
+	rdb := ownRedis(t)
+	reg, ref := testRegistry(t)
+	require.NoError(t, Register(ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+	q, err := NewRedisTaskQueue(rdb, "calls", reg, quiet(nil))
+	require.NoError(t, err)
+	ctx := context.Background()
+	specs := make([]*TaskSpec, 20)
+	for i := range specs {
+		specs[i] = NewTaskSpec(fmt.Sprintf("a-%02d", i), Ref("m", "f", addArgs{A: int64(i)}))
+	}
+	require.NoError(t, q.EnqueueBatch(ctx, specs))
+	ds, err := q.Dequeue(ctx, DequeueOptions{Max: 20})
+	require.NoError(t, err)
+	require.Len(t, ds, 20)
+
+	require.NoError(t, rdb.ConfigResetStat(ctx).Err())
+	require.NoError(t, q.Ack(ctx, ds[:10]...))
+	want := map[string]int{"evalsha": 1, "eval": 1, "hmget": 1, "hdel": 2, "zrem": 1, "exists": 1, "zadd": 1, "zremrangebyrank": 1}
+	require.Equal(t, want, commandCalls(t, rdb), "no deliveries hash: lease and tasks entries deleted, nothing else "+
+		"(EVALSHA answered NOSCRIPT: the ack script's first call)")
+
+	require.NoError(t, rdb.HSet(ctx, q.keys.key(keyDeliveries), "a-15", 1).Err()) // a-15 lost a lease before
+	require.NoError(t, rdb.ConfigResetStat(ctx).Err())
+	require.NoError(t, q.Ack(ctx, ds[10:]...))
+	want["hdel"] = 3
+	delete(want, "eval")
+	require.Equal(t, want, commandCalls(t, rdb), "the deliveries hash exists: its entries go too")
+	require.Zero(t, rdb.Exists(ctx, q.keys.key(keyDeliveries)).Val())
+}
+
+// commandCalls returns how many times each command ran on rdb's server since the last CONFIG RESETSTAT (INFO
+// commandstats), leaving out those two commands.
+func commandCalls(t *testing.T, rdb *redis.Client) map[string]int {
+	t.Helper()
+	info, err := rdb.InfoMap(context.Background(), "commandstats").Result()
 	require.NoError(t, err)
 	calls := map[string]int{}
 	for name, v := range info["Commandstats"] {
@@ -221,11 +266,7 @@ func TestEnqueueCallsIntoRedisPerTask(t *testing.T) {
 	}
 	delete(calls, "config|resetstat")
 	delete(calls, "info")
-	require.Equal(t, map[string]int{"evalsha": 1, "eval": 1, "zmscore": 1, "hsetnx": enqueueChunk, "rpush": 1,
-		"lpush": 1, "ltrim": 1}, calls, "EVALSHA answered NOSCRIPT once, then EVAL ran; pending was empty: one wake-up")
-	st, err := q.Stats(ctx)
-	require.NoError(t, err)
-	require.Equal(t, int64(enqueueChunk), st.Pending)
+	return calls
 }
 
 // scriptCallHook records the script calls (EVALSHA, EVAL) of each pipeline a client sends.

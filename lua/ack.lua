@@ -20,7 +20,9 @@ for j, id in ipairs(ids) do
   local tok = ARGV[a + 1]
   if cur[j] == tok then
     done[#done + 1] = id
-    settled[#settled + 1] = string.format('%.0f', tonumber(tok) * 4)
+    -- A score as a number: Redis formats it in C, and any form it picks parses back to the same score. (A
+    -- token, compared as a string, is never passed as a number: Redis 7.2+ may write it in exponent form.)
+    settled[#settled + 1] = tonumber(tok) * 4
     settled[#settled + 1] = id
     out[j] = 1
     if stride == 5 then
@@ -41,7 +43,8 @@ if #done > 0 then
   redis.call('HDEL', KEYS[4], unpack(done))
   redis.call('ZREM', KEYS[3], unpack(done))
   redis.call('HDEL', KEYS[1], unpack(done))
-  redis.call('HDEL', KEYS[5], unpack(done))
+  -- The deliveries hash holds only tasks whose lease once expired: usually it does not exist.
+  if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('HDEL', KEYS[5], unpack(done)) end
   if window > 0 then redis.call('ZADD', KEYS[9], unpack(settled)) end
   redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -window - 1)
 end

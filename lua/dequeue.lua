@@ -44,7 +44,8 @@ if ids then
     end
   end
   local envs = redis.call('HMGET', KEYS[1], unpack(ids))
-  local deadline = now + lease
+  -- Formatted once: a number would be formatted again for each task when passed to ZADD.
+  local deadline = string.format('%.0f', now + lease)
   -- Tokens are epoch + seq. A missing epoch (a new queue, or a Redis restarted empty) is set from the server
   -- clock x 256, so tokens never repeat one handed out before a restart (unless deliveries averaged more than
   -- 256 per ms), and seq stays a plain count of deliveries.
