@@ -188,9 +188,11 @@ type inflight struct {
 	handed bool // released by Stop: the goroutine must not settle it
 }
 
+// ackReq is a succeeded task handed to the ack loop, which records the outcome and then calls release: the task's
+// goroutine has ended by then, but its hold on the suspect gate lasts until its ack is recorded.
 type ackReq struct {
-	d    *Delivery
-	done chan<- error // buffered: the ack loop never waits on it
+	f       *inflight
+	release func()
 }
 
 const (
@@ -478,22 +480,23 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 	defer w.tasks.Done()
 	d := f.d
 	spec := d.Spec
+	var release func()
 	if d.Deliveries > 1 {
 		w.gate.Lock()
-		defer func() {
+		release = func() {
 			w.gate.Unlock()
 			w.suspects.Add(-1)
 			select {
 			case w.suspectDone <- struct{}{}:
 			default:
 			}
-		}()
+		}
 	} else {
 		w.gate.RLock()
-		defer w.gate.RUnlock()
+		release = w.gate.RUnlock
 	}
 	if ctx.Err() != nil { // handed back by Stop while it waited for the gate
-		w.settle(f, context.Cause(ctx), 0)
+		w.settle(f, context.Cause(ctx), 0, release)
 		return
 	}
 	timeout := w.cfg.Timeout
@@ -520,7 +523,7 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 			err = fmt.Errorf("%w (%w)", cause, err)
 		}
 	}
-	w.settle(f, err, took)
+	w.settle(f, err, took, release)
 	f.cancel(nil)
 }
 
@@ -552,44 +555,37 @@ func (w *TaskWorker) safeRun(ctx context.Context, spec *TaskSpec) (err error) {
 	return w.handler(ctx, spec)
 }
 
-// settle records a run's outcome in the queue and frees its slot.
-func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
+// settle records a run's outcome in the queue, frees its slot and calls release once the outcome is recorded. A
+// success is handed to the ack loop, which acknowledges it in a batch and calls release: the task's goroutine
+// ends at once, while its hold on the suspect gate lasts until the ack is recorded (a suspect runs only after
+// every other task's outcome is in Redis).
+func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration, release func()) {
 	d := f.d
 	spec := d.Spec
-	finish := func(err error) {
-		w.mu.Lock()
-		delete(w.running, d)
-		w.mu.Unlock()
-		if errors.Is(err, ErrLeaseLost) {
-			w.emit(Event{Kind: EventLeaseLost, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: err})
-		} else if err != nil {
-			w.emit(Event{Kind: EventQueueError, TaskID: spec.TaskID, Spec: spec, Err: err})
-			w.cfg.Logger.Warn("taskqueue: could not record a task's outcome; it returns after its lease", slog.String("task_id", spec.TaskID), slog.Any("error", err))
-		}
-	}
 	w.mu.Lock()
 	handed := f.handed
 	w.mu.Unlock()
 	if handed {
-		finish(nil)
+		w.finish(f, nil)
 		w.slots <- struct{}{}
+		release()
 		return
 	}
 	if runErr == nil {
 		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Duration: took})
 		w.slots <- struct{}{} // the slot frees while the ack is batched
-		done := make(chan error, 1)
 		select {
-		case w.acks <- ackReq{d: d, done: done}:
+		case w.acks <- ackReq{f: f, release: release}:
 		case <-w.ackStop: // only a handler that outlived Stop gets here; its delivery was handed back
-			done <- ErrLeaseLost
+			w.finish(f, ErrLeaseLost)
+			release()
 		}
-		finish(<-done)
 		return
 	}
 	defer func() { w.slots <- struct{}{} }()
+	defer release()
 	if errors.Is(runErr, ErrLeaseLost) || errors.Is(runErr, ErrLeaseExpired) {
-		finish(runErr)
+		w.finish(f, runErr)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -607,7 +603,7 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
 		if err == nil {
 			w.emit(Event{Kind: EventDead, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: cause, Duration: took})
 		}
-		finish(err)
+		w.finish(f, err)
 		return
 	}
 	delay := w.cfg.Backoff(spec.Attempt+1, runErr)
@@ -615,7 +611,22 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration) {
 	if err == nil {
 		w.emit(Event{Kind: EventRetried, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: runErr, Duration: took, Delay: delay})
 	}
-	finish(err)
+	w.finish(f, err)
+}
+
+// finish forgets a delivery whose outcome is settled (or could not be), reporting a lost lease or a queue error.
+func (w *TaskWorker) finish(f *inflight, err error) {
+	d := f.d
+	spec := d.Spec
+	w.mu.Lock()
+	delete(w.running, d)
+	w.mu.Unlock()
+	if errors.Is(err, ErrLeaseLost) {
+		w.emit(Event{Kind: EventLeaseLost, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: err})
+	} else if err != nil {
+		w.emit(Event{Kind: EventQueueError, TaskID: spec.TaskID, Spec: spec, Err: err})
+		w.cfg.Logger.Warn("taskqueue: could not record a task's outcome; it returns after its lease", slog.String("task_id", spec.TaskID), slog.Any("error", err))
+	}
 }
 
 // ackLinger is how long the ack loop waits for more acks while other tasks of this worker still run: one ack
@@ -675,7 +686,7 @@ func (w *TaskWorker) ackLoop() {
 func (w *TaskWorker) flushAcks(batch []ackReq) {
 	ds := make([]*Delivery, len(batch))
 	for i, r := range batch {
-		ds[i] = r.d
+		ds[i] = r.f.d
 	}
 	var err error
 	for try := range 3 {
@@ -690,15 +701,17 @@ func (w *TaskWorker) flushAcks(batch []ackReq) {
 	}
 	if err == nil || !errors.Is(err, ErrLeaseLost) {
 		for _, r := range batch {
-			r.done <- err
+			w.finish(r.f, err)
+			r.release()
 		}
 		return
 	}
 	// Some were lost: ack each on its own to tell which (rare; acks are idempotent).
 	for _, r := range batch {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		r.done <- w.q.Ack(ctx, r.d)
+		w.finish(r.f, w.q.Ack(ctx, r.f.d))
 		cancel()
+		r.release()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -570,4 +571,70 @@ func TestWorkerBacksOffOnPermissionErrors(t *testing.T) {
 	require.Equal(t, int32(1), rq.calls.Load(), "a refused pickup is not retried at once")
 	require.ErrorIs(t, rec.last(EventQueueError).Err, ErrPermission)
 	require.NoError(t, stopWorker(t, w, time.Second))
+}
+
+// heldAckQueue wraps a queue and holds every Ack until release is closed, as a slow Redis would.
+type heldAckQueue struct {
+	TaskQueue
+	release chan struct{}
+	acked   atomic.Int32
+}
+
+func (h *heldAckQueue) Ack(ctx context.Context, ds ...*Delivery) error {
+	select {
+	case <-h.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	err := h.TaskQueue.Ack(ctx, ds...)
+	h.acked.Add(int32(len(ds)))
+	return err
+}
+
+// TestWorkerTaskGoroutinesDoNotWaitForAcks: a succeeded task's goroutine ends as soon as it hands its ack to the
+// ack loop (it does not wait for the batch to be sent), while its hold on the suspect gate lasts until the ack is
+// recorded: a suspect picked up meanwhile starts only after every earlier ack is in Redis. Not parallel: it counts
+// the task goroutines of the whole test binary.
+func TestWorkerTaskGoroutinesDoNotWaitForAcks(t *testing.T) {
+	s := newMini(t, nil)
+	ctx := context.Background()
+	var done atomic.Int32
+	var suspectStarted atomic.Int32 // the acks recorded when the suspect started, +1
+	require.NoError(t, Register(s.ref, "m", "normal", func(context.Context, addArgs) error { done.Add(1); return nil }))
+	q := &heldAckQueue{TaskQueue: s.q, release: make(chan struct{})}
+	require.NoError(t, Register(s.ref, "m", "suspect", func(context.Context, addArgs) error {
+		suspectStarted.Store(q.acked.Load() + 1)
+		return nil
+	}))
+	specs := []*TaskSpec{}
+	for i := range 5 {
+		specs = append(specs, NewTaskSpec(fmt.Sprint("n", i), Ref("m", "normal", nil)))
+	}
+	require.NoError(t, s.q.EnqueueBatch(ctx, specs))
+	rec := &recorder{}
+	startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 10, ReapInterval: -1}, rec))
+	waitFor(t, 10*time.Second, "the five tasks run", func() bool { return done.Load() == 5 })
+	waitFor(t, 10*time.Second, "their goroutines end while the acks are held", func() bool {
+		return taskGoroutines() == 0
+	})
+	require.Zero(t, q.acked.Load())
+
+	// A suspect (its lease expired once) is picked up now: it must wait for the five acks.
+	require.NoError(t, s.rdb.HSet(ctx, s.q.keys.key(keyDeliveries), "s", 1).Err())
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("s", Ref("m", "suspect", nil))))
+	waitFor(t, 10*time.Second, "the suspect is picked up", func() bool { return taskGoroutines() == 1 })
+	time.Sleep(100 * time.Millisecond) // a window in which a wrong gate would let it start
+	require.Zero(t, suspectStarted.Load(), "the suspect started while earlier acks were not recorded")
+	close(q.release)
+	waitFor(t, 10*time.Second, "the suspect runs", func() bool { return suspectStarted.Load() != 0 })
+	require.Equal(t, int32(6), suspectStarted.Load(), "the suspect started after the five acks were recorded")
+	waitFor(t, 10*time.Second, "all acked", func() bool { st, err := s.q.Stats(ctx); return err == nil && st == Stats{} })
+	require.Zero(t, rec.count(EventLeaseLost)+rec.count(EventQueueError))
+}
+
+// taskGoroutines counts the goroutines of this test binary that run a task (TaskWorker.runTask) right now.
+func taskGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "taskqueue.(*TaskWorker).runTask(")
 }
