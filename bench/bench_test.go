@@ -121,7 +121,7 @@ func TestMeasurementsEndToEnd(t *testing.T) {
 	require.NoError(t, waitRecovery())
 
 	sum := b.res.summary()
-	for _, k := range []string{"ours_enqueue_seq_tps", "asynq_enqueue_seq_tps", "ours_enqueue_batch_tps", "ours_drain_tps",
+	for _, k := range []string{"ours_enqueue_seq_tps", "asynq_enqueue_seq_tps", "ours_enqueue_seq_redis_cpu_us", "asynq_enqueue_seq_redis_cpu_us", "ours_enqueue_batch_tps", "ours_drain_tps",
 		"ours_bytes_per_task", "asynq_bytes_per_task", "ours_redis_cpu_us_per_task", "asynq_redis_cpu_us_per_task",
 		"ours_rss_mib", "asynq_rss_mib", "ours_pickup_p50_ms", "ours_delay_late_p99_ms", "ours_process_tps_1ms", "ours_recovery_s"} {
 		require.Greater(t, sum[k], 0.0, k)

@@ -38,8 +38,8 @@ const (
 )
 
 // enqueueRate measures enqueue throughput for window: n goroutines each calling enqueue (batch 0) or
-// enqueueBatch of batch tasks.
-func enqueueRate(ctx context.Context, l lib, n, batch int, window time.Duration) (float64, error) {
+// enqueueBatch of batch tasks. It returns the tasks per second and the tasks enqueued.
+func enqueueRate(ctx context.Context, l lib, n, batch int, window time.Duration) (float64, int64, error) {
 	var total atomic.Int64
 	var seq atomic.Int64
 	var firstErr error
@@ -66,7 +66,7 @@ func enqueueRate(ctx context.Context, l lib, n, batch int, window time.Duration)
 		})
 	}
 	wg.Wait()
-	return float64(total.Load()) / time.Since(start).Seconds(), firstErr
+	return float64(total.Load()) / time.Since(start).Seconds(), total.Load(), firstErr
 }
 
 // produce enqueues at full speed until ctx ends: our EnqueueBatch from one goroutine, or, for a library without

@@ -63,6 +63,7 @@ type row struct {
 
 var rows = []row{
 	{"enqueue_seq_tps", "enqueue, 1 producer, 1 task per call", "tasks/s", true},
+	{"enqueue_seq_redis_cpu_us", "Redis CPU per task, 1 producer, 1 task per call", "µs", false},
 	{"enqueue_par8_tps", "enqueue, 8 producers, 1 task per call", "tasks/s", true},
 	{"enqueue_batch_tps", "enqueue, 1 producer, batches of 1000", "tasks/s", true},
 	{"process_c10_tps", "process while producing, concurrency 10", "tasks/s", true},
@@ -172,6 +173,8 @@ var jsonKeys = []struct{ key, lib, metric string }{
 	{"ours_process_tps_1ms", libOurs, "process_c100_1ms_tps"},
 	{"asynq_process_tps_1ms", libAsynq, "process_c100_1ms_tps"},
 	// More figures of the same run.
+	{"ours_enqueue_seq_redis_cpu_us", libOurs, "enqueue_seq_redis_cpu_us"},
+	{"asynq_enqueue_seq_redis_cpu_us", libAsynq, "enqueue_seq_redis_cpu_us"},
 	{"ours_process_c10_tps", libOurs, "process_c10_tps"},
 	{"asynq_process_c10_tps", libAsynq, "process_c10_tps"},
 	{"asynq_drain_tps", libAsynq, "drain_tps"},

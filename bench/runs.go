@@ -44,9 +44,23 @@ func (b *bench) enqueueRuns(ctx context.Context, name string) error {
 			if r.batch > 0 && !l.batches() {
 				return nil
 			}
-			tps, err := enqueueRate(ctx, l, r.n, r.batch, b.sz.enqueueWindow)
+			cpu0, err := b.srv.cpuSeconds(ctx)
+			if err != nil {
+				return err
+			}
+			tps, n, err := enqueueRate(ctx, l, r.n, r.batch, b.sz.enqueueWindow)
 			b.res.add(name, r.metric, tps)
-			return err
+			if err != nil {
+				return err
+			}
+			if r.metric == "enqueue_seq_tps" && n > 0 {
+				cpu1, err := b.srv.cpuSeconds(ctx)
+				if err != nil {
+					return err
+				}
+				b.res.add(name, "enqueue_seq_redis_cpu_us", (cpu1-cpu0)*1e6/float64(n))
+			}
+			return nil
 		})
 		if err != nil {
 			return err
