@@ -422,15 +422,32 @@ func (q *RedisTaskQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*D
 	if opts.Consumer != "" && !resolverIDPattern.MatchString(opts.Consumer) {
 		return nil, fmt.Errorf("%w: consumer %s must match %s", ErrInvalidConfig, quote(opts.Consumer), resolverIDPattern)
 	}
+	for end := time.Now().Add(opts.Wait); ; opts.Wait = time.Until(end) {
+		l, err := q.dequeueRaw(ctx, opts)
+		if err != nil || len(l.ds) == 0 {
+			return nil, err
+		}
+		if ds := q.rehydrateLeased(ctx, l); len(ds) > 0 || time.Until(end) <= 0 {
+			return ds, nil
+		}
+		// Every task leased was parked: lease again, and wait only for what remains of opts.Wait.
+	}
+}
+
+// dequeueRaw is Dequeue without the decoding: the worker decodes a pickup while its next one is on its way.
+func (q *RedisTaskQueue) dequeueRaw(ctx context.Context, opts DequeueOptions) (leased, error) {
+	if opts.Max < 1 {
+		opts.Max = 1
+	}
 	start := time.Now()
 	for {
-		ds, nextDue, err := q.lease(ctx, opts.Max)
-		if err != nil || len(ds) > 0 {
-			return ds, err
+		l, nextDue, err := q.leaseRaw(ctx, opts.Max)
+		if err != nil || len(l.ds) > 0 {
+			return l, err
 		}
 		remaining := opts.Wait - time.Since(start)
 		if remaining <= 0 {
-			return nil, nil
+			return leased{}, nil
 		}
 		wait, dueWait := remaining, false
 		if nextDue >= 0 && nextDue < wait {
@@ -438,10 +455,10 @@ func (q *RedisTaskQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*D
 		}
 		interrupted, err := q.waitForWork(ctx, opts.Consumer, wait, dueWait)
 		if err != nil {
-			return nil, err
+			return leased{}, err
 		}
 		if interrupted {
-			return nil, nil
+			return leased{}, nil
 		}
 	}
 }
@@ -565,13 +582,30 @@ func (q *RedisTaskQueue) clearInterrupt(ctx context.Context, consumer string) er
 // lease runs the dequeue script and decodes what it leased; it also returns how long until the next delayed
 // task is due (-1 for none).
 func (q *RedisTaskQueue) lease(ctx context.Context, n int) ([]*Delivery, time.Duration, error) {
+	l, nextDue, err := q.leaseRaw(ctx, n)
+	if err != nil {
+		return nil, 0, err
+	}
+	return q.rehydrateLeased(ctx, l), nextDue, nil
+}
+
+// leased is what one pickup leased, before its envelopes are decoded: each delivery's token, counts and lease,
+// with the id and the raw envelope beside it.
+type leased struct {
+	ds   []*Delivery
+	ids  []string
+	raws []string
+}
+
+// leaseRaw runs the dequeue script and reads its reply, decoding no envelope.
+func (q *RedisTaskQueue) leaseRaw(ctx context.Context, n int) (leased, time.Duration, error) {
 	sent := time.Now()
 	res, err := dequeueScript.Run(ctx, q.rdb, q.keys.all, n, q.cfg.Lease.Milliseconds(), q.cfg.PromoteBatch).Slice()
 	if err != nil {
-		return nil, 0, fmt.Errorf("taskqueue: dequeue: %w", classify(err))
+		return leased{}, 0, fmt.Errorf("taskqueue: dequeue: %w", classify(err))
 	}
 	if len(res) < 2 || (len(res)-2)%4 != 0 {
-		return nil, 0, fmt.Errorf("taskqueue: dequeue: unexpected reply of %d items", len(res))
+		return leased{}, 0, fmt.Errorf("taskqueue: dequeue: unexpected reply of %d items", len(res))
 	}
 	now, _ := res[0].(int64)
 	nextDue := time.Duration(-1)
@@ -579,25 +613,38 @@ func (q *RedisTaskQueue) lease(ctx context.Context, n int) ([]*Delivery, time.Du
 		nextDue = time.Duration(ms) * time.Millisecond
 	}
 	deadline := time.UnixMilli(now).Add(q.cfg.Lease)
-	out := make([]*Delivery, 0, (len(res)-2)/4)
+	k := (len(res) - 2) / 4
+	l := leased{ds: make([]*Delivery, 0, k), ids: make([]string, 0, k), raws: make([]string, 0, k)}
 	for i := 2; i < len(res); i += 4 {
 		id, _ := res[i].(string)
 		token, _ := res[i+1].(int64)
 		deliveries, _ := res[i+2].(int64)
 		raw, _ := res[i+3].(string)
-		d := &Delivery{Token: token, Deliveries: int(deliveries), LeaseDeadline: deadline, localEnds: sent.Add(q.cfg.Lease)}
+		l.ds = append(l.ds, &Delivery{Token: token, Deliveries: int(deliveries), LeaseDeadline: deadline, localEnds: sent.Add(q.cfg.Lease)})
+		l.ids = append(l.ids, id)
+		l.raws = append(l.raws, raw)
+	}
+	return l, nextDue, nil
+}
+
+// rehydrateLeased decodes and resolves what a pickup leased; the deliveries that cannot run are parked and left
+// out.
+func (q *RedisTaskQueue) rehydrateLeased(ctx context.Context, l leased) []*Delivery {
+	out := l.ds[:0]
+	for i, d := range l.ds {
+		id, raw := l.ids[i], l.raws[i]
 		spec, env, err := q.rehydrate(raw)
 		if err == nil && env.TaskID != id {
 			err = malformed(fmt.Sprintf("task_id %s does not match the id it is stored under", quote(env.TaskID)))
 		}
 		if err != nil {
-			q.park(ctx, id, token, err, groupOfStored(env, raw, q.cfg.Limits))
+			q.park(ctx, id, d.Token, err, groupOfStored(env, raw, q.cfg.Limits))
 			continue
 		}
 		d.Spec, d.env = spec, env
 		out = append(out, d)
 	}
-	return out, nextDue, nil
+	return out
 }
 
 // rehydrate decodes an envelope and resolves it into a runnable spec (the seed's dequeue).

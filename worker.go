@@ -362,6 +362,30 @@ func (w *TaskWorker) handBack() error {
 
 func (w *TaskWorker) fetchLoop(ctx context.Context) {
 	defer close(w.fetchEnd)
+	// On a Redis queue a pickup's envelopes are decoded on a goroutine of their own, while the next pickup is on
+	// its way: decoding is Go CPU and the pickup's round trip is waiting, so the two overlap.
+	rq, _ := w.q.(rawDequeuer)
+	var decode chan decodeJob
+	if rq != nil {
+		decode = make(chan decodeJob, 1)
+		decoded := make(chan struct{})
+		go func() {
+			defer close(decoded)
+			for j := range decode {
+				ds := rq.rehydrateLeased(context.WithoutCancel(ctx), j.l)
+				for range len(j.l.ds) - len(ds) {
+					w.slots <- struct{}{}
+				}
+				for _, d := range ds {
+					w.launch(d)
+				}
+				if j.launched != nil {
+					close(j.launched)
+				}
+			}
+		}()
+		defer func() { close(decode); <-decoded }()
+	}
 	backoff := 50 * time.Millisecond
 	for {
 		for w.suspects.Load() > 0 {
@@ -378,10 +402,34 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 		}
 		n := w.gatherSlots(1)
 		w.health.pickupBegin()
-		ds, err := w.q.Dequeue(ctx, DequeueOptions{Max: n, Wait: w.cfg.BlockTimeout, Consumer: w.cfg.Name})
-		w.health.pickupEnd(err)
-		for range n - len(ds) {
-			w.slots <- struct{}{}
+		var ds []*Delivery
+		var err error
+		opts := DequeueOptions{Max: n, Wait: w.cfg.BlockTimeout, Consumer: w.cfg.Name}
+		if decode != nil {
+			var l leased
+			l, err = rq.dequeueRaw(ctx, opts)
+			w.health.pickupEnd(err)
+			for range n - len(l.ds) {
+				w.slots <- struct{}{}
+			}
+			if len(l.ds) > 0 {
+				j := decodeJob{l: l}
+				if slices.ContainsFunc(l.ds, func(d *Delivery) bool { return d.Deliveries > 1 }) {
+					// A suspect: it must be launched (and counted) before the next pickup, which then waits for
+					// it to finish, as it would without the decoding goroutine.
+					j.launched = make(chan struct{})
+				}
+				decode <- j
+				if j.launched != nil {
+					<-j.launched
+				}
+			}
+		} else {
+			ds, err = w.q.Dequeue(ctx, opts)
+			w.health.pickupEnd(err)
+			for range n - len(ds) {
+				w.slots <- struct{}{}
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -411,6 +459,18 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// decodeJob is a pickup for the decoding goroutine; launched, when not nil, is closed once its deliveries started.
+type decodeJob struct {
+	l        leased
+	launched chan struct{}
+}
+
+// rawDequeuer is a queue whose pickup can be split from the decoding of what it leased (RedisTaskQueue).
+type rawDequeuer interface {
+	dequeueRaw(ctx context.Context, opts DequeueOptions) (leased, error)
+	rehydrateLeased(ctx context.Context, l leased) []*Delivery
 }
 
 // gatherSlots takes more free slots, up to a batch. While tasks are running and fewer than half a batch of slots

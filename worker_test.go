@@ -638,3 +638,35 @@ func taskGoroutines() int {
 	buf = buf[:runtime.Stack(buf, true)]
 	return strings.Count(string(buf), "taskqueue.(*TaskWorker).runTask(")
 }
+
+// TestWorkerLeasesNothingWhileASuspectRuns: while a suspect runs, the worker leases no other task (a crash in the
+// suspect would take leased tasks down with it), also when pickups are decoded off the fetch loop.
+func TestWorkerLeasesNothingWhileASuspectRuns(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, nil)
+	ctx := context.Background()
+	release := make(chan struct{})
+	var started, done atomic.Int32
+	require.NoError(t, Register(s.ref, "m", "suspect", func(context.Context, addArgs) error {
+		started.Add(1)
+		<-release
+		return nil
+	}))
+	require.NoError(t, Register(s.ref, "m", "normal", func(context.Context, addArgs) error { done.Add(1); return nil }))
+	require.NoError(t, s.rdb.HSet(ctx, s.q.keys.key(keyDeliveries), "s", 1).Err()) // s lost a worker before
+	specs := []*TaskSpec{NewTaskSpec("s", Ref("m", "suspect", nil))}
+	for i := range 6 {
+		specs = append(specs, NewTaskSpec(fmt.Sprint("n", i), Ref("m", "normal", nil)))
+	}
+	require.NoError(t, s.q.EnqueueBatch(ctx, specs))
+	startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 4, ReapInterval: -1}, nil))
+	waitFor(t, 10*time.Second, "the suspect runs", func() bool { return started.Load() == 1 })
+	for range 10 { // a window in which a pickup would have leased the others
+		st, err := s.q.Stats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, Stats{Pending: 6, Active: 1}, st, "tasks leased while the suspect runs")
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	waitFor(t, 10*time.Second, "the others run", func() bool { return done.Load() == 6 })
+}
