@@ -416,9 +416,6 @@ func sameTask(stored string, env *envelope, lim Limits) bool {
 // queue's wake-up list (no polling) until an enqueue signals, a delayed task falls due, or opts.Wait passes.
 // Tasks that cannot be decoded or resolved are dead-lettered with the reason and not returned.
 func (q *RedisTaskQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*Delivery, error) {
-	if opts.Max < 1 {
-		opts.Max = 1
-	}
 	if opts.Consumer != "" && !resolverIDPattern.MatchString(opts.Consumer) {
 		return nil, fmt.Errorf("%w: consumer %s must match %s", ErrInvalidConfig, quote(opts.Consumer), resolverIDPattern)
 	}
