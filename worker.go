@@ -402,34 +402,10 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 		}
 		n := w.gatherSlots(1)
 		w.health.pickupBegin()
-		var ds []*Delivery
-		var err error
-		opts := DequeueOptions{Max: n, Wait: w.cfg.BlockTimeout, Consumer: w.cfg.Name}
-		if decode != nil {
-			var l leased
-			l, err = rq.dequeueRaw(ctx, opts)
-			w.health.pickupEnd(err)
-			for range n - len(l.ds) {
-				w.slots <- struct{}{}
-			}
-			if len(l.ds) > 0 {
-				j := decodeJob{l: l}
-				if slices.ContainsFunc(l.ds, func(d *Delivery) bool { return d.Deliveries > 1 }) {
-					// A suspect: it must be launched (and counted) before the next pickup, which then waits for
-					// it to finish, as it would without the decoding goroutine.
-					j.launched = make(chan struct{})
-				}
-				decode <- j
-				if j.launched != nil {
-					<-j.launched
-				}
-			}
-		} else {
-			ds, err = w.q.Dequeue(ctx, opts)
-			w.health.pickupEnd(err)
-			for range n - len(ds) {
-				w.slots <- struct{}{}
-			}
+		got, err := w.pickup(ctx, DequeueOptions{Max: n, Wait: w.cfg.BlockTimeout, Consumer: w.cfg.Name}, rq, decode)
+		w.health.pickupEnd(err)
+		for range n - got {
+			w.slots <- struct{}{}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -452,13 +428,36 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		for _, d := range ds {
-			w.launch(d)
-		}
 		if ctx.Err() != nil {
 			return
 		}
 	}
+}
+
+// pickup leases up to opts.Max tasks and starts them: on a Redis queue it hands them to the decoding goroutine
+// (waiting until a pickup that holds a suspect has started it, so that the next pickup waits for the suspect, as it
+// would without that goroutine), on any other queue it starts them itself. It returns how many were leased.
+func (w *TaskWorker) pickup(ctx context.Context, opts DequeueOptions, rq rawDequeuer, decode chan<- decodeJob) (int, error) {
+	if decode == nil {
+		ds, err := w.q.Dequeue(ctx, opts)
+		for _, d := range ds {
+			w.launch(d)
+		}
+		return len(ds), err
+	}
+	l, err := rq.dequeueRaw(ctx, opts)
+	if len(l.ds) == 0 {
+		return 0, err
+	}
+	j := decodeJob{l: l}
+	if slices.ContainsFunc(l.ds, func(d *Delivery) bool { return d.Deliveries > 1 }) {
+		j.launched = make(chan struct{})
+	}
+	decode <- j
+	if j.launched != nil {
+		<-j.launched
+	}
+	return len(l.ds), err
 }
 
 // decodeJob is a pickup for the decoding goroutine; launched, when not nil, is closed once its deliveries started.
