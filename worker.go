@@ -162,6 +162,7 @@ type TaskWorker struct {
 	state    int // 0 new, 1 running, 2 stopping, 3 stopped
 	running  map[*Delivery]*inflight
 	slots    chan struct{}
+	baseCtx  context.Context // the values of Start's context, without its cancellation: every task's context derives from it
 	fetchCtx context.Context
 	stopAll  context.CancelFunc // ends fetch, heartbeat, reaper
 	fetchEnd chan struct{}
@@ -233,7 +234,9 @@ func NewTaskWorker(q TaskQueue, cfg *WorkerConfig) (*TaskWorker, error) {
 // Name returns the worker's name.
 func (w *TaskWorker) Name() string { return w.cfg.Name }
 
-// Start starts consuming in the background and returns. ctx scopes only the start; stop the worker with Stop.
+// Start starts consuming in the background and returns. Stop the worker with Stop: cancelling ctx does not stop
+// it. Every task's context carries ctx's values (a logger, a tenant, a database handle the embedding program put
+// there), but not its cancellation or deadline: a task's context ends only by its timeout, its lost lease or Stop.
 func (w *TaskWorker) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -248,7 +251,8 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	for range w.cfg.Concurrency {
 		w.slots <- struct{}{}
 	}
-	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w.baseCtx = context.WithoutCancel(ctx)
+	bgCtx, cancel := context.WithCancel(w.baseCtx)
 	w.fetchCtx, w.stopAll = bgCtx, cancel
 	w.fetchEnd = make(chan struct{})
 	w.acks = make(chan ackReq, w.cfg.Concurrency*2)
@@ -269,7 +273,7 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 }
 
 // Run starts the worker, waits until ctx is done, then stops it within shutdownGrace: tasks still running then
-// are cancelled and handed back.
+// are cancelled and handed back. Tasks' contexts carry ctx's values, as with Start.
 func (w *TaskWorker) Run(ctx context.Context, shutdownGrace time.Duration) error {
 	if err := w.Start(ctx); err != nil {
 		return err
@@ -510,7 +514,7 @@ func (w *TaskWorker) inflight() int {
 
 // launch starts a goroutine for a delivery. A delivery that arrives while stopping is released at once.
 func (w *TaskWorker) launch(d *Delivery) {
-	tctx, cancel := context.WithCancelCause(context.Background())
+	tctx, cancel := context.WithCancelCause(w.baseCtx) // no cancellation to inherit: as cheap as Background
 	f := &inflight{d: d, cancel: cancel}
 	w.mu.Lock()
 	stopping := w.state != stateRunning

@@ -670,3 +670,44 @@ func TestWorkerLeasesNothingWhileASuspectRuns(t *testing.T) {
 	close(release)
 	waitFor(t, 10*time.Second, "the others run", func() bool { return done.Load() == 6 })
 }
+
+type tenantKey struct{}
+
+// A value put in the context given to Start reaches every handler; cancelling that context neither stops the
+// worker nor cancels a running task (Stop governs both).
+func TestWorkerTaskContextsCarryStartValues(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		seen := make(chan any, 2)
+		proceed := make(chan struct{})
+		require.NoError(t, Register(s.ref, "ctx", "tenant", func(ctx context.Context, a addArgs) error {
+			seen <- ctx.Value(tenantKey{})
+			if a.A == 1 {
+				<-proceed
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("task context ended with Start's context: %w", err)
+				}
+			}
+			return nil
+		}))
+		startCtx, cancelStart := context.WithCancel(context.WithValue(context.Background(), tenantKey{}, "acme"))
+		defer cancelStart()
+		rec := &recorder{}
+		w, err := NewTaskWorker(s.q, quietWorker(WorkerConfig{Concurrency: 2}, rec))
+		require.NoError(t, err)
+		require.NoError(t, w.Start(startCtx))
+		defer func() { require.NoError(t, stopWorker(t, w, 10*time.Second)) }()
+
+		ctx := context.Background()
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("first", Ref("ctx", "tenant", addArgs{A: 1}))))
+		require.Equal(t, "acme", <-seen)
+		cancelStart() // the embedding program's context ends while the task runs
+		close(proceed)
+		waitFor(t, 10*time.Second, "the first task's ack", func() bool { return rec.count(EventSucceeded) == 1 })
+
+		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("second", Ref("ctx", "tenant", addArgs{A: 2}))))
+		require.Equal(t, "acme", <-seen, "the worker still runs tasks, with Start's values, after Start's context ended")
+		waitFor(t, 10*time.Second, "the second task's ack", func() bool { return rec.count(EventSucceeded) == 2 })
+		require.Zero(t, rec.count(EventRetried)+rec.count(EventDead)+rec.count(EventQueueError))
+	})
+}
