@@ -93,7 +93,9 @@ func (q *RedisTaskQueue) GetDeadLetter(ctx context.Context, taskID string) (Dead
 }
 
 // RequeueDead moves dead letters back to the tail of pending, with a fresh retry budget when their envelope can
-// be read (one that cannot is requeued as it is, for a fixed or newer worker to read). It returns how many moved;
+// be read (one that cannot is requeued as it is, for a fixed or newer worker to read). Every envelope accepted at
+// enqueue can be read, whatever delivery wrote into it since (see [EnvelopeHeadroom]), so its task runs again; a
+// larger one (never accepted: written by something else) is parked again at pickup with [ErrEnvelopeTooLarge]. It returns how many moved;
 // ids that are not dead letters are skipped. It never signs: a signed envelope keeps its signature, which still
 // verifies, and an unsigned or forged one is parked again by a worker with [RedisConfig.Signing].
 func (q *RedisTaskQueue) RequeueDead(ctx context.Context, taskIDs ...string) (int, error) {
@@ -111,7 +113,7 @@ func (q *RedisTaskQueue) RequeueDead(ctx context.Context, taskIDs ...string) (in
 		if raw, ok := envs[i].(string); ok {
 			if env, err := decodeEnvelope([]byte(raw), q.cfg.Limits); err == nil {
 				env.Attempt, env.Status, env.LastError, env.FailedAt = 0, StatusReady, "", 0
-				if b, err := env.marshal(); err == nil {
+				if b, err := env.marshal(); err == nil && len(b) <= q.cfg.Limits.readLimit() {
 					fresh = string(b)
 				}
 			}

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -705,31 +706,89 @@ func (q *RedisTaskQueue) Ack(ctx context.Context, ds ...*Delivery) error {
 	return errors.Join(errs...)
 }
 
-// Retry implements [TaskQueue].
+// Retry implements [TaskQueue]. The rewritten envelope always fits what pickup reads back (see
+// [EnvelopeHeadroom]): its last_error is cut shorter when needed. An envelope that does not fit even without a
+// last_error (one that enqueue never accepted, stored by something else within bytes of the read limit) is
+// dead-lettered instead, as it is stored, with a reason wrapping [ErrEnvelopeTooLarge] and the cause.
 func (q *RedisTaskQueue) Retry(ctx context.Context, d *Delivery, delay time.Duration, cause error) error {
 	env := *d.env
 	env.Attempt++
 	env.Status = StatusRetry
-	env.LastError = truncate(errString(cause), 4096)
+	env.LastError = truncate(errString(cause), maxLastError)
 	env.FailedAt = unixSeconds(time.Now())
-	raw, err := env.marshal()
+	raw, err := q.fitted(&env)
+	if errors.Is(err, ErrEnvelopeTooLarge) {
+		reason := fmt.Errorf("%w; could not retry it after: %w", err, cause)
+		q.cfg.Logger.WarnContext(ctx, "taskqueue: parked a task whose retry would not fit", slog.String("task_id", truncate(d.Spec.TaskID, 64)), slog.Any("error", err))
+		return q.settle(ctx, "dead", d.Spec.TaskID, d.Token, "", 0, reason.Error(), d.env.GroupID)
+	}
 	if err != nil {
 		return err
 	}
 	return q.settle(ctx, "retry", d.Spec.TaskID, d.Token, string(raw), delay, "", "")
 }
 
-// DeadLetter implements [TaskQueue].
+// DeadLetter implements [TaskQueue]. The reason keeps up to 4096 bytes of cause; the rewritten envelope's
+// last_error is cut shorter when the whole would not fit what pickup reads back (see [EnvelopeHeadroom]), and an
+// envelope that does not fit even without it is dead-lettered as it is stored.
 func (q *RedisTaskQueue) DeadLetter(ctx context.Context, d *Delivery, cause error) error {
 	env := *d.env
 	env.Status = StatusDead
-	env.LastError = truncate(errString(cause), 4096)
+	reason := truncate(errString(cause), maxLastError)
+	env.LastError = reason
 	env.FailedAt = unixSeconds(time.Now())
-	raw, err := env.marshal()
+	raw, err := q.fitted(&env)
+	if errors.Is(err, ErrEnvelopeTooLarge) {
+		raw, err = nil, nil // keep the stored envelope: it reads back as it did at pickup
+	}
 	if err != nil {
 		return err
 	}
-	return q.settle(ctx, "dead", d.Spec.TaskID, d.Token, string(raw), 0, env.LastError, env.GroupID)
+	return q.settle(ctx, "dead", d.Spec.TaskID, d.Token, string(raw), 0, reason, env.GroupID)
+}
+
+// maxLastError is the longest error text recorded, in an envelope's last_error and as a dead letter's reason;
+// a last_error may be cut shorter still by [RedisTaskQueue.fitted].
+const maxLastError = 4096
+
+// fitted marshals an envelope that delivery rewrote (Retry, DeadLetter) within what the decoder reads back,
+// Limits.MaxEnvelopeBytes + [EnvelopeHeadroom], cutting env.LastError shorter when the whole would not fit. An
+// envelope accepted at enqueue always fits with at least 4096 bytes of plain last_error: the delivery fields
+// take less than the headroom. The error wraps [ErrEnvelopeTooLarge] when it does not fit even without a
+// last_error.
+func (q *RedisTaskQueue) fitted(env *envelope) ([]byte, error) {
+	limit := q.cfg.Limits.readLimit()
+	raw, err := env.marshal()
+	if err == nil && len(raw) > limit && env.LastError != "" {
+		quoted := len(appendString(nil, env.LastError))
+		env.LastError = cutQuoted(env.LastError, quoted-(len(raw)-limit))
+		raw, err = env.marshal()
+	}
+	if err == nil && len(raw) > limit {
+		return nil, &EnvelopeError{Kind: ErrEnvelopeTooLarge, Detail: fmt.Sprintf("%d bytes once rewritten, limit %d", len(raw), limit)}
+	}
+	return raw, err
+}
+
+// cutQuoted returns s, or its longest prefix (cut between runes) followed by "…", whose JSON string (as
+// appendString writes it, quotes included) takes at most budget bytes; "" when not even "…" fits.
+func cutQuoted(s string, budget int) string {
+	var buf [16]byte
+	budget -= len(`""`) + len("…")
+	n := 0
+	for i := 0; i < len(s); {
+		_, size := utf8.DecodeRuneInString(s[i:])
+		w := len(appendString(buf[:0], s[i:i+size])) - len(`""`)
+		if n+w > budget {
+			if budget < 0 {
+				return ""
+			}
+			return s[:i] + "…"
+		}
+		n += w
+		i += size
+	}
+	return s
 }
 
 // Release implements [TaskQueue].
@@ -743,7 +802,7 @@ func (q *RedisTaskQueue) settle(ctx context.Context, mode, id string, token int6
 	if delay > 0 && ms == 0 {
 		ms = 1
 	}
-	keys, args := q.keys.all, []any{mode, q.cfg.SettledWindow, id, token, env, ms, truncate(reason, 4096)}
+	keys, args := q.keys.all, []any{mode, q.cfg.SettledWindow, id, token, env, ms, truncate(reason, maxLastError)}
 	if mode == "dead" && isGroupRun(groupID) {
 		keys, args = q.groupKeys(groupID), append(args, numKeys+1)
 	}

@@ -31,9 +31,20 @@ const (
 	DefaultMaxDepth         = 32
 )
 
+// EnvelopeHeadroom is how far past [Limits.MaxEnvelopeBytes] a stored envelope may grow, and how much more than
+// it a worker reads back: room for the delivery fields that a retry or a dead-lettering writes into an envelope
+// accepted at enqueue ("status", "attempt", "last_error", "failed_at"). A "last_error" that would not fit in it
+// is cut shorter, so a task accepted at enqueue keeps its retries whatever its size, and a dead letter stays
+// readable and can be requeued. See docs/data-format.md.
+const EnvelopeHeadroom = 8 << 10
+
 // Limits bound what the envelope decoder accepts. Zero fields take their defaults.
 type Limits struct {
-	// MaxEnvelopeBytes is the largest envelope accepted, on enqueue and on pickup. Default 1 MiB.
+	// MaxEnvelopeBytes is the largest envelope accepted on enqueue (Enqueue, EnqueueBatch, DispatchGroup), as
+	// it is stored, signature included. Default 1 MiB. What delivery writes into a stored envelope (a retry's
+	// or a dead letter's "attempt", "last_error", …) takes it up to [EnvelopeHeadroom] bytes past this limit,
+	// and pickup, RequeueDead and the other readers accept stored envelopes up to MaxEnvelopeBytes +
+	// EnvelopeHeadroom: a larger one was never accepted, and is parked with [ErrEnvelopeTooLarge].
 	MaxEnvelopeBytes int
 	// MaxDepth is the deepest nesting of JSON objects and arrays accepted. Default 32.
 	MaxDepth int
@@ -47,6 +58,14 @@ func (l Limits) withDefaults() Limits {
 		l.MaxDepth = DefaultMaxDepth
 	}
 	return l
+}
+
+// readLimit is the largest stored envelope the decoder reads: MaxEnvelopeBytes plus [EnvelopeHeadroom].
+func (l Limits) readLimit() int {
+	if l.MaxEnvelopeBytes > math.MaxInt-EnvelopeHeadroom {
+		return math.MaxInt
+	}
+	return l.MaxEnvelopeBytes + EnvelopeHeadroom
 }
 
 func (l Limits) validate() error {
@@ -120,13 +139,14 @@ func envelopeField(name []byte) int {
 	return 0
 }
 
-// decodeEnvelope reads a stored envelope strictly, in one pass over the bytes: size and depth limits, valid
-// UTF-8, no duplicate or case-variant keys (escaped or not), exact field names, typed values, integers that fit.
+// decodeEnvelope reads a stored envelope strictly, in one pass over the bytes: size (at most lim.readLimit(): the
+// enqueue limit plus [EnvelopeHeadroom]) and depth limits, valid UTF-8, no duplicate or case-variant keys
+// (escaped or not), exact field names, typed values, integers that fit.
 // A version newer than [EnvelopeVersion] is reported as such even when the rest does not parse as this version.
 // The returned error is an [*EnvelopeError]; the envelope holds no reference to data.
 func decodeEnvelope(data []byte, lim Limits) (*envelope, error) {
-	if len(data) > lim.MaxEnvelopeBytes {
-		return nil, &EnvelopeError{Kind: ErrEnvelopeTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", len(data), lim.MaxEnvelopeBytes)}
+	if n := lim.readLimit(); len(data) > n {
+		return nil, &EnvelopeError{Kind: ErrEnvelopeTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", len(data), n)}
 	}
 	d := envDecoder{s: scanner{data: data, maxDepth: lim.MaxDepth}, e: &envelope{}}
 	if err := d.document(); err != nil {

@@ -154,7 +154,7 @@ func TestDecodeEnvelope_Rejects(t *testing.T) {
 		detail string // a substring of the message
 	}{
 		// Size and depth.
-		{"too large", validV1 + strings.Repeat(" ", DefaultMaxEnvelopeBytes), ErrEnvelopeTooLarge, "limit 1048576"},
+		{"too large", validV1 + strings.Repeat(" ", DefaultMaxEnvelopeBytes+EnvelopeHeadroom), ErrEnvelopeTooLarge, "limit 1056768"},
 		{"too deep", deep, ErrMalformedEnvelope, "nested deeper than 32"},
 		{"far too deep", v1With(t, `"args":{"n":1}`, `"args":`+nestedArrays(100000)), ErrMalformedEnvelope, "nested deeper"},
 
@@ -292,10 +292,11 @@ const maxErrorLen = 1024
 
 func TestDecodeEnvelope_LimitsAreConfigurable(t *testing.T) {
 	t.Parallel()
-	raw := []byte(validV1)
-	_, err := decodeEnvelope(raw, Limits{MaxEnvelopeBytes: len(raw) - 1}.withDefaults())
+	raw := []byte(validV1 + strings.Repeat(" ", EnvelopeHeadroom))
+	// Stored envelopes are read up to the enqueue limit plus the headroom of the delivery fields.
+	_, err := decodeEnvelope(raw, Limits{MaxEnvelopeBytes: len(raw) - EnvelopeHeadroom - 1}.withDefaults())
 	require.ErrorIs(t, err, ErrEnvelopeTooLarge)
-	_, err = decodeEnvelope(raw, Limits{MaxEnvelopeBytes: len(raw)}.withDefaults())
+	_, err = decodeEnvelope(raw, Limits{MaxEnvelopeBytes: len(raw) - EnvelopeHeadroom}.withDefaults())
 	require.NoError(t, err)
 
 	// validV1's args object sits four levels deep.
