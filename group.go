@@ -85,7 +85,7 @@ func (q *RedisTaskQueue) DispatchGroup(ctx context.Context, name string, specs [
 		seen[member] = true
 		s := *spec
 		s.TaskID, s.GroupID = gid+":"+member, gid
-		raw, delay, err := q.encodeRaw(&s)
+		_, raw, delay, err := q.seal(&s)
 		if err != nil {
 			return nil, &EnqueueError{Index: i, TaskID: s.TaskID, Err: err}
 		}
@@ -112,19 +112,6 @@ func groupTTL(opts *GroupOptions) (time.Duration, error) {
 		return 0, fmt.Errorf("%w: group TTL must be at least 1s", ErrInvalidConfig)
 	}
 	return ttl, nil
-}
-
-// encodeRaw encodes a spec into its envelope bytes, within the envelope size limit.
-func (q *RedisTaskQueue) encodeRaw(spec *TaskSpec) ([]byte, time.Duration, error) {
-	env, delay, err := q.encode(spec)
-	if err != nil {
-		return nil, 0, err
-	}
-	raw, err := env.marshal()
-	if err == nil && len(raw) > q.cfg.Limits.MaxEnvelopeBytes {
-		err = &EnvelopeError{Kind: ErrEnvelopeTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", len(raw), q.cfg.Limits.MaxEnvelopeBytes)}
-	}
-	return raw, delay, err
 }
 
 // OpenGroup returns the run named by a group id ("<name>@<run id>", [GroupRun.GroupID]), so that another

@@ -289,20 +289,9 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 	}
 	batch := make([]sent, 0, len(specs))
 	for i, spec := range specs {
-		env, delay, err := q.encode(spec)
+		env, raw, delay, err := q.seal(spec)
 		if err != nil {
 			errs = append(errs, &EnqueueError{Index: i, TaskID: specID(spec), Err: err})
-			continue
-		}
-		if q.signer != nil {
-			q.signer.sign(env)
-		}
-		raw, err := env.marshal()
-		if err == nil && len(raw) > q.cfg.Limits.MaxEnvelopeBytes {
-			err = &EnvelopeError{Kind: ErrEnvelopeTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", len(raw), q.cfg.Limits.MaxEnvelopeBytes)}
-		}
-		if err != nil {
-			errs = append(errs, &EnqueueError{Index: i, TaskID: env.TaskID, Err: err})
 			continue
 		}
 		args = append(args, env.TaskID, raw, delay.Milliseconds())
@@ -398,6 +387,26 @@ func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error
 		Meta:           ser.Metadata,
 		payloadOK:      true, // checked above, or empty (written as {})
 	}, delay, nil
+}
+
+// seal encodes a spec into the envelope that is stored: signed when the queue signs, marshalled, and within the
+// enqueue size limit. Every enqueue path (Enqueue, EnqueueBatch, DispatchGroup) goes through it.
+func (q *RedisTaskQueue) seal(spec *TaskSpec) (*envelope, []byte, time.Duration, error) {
+	env, delay, err := q.encode(spec)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if q.signer != nil {
+		q.signer.sign(env)
+	}
+	raw, err := env.marshal()
+	if err == nil && len(raw) > q.cfg.Limits.MaxEnvelopeBytes {
+		err = &EnvelopeError{Kind: ErrEnvelopeTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", len(raw), q.cfg.Limits.MaxEnvelopeBytes)}
+	}
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return env, raw, delay, nil
 }
 
 // sameTask reports whether a stored envelope describes the same task as a new one: everything but timestamps,

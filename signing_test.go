@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -491,5 +492,26 @@ func BenchmarkSigning(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	})
+}
+
+// Every enqueue path signs: a group's members, dispatched on a signing queue, verify and run on a worker that
+// accepts no unsigned task (they were once stored unsigned and parked as such).
+func TestSigningCoversGroupMembers(t *testing.T) {
+	t.Parallel()
+	backends(t, &RedisConfig{Signing: signing("k1")}, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		registerSquare(t, s)
+		run, err := s.q.DispatchGroup(ctx, "signed", squares(3), nil)
+		require.NoError(t, err)
+		require.Contains(t, s.stored(t, run.TaskIDs[0]), `"sig":{"alg":"HS256","kid":"k1"`)
+
+		startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 2}, nil))
+		res, err := run.Wait(ctx, &WaitOptions{Timeout: 10 * time.Second})
+		require.NoError(t, err)
+		require.Equal(t, 3, res.Succeeded)
+		st, err := s.q.Stats(ctx)
+		require.NoError(t, err)
+		require.Zero(t, st.Dead)
 	})
 }
