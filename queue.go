@@ -426,18 +426,25 @@ func sameTask(stored string, env *envelope, lim Limits) bool {
 // queue's wake-up list (no polling) until an enqueue signals, a delayed task falls due, or opts.Wait passes.
 // Tasks that cannot be decoded or resolved are dead-lettered with the reason and not returned.
 func (q *RedisTaskQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*Delivery, error) {
+	return dequeueDecoded(ctx, q.dequeueRaw, q.rehydrateLeased, opts)
+}
+
+// dequeueDecoded is Dequeue for a queue whose pickup is split from the decoding (RedisTaskQueue, ShardedQueue):
+// it leases with dequeueRaw and decodes with rehydrate, and leases again, for what remains of opts.Wait, when
+// every task it leased was parked.
+func dequeueDecoded(ctx context.Context, dequeueRaw func(context.Context, DequeueOptions) (leased, error),
+	rehydrate func(context.Context, leased) []*Delivery, opts DequeueOptions) ([]*Delivery, error) {
 	if opts.Consumer != "" && !resolverIDPattern.MatchString(opts.Consumer) {
 		return nil, fmt.Errorf("%w: consumer %s must match %s", ErrInvalidConfig, quote(opts.Consumer), resolverIDPattern)
 	}
 	for end := time.Now().Add(opts.Wait); ; opts.Wait = time.Until(end) {
-		l, err := q.dequeueRaw(ctx, opts)
+		l, err := dequeueRaw(ctx, opts)
 		if err != nil || len(l.ds) == 0 {
 			return nil, err
 		}
-		if ds := q.rehydrateLeased(ctx, l); len(ds) > 0 || time.Until(end) <= 0 {
+		if ds := rehydrate(ctx, l); len(ds) > 0 || time.Until(end) <= 0 {
 			return ds, nil
 		}
-		// Every task leased was parked: lease again, and wait only for what remains of opts.Wait.
 	}
 }
 
@@ -586,22 +593,19 @@ func (q *RedisTaskQueue) clearInterrupt(ctx context.Context, consumer string) er
 	return q.rdb.Del(ctx, q.keys.consumerWake(consumer)).Err()
 }
 
-// lease runs the dequeue script and decodes what it leased; it also returns how long until the next delayed
-// task is due (-1 for none).
-func (q *RedisTaskQueue) lease(ctx context.Context, n int) ([]*Delivery, time.Duration, error) {
-	l, nextDue, err := q.leaseRaw(ctx, n)
-	if err != nil {
-		return nil, 0, err
-	}
-	return q.rehydrateLeased(ctx, l), nextDue, nil
-}
-
 // leased is what one pickup leased, before its envelopes are decoded: each delivery's token, counts and lease,
-// with the id and the raw envelope beside it.
+// with the id and the raw envelope beside it. A MemoryQueue's pickup holds decoded deliveries alone.
 type leased struct {
 	ds   []*Delivery
 	ids  []string
 	raws []string
+}
+
+// add appends what another pickup leased.
+func (l *leased) add(o leased) {
+	l.ds = append(l.ds, o.ds...)
+	l.ids = append(l.ids, o.ids...)
+	l.raws = append(l.raws, o.raws...)
 }
 
 // leaseRaw runs the dequeue script and reads its reply, decoding no envelope.
@@ -639,19 +643,25 @@ func (q *RedisTaskQueue) leaseRaw(ctx context.Context, n int) (leased, time.Dura
 func (q *RedisTaskQueue) rehydrateLeased(ctx context.Context, l leased) []*Delivery {
 	out := l.ds[:0]
 	for i, d := range l.ds {
-		id, raw := l.ids[i], l.raws[i]
-		spec, env, err := q.rehydrate(raw)
-		if err == nil && env.TaskID != id {
-			err = malformed(fmt.Sprintf("task_id %s does not match the id it is stored under", quote(env.TaskID)))
+		if q.rehydrateOne(ctx, d, l.ids[i], l.raws[i]) {
+			out = append(out, d)
 		}
-		if err != nil {
-			q.park(ctx, id, d.Token, err, groupOfStored(env, raw, q.cfg.Limits))
-			continue
-		}
-		d.Spec, d.env = spec, env
-		out = append(out, d)
 	}
 	return out
+}
+
+// rehydrateOne decodes and resolves one leased delivery into d; one that cannot run is parked (false).
+func (q *RedisTaskQueue) rehydrateOne(ctx context.Context, d *Delivery, id, raw string) bool {
+	spec, env, err := q.rehydrate(raw)
+	if err == nil && env.TaskID != id {
+		err = malformed(fmt.Sprintf("task_id %s does not match the id it is stored under", quote(env.TaskID)))
+	}
+	if err != nil {
+		q.park(ctx, id, d.Token, err, groupOfStored(env, raw, q.cfg.Limits))
+		return false
+	}
+	d.Spec, d.env = spec, env
+	return true
 }
 
 // rehydrate decodes an envelope and resolves it into a runnable spec (the seed's dequeue).

@@ -163,23 +163,26 @@ func each[T any](groups [][]T, fn func(k int)) {
 // until it has opts.Max tasks or has tried them all; with none ready it blocks on every shard at once until one
 // signals work, a delayed task falls due, [ShardedQueue.Interrupt] ends the wait, or opts.Wait passes. A shard
 // that fails (its primary being failed over) does not stop the pickup from the others; its error is returned only
-// when nothing was leased.
+// when nothing was leased. Tasks that cannot be decoded or resolved are dead-lettered with the reason, in their
+// shard, and not returned.
 func (s *ShardedQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*Delivery, error) {
+	return dequeueDecoded(ctx, s.dequeueRaw, s.rehydrateLeased, opts)
+}
+
+// dequeueRaw is Dequeue without the decoding: the worker decodes a pickup while its next one is on its way.
+func (s *ShardedQueue) dequeueRaw(ctx context.Context, opts DequeueOptions) (leased, error) {
 	if opts.Max < 1 {
 		opts.Max = 1
 	}
-	if opts.Consumer != "" && !resolverIDPattern.MatchString(opts.Consumer) {
-		return nil, fmt.Errorf("%w: consumer %s must match %s", ErrInvalidConfig, quote(opts.Consumer), resolverIDPattern)
-	}
 	start, from := time.Now(), -1
 	for {
-		ds, nextDue, err := s.sweep(ctx, opts.Max, from)
-		if err != nil || len(ds) > 0 {
-			return ds, err
+		l, nextDue, err := s.sweep(ctx, opts.Max, from)
+		if err != nil || len(l.ds) > 0 {
+			return l, err
 		}
 		remaining := opts.Wait - time.Since(start)
 		if remaining <= 0 {
-			return nil, nil
+			return leased{}, nil
 		}
 		wait := remaining
 		if nextDue >= 0 && nextDue < wait {
@@ -188,36 +191,48 @@ func (s *ShardedQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*Del
 		var interrupted bool
 		from, interrupted, err = s.blockAll(ctx, opts.Consumer, wait)
 		if err != nil || interrupted {
-			return nil, err
+			return leased{}, err
 		}
 	}
 }
 
+// rehydrateLeased decodes and resolves what a pickup leased, each task by its shard; the deliveries that cannot
+// run are parked in their shard and left out.
+func (s *ShardedQueue) rehydrateLeased(ctx context.Context, l leased) []*Delivery {
+	out := l.ds[:0]
+	for i, d := range l.ds {
+		if s.shards[s.ShardOf(l.ids[i])].rehydrateOne(ctx, d, l.ids[i], l.raws[i]) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 // sweep leases up to want tasks from the shards in turn, starting at from (-1: the next in rotation), and returns
 // the soonest due time of a delayed task (-1 for none). It returns an error only when it leased nothing.
-func (s *ShardedQueue) sweep(ctx context.Context, want, from int) ([]*Delivery, time.Duration, error) {
+func (s *ShardedQueue) sweep(ctx context.Context, want, from int) (leased, time.Duration, error) {
 	n := len(s.shards)
 	if from < 0 {
 		from = int(s.next.Add(1) % uint32(n))
 	}
-	var out []*Delivery
+	var out leased
 	var firstErr error
 	nextDue := time.Duration(-1)
-	for i := 0; i < n && len(out) < want; i++ {
-		ds, due, err := s.shards[(from+i)%n].lease(ctx, want-len(out))
+	for i := 0; i < n && len(out.ds) < want; i++ {
+		l, due, err := s.shards[(from+i)%n].leaseRaw(ctx, want-len(out.ds))
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
 			}
 			continue
 		}
-		out = append(out, ds...)
+		out.add(l)
 		if due >= 0 && (nextDue < 0 || due < nextDue) {
 			nextDue = due
 		}
 	}
-	if len(out) == 0 && firstErr != nil {
-		return nil, 0, firstErr
+	if len(out.ds) == 0 && firstErr != nil {
+		return leased{}, 0, firstErr
 	}
 	return out, nextDue, nil
 }
