@@ -19,9 +19,13 @@ import (
 // fencing tokens, retries, dead letters, FIFO) and is meant for single-process use and tests. Enqueue is idempotent
 // by task id; a conflicting content is detected for comparable executables and references (closures cannot be
 // compared, so an id seen before is a no-op for them).
+//
+// It stores task results as [RedisTaskQueue] does with the default [RedisConfig]: at most 1 MiB of JSON each,
+// readable with [MemoryQueue.Result] for 24 hours; it keeps the results of the last 10000 tasks at most.
 type MemoryQueue struct {
-	lease time.Duration
-	maxd  int
+	lease     time.Duration
+	maxd      int
+	maxResult int // the most bytes of one result (SetResult)
 
 	mu        sync.Mutex
 	changed   chan struct{} // closed and replaced whenever tasks become ready
@@ -34,6 +38,38 @@ type MemoryQueue struct {
 	interrupt map[string]bool
 	settled   map[string]int64 // task id -> token*4 + outcome of its last settled delivery (see lua/settle.lua)
 	order     []string         // settled ids, oldest first, to bound the map
+	results   map[string]memResult
+	resOrder  []string // ids in results, oldest first, to bound the map
+}
+
+// memResult is a task's stored result and when it expires.
+type memResult struct {
+	data    []byte
+	expires time.Time
+}
+
+// A MemoryQueue's results: the limits of a RedisTaskQueue's default config, and a bound on how many it keeps.
+const (
+	memMaxResultBytes = 1 << 20
+	memResultTTL      = 24 * time.Hour
+	memResultWindow   = 10000
+)
+
+// keepResult stores a task's result, dropping expired results and the oldest beyond memResultWindow; q.mu must
+// be held.
+func (q *MemoryQueue) keepResult(id string, data []byte, now time.Time) {
+	if _, ok := q.results[id]; !ok {
+		q.resOrder = append(q.resOrder, id)
+	}
+	q.results[id] = memResult{data: data, expires: now.Add(memResultTTL)}
+	for len(q.resOrder) > 0 {
+		oldest := q.resOrder[0]
+		if len(q.resOrder) <= memResultWindow && q.results[oldest].expires.After(now) {
+			break
+		}
+		delete(q.results, oldest)
+		q.resOrder = q.resOrder[1:]
+	}
 }
 
 // memSettledWindow bounds how many settled deliveries a MemoryQueue remembers for idempotent replies.
@@ -77,9 +113,10 @@ func NewMemoryQueue(lease time.Duration, maxDeliveries int) *MemoryQueue {
 		maxDeliveries = 5
 	}
 	return &MemoryQueue{
-		lease: lease, maxd: maxDeliveries, changed: make(chan struct{}), tasks: make(map[string]*memTask),
-		pending: list.New(), scheduled: make(map[string]time.Time), dead: make(map[string]string),
-		interrupt: make(map[string]bool), settled: make(map[string]int64),
+		lease: lease, maxd: maxDeliveries, maxResult: memMaxResultBytes, changed: make(chan struct{}),
+		tasks: make(map[string]*memTask), pending: list.New(), scheduled: make(map[string]time.Time),
+		dead: make(map[string]string), interrupt: make(map[string]bool), settled: make(map[string]int64),
+		results: make(map[string]memResult),
 	}
 }
 
@@ -287,11 +324,12 @@ func (q *MemoryQueue) owned(d *Delivery) (*memTask, error) {
 	return t, nil
 }
 
-// Ack implements [TaskQueue].
+// Ack implements [TaskQueue]. It stores the result a delivery's handler set ([SetResult]).
 func (q *MemoryQueue) Ack(_ context.Context, ds ...*Delivery) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var errs []error
+	now := time.Now()
 	for _, d := range ds {
 		if _, err := q.owned(d); err != nil {
 			if !q.replayed(d, 0) {
@@ -301,6 +339,9 @@ func (q *MemoryQueue) Ack(_ context.Context, ds ...*Delivery) error {
 		}
 		delete(q.tasks, d.Spec.TaskID)
 		q.remember(d.Spec.TaskID, d.Token, 0)
+		if d.result != nil {
+			q.keepResult(d.Spec.TaskID, d.result, now)
+		}
 	}
 	return errors.Join(errs...)
 }

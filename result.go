@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -103,4 +105,27 @@ func (q *RedisTaskQueue) Result(ctx context.Context, taskID string) (json.RawMes
 		return nil, fmt.Errorf("taskqueue: result: %w", classify(err))
 	}
 	return raw, nil
+}
+
+// Result returns the stored result of a task, read from the task's shard ([RedisTaskQueue.Result]).
+func (s *ShardedQueue) Result(ctx context.Context, taskID string) (json.RawMessage, error) {
+	if err := validateTaskID(taskID); err != nil {
+		return nil, err
+	}
+	return s.shards[s.ShardOf(taskID)].Result(ctx, taskID)
+}
+
+// Result returns the stored result of a task. It returns [ErrNoResult] when the task stored none, has not
+// completed, or its result expired or made room for newer ones (see [MemoryQueue]).
+func (q *MemoryQueue) Result(_ context.Context, taskID string) (json.RawMessage, error) {
+	if err := validateTaskID(taskID); err != nil {
+		return nil, err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	r, ok := q.results[taskID]
+	if !ok || !r.expires.After(time.Now()) {
+		return nil, fmt.Errorf("%w: task %s", ErrNoResult, quote(taskID))
+	}
+	return slices.Clone(r.data), nil
 }

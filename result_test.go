@@ -3,6 +3,7 @@ package taskqueue
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -70,15 +71,37 @@ func TestSetResultErrors(t *testing.T) {
 	require.Equal(t, "14 bytes, limit 8", re.Detail)
 	require.Equal(t, err, slot.err, "the run fails even if the handler drops the error")
 
-	// On a MemoryQueue nothing is stored: SetResult says so, RegisterResult's functions still succeed.
-	mq := NewMemoryQueue(time.Second, 0)
-	defer mq.Close()
-	mctx, mslot := withResultSlot(context.Background(), mq)
-	require.Nil(t, mslot)
-	require.ErrorIs(t, SetResult(mctx, 1), ErrResultNotStored)
+	// Outside a worker's run nothing is stored: SetResult says so, RegisterResult's functions still succeed.
+	require.ErrorIs(t, SetResult(context.Background(), 1), ErrResultNotStored)
 	ref := NewReferenceResolver()
 	require.NoError(t, RegisterResult(ref, "m", "f", func(context.Context, struct{}) (int, error) { return 1, nil }))
 	exe, err := ref.Call("m", "f", struct{}{})
 	require.NoError(t, err)
-	require.NoError(t, exe.Run(mctx))
+	require.NoError(t, exe.Run(context.Background()))
+}
+
+func TestMemoryQueueResultsAreBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q := NewMemoryQueue(time.Second, 0)
+	defer q.Close()
+	now := time.Now()
+	for i := range memResultWindow + 2 {
+		q.mu.Lock()
+		q.keepResult(fmt.Sprint("r", i), []byte("1"), now)
+		q.mu.Unlock()
+	}
+	_, err := q.Result(ctx, "r0")
+	require.ErrorIs(t, err, ErrNoResult, "the oldest result makes room")
+	_, err = q.Result(ctx, "r1")
+	require.ErrorIs(t, err, ErrNoResult)
+	raw, err := q.Result(ctx, fmt.Sprint("r", memResultWindow+1))
+	require.NoError(t, err)
+	require.Equal(t, "1", string(raw))
+
+	q.mu.Lock()
+	q.keepResult("old", []byte("2"), now.Add(-memResultTTL))
+	q.mu.Unlock()
+	_, err = q.Result(ctx, "old")
+	require.ErrorIs(t, err, ErrNoResult, "an expired result is gone")
 }
