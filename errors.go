@@ -262,16 +262,17 @@ var (
 	// and cleaned up, or expired.
 	ErrGroupNotFound = errors.New("taskqueue: group run not found")
 
-	// ErrNoResult is returned by [RedisTaskQueue.Result] when a task stored no result, or it expired.
+	// ErrNoResult is returned by [RedisTaskQueue.Result], [ShardedQueue.Result] and [MemoryQueue.Result] when a
+	// task stored no result, or it expired.
 	ErrNoResult = errors.New("taskqueue: no result")
 
-	// ErrResultTooLarge is the cause of a task whose result exceeds [RedisConfig.MaxResultBytes]: the task fails
+	// ErrResultTooLarge is the cause of a task whose result exceeds its queue's limit ([RedisConfig.MaxResultBytes]
+	// on Redis, 1 MiB on a [MemoryQueue]): the task fails
 	// (and is dead-lettered at once, since a retry would produce the same result) rather than storing a
 	// truncated result.
 	ErrResultTooLarge = errors.New("taskqueue: task result too large")
 
-	// ErrResultNotStored is returned by [SetResult] outside a task run by a [TaskWorker] on a queue that stores
-	// results (a [RedisTaskQueue]).
+	// ErrResultNotStored is returned by [SetResult] outside a task run by a [TaskWorker].
 	ErrResultNotStored = errors.New("taskqueue: results are not stored here")
 )
 

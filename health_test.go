@@ -16,7 +16,7 @@ import (
 )
 
 // stallingQueue wraps a queue whose pickups can be made to hang (as on a frozen Redis, until the caller's context
-// ends) or to fail (as on a Redis that is down).
+// ends) or to fail (as on a Redis that is down). The worker picks up through dequeueRaw.
 type stallingQueue struct {
 	TaskQueue
 	hang    atomic.Bool
@@ -24,18 +24,18 @@ type stallingQueue struct {
 	release chan struct{} // closed to end the hanging pickups
 }
 
-func (s *stallingQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*Delivery, error) {
+func (s *stallingQueue) dequeueRaw(ctx context.Context, opts DequeueOptions) (leased, error) {
 	if s.hang.Load() {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return leased{}, ctx.Err()
 		case <-s.release:
 		}
 	}
 	if s.fail.Load() {
-		return nil, errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
+		return leased{}, errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
 	}
-	return s.TaskQueue.Dequeue(ctx, opts)
+	return s.TaskQueue.dequeueRaw(ctx, opts)
 }
 
 func TestWorkerHealthShowsAHangingPickup(t *testing.T) {

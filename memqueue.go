@@ -101,8 +101,6 @@ type memTask struct {
 	deliveries int
 }
 
-var _ TaskQueue = (*MemoryQueue)(nil)
-
 // NewMemoryQueue returns an empty in-memory queue whose deliveries hold a lease of the given length (0 for 30s)
 // and whose tasks are dead-lettered after maxDeliveries expired leases in a row (0 for 5).
 func NewMemoryQueue(lease time.Duration, maxDeliveries int) *MemoryQueue {
@@ -314,6 +312,23 @@ func (q *MemoryQueue) Interrupt(_ context.Context, consumer string) error {
 	q.signal()
 	return nil
 }
+
+// clearInterrupt drops an interrupt that no pickup consumed.
+func (q *MemoryQueue) clearInterrupt(_ context.Context, consumer string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.interrupt, consumer)
+	return nil
+}
+
+// dequeueRaw is Dequeue: a MemoryQueue has nothing to decode.
+func (q *MemoryQueue) dequeueRaw(ctx context.Context, opts DequeueOptions) (leased, error) {
+	ds, err := q.Dequeue(ctx, opts)
+	return leased{ds: ds}, err
+}
+
+// rehydrateLeased returns the deliveries as they are: they hold their executables.
+func (q *MemoryQueue) rehydrateLeased(_ context.Context, l leased) []*Delivery { return l.ds }
 
 // owned returns the task a delivery still owns; q.mu must be held.
 func (q *MemoryQueue) owned(d *Delivery) (*memTask, error) {

@@ -15,9 +15,17 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// TaskQueue is what a [TaskWorker] consumes from: a [RedisTaskQueue] or a [MemoryQueue]. Every delivery holds a
-// lease that the worker renews until it settles the delivery with Ack, Retry, DeadLetter or Release; a delivery
-// whose lease expires goes back to the queue (at-least-once).
+// TaskQueue is the worker's contract with a queue, what a [TaskWorker] consumes from: a [RedisTaskQueue], a
+// [ShardedQueue] or a [MemoryQueue]. Every delivery holds a lease that the worker renews until it settles the
+// delivery with Ack, Retry, DeadLetter or Release; a delivery whose lease expires goes back to the queue
+// (at-least-once).
+//
+// Its unexported methods are what the worker needs beyond the exported ones: a pickup split from the decoding of
+// what it leased, the size limit of a task's result (which Ack stores), and the clean-up of a consumer's
+// interrupt. Every queue must provide them, and the compiler checks that each does, so that no queue silently
+// lacks a feature. They also seal the interface: a type of another package implements it only by embedding a
+// TaskQueue (or one of the queues), and the worker picks up through the embedded queue's own pickup, never
+// through an overriding Dequeue.
 type TaskQueue interface {
 	// Enqueue adds a task. It is idempotent by task id: the same id with the same content is a no-op, with other
 	// content it is [ErrTaskIDConflict].
@@ -45,7 +53,25 @@ type TaskQueue interface {
 	Reap(ctx context.Context) (ReapResult, error)
 	// LeaseDuration is the lease each delivery gets, and each renewal extends it to.
 	LeaseDuration() time.Duration
+
+	// dequeueRaw leases as Dequeue does but decodes nothing, so that the worker decodes a pickup (with
+	// rehydrateLeased) while its next one is on its way.
+	dequeueRaw(ctx context.Context, opts DequeueOptions) (leased, error)
+	// rehydrateLeased decodes and resolves what dequeueRaw leased; the deliveries that cannot run are parked and
+	// left out.
+	rehydrateLeased(ctx context.Context, l leased) []*Delivery
+	// maxResultBytes bounds the JSON of a task's result ([SetResult]); Ack stores each delivery's result.
+	maxResultBytes() int
+	// clearInterrupt removes what Interrupt left for a consumer, after its last pickup ([TaskWorker.Stop]).
+	clearInterrupt(ctx context.Context, consumer string) error
 }
+
+// Every queue implements the worker's contract, checked by the compiler.
+var (
+	_ TaskQueue = (*RedisTaskQueue)(nil)
+	_ TaskQueue = (*ShardedQueue)(nil)
+	_ TaskQueue = (*MemoryQueue)(nil)
+)
 
 // DequeueOptions tune one [TaskQueue.Dequeue] call.
 type DequeueOptions struct {
@@ -205,8 +231,6 @@ type RedisTaskQueue struct {
 	signer      *signer       // nil without RedisConfig.Signing
 	readTimeout time.Duration // the client's, where it can be known; 0 if unknown or unlimited
 }
-
-var _ TaskQueue = (*RedisTaskQueue)(nil)
 
 // NewRedisTaskQueue returns a queue on rdb under keyPrefix that serializes and resolves tasks through reg. The
 // config is copied; nil takes every default.

@@ -14,8 +14,9 @@ import (
 // A task's result is a JSON value that its handler hands back. The worker keeps it beside the delivery and the
 // ack stores it in the same script that completes the task: a group member's in its group run's hash (read with
 // [GroupRun.Wait]), any other task's under "{prefix}:result:<task id>" for [RedisConfig.ResultTTL] (read with
-// [RedisTaskQueue.Result]). A result larger than [RedisConfig.MaxResultBytes] fails the task with a
-// [*ResultError]; it is never truncated.
+// [RedisTaskQueue.Result]; on a [ShardedQueue], in the task's shard, read with [ShardedQueue.Result]). A
+// [MemoryQueue] keeps it in memory ([MemoryQueue.Result]). A result larger than the queue's limit
+// ([RedisConfig.MaxResultBytes]) fails the task with a [*ResultError]; it is never truncated.
 
 // resultSlot is where one run's handler leaves its result; the worker puts it in the run's context.
 type resultSlot struct {
@@ -26,14 +27,10 @@ type resultSlot struct {
 
 type resultSlotKey struct{}
 
-// resultStore is implemented by queues that store results; the worker asks it for the size limit.
-type resultStore interface {
-	maxResultBytes() int
-}
-
 // SetResult records v, encoded as JSON, as the result of the task running under ctx; a later call replaces it.
-// It returns [ErrResultNotStored] outside a task run by a [TaskWorker] on a [RedisTaskQueue], and a
-// [*ResultError] when v cannot be encoded or its encoding exceeds [RedisConfig.MaxResultBytes]: the task then
+// Every queue stores it when the task succeeds: [RedisTaskQueue], [ShardedQueue] (in the task's shard) and
+// [MemoryQueue]. It returns [ErrResultNotStored] outside a task run by a [TaskWorker], and a [*ResultError] when
+// v cannot be encoded or its encoding exceeds the queue's limit ([RedisConfig.MaxResultBytes]): the task then
 // fails, even if the handler returns nil, and is dead-lettered with that error (no retry would help).
 func SetResult(ctx context.Context, v any) error {
 	s, _ := ctx.Value(resultSlotKey{}).(*resultSlot)
@@ -54,7 +51,7 @@ func SetResult(ctx context.Context, v any) error {
 }
 
 // RegisterResult is [Register] for a function that returns a result: when fn succeeds, its result is stored
-// with [SetResult]. On a queue that stores no results (a [MemoryQueue]) the result is discarded.
+// with [SetResult]. Run outside a [TaskWorker] (its executable's Run called directly), fn's result is discarded.
 func RegisterResult[T, R any](r *ReferenceResolver, module, name string, fn func(ctx context.Context, args T) (R, error)) error {
 	if fn == nil {
 		return fmt.Errorf("%w: nil function for %s.%s", ErrInvalidConfig, module, name)
@@ -78,17 +75,15 @@ func MustRegisterResult[T, R any](r *ReferenceResolver, module, name string, fn 
 	}
 }
 
-// withResultSlot gives a run a result slot when the queue stores results.
+// withResultSlot gives a run a result slot, with the queue's limit.
 func withResultSlot(ctx context.Context, q TaskQueue) (context.Context, *resultSlot) {
-	rs, ok := q.(resultStore)
-	if !ok {
-		return ctx, nil
-	}
-	s := &resultSlot{limit: rs.maxResultBytes()}
+	s := &resultSlot{limit: q.maxResultBytes()}
 	return context.WithValue(ctx, resultSlotKey{}, s), s
 }
 
 func (q *RedisTaskQueue) maxResultBytes() int { return q.cfg.MaxResultBytes }
+func (s *ShardedQueue) maxResultBytes() int   { return s.shards[0].maxResultBytes() }
+func (q *MemoryQueue) maxResultBytes() int    { return q.maxResult }
 
 // Result returns the stored result of a task that is not a group member (a member's result is part of its
 // [GroupResult]). It returns [ErrNoResult] when the task stored none, has not completed, or its result expired

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
@@ -78,6 +80,117 @@ func TestSetResultErrors(t *testing.T) {
 	exe, err := ref.Call("m", "f", struct{}{})
 	require.NoError(t, err)
 	require.NoError(t, exe.Run(context.Background()))
+}
+
+// resultQueue is what the result tests need of a queue: the worker's contract and the producer's read.
+type resultQueue interface {
+	TaskQueue
+	Result(ctx context.Context, taskID string) (json.RawMessage, error)
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// registerResultTasks registers m.sum (RegisterResult), m.set (SetResult, its error returned) and m.big (a result
+// of 100 bytes) on ref.
+func registerResultTasks(t *testing.T, ref *ReferenceResolver) {
+	t.Helper()
+	type out struct {
+		Sum int64 `json:"sum"`
+	}
+	require.NoError(t, RegisterResult(ref, "m", "sum", func(_ context.Context, a addArgs) (out, error) {
+		return out{Sum: a.A + a.B}, nil
+	}))
+	require.NoError(t, Register(ref, "m", "set", func(ctx context.Context, a addArgs) error {
+		return SetResult(ctx, []int64{a.A, a.B})
+	}))
+	require.NoError(t, Register(ref, "m", "big", func(ctx context.Context, _ addArgs) error {
+		_ = SetResult(ctx, string(make([]byte, 100)))
+		return nil
+	}))
+}
+
+// checkResultsThroughWorker runs tasks of registerResultTasks under a worker on q (whose result limit is 64
+// bytes) and checks what q.Result reads back. ids are the ids of the sum and set tasks.
+func checkResultsThroughWorker(t *testing.T, q resultQueue, exe func(name string, a addArgs) Executable, ids []string) {
+	t.Helper()
+	ctx := context.Background()
+	rec := &recorder{}
+	startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 4, ReapInterval: -1}, rec))
+	for i, id := range ids {
+		name := []string{"sum", "set"}[i%2]
+		require.NoError(t, q.Enqueue(ctx, NewTaskSpec(id, exe(name, addArgs{A: int64(i), B: 1 << 60}))))
+	}
+	require.NoError(t, q.Enqueue(ctx, NewTaskSpec("big-1", exe("big", addArgs{}))))
+	waitFor(t, 10*time.Second, "every task's first run settled", func() bool {
+		st, err := q.Stats(ctx)
+		return err == nil && st.Pending+st.Active == 0 && rec.count(EventStarted) >= len(ids)+1
+	})
+	for i, id := range ids {
+		raw, err := q.Result(ctx, id)
+		require.NoError(t, err, "the result of %s", id)
+		want := fmt.Sprintf(`{"sum":%d}`, int64(i)+1<<60)
+		if i%2 == 1 {
+			want = fmt.Sprintf(`[%d,%d]`, i, int64(1<<60))
+		}
+		require.Equal(t, want, string(raw))
+	}
+	require.Equal(t, len(ids), rec.count(EventSucceeded), "SetResult never failed a run")
+	st, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), st.Dead, "a result over the limit fails its task")
+	_, err = q.Result(ctx, "big-1")
+	require.ErrorIs(t, err, ErrNoResult, "nothing truncated is stored")
+	_, err = q.Result(ctx, "never")
+	require.ErrorIs(t, err, ErrNoResult)
+	_, err = q.Result(ctx, "bad id")
+	require.ErrorIs(t, err, ErrInvalidTaskID)
+}
+
+func TestResultsOnShardedQueue(t *testing.T) {
+	t.Parallel()
+	for _, b := range []struct {
+		name string
+		addr func(testing.TB) string
+	}{{"mini", func(t testing.TB) string { return miniredis.RunT(t).Addr() }}, {"real", realRedis}} {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			rdb := redis.NewClient(&redis.Options{Addr: b.addr(t)})
+			t.Cleanup(func() { _ = rdb.Close() })
+			reg, ref := testRegistry(t)
+			registerResultTasks(t, ref)
+			q, err := NewShardedQueue(rdb, "results-"+newID()[:8], 4, reg, quiet(&RedisConfig{MaxResultBytes: 64}))
+			require.NoError(t, err)
+			var ids []string
+			for k := range 4 { // a sum and a set task on every shard
+				ids = append(ids, idOnShard(t, q, k, fmt.Sprint("sum", k)), idOnShard(t, q, k, fmt.Sprint("set", k)))
+			}
+			checkResultsThroughWorker(t, q, func(name string, a addArgs) Executable { return Ref("m", name, a) }, ids)
+			for _, id := range ids { // each result lives in its task's shard
+				for k, shard := range q.Shards() {
+					_, err := shard.Result(context.Background(), id)
+					if k == q.ShardOf(id) {
+						require.NoError(t, err, "the result of %s in its shard %d", id, k)
+					} else {
+						require.ErrorIs(t, err, ErrNoResult)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestResultsOnMemoryQueue(t *testing.T) {
+	t.Parallel()
+	q := NewMemoryQueue(time.Second, 0)
+	defer q.Close()
+	ref := NewReferenceResolver()
+	registerResultTasks(t, ref)
+	q.maxResult = 64
+	exe := func(name string, a addArgs) Executable {
+		e, err := ref.Call("m", name, a)
+		require.NoError(t, err)
+		return e
+	}
+	checkResultsThroughWorker(t, q, exe, []string{"sum-1", "set-1", "sum-2", "set-2"})
 }
 
 func TestMemoryQueueResultsAreBounded(t *testing.T) {

@@ -35,8 +35,6 @@ type ShardedQueue struct {
 	next   atomic.Uint32 // where the next pickup starts
 }
 
-var _ TaskQueue = (*ShardedQueue)(nil)
-
 // NewShardedQueue returns a queue of shards shards (1 to [MaxShards]) on rdb under keyPrefix; each shard is a
 // [RedisTaskQueue] made with reg and cfg (copied; nil takes every default), so [RedisConfig.DurableReplicas]
 // applies to each enqueue.
@@ -310,7 +308,7 @@ func (s *ShardedQueue) Interrupt(ctx context.Context, consumer string) error {
 	return s.shards[0].Interrupt(ctx, consumer)
 }
 
-// clearInterrupt removes a consumer's interrupt list after its last pickup ([TaskWorker.Stop] calls it).
+// clearInterrupt removes a consumer's interrupt list, in shard 0, after its last pickup.
 func (s *ShardedQueue) clearInterrupt(ctx context.Context, consumer string) error {
 	return s.shards[0].clearInterrupt(ctx, consumer)
 }

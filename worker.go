@@ -303,13 +303,9 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	_ = w.q.Interrupt(ictx, w.cfg.Name)
 	icancel()
 	<-w.fetchEnd
-	if c, ok := w.q.(interface {
-		clearInterrupt(context.Context, string) error
-	}); ok {
-		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		_ = c.clearInterrupt(cctx, w.cfg.Name)
-		ccancel()
-	}
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	_ = w.q.clearInterrupt(cctx, w.cfg.Name)
+	ccancel()
 
 	finished := make(chan struct{})
 	go func() { w.tasks.Wait(); close(finished) }()
@@ -366,30 +362,26 @@ func (w *TaskWorker) handBack() error {
 
 func (w *TaskWorker) fetchLoop(ctx context.Context) {
 	defer close(w.fetchEnd)
-	// On a Redis queue a pickup's envelopes are decoded on a goroutine of their own, while the next pickup is on
-	// its way: decoding is Go CPU and the pickup's round trip is waiting, so the two overlap.
-	rq, _ := w.q.(rawDequeuer)
-	var decode chan decodeJob
-	if rq != nil {
-		decode = make(chan decodeJob, 1)
-		decoded := make(chan struct{})
-		go func() {
-			defer close(decoded)
-			for j := range decode {
-				ds := rq.rehydrateLeased(context.WithoutCancel(ctx), j.l)
-				for range len(j.l.ds) - len(ds) {
-					w.slots <- struct{}{}
-				}
-				for _, d := range ds {
-					w.launch(d)
-				}
-				if j.launched != nil {
-					close(j.launched)
-				}
+	// A pickup's envelopes are decoded on a goroutine of their own, while the next pickup is on its way: decoding
+	// is Go CPU and the pickup's round trip is waiting, so the two overlap.
+	decode := make(chan decodeJob, 1)
+	decoded := make(chan struct{})
+	go func() {
+		defer close(decoded)
+		for j := range decode {
+			ds := w.q.rehydrateLeased(context.WithoutCancel(ctx), j.l)
+			for range len(j.l.ds) - len(ds) {
+				w.slots <- struct{}{}
 			}
-		}()
-		defer func() { close(decode); <-decoded }()
-	}
+			for _, d := range ds {
+				w.launch(d)
+			}
+			if j.launched != nil {
+				close(j.launched)
+			}
+		}
+	}()
+	defer func() { close(decode); <-decoded }()
 	backoff := 50 * time.Millisecond
 	for {
 		for w.suspects.Load() > 0 {
@@ -406,7 +398,7 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 		}
 		n := w.gatherSlots(1)
 		w.health.pickupBegin()
-		got, err := w.pickup(ctx, DequeueOptions{Max: n, Wait: w.cfg.BlockTimeout, Consumer: w.cfg.Name}, rq, decode)
+		got, err := w.pickup(ctx, DequeueOptions{Max: n, Wait: w.cfg.BlockTimeout, Consumer: w.cfg.Name}, decode)
 		w.health.pickupEnd(err)
 		for range n - got {
 			w.slots <- struct{}{}
@@ -438,18 +430,11 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 	}
 }
 
-// pickup leases up to opts.Max tasks and starts them: on a Redis queue it hands them to the decoding goroutine
-// (waiting until a pickup that holds a suspect has started it, so that the next pickup waits for the suspect, as it
-// would without that goroutine), on any other queue it starts them itself. It returns how many were leased.
-func (w *TaskWorker) pickup(ctx context.Context, opts DequeueOptions, rq rawDequeuer, decode chan<- decodeJob) (int, error) {
-	if decode == nil {
-		ds, err := w.q.Dequeue(ctx, opts)
-		for _, d := range ds {
-			w.launch(d)
-		}
-		return len(ds), err
-	}
-	l, err := rq.dequeueRaw(ctx, opts)
+// pickup leases up to opts.Max tasks and hands them to the decoding goroutine, which starts them (waiting until a
+// pickup that holds a suspect has started it, so that the next pickup waits for the suspect, as it would without
+// that goroutine). It returns how many were leased.
+func (w *TaskWorker) pickup(ctx context.Context, opts DequeueOptions, decode chan<- decodeJob) (int, error) {
+	l, err := w.q.dequeueRaw(ctx, opts)
 	if len(l.ds) == 0 {
 		return 0, err
 	}
@@ -468,12 +453,6 @@ func (w *TaskWorker) pickup(ctx context.Context, opts DequeueOptions, rq rawDequ
 type decodeJob struct {
 	l        leased
 	launched chan struct{}
-}
-
-// rawDequeuer is a queue whose pickup can be split from the decoding of what it leased (RedisTaskQueue).
-type rawDequeuer interface {
-	dequeueRaw(ctx context.Context, opts DequeueOptions) (leased, error)
-	rehydrateLeased(ctx context.Context, l leased) []*Delivery
 }
 
 // gatherSlots takes more free slots, up to a batch. While tasks are running and fewer than half a batch of slots

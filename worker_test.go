@@ -548,15 +548,15 @@ func TestWorkerRunsSuspectsAlone(t *testing.T) {
 	})
 }
 
-// refusingQueue refuses every pickup as Redis ACL would.
+// refusingQueue refuses every pickup (the worker's, through dequeueRaw) as Redis ACL would.
 type refusingQueue struct {
 	TaskQueue
 	calls atomic.Int32
 }
 
-func (r *refusingQueue) Dequeue(context.Context, DequeueOptions) ([]*Delivery, error) {
+func (r *refusingQueue) dequeueRaw(context.Context, DequeueOptions) (leased, error) {
 	r.calls.Add(1)
-	return nil, fmt.Errorf("taskqueue: dequeue: %w", classify(errors.New("NOPERM this user has no permissions to run the 'evalsha' command")))
+	return leased{}, fmt.Errorf("taskqueue: dequeue: %w", classify(errors.New("NOPERM this user has no permissions to run the 'evalsha' command")))
 }
 
 func TestWorkerBacksOffOnPermissionErrors(t *testing.T) {
