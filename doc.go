@@ -73,7 +73,7 @@
 // crashed worker's member is redelivered and completes it) and applies a [GroupPolicy]: [StrictPolicy] by
 // default, [BestEffortPolicy], [AtLeastPolicy], [CriticalPolicy] or one of your own. A handler hands back a
 // JSON result with [SetResult] (or [RegisterResult]); members' results come back in the [GroupResult], other
-// tasks' through [RedisTaskQueue.Result]. See docs/groups.md.
+// tasks' through [RedisTaskQueue.Result], [ShardedQueue.Result] or [MemoryQueue.Result]. See docs/groups.md.
 //
 // # Example
 //
