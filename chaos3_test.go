@@ -5,10 +5,8 @@ package taskqueue
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,122 +36,6 @@ func figure(t testing.TB, scenario string, kv ...any) {
 
 // ms formats a duration in whole milliseconds, for figures.
 func ms(d time.Duration) int64 { return d.Milliseconds() }
-
-// chaosProxy forwards loopback TCP connections to a Redis. hold makes it stop passing bytes either way while
-// keeping every connection open, as a network partition does: the client's commands go out and no reply comes
-// back. release passes on what was held, in order.
-type chaosProxy struct {
-	ln     net.Listener
-	target string
-
-	mu     sync.Mutex
-	open   chan struct{} // closed while bytes flow
-	conns  map[net.Conn]struct{}
-	closed chan struct{}
-	wg     sync.WaitGroup
-}
-
-func startChaosProxy(t testing.TB, target string) *chaosProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &chaosProxy{ln: ln, target: target, open: make(chan struct{}), conns: map[net.Conn]struct{}{}, closed: make(chan struct{})}
-	close(p.open)
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *chaosProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *chaosProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		d, err := net.DialTimeout("tcp", p.target, time.Second)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		select {
-		case <-p.closed:
-			p.mu.Unlock()
-			_ = c.Close()
-			_ = d.Close()
-			return
-		default:
-		}
-		p.conns[c], p.conns[d] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(d, c)
-		go p.pipe(c, d)
-	}
-}
-
-// pipe copies src to dst, waiting while the proxy holds; it closes both when either side ends.
-func (p *chaosProxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	defer func() { _ = dst.Close(); _ = src.Close() }()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			gate := p.open
-			p.mu.Unlock()
-			select {
-			case <-gate:
-			case <-p.closed:
-				return
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *chaosProxy) hold() {
-	p.mu.Lock()
-	p.open = make(chan struct{})
-	p.mu.Unlock()
-}
-
-func (p *chaosProxy) release() {
-	p.mu.Lock()
-	select {
-	case <-p.open:
-	default:
-		close(p.open)
-	}
-	p.mu.Unlock()
-}
-
-func (p *chaosProxy) close() {
-	p.mu.Lock()
-	select {
-	case <-p.closed:
-		p.mu.Unlock()
-		return
-	default:
-	}
-	close(p.closed)
-	_ = p.ln.Close()
-	for c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
 
 // chaosLongTaskSilentConnection (scenario 5): a worker process with a 2s lease runs a task for five leases and its
 // heartbeats keep it: one run, no redelivery, although a second worker reaps every 100ms. Then the worker's
