@@ -5,12 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
@@ -223,6 +228,106 @@ func TestClassifyPermission(t *testing.T) {
 		err := errors.New(msg)
 		require.Same(t, err, classify(err), msg)
 	}
+}
+
+// TestClassifyTransient feeds error replies to a go-redis client from a miniredis, so that each reaches the queue
+// exactly as go-redis surfaces it (its typed TRYAGAIN, ASK, MOVED... errors), and breaks the connection: the failures
+// a resend may cure are [*TransientError]s (errors.Is ErrTransient, the Redis error still in the chain), the others
+// are left as they are.
+func TestClassifyTransient(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	// No resends by the client: each call reports the reply it got.
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg, _ := testRegistry(t)
+	q, err := NewRedisTaskQueue(rdb, "test", reg, quiet(nil))
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, rdb.Ping(ctx).Err()) // the connection's handshake, before the server refuses everything
+	d := &Delivery{Spec: &TaskSpec{TaskID: "t"}, Token: 1}
+	for reply, reason := range map[string]string{
+		"TRYAGAIN Multiple keys request during rehashing of slot":                                "TRYAGAIN",
+		"ASK 12066 127.0.0.1:7001":                                                               "ASK",
+		"MOVED 12066 127.0.0.1:7002":                                                             "MOVED",
+		"CLUSTERDOWN The cluster is down":                                                        "CLUSTERDOWN",
+		"CLUSTERDOWN Hash slot not served":                                                       "CLUSTERDOWN",
+		"LOADING Redis is loading the dataset in memory":                                         "LOADING",
+		"READONLY You can't write against a read only replica.":                                  "READONLY",
+		"MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.":       "MASTERDOWN",
+		"NOREPLICAS Not enough good replicas to write.":                                          "NOREPLICAS",
+		"BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.": "BUSY",
+		"ERR unknown command 'evalsha'":                                                          "",
+		"OOM command not allowed when used memory > 'maxmemory'.":                                "",
+		"BUSYGROUP Consumer Group name already exists":                                           "",
+		"NOPERM this user has no permissions to access one of the keys used as arguments":        "",
+	} {
+		mr.SetError(reply)
+		for call, err := range map[string]error{
+			"ack":    q.Ack(ctx, d),
+			"retry":  q.settle(ctx, "retry", "t", 1, "", 0, "", ""),
+			"extend": func() error { _, err := q.ExtendLeases(ctx, []*Delivery{d}); return err }(),
+			"pickup": func() error { _, err := q.Dequeue(ctx, DequeueOptions{}); return err }(),
+		} {
+			require.Error(t, err, "%s: %s", call, reply)
+			require.Contains(t, err.Error(), reply, "%s: the reply's text stays in the message", call)
+			var re redis.Error
+			require.ErrorAs(t, err, &re, "%s: the Redis error stays in the chain", call)
+			var te *TransientError
+			if reason == "" {
+				require.NotErrorIs(t, err, ErrTransient, "%s: %s", call, reply)
+				continue
+			}
+			require.ErrorIs(t, err, ErrTransient, "%s: %s", call, reply)
+			require.ErrorAs(t, err, &te)
+			require.Equal(t, reason, te.Reason, "%s: %s", call, reply)
+		}
+		if strings.HasPrefix(reply, "ASK ") {
+			_, ok := redis.IsAskError(classify(rdb.Get(ctx, "k").Err()))
+			require.True(t, ok, "go-redis still recognises its own error through the wrapper")
+		}
+	}
+	mr.SetError("")
+
+	// Text only, as a wrapper that flattened the reply leaves it; and classify is idempotent.
+	for msg, reason := range map[string]string{
+		"taskqueue: ack: TRYAGAIN Multiple keys request during rehashing of slot": "TRYAGAIN",
+		"ASK 3999 127.0.0.1:6381":   "ASK",
+		"xASK 1 a":                  "",
+		"context deadline exceeded": "",
+	} {
+		got := classify(errors.New(msg))
+		var te *TransientError
+		require.Equal(t, reason != "", errors.As(got, &te), msg)
+		if reason != "" {
+			require.Equal(t, reason, te.Reason)
+			require.Same(t, te, classify(got), "classify is idempotent")
+		}
+	}
+	require.NotErrorIs(t, classify(context.DeadlineExceeded), ErrTransient, "a context's own end is its caller's")
+	require.NotErrorIs(t, classify(context.Canceled), ErrTransient)
+	require.NotErrorIs(t, classify(redis.Nil), ErrTransient)
+	require.NotErrorIs(t, classify(redis.ErrClosed), ErrTransient, "a client closed by its owner stays closed")
+
+	// Lost replies: a reset connection, a read that timed out, a server gone.
+	for err, reason := range map[error]string{
+		io.EOF:              "connection",
+		io.ErrUnexpectedEOF: "connection",
+		&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}:                         "connection",
+		&net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}:                     "timeout",
+		fmt.Errorf("taskqueue: ack: %w", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}): "connection",
+		redis.ErrPoolTimeout: "timeout",
+	} {
+		var te *TransientError
+		require.ErrorAs(t, classify(err), &te, "%v", err)
+		require.Equal(t, reason, te.Reason, "%v", err)
+		require.ErrorIs(t, classify(err), err)
+	}
+	mr.Close()
+	err = q.Ack(ctx, d)
+	var te *TransientError
+	require.ErrorAs(t, err, &te, "a server gone: %v", err)
+	require.Equal(t, "connection", te.Reason)
 }
 
 // TestOOMEnqueue fills a Redis with maxmemory and noeviction: enqueue must fail with the OOM error (no panic, no

@@ -323,3 +323,29 @@ func (e *ReplicationError) Unwrap() []error {
 // [WorkerHealth.StuckAfter] without one successful round trip: Redis is down, frozen or unreachable, or the
 // connection hangs. The worker retries by itself and clears the error at its next successful pickup.
 var ErrWorkerStuck = errors.New("taskqueue: worker stuck: pickup cannot reach Redis")
+
+// ErrTransient marks a failed Redis call that a resend may cure: the connection broke or timed out, so the reply
+// was lost and the call may or may not have run; or the server could not serve the queue's keys just then: a
+// Cluster slot on the move (TRYAGAIN, or an ASK or MOVED that the client did not follow), a Cluster, a primary or
+// a failover in progress (CLUSTERDOWN, MASTERDOWN, READONLY, NOREPLICAS), a server loading its data (LOADING) or
+// busy with a script (BUSY). The error is a [*TransientError], and the Redis error stays in the chain. A worker
+// resends its outcome calls (acks, retries, dead letters, lease renewals) on it until shortly before the lease
+// ends, and its pickups back off quietly (docs/reliability.md); a [TaskQueue] of one's own gets the same by
+// wrapping ErrTransient.
+var ErrTransient = errors.New("taskqueue: transient Redis error")
+
+// TransientError is a Redis call's failure that a resend may cure. It wraps [ErrTransient] and the Redis error.
+type TransientError struct {
+	// Reason names the failure in a word: the Redis error's prefix ("TRYAGAIN", "ASK", "MOVED", "CLUSTERDOWN",
+	// "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "BUSY"), or "connection" (reset, refused, closed) or
+	// "timeout" (no reply in time) when no reply came.
+	Reason string
+	Err    error
+}
+
+func (e *TransientError) Error() string {
+	return ErrTransient.Error() + " (" + e.Reason + "): " + truncate(errString(e.Err), maxDetail)
+}
+
+// Unwrap returns [ErrTransient] and the Redis error.
+func (e *TransientError) Unwrap() []error { return []error{ErrTransient, e.Err} }
