@@ -104,6 +104,7 @@ type Delivery struct {
 	env       *envelope
 	localEnds time.Time // the lease deadline estimated on the local monotonic clock (lower bound)
 	result    []byte    // the handler's result (SetResult), stored by Ack
+	failedAt  time.Time // set by the first Retry or DeadLetter: a resend writes the same envelope (settle.lua)
 }
 
 // EnqueueError reports the failure of one task in [TaskQueue.EnqueueBatch].
@@ -758,7 +759,7 @@ func (q *RedisTaskQueue) Retry(ctx context.Context, d *Delivery, delay time.Dura
 	env.Attempt++
 	env.Status = StatusRetry
 	env.LastError = truncate(errString(cause), maxLastError)
-	env.FailedAt = unixSeconds(time.Now())
+	env.FailedAt = unixSeconds(d.failed())
 	raw, err := q.fitted(&env)
 	if errors.Is(err, ErrEnvelopeTooLarge) {
 		reason := fmt.Errorf("%w; could not retry it after: %w", err, cause)
@@ -779,7 +780,7 @@ func (q *RedisTaskQueue) DeadLetter(ctx context.Context, d *Delivery, cause erro
 	env.Status = StatusDead
 	reason := truncate(errString(cause), maxLastError)
 	env.LastError = reason
-	env.FailedAt = unixSeconds(time.Now())
+	env.FailedAt = unixSeconds(d.failed())
 	raw, err := q.fitted(&env)
 	if errors.Is(err, ErrEnvelopeTooLarge) {
 		raw, err = nil, nil // keep the stored envelope: it reads back as it did at pickup
@@ -832,6 +833,15 @@ func cutQuoted(s string, budget int) string {
 		i += size
 	}
 	return s
+}
+
+// failed returns the time of the delivery's failure: when its first Retry or DeadLetter call was made. A call
+// resent after a lost reply thus sends the envelope it sent before, by which settle.lua recognises it.
+func (d *Delivery) failed() time.Time {
+	if d.failedAt.IsZero() {
+		d.failedAt = time.Now()
+	}
+	return d.failedAt
 }
 
 // Release implements [TaskQueue].

@@ -903,3 +903,32 @@ func TestTokensNeverRepeatAfterAnEmptyRestart(t *testing.T) {
 		require.Equal(t, Stats{}, s.stats(t))
 	})
 }
+
+// A retry or dead letter resent after it ran is answered with success and writes nothing, even when the settled
+// window no longer remembers it (here it is off); another outcome, or another error, is still refused.
+func TestOutcomeResendAfterItRan(t *testing.T) {
+	t.Parallel()
+	backends(t, &RedisConfig{SettledWindow: -1}, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		require.NoError(t, s.q.EnqueueBatch(ctx, []*TaskSpec{NewTaskSpec("r", Ref("m", "f", nil)), NewTaskSpec("d", Ref("m", "f", nil))}))
+		ds := s.lease(t, 2)
+		dr, dd := ds[0], ds[1]
+		require.Equal(t, "r", dr.Spec.TaskID)
+		cause := errors.New("boom")
+		for range 2 {
+			require.NoError(t, s.q.Retry(ctx, dr, time.Hour, cause))
+			require.NoError(t, s.q.DeadLetter(ctx, dd, cause))
+			require.Equal(t, Stats{Scheduled: 1, Dead: 1}, s.stats(t))
+		}
+		raw, err := s.rdb.HGet(ctx, s.q.keys.key(keyTasks), "r").Result()
+		require.NoError(t, err)
+		env, err := decodeEnvelope([]byte(raw), s.q.cfg.Limits)
+		require.NoError(t, err)
+		require.Equal(t, 1, env.Attempt, "one attempt counted")
+		require.ErrorIs(t, s.q.DeadLetter(ctx, dr, cause), ErrLeaseLost, "another outcome")
+		require.ErrorIs(t, s.q.Retry(ctx, dr, time.Hour, errors.New("other")), ErrLeaseLost, "another error")
+		require.ErrorIs(t, s.q.Retry(ctx, dd, time.Hour, cause), ErrLeaseLost)
+		require.Equal(t, Stats{Scheduled: 1, Dead: 1}, s.stats(t))
+	})
+}

@@ -8,12 +8,16 @@
 -- its group as failed with the reason (group_done, group.lua). A retry or release does not complete it.
 -- Returns 1 done (now or by an earlier call with the same token and mode); 0 lease lost.
 -- KEYS[9] (settled) scores the id token*4 + outcome (retry 1, dead 2, release 3; ack.lua writes 0).
+-- A call resent after its reply was lost is recognised by that score or, once the bounded window dropped it (or
+-- when it is off), by the envelope it wrote: a retry's or dead letter's envelope holds the attempt count, the error
+-- and the failure time, so no other call writes the same bytes. A resend writes nothing.
 local mode, window, id, tok, env = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local outcome = ({retry = 1, dead = 2, release = 3})[mode]
 if not outcome then return redis.error_reply('unknown mode') end
 local score = tonumber(tok) * 4 + outcome
 if redis.call('HGET', KEYS[4], id) ~= tok then
   if tonumber(redis.call('ZSCORE', KEYS[9], id)) == score then return 1 end
+  if env ~= '' and redis.call('HGET', KEYS[1], id) == env then return 1 end
   return 0
 end
 redis.call('HDEL', KEYS[4], id)
