@@ -186,7 +186,8 @@ type TaskWorker struct {
 type inflight struct {
 	d      *Delivery
 	cancel context.CancelCauseFunc
-	handed bool // released by Stop: the goroutine must not settle it
+	handed bool      // released by Stop: the goroutine must not settle it
+	ends   time.Time // when the lease ends, as the last pickup or renewal told (w.mu; d.localEnds is the heartbeat's)
 }
 
 // ackReq is a succeeded task handed to the ack loop, which records the outcome and then calls release: the task's
@@ -494,7 +495,10 @@ func (w *TaskWorker) inflight() int {
 // launch starts a goroutine for a delivery. A delivery that arrives while stopping is released at once.
 func (w *TaskWorker) launch(d *Delivery) {
 	tctx, cancel := context.WithCancelCause(w.baseCtx) // no cancellation to inherit: as cheap as Background
-	f := &inflight{d: d, cancel: cancel}
+	f := &inflight{d: d, cancel: cancel, ends: d.localEnds}
+	if f.ends.IsZero() { // a queue that does not know its lease end (a MemoryQueue's delivery)
+		f.ends = time.Now().Add(w.q.LeaseDuration())
+	}
 	w.mu.Lock()
 	stopping := w.state != stateRunning
 	if !stopping {
@@ -630,8 +634,9 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration, relea
 		w.finish(f, runErr)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	// Both outcomes are resent on a transient error until shortly before the lease ends (resend.go); the event
+	// tells what became of the task once that is known.
+	rs := w.outcomeResend(f)
 	maxRetries := spec.MaxRetries
 	if maxRetries == 0 {
 		maxRetries = w.cfg.MaxRetries
@@ -641,7 +646,7 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration, relea
 		if !errors.Is(runErr, ErrSkipRetry) {
 			cause = fmt.Errorf("%w after %d attempts: %w", ErrRetriesExhausted, spec.Attempt+1, runErr)
 		}
-		err := w.q.DeadLetter(ctx, d, cause)
+		err := rs.do(func(ctx context.Context) error { return w.q.DeadLetter(ctx, d, cause) })
 		if err == nil {
 			w.emit(Event{Kind: EventDead, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: cause, Duration: took})
 		}
@@ -649,7 +654,7 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration, relea
 		return
 	}
 	delay := w.cfg.Backoff(spec.Attempt+1, runErr)
-	err := w.q.Retry(ctx, d, delay, runErr)
+	err := rs.do(func(ctx context.Context) error { return w.q.Retry(ctx, d, delay, runErr) })
 	if err == nil {
 		w.emit(Event{Kind: EventRetried, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: runErr, Duration: took, Delay: delay})
 	}
@@ -725,21 +730,17 @@ func (w *TaskWorker) ackLoop() {
 	}
 }
 
+// flushAcks acknowledges a batch, resending it on a transient error until shortly before the last of its leases
+// ends (resend.go).
 func (w *TaskWorker) flushAcks(batch []ackReq) {
 	ds := make([]*Delivery, len(batch))
+	fs := make([]*inflight, len(batch))
 	for i, r := range batch {
-		ds[i] = r.f.d
+		ds[i], fs[i] = r.f.d, r.f
 	}
-	var err error
-	for try := range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = w.q.Ack(ctx, ds...)
-		cancel()
-		if err == nil || errors.Is(err, ErrLeaseLost) {
-			w.health.ackDone()
-			break
-		}
-		time.Sleep(time.Duration(try+1) * 100 * time.Millisecond)
+	err := w.outcomeResend(fs...).do(func(ctx context.Context) error { return w.q.Ack(ctx, ds...) })
+	if err == nil || errors.Is(err, ErrLeaseLost) {
+		w.health.ackDone()
 	}
 	if err == nil || !errors.Is(err, ErrLeaseLost) {
 		for _, r := range batch {
@@ -750,9 +751,7 @@ func (w *TaskWorker) flushAcks(batch []ackReq) {
 	}
 	// Some were lost: ack each on its own to tell which (rare; acks are idempotent).
 	for _, r := range batch {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		w.finish(r.f, w.q.Ack(ctx, r.f.d))
-		cancel()
+		w.finish(r.f, w.outcomeResend(r.f).do(func(ctx context.Context) error { return w.q.Ack(ctx, r.f.d) }))
 		r.release()
 	}
 }
@@ -797,9 +796,20 @@ func (w *TaskWorker) heartbeat() {
 	if len(ds) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	lost, err := w.q.ExtendLeases(ctx, ds)
-	cancel()
+	// Resent on a transient error, within the same bound.
+	var lost []*Delivery
+	err := resend{until: now.Add(timeout), strict: true}.do(func(ctx context.Context) error {
+		var err error
+		lost, err = w.q.ExtendLeases(ctx, ds)
+		return err
+	})
+	w.mu.Lock()
+	for _, f := range fl {
+		if !f.d.localEnds.IsZero() {
+			f.ends = f.d.localEnds
+		}
+	}
+	w.mu.Unlock()
 	if err != nil {
 		w.emit(Event{Kind: EventQueueError, Err: err})
 		w.cfg.Logger.Warn("taskqueue: lease renewal failed", slog.String("worker", w.cfg.Name), slog.Any("error", err))

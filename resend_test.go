@@ -1,0 +1,229 @@
+package taskqueue
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/alicebob/miniredis/v2/server"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// newProxied returns a queue under a prefix of its own on the real redis-server, reached through a loopback proxy
+// that can lose a reply. Its client does not resend by itself (MaxRetries -1): the worker's own policy is under
+// test, and it must not depend on the client's.
+func newProxied(t *testing.T, cfg *RedisConfig) (*setup, *chaosProxy) {
+	t.Helper()
+	proxy := startChaosProxy(t, realRedis(t))
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.addr(), MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg, ref := testRegistry(t)
+	prefix := "t-" + regexp.MustCompile(`[^A-Za-z0-9_.-]+`).ReplaceAllString(t.Name(), "_") + "-" + newID()[:6]
+	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(cfg))
+	require.NoError(t, err)
+	// Loaded beforehand, so that EVALSHA runs them at once: a lost NOSCRIPT reply would lose a call that did not run.
+	ctx := context.Background()
+	for _, sc := range []*redis.Script{ackScript, settleScript} {
+		require.NoError(t, sc.Load(ctx, rdb).Err())
+	}
+	return &setup{rdb: rdb, q: q, reg: reg, ref: ref}, proxy
+}
+
+// scriptCall matches the request of a call of sc whose first ARGV is arg ("" for any).
+func scriptCall(sc *redis.Script, arg string) func([]byte) bool {
+	return func(req []byte) bool {
+		return bytes.Contains(req, []byte(sc.Hash())) &&
+			(arg == "" || bytes.Contains(req, fmt.Appendf(nil, "$%d\r\n%s\r\n", len(arg), arg)))
+	}
+}
+
+// countTask counts the events of a kind about a task (queue errors of pickups and renewals name none).
+func (r *recorder) countTask(kind EventKind) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.events {
+		if e.Kind == kind && e.TaskID != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// The reply of a worker's outcome call is lost after Redis ran it (the proxy drops it and resets the connection).
+// The worker resends the call, Redis recognises the resend, and the worker reports the outcome that happened, once:
+// no queue error, no lost lease, one attempt counted, the task neither duplicated nor run again.
+func TestWorkerLostOutcomeReply(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		call    func([]byte) bool
+		result  error
+		event   EventKind
+		want    Stats
+		attempt int
+	}{
+		{"ack", scriptCall(ackScript, ""), nil, EventSucceeded, Stats{}, 0},
+		{"retry", scriptCall(settleScript, "retry"), errors.New("boom"), EventRetried, Stats{Scheduled: 1}, 1},
+		{"dead", scriptCall(settleScript, "dead"), fmt.Errorf("%w: bad input", ErrSkipRetry), EventDead, Stats{Dead: 1}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, proxy := newProxied(t, nil)
+			ctx := context.Background()
+			var runs atomic.Int32
+			require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error {
+				runs.Add(1)
+				return tc.result
+			}))
+			require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("t1", Ref("m", "f", nil))))
+			proxy.dropReplyOnce(tc.call)
+			rec := &recorder{}
+			w := startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1, ReapInterval: -1,
+				Backoff: func(int, error) time.Duration { return time.Hour }}, rec))
+			waitFor(t, 10*time.Second, "the outcome recorded or given up", func() bool {
+				return s.stats(t) == tc.want || rec.count(EventQueueError)+rec.count(EventLeaseLost) > 0
+			})
+			require.NoError(t, stopWorker(t, w, 10*time.Second)) // every event is out once Stop returns
+
+			require.Equal(t, int32(1), proxy.dropped.Load(), "the reply was lost once")
+			require.Zero(t, rec.count(EventQueueError), "no queue error: the outcome is known")
+			require.Zero(t, rec.count(EventLeaseLost))
+			require.Equal(t, 1, rec.count(tc.event), "%s reported once", tc.event)
+			require.Equal(t, int32(1), runs.Load(), "run once")
+			require.Equal(t, tc.want, s.stats(t), "recorded once: not pushed twice")
+			if tc.want != (Stats{}) {
+				raw, err := s.rdb.HGet(ctx, s.q.keys.key(keyTasks), "t1").Result()
+				require.NoError(t, err)
+				env, err := decodeEnvelope([]byte(raw), s.q.cfg.Limits)
+				require.NoError(t, err)
+				require.Equal(t, tc.attempt, env.Attempt, "attempts counted")
+			}
+		})
+	}
+}
+
+// refusals makes a miniredis refuse calls of chosen scripts with an error reply, as a Cluster node does while the
+// queue's slot moves, and counts the calls.
+type refusals struct {
+	mu    sync.Mutex
+	rules map[string]*refusal // by script SHA
+}
+
+type refusal struct {
+	reply           string
+	left            int           // calls still to refuse
+	through         chan struct{} // closed when a call first goes through
+	refused, passed atomic.Int32
+}
+
+// newMiniNoResend is newMini with a client that does not resend by itself, so that each refused call reaches the
+// worker; the scripts are loaded, so that every call is an EVALSHA.
+func newMiniNoResend(t *testing.T, cfg *RedisConfig) (*setup, *refusals) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	reg, ref := testRegistry(t)
+	q, err := NewRedisTaskQueue(rdb, "test", reg, quiet(cfg))
+	require.NoError(t, err)
+	for _, sc := range []*redis.Script{ackScript, settleScript, extendScript, dequeueScript} {
+		require.NoError(t, sc.Load(context.Background(), rdb).Err())
+	}
+	r := &refusals{rules: map[string]*refusal{}}
+	mr.Server().SetPreHook(func(c *server.Peer, cmd string, args ...string) bool {
+		if !strings.EqualFold(cmd, "evalsha") || len(args) == 0 {
+			return false
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		rule := r.rules[args[0]]
+		if rule == nil {
+			return false
+		}
+		if rule.left == 0 {
+			if rule.passed.Add(1) == 1 {
+				close(rule.through)
+			}
+			return false
+		}
+		rule.left--
+		rule.refused.Add(1)
+		c.WriteError(rule.reply)
+		return true
+	})
+	return &setup{mr: mr, rdb: rdb, q: q, reg: reg, ref: ref}, r
+}
+
+// refuse makes the next n calls of sc fail with reply.
+func (r *refusals) refuse(sc *redis.Script, n int, reply string) *refusal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rule := &refusal{reply: reply, left: n, through: make(chan struct{})}
+	r.rules[sc.Hash()] = rule
+	return rule
+}
+
+const tryAgain = "TRYAGAIN Multiple keys request during rehashing of slot"
+
+// An ack refused with TRYAGAIN (the queue's slot is moving) is resent until it lands, within the lease: the task
+// runs once and no error is reported. (The worker used to give up after three tries, and the task ran again after
+// its lease.)
+func TestWorkerResendsAckThroughTryAgain(t *testing.T) {
+	t.Parallel()
+	s, r := newMiniNoResend(t, &RedisConfig{Lease: 2 * time.Second})
+	ctx := context.Background()
+	var runs atomic.Int32
+	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { runs.Add(1); return nil }))
+	const refused = 8
+	acks := r.refuse(ackScript, refused, tryAgain)
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("t1", Ref("m", "f", nil))))
+	rec := &recorder{}
+	w := startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1, ReapInterval: -1}, rec))
+	waitFor(t, 10*time.Second, "the ack recorded or given up", func() bool {
+		return acks.passed.Load() > 0 || rec.countTask(EventQueueError)+rec.count(EventLeaseLost) > 0
+	})
+	require.NoError(t, stopWorker(t, w, 10*time.Second))
+	require.Zero(t, rec.countTask(EventQueueError), "no outcome error")
+	require.Zero(t, rec.count(EventLeaseLost))
+	require.Equal(t, int32(refused), acks.refused.Load())
+	require.Equal(t, int32(1), acks.passed.Load(), "resent until it landed, once")
+	require.Equal(t, Stats{}, s.stats(t))
+	require.Equal(t, int32(1), runs.Load())
+}
+
+// A lease renewal refused with TRYAGAIN is resent within the heartbeat's bound: the task keeps its lease and no
+// error is reported.
+func TestWorkerResendsLeaseRenewalThroughTryAgain(t *testing.T) {
+	t.Parallel()
+	s, r := newMiniNoResend(t, &RedisConfig{Lease: 600 * time.Millisecond})
+	ctx := context.Background()
+	renewals := r.refuse(extendScript, 2, tryAgain)
+	cancelled := make(chan error, 1)
+	require.NoError(t, Register(s.ref, "m", "long", func(ctx context.Context, _ addArgs) error {
+		select { // the handler's work lasts until a renewal went through
+		case <-renewals.through:
+		case <-ctx.Done():
+		}
+		cancelled <- context.Cause(ctx)
+		return ctx.Err()
+	}))
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("long", Ref("m", "long", nil))))
+	rec := &recorder{}
+	w := startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1, Heartbeat: 200 * time.Millisecond, ReapInterval: -1}, rec))
+	require.NoError(t, <-cancelled, "the task kept its lease")
+	waitFor(t, 5*time.Second, "the ack", func() bool { return s.stats(t) == Stats{} })
+	require.NoError(t, stopWorker(t, w, 10*time.Second))
+	require.Equal(t, int32(2), renewals.refused.Load())
+	require.Zero(t, rec.count(EventQueueError), "the renewal was resent, not reported")
+	require.Equal(t, 1, rec.count(EventSucceeded))
+}
