@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
@@ -226,4 +227,74 @@ func TestWorkerResendsLeaseRenewalThroughTryAgain(t *testing.T) {
 	require.Equal(t, int32(2), renewals.refused.Load())
 	require.Zero(t, rec.count(EventQueueError), "the renewal was resent, not reported")
 	require.Equal(t, 1, rec.count(EventSucceeded))
+}
+
+// logRecords keeps every log record, with its attributes, as text.
+type logRecords struct {
+	mu   sync.Mutex
+	recs []logRecord
+}
+
+type logRecord struct {
+	level slog.Level
+	msg   string
+	text  string // the message and every attribute
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecords) WithGroup(string) slog.Handler            { return l }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	l.mu.Lock()
+	l.recs = append(l.recs, logRecord{r.Level, r.Message, b.String()})
+	l.mu.Unlock()
+	return nil
+}
+
+// with returns the records whose text holds s.
+func (l *logRecords) with(s string) []logRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []logRecord
+	for _, r := range l.recs {
+		if strings.Contains(r.text, s) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Pickups refused mid-move (an ASK that the client did not follow) back off quietly: one warning when the run of
+// failures starts and one line when it ends, not the Redis error's text for every attempt.
+func TestWorkerPickupBacksOffQuietly(t *testing.T) {
+	t.Parallel()
+	s, r := newMiniNoResend(t, nil)
+	ctx := context.Background()
+	done := make(chan struct{})
+	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { close(done); return nil }))
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("t1", Ref("m", "f", nil))))
+	const ask = "ASK 12066 127.0.0.1:7001"
+	pickups := r.refuse(dequeueScript, 3, ask)
+	logs := &logRecords{}
+	rec := &recorder{}
+	startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1, ReapInterval: -1, Logger: slog.New(logs)}, rec))
+	<-done
+	require.Equal(t, int32(3), pickups.refused.Load())
+	require.Equal(t, 3, rec.count(EventQueueError), "each failed pickup is still an event")
+	require.LessOrEqual(t, len(logs.with(ask)), 1, "the raw reply is logged once at most")
+	warns := 0
+	for _, l := range logs.with("pickup") {
+		if l.level >= slog.LevelWarn {
+			warns++
+		}
+	}
+	require.Equal(t, 1, warns, "one warning for the run of failures")
+	waitFor(t, 5*time.Second, "the recovery logged", func() bool { return len(logs.with("taskqueue: pickup recovered")) == 1 })
+	require.Contains(t, logs.with("taskqueue: pickup recovered")[0].text, "failed_pickups=3")
 }

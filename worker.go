@@ -384,6 +384,7 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 	}()
 	defer func() { close(decode); <-decoded }()
 	backoff := 50 * time.Millisecond
+	var failing pickupFailures
 	for {
 		for w.suspects.Load() > 0 {
 			select {
@@ -413,9 +414,8 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 				// Retrying soon cannot help: wait the longest, and say so loudly.
 				backoff = maxPickupBackoff
 				w.cfg.Logger.Error("taskqueue: pickup refused by Redis ACL; check the user's allowlist (docs/operations.md)", slog.String("worker", w.cfg.Name), slog.Any("error", err))
-			} else {
-				w.cfg.Logger.Warn("taskqueue: pickup failed; retrying", slog.String("worker", w.cfg.Name), slog.Any("error", err), slog.Duration("backoff", backoff))
 			}
+			failing.failed(w, err, backoff)
 			select {
 			case <-ctx.Done():
 				return
@@ -425,10 +425,48 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		failing.recovered(w)
 		if ctx.Err() != nil {
 			return
 		}
 	}
+}
+
+// pickupFailures is the fetch loop's run of failed pickups. A transient failure (a Cluster slot on the move, a
+// failover, a lost connection: [ErrTransient]) is logged as a warning once, when the run starts, and at debug level
+// for each attempt, with its reason rather than the Redis error's text; any other failure is a warning each time.
+// The end of a run is logged once.
+type pickupFailures struct {
+	n     int
+	since time.Time
+}
+
+func (p *pickupFailures) failed(w *TaskWorker, err error, backoff time.Duration) {
+	if p.n == 0 {
+		p.since = time.Now()
+	}
+	p.n++
+	var te *TransientError
+	switch {
+	case errors.Is(err, ErrPermission): // logged by the loop
+	case !errors.As(err, &te):
+		w.cfg.Logger.Warn("taskqueue: pickup failed; retrying", slog.String("worker", w.cfg.Name), slog.Any("error", err), slog.Duration("backoff", backoff))
+	default:
+		if p.n == 1 {
+			w.cfg.Logger.Warn("taskqueue: pickup failing on a transient Redis error; retrying with backoff", slog.String("worker", w.cfg.Name),
+				slog.String("reason", te.Reason), slog.Any("error", err))
+		}
+		w.cfg.Logger.Debug("taskqueue: pickup failed; retrying", slog.String("worker", w.cfg.Name), slog.String("reason", te.Reason), slog.Duration("backoff", backoff))
+	}
+}
+
+func (p *pickupFailures) recovered(w *TaskWorker) {
+	if p.n == 0 {
+		return
+	}
+	w.cfg.Logger.Info("taskqueue: pickup recovered", slog.String("worker", w.cfg.Name), slog.Int("failed_pickups", p.n),
+		slog.Duration("after", time.Since(p.since).Round(time.Millisecond)))
+	p.n = 0
 }
 
 // pickup leases up to opts.Max tasks and hands them to the decoding goroutine, which starts them (waiting until a
@@ -496,7 +534,7 @@ func (w *TaskWorker) inflight() int {
 func (w *TaskWorker) launch(d *Delivery) {
 	tctx, cancel := context.WithCancelCause(w.baseCtx) // no cancellation to inherit: as cheap as Background
 	f := &inflight{d: d, cancel: cancel, ends: d.localEnds}
-	if f.ends.IsZero() { // a queue that does not know its lease end (a MemoryQueue's delivery)
+	if f.ends.IsZero() { // a delivery made without a local estimate of its lease end
 		f.ends = time.Now().Add(w.q.LeaseDuration())
 	}
 	w.mu.Lock()
