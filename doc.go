@@ -56,7 +56,9 @@
 //     another worker now runs.
 //   - Idempotent enqueue by task id. The same id with the same content is a no-op, the same id with other content
 //     is [ErrTaskIDConflict] while the task exists, and an id that settled recently ([RedisConfig.SettledWindow])
-//     is taken as a replay. Ack and settle calls repeated after a lost reply succeed the same way.
+//     is taken as a replay. Ack and settle calls repeated after a lost reply succeed the same way, and a worker
+//     resends them (and lease renewals) on a transient Redis error ([ErrTransient]: a lost reply, a Cluster slot
+//     on the move, a failover) until shortly before the lease ends, reporting the outcome once it is known.
 //   - Blocking pickup. Idle workers block on a wake-up list that carries no task data; an enqueue into an empty
 //     queue pushes a wake-up, so a task starts within milliseconds without any polling.
 //   - Crash loops end. A task whose lease expires [RedisConfig.MaxDeliveries] deliveries in a row (it keeps
