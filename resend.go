@@ -18,6 +18,10 @@ const (
 	resendMaxBackoff   = 200 * time.Millisecond // the longest wait between two attempts
 	outcomeAttemptMin  = time.Second            // the least time an ack, retry or dead letter attempt gets
 	outcomeAttemptMax  = 10 * time.Second       // the most, on a client that obeys context deadlines
+	// outcomeResendMin is the least time an outcome call is resent for, whatever remains of its lease: with a short
+	// lease, a reply held up by a short stall of Redis (a DEBUG SLEEP, a CLIENT PAUSE, a fork) is still learned
+	// rather than reported as an error. (Before the policy, an ack was tried three times over ~0.6 s of backoff.)
+	outcomeResendMin = time.Second
 )
 
 // resend bounds the resends of one call.
@@ -52,8 +56,9 @@ func (r resend) do(call func(ctx context.Context) error) error {
 }
 
 // outcomeResend is the bound of an outcome call for deliveries fs: half a heartbeat before the last of their leases
-// ends (as far as this worker knows), as a lease renewal gives up. Past it the lease may have gone to another
-// worker: a later answer would be "lease lost" at best.
+// ends (as far as this worker knows), as a lease renewal gives up, but outcomeResendMin from now at the least. Past
+// the lease, the task may go to another worker and run again whatever the answer; the fencing token keeps a late
+// resend harmless, and the settled window lets it learn what happened.
 func (w *TaskWorker) outcomeResend(fs ...*inflight) resend {
 	var ends time.Time
 	w.mu.Lock()
@@ -63,5 +68,12 @@ func (w *TaskWorker) outcomeResend(fs ...*inflight) resend {
 		}
 	}
 	w.mu.Unlock()
-	return resend{until: ends.Add(-w.cfg.Heartbeat / 2)}
+	return resend{until: later(ends.Add(-w.cfg.Heartbeat/2), time.Now().Add(outcomeResendMin))}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
