@@ -34,7 +34,55 @@ const enqueueChunk = 100
 // runEnqueue runs the enqueue script on args (id, envelope, delay for each task), one call per enqueueChunk
 // tasks, all in one pipeline, followed by WAIT when the config asks for a durable enqueue. It returns the
 // scripts' replies joined, one entry per task.
+//
+// While a Cluster moves the queue's slot (or reconfigures), Redis refuses the call with TRYAGAIN, ASK, MOVED or
+// CLUSTERDOWN for as long as the move lasts (docs/scaling.md), more than go-redis's own few redirects cover. The
+// call is then sent again, with a backoff of 10 ms doubling to 200 ms, until ctx ends (or, when ctx has no
+// deadline, for at most enqueueRetryLimit): enqueue is idempotent by task id, so a call that did run before its
+// reply was refused adds nothing the second time.
 func (q *RedisTaskQueue) runEnqueue(ctx context.Context, args []any) (enqueueReply, error) {
+	r, err := q.enqueueOnce(ctx, args)
+	if err == nil || !isSlotMoving(err) {
+		return r, err
+	}
+	limit := time.Now().Add(enqueueRetryLimit)
+	if d, ok := ctx.Deadline(); ok {
+		limit = d
+	}
+	for backoff := 10 * time.Millisecond; isSlotMoving(err) && time.Until(limit) > backoff; backoff = min(2*backoff, 200*time.Millisecond) {
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return r, err
+		case <-t.C:
+		}
+		r, err = q.enqueueOnce(ctx, args)
+	}
+	return r, err
+}
+
+// enqueueRetryLimit bounds the retries of an enqueue refused by a moving slot when its context has no deadline.
+const enqueueRetryLimit = 30 * time.Second
+
+// isSlotMoving reports the refusals of a Cluster whose slots are moving or being reassigned: TRYAGAIN (a
+// multi-key call while the slot's keys are split between two nodes), ASK and MOVED that go-redis did not follow
+// to the end (it follows a few), and CLUSTERDOWN. A call refused with one of them did not run.
+func isSlotMoving(err error) bool {
+	if err == nil {
+		return false
+	}
+	if _, ok := redis.IsMovedError(err); ok {
+		return true
+	}
+	if _, ok := redis.IsAskError(err); ok {
+		return true
+	}
+	return redis.IsTryAgainError(err) || redis.IsClusterDownError(err)
+}
+
+// enqueueOnce is one attempt of runEnqueue.
+func (q *RedisTaskQueue) enqueueOnce(ctx context.Context, args []any) (enqueueReply, error) {
 	if q.cfg.DurableReplicas <= 0 {
 		if len(args) <= 3*enqueueChunk {
 			res, err := enqueueScript.Run(ctx, q.rdb, q.keys.all, chunkArgs(args)...).Slice()

@@ -2,9 +2,14 @@ package taskqueue
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
@@ -66,4 +71,112 @@ func TestDurableEnqueueNotReplicated(t *testing.T) {
 	fast, err := NewRedisTaskQueue(rdb, "durable", reg, quiet(nil))
 	require.NoError(t, err)
 	require.NoError(t, fast.Enqueue(ctx, NewTaskSpec("d3", Ref("d", "work", addArgs{A: 3}))))
+}
+
+// refuseEnqueue is a go-redis hook that has miniredis answer the enqueue script's calls with the error replies in
+// errs, one per call, before letting them through; with after set, the call runs first and is then sent again to
+// be refused (a refusal that arrives after the script ran, which idempotency makes harmless).
+type refuseEnqueue struct {
+	mr    *miniredis.Miniredis
+	mu    sync.Mutex
+	errs  []string
+	after bool
+	calls int
+}
+
+func (h *refuseEnqueue) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *refuseEnqueue) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		return h.refuse([]redis.Cmder{cmd}, func() error { return next(ctx, cmd) })
+	}
+}
+
+func (h *refuseEnqueue) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		return h.refuse(cmds, func() error { return next(ctx, cmds) })
+	}
+}
+
+// refuse sends cmds (a call, or a pipeline) through next, refused with the next error of errs when one of them is
+// the enqueue script.
+func (h *refuseEnqueue) refuse(cmds []redis.Cmder, next func() error) error {
+	if !slices.ContainsFunc(cmds, func(cmd redis.Cmder) bool {
+		args := cmd.Args()
+		return len(args) > 1 && (args[1] == enqueueScript.Hash() || args[1] == enqueueSrc)
+	}) {
+		return next()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.calls++
+	if len(h.errs) == 0 {
+		return next()
+	}
+	if h.after {
+		_ = next()
+	}
+	h.mr.SetError(h.errs[0])
+	defer h.mr.SetError("")
+	h.errs = h.errs[1:]
+	return next()
+}
+
+// An enqueue refused because the queue's Cluster slot is moving (TRYAGAIN, ASK, MOVED, CLUSTERDOWN) is sent again
+// until it goes through, within its context; other errors are returned at once.
+func TestEnqueueRetriesWhileTheSlotMoves(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newMini(t, nil)
+	require.NoError(t, Register(s.ref, "d", "work", func(context.Context, addArgs) error { return nil }))
+	task := func(id string) *TaskSpec { return NewTaskSpec(id, Ref("d", "work", addArgs{A: 1})) }
+	require.NoError(t, s.q.Enqueue(ctx, task("w")), "loads the script: no NOSCRIPT round trip below")
+	h := &refuseEnqueue{mr: s.mr}
+	s.rdb.AddHook(h)
+	refusals := []string{
+		"TRYAGAIN Multiple keys request during rehashing of slot", "ASK 12066 127.0.0.1:7001",
+		"MOVED 12066 127.0.0.1:7001", "CLUSTERDOWN The cluster is down",
+	}
+	set := func(after bool, errs ...string) {
+		h.mu.Lock()
+		h.errs, h.after, h.calls = errs, after, 0
+		h.mu.Unlock()
+	}
+	calls := func() int {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.calls
+	}
+
+	set(false, refusals...)
+	require.NoError(t, s.q.Enqueue(ctx, task("a")))
+	require.Equal(t, 5, calls())
+	set(true, refusals[0], refusals[1]) // refused after it ran: the retry finds the task there
+	require.NoError(t, s.q.EnqueueBatch(ctx, []*TaskSpec{task("b"), task("c")}))
+	var batch []*TaskSpec // more than one script call: one pipeline
+	for i := range 2*enqueueChunk + 1 {
+		batch = append(batch, task(fmt.Sprintf("p%d", i)))
+	}
+	set(false, refusals[0], refusals[3])
+	require.NoError(t, s.q.EnqueueBatch(ctx, batch))
+	require.Equal(t, 3, calls())
+	st, err := s.q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, Stats{Pending: 4 + 2*enqueueChunk + 1}, st)
+
+	// Refused for longer than the context allows: the last refusal, or the context's error, when the context ends.
+	forever := make([]string, 1000)
+	for i := range forever {
+		forever[i] = refusals[0]
+	}
+	set(false, forever...)
+	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	err = s.q.Enqueue(tctx, task("d"))
+	require.True(t, redis.IsTryAgainError(err) || errors.Is(err, context.DeadlineExceeded), "%v", err)
+	require.Greater(t, calls(), 2)
+
+	// Any other error is not retried.
+	set(false, "ERR something else")
+	require.ErrorContains(t, s.q.Enqueue(ctx, task("e")), "ERR something else")
+	require.Equal(t, 1, calls())
 }
