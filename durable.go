@@ -85,7 +85,7 @@ func isSlotMoving(err error) bool {
 func (q *RedisTaskQueue) enqueueOnce(ctx context.Context, args []any) (enqueueReply, error) {
 	if q.cfg.DurableReplicas <= 0 {
 		if len(args) <= 3*enqueueChunk {
-			res, err := enqueueScript.Run(ctx, q.rdb, q.keys.all, chunkArgs(args)...).Slice()
+			res, err := enqueueScript.Run(ctx, q.rdb, q.enqueueKeys(args), chunkArgs(args)...).Slice()
 			return enqueueReply{res: res}, err
 		}
 		return q.enqueuePipelined(ctx, q.rdb, args, false)
@@ -103,6 +103,17 @@ func (q *RedisTaskQueue) enqueueOnce(ctx context.Context, args []any) (enqueueRe
 		}
 	}
 	return enqueueReply{}, err
+}
+
+// enqueueKeys returns the KEYS of one enqueue call on args (id, envelope, delay for each task): the scheduled set
+// only when a task has a delay (enqueue.lua touches it only then; see keySet in keys.go).
+func (q *RedisTaskQueue) enqueueKeys(args []any) []string {
+	for i := 2; i < len(args); i += 3 {
+		if ms, _ := args[i].(int64); ms > 0 {
+			return q.keys.enqueueDelayed
+		}
+	}
+	return q.keys.enqueue
 }
 
 // chunkArgs prepends the task count to the arguments of one script call.
@@ -135,11 +146,12 @@ func (q *RedisTaskQueue) enqueuePipelined(ctx context.Context, node redis.Cmdabl
 		// The pipeline's error is its first failed command's; each command's own is read below.
 		_, _ = node.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i := 0; i < len(args); i += 3 * enqueueChunk {
-				part := chunkArgs(args[i:min(i+3*enqueueChunk, len(args))])
+				chunk := args[i:min(i+3*enqueueChunk, len(args))]
+				keys, part := q.enqueueKeys(chunk), chunkArgs(chunk)
 				if sha {
-					scripts = append(scripts, enqueueScript.EvalSha(ctx, p, q.keys.all, part...))
+					scripts = append(scripts, enqueueScript.EvalSha(ctx, p, keys, part...))
 				} else {
-					scripts = append(scripts, enqueueScript.Eval(ctx, p, q.keys.all, part...))
+					scripts = append(scripts, enqueueScript.Eval(ctx, p, keys, part...))
 				}
 			}
 			if durable {

@@ -50,27 +50,36 @@ func groupOfStored(env *envelope, raw string, lim Limits) string {
 }
 
 // ackArgs returns the KEYS and ARGV of ack.lua for a batch. A batch without group members or results sends
-// pairs (id, token) with the queue's key set alone; otherwise every delivery sends five values and each group
-// run's keys (or result key) are appended once.
+// pairs (id, token); otherwise every delivery sends five values and each group run's keys (or result key) are
+// appended once. The deliveries hash is passed only when a delivery of the batch is not its task's first since it
+// last settled: only such a task can have an entry there (reap.lua counts a lease that expired, and the next
+// pickup reports it in Delivery.Deliveries), and the hash usually does not exist, which a Cluster refuses in a
+// call's KEYS while the queue's slot moves (keySet in keys.go).
 func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any) {
-	plain := true
+	plain, redelivered := true, false
 	for _, d := range ds {
 		if d.result != nil || isGroupRun(d.Spec.GroupID) {
 			plain = false
-			break
+		}
+		if d.Deliveries != 1 {
+			redelivered = true
 		}
 	}
+	keys, dk := q.keys.ack, 0
+	if redelivered {
+		keys, dk = q.keys.ackRedelivered, len(q.keys.ackRedelivered)
+	}
 	if plain {
-		args := make([]any, 3, 3+2*len(ds))
-		args[0], args[1], args[2] = q.cfg.SettledWindow, 2, 0
+		args := make([]any, 4, 4+2*len(ds))
+		args[0], args[1], args[2], args[3] = q.cfg.SettledWindow, 2, 0, dk
 		for _, d := range ds {
 			args = append(args, d.Spec.TaskID, d.Token)
 		}
-		return q.keys.all, args
+		return keys, args
 	}
-	keys := slices.Clone(q.keys.all)
-	args := make([]any, 3, 3+5*len(ds))
-	args[0], args[1], args[2] = q.cfg.SettledWindow, 5, q.cfg.ResultTTL.Milliseconds()
+	keys = slices.Clone(keys)
+	args := make([]any, 4, 4+5*len(ds))
+	args[0], args[1], args[2], args[3] = q.cfg.SettledWindow, 5, q.cfg.ResultTTL.Milliseconds(), dk
 	runs := map[string]int{}
 	for _, d := range ds {
 		g, r := 0, 0

@@ -19,8 +19,8 @@ func validateKeyPrefix(prefix string) error {
 	return nil
 }
 
-// Indexes into keySet.all: the order in which every script receives its KEYS (KEYS[i] is all[i-1]). A new key is
-// appended before numKeys, so that the KEYS[i] of every existing script stay valid.
+// Indexes into keySet.all: the order in which the scripts that take the whole key set receive their KEYS (KEYS[i]
+// is all[i-1]). A new key is appended before numKeys, so that the KEYS[i] of every existing script stay valid.
 const (
 	keyTasks      = iota // HASH   task id -> envelope JSON
 	keyPending           // LIST   task ids ready to run, oldest at the head
@@ -42,9 +42,21 @@ var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "delive
 
 // keySet holds every key of one queue. All share the hash tag {prefix}, so a queue lives in one Cluster slot and
 // every script can touch all of them.
+//
+// Most scripts receive all of them as KEYS. The calls a busy queue makes most (enqueue, ack, lease renewal)
+// declare only the keys they touch, and of those only the ones that exist while such a call has work to do: while a
+// Cluster moves the queue's slot, Redis refuses a call (TRYAGAIN) as long as one of the keys it declares is missing
+// on the node that gets it, and the queue's keys do not all exist at once (paused, scheduled, deliveries, dead and
+// errors usually do not), nor move at once. See docs/scaling.md for what it gains.
 type keySet struct {
 	tag string   // "{prefix}"
-	all []string // passed as KEYS to every script
+	all []string // the whole key set, in the order of the key* constants: KEYS of every other script
+
+	enqueue        []string // enqueue.lua: tasks, pending, settled, wake
+	enqueueDelayed []string // enqueue.lua for a call with a delayed task: the same, then scheduled
+	ack            []string // ack.lua: tasks, active, lease, settled
+	ackRedelivered []string // ack.lua for a batch with a delivery whose lease expired before: the same, then deliveries
+	extend         []string // extend.lua: active, lease
 }
 
 func newKeySet(prefix string) keySet {
@@ -52,6 +64,18 @@ func newKeySet(prefix string) keySet {
 	for i, s := range keySuffixes {
 		ks.all[i] = ks.tag + ":" + s
 	}
+	pick := func(idx ...int) []string {
+		out := make([]string, len(idx))
+		for i, k := range idx {
+			out[i] = ks.all[k]
+		}
+		return out
+	}
+	ks.enqueue = pick(keyTasks, keyPending, keySettled, keyWake)
+	ks.enqueueDelayed = pick(keyTasks, keyPending, keySettled, keyWake, keyScheduled)
+	ks.ack = pick(keyTasks, keyActive, keyLease, keySettled)
+	ks.ackRedelivered = pick(keyTasks, keyActive, keyLease, keySettled, keyDeliveries)
+	ks.extend = pick(keyActive, keyLease)
 	return ks
 }
 

@@ -880,7 +880,7 @@ func (q *RedisTaskQueue) ExtendLeases(ctx context.Context, ds []*Delivery) ([]*D
 	for _, d := range ds {
 		args = append(args, d.Spec.TaskID, d.Token)
 	}
-	res, err := extendScript.Run(ctx, q.rdb, q.keys.all, args...).Int64Slice()
+	res, err := extendScript.Run(ctx, q.rdb, q.keys.extend, args...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("taskqueue: extend leases: %w", classify(err))
 	}

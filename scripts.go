@@ -6,9 +6,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Every state change of a Redis queue is one of these scripts. Each receives the queue's whole key set as KEYS
-// (in the order of the key* constants in keys.go, so KEYS[1] is tasks, KEYS[11] wake and KEYS[12] paused) and
-// builds no key itself (a group run's or a result's keys come as extra KEYS after the queue's, see
+// Every state change of a Redis queue is one of these scripts. Each receives every key it touches as KEYS and
+// builds no key itself: most the queue's whole key set (in the order of the key* constants in keys.go, so KEYS[1]
+// is tasks, KEYS[11] wake and KEYS[12] paused), enqueue, ack and extend only the keys they touch (keySet in
+// keys.go, each script's header says which), a group run's or a result's keys as extra KEYS after those (see
 // group_delivery.go); each checks before it writes, since a Lua error does not roll back. The contract of each
 // (ARGV and return value) is written above it in lua/*.lua. Script.Run sends EVALSHA and falls back to EVAL on
 // NOSCRIPT. The operator's scripts (pause.lua, purge.lua) follow the same rules.

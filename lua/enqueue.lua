@@ -1,16 +1,17 @@
 -- enqueue: add tasks, idempotently by task id. Two Redis calls per task at most, the rest once per call: Lua's
 -- calls into Redis cost more than the data they move.
--- KEYS: the queue's key set (see keys.go).
+-- KEYS[1] = tasks, KEYS[2] = pending, KEYS[3] = settled, KEYS[4] = wake and, only when a task of the call has a
+-- delay, KEYS[5] = scheduled: only the keys it touches (see keySet in keys.go; docs/scaling.md tells why).
 -- ARGV[1] = number of tasks n (at most a few hundred: the Go side sends 100 per call); then per task i (0-based):
 --           ARGV[2+3i] = id, ARGV[3+3i] = envelope, ARGV[4+3i] = delay in ms (0 = ready now).
 -- Returns one entry per task: 1 created; 0 the same envelope already exists; 2 the id was acked recently (it is
--- in KEYS[9] with outcome 0, so this is a replay); or the existing envelope (a string) when it differs.
+-- in KEYS[3] with outcome 0, so this is a replay); or the existing envelope (a string) when it differs.
 local n = tonumber(ARGV[1])
 local out = {}
 if n == 0 then return out end
 local ids = {}
 for i = 1, n do ids[i] = ARGV[3 * i - 1] end
-local settled = redis.call('ZMSCORE', KEYS[9], unpack(ids))
+local settled = redis.call('ZMSCORE', KEYS[3], unpack(ids))
 local now
 local head_due
 local wake = false
@@ -28,11 +29,11 @@ for i = 1, n do
       if not now then
         local t = redis.call('TIME')
         now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-        local head = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
+        local head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
         if head[2] then head_due = tonumber(head[2]) end
       end
       local due = now + delay
-      redis.call('ZADD', KEYS[6], due, id)
+      redis.call('ZADD', KEYS[5], due, id)
       if not head_due or due < head_due then
         head_due = due
         wake = true
@@ -46,7 +47,7 @@ end
 -- One RPUSH for the ready tasks, in batch order; its reply (the new length) tells whether pending was empty.
 if #ready > 0 and redis.call('RPUSH', KEYS[2], unpack(ready)) == #ready then wake = true end
 if wake then
-  redis.call('LPUSH', KEYS[11], '1')
-  redis.call('LTRIM', KEYS[11], 0, 63)
+  redis.call('LPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, 63)
 end
 return out
