@@ -328,3 +328,62 @@ func (s *testSentinel) currentPrimary(t testing.TB) string {
 	require.NoError(t, err)
 	return addr[0] + ":" + addr[1]
 }
+
+// slotMove is what one migrateSlot did, for the test's report.
+type slotMove struct {
+	start   time.Time     // the first SETSLOT (IMPORTING on the target)
+	took    time.Duration // from the first SETSLOT until every node had SETSLOT NODE
+	keys    int           // keys moved
+	batches int           // MIGRATE calls
+}
+
+// migrateSlot moves slot from the primary from to the primary to while clients keep using it, with the protocol of
+// the Redis Cluster specification (what redis-cli --cluster reshard does): CLUSTER SETSLOT IMPORTING on the target,
+// MIGRATING on the source, then CLUSTER GETKEYSINSLOT and MIGRATE ... KEYS in batches of batch keys until the slot
+// is empty on the source, then CLUSTER SETSLOT NODE on the target, the source and every other primary. Bounded: at
+// most 100000 batches and 60 s.
+func (c *testCluster) migrateSlot(t testing.TB, slot int, from, to *redisProc, batch int) slotMove {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	src, dst := c.node(from.addr), c.node(to.addr)
+	defer src.Close()
+	defer dst.Close()
+	srcID, err := src.ClusterMyID(ctx).Result()
+	require.NoError(t, err)
+	dstID, err := dst.ClusterMyID(ctx).Result()
+	require.NoError(t, err)
+	m := slotMove{start: time.Now()}
+	require.NoError(t, dst.Do(ctx, "cluster", "setslot", slot, "importing", srcID).Err())
+	require.NoError(t, src.Do(ctx, "cluster", "setslot", slot, "migrating", dstID).Err())
+	for m.batches = 0; ; m.batches++ {
+		require.Less(t, m.batches, 100000, "slot %d never emptied on %s", slot, from.addr)
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, batch).Result()
+		require.NoError(t, err)
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"migrate", "127.0.0.1", to.port, "", 0, 5000, "keys"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		// NOKEY: the keys were deleted (a task settled) between GETKEYSINSLOT and MIGRATE.
+		if err := src.Do(ctx, args...).Err(); err != nil && !strings.Contains(err.Error(), "NOKEY") {
+			require.NoError(t, err, "MIGRATE of slot %d", slot)
+		}
+		m.keys += len(keys)
+	}
+	// The target first, so that the slot never has no owner; then the source, which from now on answers MOVED;
+	// then the others (gossip would tell them too, later).
+	require.NoError(t, dst.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err())
+	require.NoError(t, src.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err())
+	for _, p := range c.primaries {
+		if p != from && p != to && !isClosed(p.exited) {
+			nc := c.node(p.addr)
+			require.NoError(t, nc.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err())
+			_ = nc.Close()
+		}
+	}
+	m.took = time.Since(m.start)
+	return m
+}
