@@ -308,7 +308,7 @@ func (s *scriptSpy) report(from, to time.Time) string {
 		a.lastOK = c.at
 	}
 	var parts []string
-	for _, name := range []string{"enqueue", "dequeue", "ack", "ack+", "extend", "reap", "blpop"} {
+	for _, name := range []string{"enqueue", "dequeue", "ack", "ack+", "extend", "reap"} {
 		a := by[name]
 		if a == nil {
 			continue
