@@ -29,7 +29,7 @@ func TestClusterSlotMigration(t *testing.T) {
 	cc := c.client(nil)
 	ctx := context.Background()
 
-	const lease = 3 * time.Second
+	const lease = 5 * time.Second
 	const heartbeat = time.Second
 	reg, ref, rec := clRegistry(t)
 	// The tasks of the backlog keep a result, as the operator's did: the slot then holds a key per task, and the
@@ -127,7 +127,7 @@ func TestClusterSlotMigration(t *testing.T) {
 	}
 
 	// A backlog first, so that the slot holds a few thousand keys (results) when it moves.
-	for i := range 30 {
+	for i := range 50 {
 		var specs []*TaskSpec
 		for j := range 200 {
 			specs = append(specs, migTask(fmt.Sprintf("b%d-%d", i, j), true, 0))
@@ -139,7 +139,7 @@ func TestClusterSlotMigration(t *testing.T) {
 		}
 		pmu.Unlock()
 	}
-	waitFor(t, 30*time.Second, "the backlog of 6000 tasks to run", func() bool { return processed() >= 6000 })
+	waitFor(t, 30*time.Second, "the backlog of 10000 tasks to run", func() bool { return processed() >= 10000 })
 	waitMore(200, "200 tasks of the producer to run before the first move")
 	there := c.migrateSlot(t, int(slot), home, away, 10)
 	waitMore(500, "500 tasks to run after the first move")
