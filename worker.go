@@ -454,9 +454,10 @@ func (p *pickupFailures) failed(w *TaskWorker, err error, backoff time.Duration)
 	default:
 		if p.n == 1 {
 			w.cfg.Logger.Warn("taskqueue: pickup failing on a transient Redis error; retrying with backoff", slog.String("worker", w.cfg.Name),
-				slog.String("reason", te.Reason), slog.Any("error", err))
+				slog.String("reason", te.Reason))
 		}
-		w.cfg.Logger.Debug("taskqueue: pickup failed; retrying", slog.String("worker", w.cfg.Name), slog.String("reason", te.Reason), slog.Duration("backoff", backoff))
+		w.cfg.Logger.Debug("taskqueue: pickup failed; retrying", slog.String("worker", w.cfg.Name), slog.String("reason", te.Reason),
+			slog.Duration("backoff", backoff), slog.Any("error", err)) // the Redis reply (ASK <slot> <addr>, ...) at debug level only
 	}
 }
 
