@@ -172,7 +172,13 @@ func TestClusterSlotMigration(t *testing.T) {
 		t.Logf("a move took longer than a lease less a heartbeat (%s): duplicates allowed", lease-heartbeat)
 	}
 	raw := regexp.MustCompile(`\b(ASK|MOVED) \d+ [\d.]+:\d+|TRYAGAIN \w|CLUSTERDOWN \w`)
-	require.Empty(t, raw.FindAllString(logs.String(), 5), "no raw redirection error in the worker logs:\n%s", truncate(logs.String(), 4000))
+	var shown []string // what an operator sees at the default level; the reply stays available at debug level
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if !strings.Contains(line, "level=DEBUG") {
+			shown = append(shown, line)
+		}
+	}
+	require.Empty(t, raw.FindAllString(strings.Join(shown, "\n"), 5), "no raw redirection error in the worker logs above debug level:\n%s", truncate(logs.String(), 4000))
 }
 
 // migArgs are the arguments of the task of TestClusterSlotMigration.
