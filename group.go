@@ -295,7 +295,11 @@ func (q *RedisTaskQueue) blockOn(ctx context.Context, wait time.Duration, keys .
 	} else {
 		err = q.rdb.BLPop(ctx, wait.Truncate(time.Second), keys...).Err()
 	}
-	if err == nil || errors.Is(err, redis.Nil) {
+	if errors.Is(err, redis.Nil) {
+		q.blockTimeouts.Add(1)
+		return nil
+	}
+	if err == nil {
 		return nil
 	}
 	return classify(err)

@@ -216,6 +216,27 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// goroutineID returns the id of the calling goroutine, as stack traces print it.
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)] // "goroutine 123 [running]:..."
+	return strings.Fields(string(buf))[1]
+}
+
+// childIn reports whether a goroutine that goroutine parent started is now inside fn, a function as stack traces
+// name it (e.g. "taskqueue.waitChange("): how a test waits for its background call to block, instead of
+// sleeping for a guess of how long that takes.
+func childIn(parent, fn string) bool {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, fn) && strings.Contains(g, " in goroutine "+parent+"\n") {
+			return true
+		}
+	}
+	return false
+}
+
 type addArgs struct {
 	A int64 `json:"a"`
 	B int64 `json:"b"`

@@ -233,9 +233,11 @@ type RedisTaskQueue struct {
 	signer      *signer       // nil without RedisConfig.Signing
 	readTimeout time.Duration // the client's, where it can be known; 0 if unknown or unlimited
 
-	// How this queue's waits for a delayed task ended (observed by tests, reported nowhere): dueWakes counts the
-	// consumer's due timer waking it, dueTimeouts the BLPOP timeout (the safety net, at Redis's next cron tick).
-	dueWakes, dueTimeouts atomic.Int64
+	// How this queue's blocking waits ended, for tests to observe which mechanism woke a pickup (reported
+	// nowhere): blockTimeouts counts the BLPOPs (pickups and group waits) that ended by their timeout; dueWakes the
+	// waits a consumer's due timer ended; dueTimeouts the waits for a delayed task that the BLPOP timeout ended
+	// instead (the safety net, at Redis's next cron tick).
+	blockTimeouts, dueWakes, dueTimeouts atomic.Int64
 }
 
 // NewRedisTaskQueue returns a queue on rdb under keyPrefix that serializes and resolves tasks through reg. The
@@ -560,8 +562,12 @@ func (q *RedisTaskQueue) block(ctx context.Context, wait time.Duration, keys ...
 	} else {
 		res, err = q.rdb.BLPop(ctx, max(wait.Truncate(time.Second), time.Second), keys...).Result()
 	}
-	if errors.Is(err, redis.Nil) || isUnblocked(err) {
-		return "", nil // timed out, or ended by a failover: the caller's next pickup finds the new primary
+	if errors.Is(err, redis.Nil) {
+		q.blockTimeouts.Add(1)
+		return "", nil // timed out
+	}
+	if isUnblocked(err) {
+		return "", nil // ended by a failover: the caller's next pickup finds the new primary
 	}
 	if err != nil {
 		return "", fmt.Errorf("taskqueue: wait for tasks: %w", classify(err))

@@ -567,35 +567,39 @@ func TestBlockingPickup(t *testing.T) {
 	backends(t, nil, func(t *testing.T, s *setup) {
 		ctx := context.Background()
 		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+		// The queue's counters tell what ended each wait: a wake-up, or the BLPOP timeout (opts.Wait, 5s).
 		got := s.dequeueAsync("c1")
 		waitForBlocked(t, s)
-		sent := time.Now()
 		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("wake", Ref("m", "f", nil))))
 		r := <-got
 		require.NoError(t, r.err)
 		require.Equal(t, []string{"wake"}, ids(r.ds))
-		require.Less(t, r.at.Sub(sent), time.Second, "woken by the enqueue, not by the timeout")
+		require.Zero(t, s.q.blockTimeouts.Load(), "woken by the enqueue, not by the timeout")
 		require.NoError(t, s.q.Ack(ctx, r.ds...))
 
 		// Interrupt ends a wait at once, without a task.
 		got = s.dequeueAsync("c1")
 		waitForBlocked(t, s)
-		sent = time.Now()
 		require.NoError(t, s.q.Interrupt(ctx, "c1"))
 		r = <-got
 		require.NoError(t, r.err)
 		require.Empty(t, r.ds)
-		require.Less(t, r.at.Sub(sent), time.Second)
+		require.Zero(t, s.q.blockTimeouts.Load(), "ended by the interrupt, not by the timeout")
 
-		// A delayed task due during the wait ends it at its due time.
+		// A delayed task due during the wait ends it at its due time (server clock), by the consumer's due timer.
 		got = s.dequeueAsync("c1")
 		waitForBlocked(t, s)
-		sent = time.Now()
-		require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "soon", Executable: Ref("m", "f", nil), ProcessIn: 300 * time.Millisecond}))
+		const delay = 300 * time.Millisecond
+		require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "soon", Executable: Ref("m", "f", nil), ProcessIn: delay}))
+		due, err := s.rdb.ZScore(ctx, s.q.keys.key(keyScheduled), "soon").Result()
+		require.NoError(t, err)
 		r = <-got
 		require.NoError(t, r.err)
 		require.Equal(t, []string{"soon"}, ids(r.ds))
-		require.Less(t, r.at.Sub(sent), 2*time.Second)
+		leasedAt := r.ds[0].LeaseDeadline.Add(-s.q.LeaseDuration()) // the server's clock when the script leased it
+		require.GreaterOrEqual(t, leasedAt.UnixMilli(), int64(due), "not leased before it was due")
+		require.EqualValues(t, 1, s.q.dueWakes.Load(), "the due timer ended the wait")
+		require.Zero(t, s.q.dueTimeouts.Load()+s.q.blockTimeouts.Load(), "no wait ended by its timeout")
 		require.NoError(t, s.q.Ack(ctx, r.ds...))
 	})
 }
@@ -616,12 +620,14 @@ func (s *setup) dequeueAsync(c string) <-chan dequeueResult {
 	return got
 }
 
-// waitForBlocked waits until a client is blocked on the queue (real Redis), or gives a blocked call time to
-// start (miniredis, which does not list blocked clients).
+// waitForBlocked waits until the pickup that the calling goroutine started (dequeueAsync) is in its blocking call
+// and, on a real Redis, until the server lists a blocked client (miniredis lists none). Whether the wait began
+// first changes no outcome that the tests check, only which path they take.
 func waitForBlocked(t *testing.T, s *setup) {
 	t.Helper()
+	me := goroutineID()
+	waitFor(t, 5*time.Second, "the pickup in its blocking call", func() bool { return childIn(me, "taskqueue.(*RedisTaskQueue).block(") })
 	if s.mr != nil {
-		time.Sleep(50 * time.Millisecond)
 		return
 	}
 	waitFor(t, 5*time.Second, "a blocked client", func() bool {
@@ -656,7 +662,6 @@ func TestWakeChainsForFullBatches(t *testing.T) {
 	for i := range specs {
 		specs[i] = NewTaskSpec(fmt.Sprint("t", i), Ref("m", "f", nil))
 	}
-	start := time.Now()
 	require.NoError(t, s.q.EnqueueBatch(ctx, specs))
 	wg.Wait()
 	close(got)
@@ -667,7 +672,7 @@ func TestWakeChainsForFullBatches(t *testing.T) {
 		require.NoError(t, s.q.Ack(ctx, ds...))
 	}
 	require.Equal(t, 10, total)
-	require.Less(t, time.Since(start), time.Second)
+	require.Zero(t, s.q.blockTimeouts.Load(), "the second consumer was woken by the first, not by its timeout")
 }
 
 func TestKeysShareOneSlotAndPrefix(t *testing.T) {

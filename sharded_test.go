@@ -185,14 +185,13 @@ func TestShardedQueueBlockingPickup(t *testing.T) {
 			got <- ds
 		}()
 		waitFor(t, 5*time.Second, "three blocked waits", func() bool { return blockedOn(rdb) == 3 })
-		sent := time.Now()
 		id := idOnShard(t, q, k, "wake")
 		require.NoError(t, q.Enqueue(ctx, shardTask(id, k)))
 		select {
 		case ds := <-got:
 			require.Len(t, ds, 1)
 			require.Equal(t, id, ds[0].Spec.TaskID)
-			require.Less(t, time.Since(sent), 2*time.Second)
+			require.Zero(t, shardBlockTimeouts(q), "woken by the enqueue, not by the 10s wait's end")
 			require.NoError(t, q.Ack(ctx, ds...))
 		case <-time.After(5 * time.Second):
 			t.Fatalf("work on shard %d did not wake the pickup", k)
@@ -228,6 +227,15 @@ func TestShardedQueueBlockingPickup(t *testing.T) {
 	}
 }
 
+// shardBlockTimeouts counts the blocking waits of q's shards that ended by their timeout.
+func shardBlockTimeouts(q *ShardedQueue) int64 {
+	var n int64
+	for _, sh := range q.shards {
+		n += sh.blockTimeouts.Load()
+	}
+	return n
+}
+
 // blockedOn counts the clients of rdb blocked in BLPOP.
 func blockedOn(rdb *redis.Client) int {
 	list, err := rdb.ClientList(context.Background()).Result()
@@ -245,12 +253,16 @@ func TestShardedQueueDelayedTask(t *testing.T) {
 	s := shardTask(idOnShard(t, q, 2, "later"), 0)
 	s.ProcessIn = 200 * time.Millisecond
 	require.NoError(t, q.Enqueue(ctx, s))
+	due, err := q.shards[2].rdb.ZScore(ctx, q.shards[2].keys.key(keyScheduled), s.TaskID).Result()
+	require.NoError(t, err)
+	const wait = time.Minute
 	start := time.Now()
-	ds, err := q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second})
+	ds, err := q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: wait})
 	require.NoError(t, err)
 	require.Len(t, ds, 1)
-	require.GreaterOrEqual(t, time.Since(start), 150*time.Millisecond)
-	require.Less(t, time.Since(start), 3*time.Second)
+	leasedAt := ds[0].LeaseDeadline.Add(-q.LeaseDuration()) // the server's clock when the script leased it
+	require.GreaterOrEqual(t, leasedAt.UnixMilli(), int64(due), "not leased before it was due")
+	require.Less(t, time.Since(start), wait, "the due time, not the end of the wait, ended the block")
 
 	// Retry, release and dead letter go to the task's shard.
 	require.NoError(t, q.Retry(ctx, ds[0], 0, errors.New("again")))
