@@ -51,11 +51,11 @@ func TestWorkerHealthShowsAHangingPickup(t *testing.T) {
 	require.Equal(t, 2*20*time.Millisecond+time.Second, h.StuckAfter)
 
 	sq.hang.Store(true)
-	hungAt := time.Now()
 	waitFor(t, 10*time.Second, "the worker reported stuck", func() bool { return w.Health().Err != nil })
 	h = w.Health()
 	require.ErrorIs(t, h.Err, ErrWorkerStuck)
-	require.GreaterOrEqual(t, time.Since(hungAt), h.StuckAfter, "not reported before the bound")
+	// The hanging pickup began after the last successful one ended: not reported before the bound since then.
+	require.GreaterOrEqual(t, time.Since(h.LastPickup), h.StuckAfter, "not reported before the bound")
 	require.False(t, h.PickupWaitingSince.IsZero())
 	require.Contains(t, h.Err.Error(), "no successful pickup for")
 
@@ -75,8 +75,8 @@ func TestWorkerHealthShowsFailingPickups(t *testing.T) {
 	defer q.Close()
 	sq := &stallingQueue{TaskQueue: q}
 	sq.fail.Store(true)
+	started := time.Now() // before the worker's first pickup began
 	w := startWorker(t, sq, quietWorker(WorkerConfig{BlockTimeout: 20 * time.Millisecond, ReapInterval: -1}, nil))
-	started := time.Now()
 	waitFor(t, 10*time.Second, "the worker reported stuck", func() bool { return w.Health().Err != nil })
 	h := w.Health()
 	require.ErrorIs(t, h.Err, ErrWorkerStuck)

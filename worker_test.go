@@ -190,18 +190,19 @@ func TestWorkerTimeout(t *testing.T) {
 	s := newMini(t, nil)
 	ctx := context.Background()
 	var runs atomic.Int32
-	var left atomic.Int64 // time to the deadline the first run saw; -1 for none
+	var deadline, startedAt atomic.Value // the deadline the first run's context tells, and when that run started
 	require.NoError(t, Register(s.ref, "m", "slow", func(ctx context.Context, _ addArgs) error {
 		if runs.Add(1) == 1 {
-			left.Store(-1)
+			startedAt.Store(time.Now())
 			if d, ok := ctx.Deadline(); ok {
-				left.Store(int64(time.Until(d)))
+				deadline.Store(d)
 			}
 			<-ctx.Done()
 			return ctx.Err()
 		}
 		return nil
 	}))
+	enqueuedAt := time.Now()
 	require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "slow", Executable: Ref("m", "slow", nil), Timeout: 100 * time.Millisecond}))
 	rec := &recorder{}
 	startWorker(t, s.q, quietWorker(WorkerConfig{}, rec))
@@ -209,8 +210,11 @@ func TestWorkerTimeout(t *testing.T) {
 	require.ErrorIs(t, rec.last(EventRetried).Err, ErrTimeout)
 	// The handler's context tells its deadline and ends with DeadlineExceeded, as a timeout context does.
 	require.ErrorIs(t, rec.last(EventRetried).Err, context.DeadlineExceeded)
-	require.Positive(t, left.Load())
-	require.LessOrEqual(t, time.Duration(left.Load()), 100*time.Millisecond)
+	d, ok := deadline.Load().(time.Time)
+	require.True(t, ok, "the handler's context has a deadline")
+	// Set when the run began: after the enqueue, at most the task's Timeout after the handler started.
+	require.True(t, d.After(enqueuedAt.Add(100*time.Millisecond)), "deadline %s, enqueued at %s", d, enqueuedAt)
+	require.False(t, d.After(startedAt.Load().(time.Time).Add(100*time.Millisecond)), "deadline %s, handler started at %s", d, startedAt.Load())
 }
 
 func TestWorkerGracefulStopFinishesInFlight(t *testing.T) {
@@ -230,7 +234,7 @@ func TestWorkerGracefulStopFinishesInFlight(t *testing.T) {
 	<-started
 	stopped := make(chan error, 1)
 	go func() { stopped <- stopWorker(t, w, 10*time.Second) }()
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, 10*time.Second, "the worker stopping", func() bool { return !w.Health().Running })
 	close(release)
 	require.NoError(t, <-stopped)
 	require.Equal(t, Stats{}, s.stats(t), "the finished task was acked before Stop returned")
@@ -256,7 +260,7 @@ func TestWorkerStopHandsBackAtOnce(t *testing.T) {
 		<-started
 		begin := time.Now()
 		require.NoError(t, stopWorker(t, w, 100*time.Millisecond))
-		require.Less(t, time.Since(begin), 3*time.Second, "stop does not wait for the lease")
+		require.Less(t, time.Since(begin), s.q.LeaseDuration(), "stop does not wait for the lease")
 		require.ErrorIs(t, <-cancelled, errStopping)
 		require.ErrorIs(t, <-cancelled, errStopping)
 		require.Equal(t, Stats{Pending: 2}, s.stats(t), "handed back at once, not after lease expiry")
@@ -321,7 +325,9 @@ func (f *flakyQueue) ExtendLeases(ctx context.Context, ds []*Delivery) ([]*Deliv
 
 func TestWorkerCancelsBeforeLeaseExpiresWhenRenewalFails(t *testing.T) {
 	t.Parallel()
-	s := newReal(t, &RedisConfig{Lease: 600 * time.Millisecond})
+	// The worker cancels a heartbeat (lease/3) before the lease ends: a lease of 2.4s leaves 800ms for scheduling.
+	const lease = 2400 * time.Millisecond
+	s := newReal(t, &RedisConfig{Lease: lease})
 	ctx := context.Background()
 	type outcome struct {
 		cause    error
@@ -339,7 +345,7 @@ func TestWorkerCancelsBeforeLeaseExpiresWhenRenewalFails(t *testing.T) {
 	}))
 	mw := func(next Handler) Handler {
 		return func(ctx context.Context, spec *TaskSpec) error {
-			deadline.Store(time.Now().Add(600 * time.Millisecond)) // the lease runs from pickup, which was just before
+			deadline.Store(time.Now().Add(lease)) // the lease runs from pickup, which was just before
 			return next(ctx, spec)
 		}
 	}
@@ -347,6 +353,7 @@ func TestWorkerCancelsBeforeLeaseExpiresWhenRenewalFails(t *testing.T) {
 	startWorker(t, fq, quietWorker(WorkerConfig{Concurrency: 1, Middleware: []Middleware{mw}, ReapInterval: -1}, nil))
 	o := <-got
 	require.ErrorIs(t, o.cause, ErrLeaseExpired)
+	t.Logf("cancelled %s before the lease deadline", o.deadline.Sub(o.at))
 	require.True(t, o.at.Before(o.deadline), "cancelled %s before the lease deadline", o.deadline.Sub(o.at))
 }
 
@@ -356,7 +363,9 @@ func TestWorkerCancelsBeforeLeaseExpiresWhenRenewalFails(t *testing.T) {
 // the margin was 15-33 ms.)
 func TestWorkerCancelsBeforeLeaseExpiresWhenRenewalHangs(t *testing.T) {
 	t.Parallel()
-	const lease, heartbeat = 600 * time.Millisecond, 200 * time.Millisecond
+	// The renewal gives up at least half a heartbeat before the lease ends and the task is cancelled then; the test
+	// asks for a quarter of a heartbeat, leaving the other quarter (200ms here) for scheduling on a busy machine.
+	const lease, heartbeat = 2400 * time.Millisecond, 800 * time.Millisecond
 	s := newMini(t, &RedisConfig{Lease: lease})
 	ctx := context.Background()
 	type outcome struct {
@@ -383,6 +392,7 @@ func TestWorkerCancelsBeforeLeaseExpiresWhenRenewalHangs(t *testing.T) {
 	o := <-got
 	require.ErrorIs(t, o.cause, ErrLeaseExpired)
 	margin := picked.Load().(time.Time).Add(lease).Sub(o.at)
+	t.Logf("cancelled %s before the lease deadline", margin)
 	require.GreaterOrEqual(t, margin, heartbeat/4, "cancelled %s before the lease deadline; a renewal may take until half a heartbeat before it", margin)
 }
 
@@ -428,7 +438,7 @@ func TestWorkerOnMemoryQueue(t *testing.T) {
 	startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 1}, nil))
 	<-done
 	require.Equal(t, []string{"local-0", "local-1", "local-2", "local-3", "local-4"}, order)
-	waitFor(t, time.Second, "acks", func() bool { st, _ := q.Stats(ctx); return st == Stats{} })
+	waitFor(t, 10*time.Second, "acks", func() bool { st, _ := q.Stats(ctx); return st == Stats{} })
 }
 
 func TestWorkerMiddlewareOrder(t *testing.T) {
@@ -452,7 +462,7 @@ func TestWorkerMiddlewareOrder(t *testing.T) {
 	require.NoError(t, q.Enqueue(context.Background(), NewTaskSpec("x", Func(func(context.Context) error { note("run"); close(done); return nil }))))
 	startWorker(t, q, quietWorker(WorkerConfig{Middleware: []Middleware{mk("outer"), mk("inner")}}, nil))
 	<-done
-	waitFor(t, time.Second, "middleware unwinds", func() bool { mu.Lock(); defer mu.Unlock(); return len(trail) == 5 })
+	waitFor(t, 10*time.Second, "middleware unwinds", func() bool { mu.Lock(); defer mu.Unlock(); return len(trail) == 5 })
 	require.Equal(t, "outer> inner> run <inner <outer", strings.Join(trail, " "))
 }
 
@@ -566,8 +576,8 @@ func TestWorkerBacksOffOnPermissionErrors(t *testing.T) {
 	rq := &refusingQueue{TaskQueue: q}
 	rec := &recorder{}
 	w := startWorker(t, rq, quietWorker(WorkerConfig{ReapInterval: -1}, rec))
-	waitFor(t, 2*time.Second, "the first refusal", func() bool { return rq.calls.Load() >= 1 })
-	time.Sleep(500 * time.Millisecond)
+	waitFor(t, 10*time.Second, "the first refusal", func() bool { return rq.calls.Load() >= 1 })
+	time.Sleep(500 * time.Millisecond) // a window, a tenth of the backoff (maxPickupBackoff), in which a retry would show
 	require.Equal(t, int32(1), rq.calls.Load(), "a refused pickup is not retried at once")
 	require.ErrorIs(t, rec.last(EventQueueError).Err, ErrPermission)
 	require.NoError(t, stopWorker(t, w, time.Second))
