@@ -38,7 +38,7 @@ func TestMemoryQueueLifecycle(t *testing.T) {
 	first := ds[0]
 
 	// A lost lease: reclaimed, redelivered with a new token; the stale token is refused.
-	time.Sleep(120 * time.Millisecond)
+	time.Sleep(120 * time.Millisecond) // past the 100ms lease and the 50ms delay
 	ds, err = q.Dequeue(ctx, DequeueOptions{Max: 10, Wait: time.Second})
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"a", "later"}, ids(ds))
@@ -81,14 +81,14 @@ func TestMemoryQueueCrashLoopAndRelease(t *testing.T) {
 	require.Equal(t, "x", ds[0].Spec.TaskID, "released to the head")
 	require.Equal(t, 1, ds[0].Deliveries)
 	// x's worker "crashes": its lease expires, it comes back first (delivery 2), expires again and is dead.
-	time.Sleep(30 * time.Millisecond)
+	time.Sleep(30 * time.Millisecond) // past the 20ms lease
 	res, err := q.Reap(ctx)
 	require.NoError(t, err)
 	require.Equal(t, ReapResult{Requeued: 1}, res)
 	ds, _ = q.Dequeue(ctx, DequeueOptions{Max: 1})
 	require.Equal(t, "x", ds[0].Spec.TaskID)
 	require.Equal(t, 2, ds[0].Deliveries)
-	time.Sleep(30 * time.Millisecond)
+	time.Sleep(30 * time.Millisecond) // past the 20ms lease again
 	res, err = q.Reap(ctx)
 	require.NoError(t, err)
 	require.Equal(t, ReapResult{Dead: 1}, res)
@@ -103,18 +103,20 @@ func TestMemoryQueueBlockingAndInterrupt(t *testing.T) {
 	ctx := context.Background()
 	q := NewMemoryQueue(time.Second, 0)
 	got := make(chan []*Delivery, 1)
+	me := goroutineID()
+	blocked := func() bool { return childIn(me, "taskqueue.waitChange(") }
 	go func() {
 		ds, _ := q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second, Consumer: "c"})
 		got <- ds
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitFor(t, 5*time.Second, "the Dequeue blocked", blocked)
 	require.NoError(t, q.Enqueue(ctx, NewTaskSpec("x", Func(nop))))
 	require.Len(t, <-got, 1)
 	go func() {
 		ds, _ := q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second, Consumer: "c"})
 		got <- ds
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitFor(t, 5*time.Second, "the Dequeue blocked", blocked)
 	require.NoError(t, q.Interrupt(ctx, "c"))
 	require.Empty(t, <-got)
 	q.Close()
@@ -146,7 +148,7 @@ func TestMemoryQueuePromotesInDueOrder(t *testing.T) {
 	for i, id := range []string{"c", "a", "b", "d"} {
 		require.NoError(t, q.Enqueue(ctx, &TaskSpec{TaskID: id, Executable: Func(nop), ProcessIn: time.Duration(10+i) * time.Millisecond}))
 	}
-	time.Sleep(30 * time.Millisecond)
+	time.Sleep(30 * time.Millisecond) // past every due time
 	ds, err := q.Dequeue(ctx, DequeueOptions{Max: 10})
 	require.NoError(t, err)
 	require.Equal(t, []string{"c", "a", "b", "d"}, ids(ds))

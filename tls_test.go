@@ -194,13 +194,16 @@ func tlsClientFromFlags(t *testing.T, args ...string) *redis.Client {
 	return rdb
 }
 
-// pingWithin pings and fails the test if the answer (success or error) takes longer than limit: no failure
-// mode may hang.
-func pingWithin(t *testing.T, rdb *redis.Client, limit time.Duration) error {
+// pingWithin pings and fails the test if the answer (success or error) takes longer than the client's own
+// timeouts allow (dial, which covers the TLS handshake, then write and read; the tests turn retries off), with a
+// second of slack: no failure mode may hang.
+func pingWithin(t *testing.T, rdb *redis.Client) error {
 	t.Helper()
+	o := rdb.Options()
+	limit := o.DialTimeout + o.WriteTimeout + o.ReadTimeout + time.Second
 	start := time.Now()
 	err := rdb.Ping(context.Background()).Err()
-	require.Less(t, time.Since(start), limit, "the ping took too long: a failure must be quick, not a hang")
+	require.Less(t, time.Since(start), limit, "the ping took too long: a failure must end by a timeout, not hang")
 	return err
 }
 
@@ -238,23 +241,23 @@ func TestTLSRedis(t *testing.T) {
 
 	t.Run("right CA and IP connect, lifecycle works", func(t *testing.T) {
 		rdb := tlsClientFromFlags(t, "--redis-url", url, "--tls-ca", p.caFile)
-		require.NoError(t, pingWithin(t, rdb, 5*time.Second))
+		require.NoError(t, pingWithin(t, rdb))
 		runTLSLifecycle(t, rdb)
 	})
 	t.Run("right CA and server name connect", func(t *testing.T) {
 		rdb := tlsClientFromFlags(t, "--redis-url", url, "--tls-ca", p.caFile, "--tls-server-name", tlsServerName)
-		require.NoError(t, pingWithin(t, rdb, 5*time.Second))
+		require.NoError(t, pingWithin(t, rdb))
 		runTLSLifecycle(t, rdb)
 	})
 	t.Run("host and port flags with the CA turn TLS on", func(t *testing.T) {
 		rdb := tlsClientFromFlags(t, "--redis-host", "localhost", "--redis-port", port, "--tls-ca", p.caFile)
-		require.NoError(t, pingWithin(t, rdb, 5*time.Second))
+		require.NoError(t, pingWithin(t, rdb))
 	})
 	t.Run("plain go-redis options with the CA connect", func(t *testing.T) {
 		rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1,
 			TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, ServerName: tlsServerName, RootCAs: p.pool(t, p.caFile)}})
 		defer rdb.Close()
-		require.NoError(t, pingWithin(t, rdb, 5*time.Second))
+		require.NoError(t, pingWithin(t, rdb))
 		runTLSLifecycle(t, rdb)
 	})
 
@@ -263,7 +266,7 @@ func TestTLSRedis(t *testing.T) {
 			tlsClientFromFlags(t, "--redis-url", url, "--tls-ca", p.otherCAFile),
 			tlsClientFromFlags(t, "--redis-url", url), // the system pool does not know the test CA either
 		} {
-			err := pingWithin(t, rdb, 5*time.Second)
+			err := pingWithin(t, rdb)
 			require.Error(t, err)
 			var ua x509.UnknownAuthorityError
 			require.ErrorAs(t, err, &ua, "want x509.UnknownAuthorityError, got %T: %v", err, err)
@@ -272,7 +275,7 @@ func TestTLSRedis(t *testing.T) {
 	})
 	t.Run("wrong server name fails with a hostname error", func(t *testing.T) {
 		rdb := tlsClientFromFlags(t, "--redis-url", url, "--tls-ca", p.caFile, "--tls-server-name", "evil.example.com")
-		err := pingWithin(t, rdb, 5*time.Second)
+		err := pingWithin(t, rdb)
 		require.Error(t, err)
 		var he x509.HostnameError
 		require.ErrorAs(t, err, &he, "want x509.HostnameError, got %T: %v", err, err)
@@ -283,7 +286,7 @@ func TestTLSRedis(t *testing.T) {
 	})
 	t.Run("plaintext to the TLS port fails quickly", func(t *testing.T) {
 		rdb := tlsClientFromFlags(t, "--redis-url", "redis://"+addr+"/0")
-		err := pingWithin(t, rdb, 5*time.Second)
+		err := pingWithin(t, rdb)
 		require.Error(t, err)
 		var ua x509.UnknownAuthorityError
 		var he x509.HostnameError
@@ -298,7 +301,8 @@ func TestTLSRedis(t *testing.T) {
 		c.Logger = slog.New(slog.DiscardHandler)
 		start := time.Now()
 		err = c.Run(context.Background(), reg)
-		require.Less(t, time.Since(start), 5*time.Second)
+		// Within its client's timeouts (dial 2s, then read and write 2s each) and a second: not a hang.
+		require.Less(t, time.Since(start), 7*time.Second)
 		require.ErrorContains(t, err, "cannot reach Redis at "+addr)
 		require.ErrorContains(t, err, "rediss://")
 	})
@@ -307,7 +311,7 @@ func TestTLSRedis(t *testing.T) {
 		// handshake gets no answer, so only the dial timeout (2s here, 5s by default) ends it.
 		plain := realRedis(t)
 		rdb := tlsClientFromFlags(t, "--redis-url", "rediss://"+plain+"/0", "--tls-ca", p.caFile)
-		err := pingWithin(t, rdb, 5*time.Second)
+		err := pingWithin(t, rdb)
 		require.Error(t, err)
 		var ne net.Error
 		require.True(t, errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()),
@@ -316,7 +320,7 @@ func TestTLSRedis(t *testing.T) {
 	t.Run("skipping verification needs the explicit opt-in", func(t *testing.T) {
 		// Without the opt-in, an unknown CA is refused (above); with it, the same connection succeeds.
 		rdb := tlsClientFromFlags(t, "--redis-url", url, "--tls-insecure-skip-verify")
-		require.NoError(t, pingWithin(t, rdb, 5*time.Second))
+		require.NoError(t, pingWithin(t, rdb))
 
 		c, err := ParseWorkerMainConfig([]string{"--redis-url", url}, nil)
 		require.NoError(t, err)
@@ -343,10 +347,10 @@ func TestTLSRedisClientCertificate(t *testing.T) {
 	url := "rediss://" + addr + "/0"
 
 	rdb := tlsClientFromFlags(t, "--redis-url", url, "--tls-ca", p.caFile, "--tls-cert", p.clientCertFile, "--tls-key", p.clientKeyFile)
-	require.NoError(t, pingWithin(t, rdb, 5*time.Second))
+	require.NoError(t, pingWithin(t, rdb))
 	runTLSLifecycle(t, rdb)
 
 	// Without a client certificate the server refuses the handshake.
 	rdb = tlsClientFromFlags(t, "--redis-url", url, "--tls-ca", p.caFile)
-	require.ErrorContains(t, pingWithin(t, rdb, 5*time.Second), "certificate required")
+	require.ErrorContains(t, pingWithin(t, rdb), "certificate required")
 }
