@@ -201,7 +201,7 @@ func TestStatsOutput(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &s))
 	require.Equal(t, statsJSON{Queue: "ops", Pending: 3, Active: 1, Scheduled: 1, Dead: 3, Delivered: 4}, zeroTimes(s))
 	require.NotNil(t, s.PickupsPerSecond)
-	require.InDelta(t, 0.1, s.IntervalSeconds, 0.5)
+	require.GreaterOrEqual(t, s.IntervalSeconds, 0.1, "measured over at least --interval (server clock)")
 }
 
 // zeroTimes clears the fields of a stats reading that vary from run to run.
