@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -236,7 +237,8 @@ func (b *blockingStats) Stats(ctx context.Context) (taskqueue.Stats, error) {
 func TestConcurrentScrapesShareOneStatsCall(t *testing.T) {
 	t.Parallel()
 	b := &blockingStats{release: make(chan struct{})}
-	c, err := New(b, &Config{Queue: "q"})
+	// A StatsTimeout far above what the scrapes take to pile up: the read ends by the release, not by the timeout.
+	c, err := New(b, &Config{Queue: "q", StatsTimeout: time.Minute})
 	require.NoError(t, err)
 	registry := prometheus.NewRegistry()
 	require.NoError(t, registry.Register(c))
@@ -251,7 +253,7 @@ func TestConcurrentScrapesShareOneStatsCall(t *testing.T) {
 		})
 	}
 	waitFor(t, "the first Stats call", func() bool { return b.calls.Load() == 1 })
-	time.Sleep(20 * time.Millisecond) // let the other scrapes pile up behind it (not a wait for work)
+	waitFor(t, "the other 7 scrapes waiting for it", func() bool { return waitingOnInflightRead() == 7 })
 	close(b.release)
 	wg.Wait()
 	close(results)
@@ -264,6 +266,21 @@ func TestConcurrentScrapesShareOneStatsCall(t *testing.T) {
 		require.Equal(t, 7.0, m.GetGauge().GetValue())
 	}
 	require.Equal(t, 8, n)
+}
+
+// waitingOnInflightRead counts the goroutines blocked in readStats on the read that another scrape runs (only
+// TestConcurrentScrapesShareOneStatsCall makes any).
+func waitingOnInflightRead() int {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		head, rest, _ := strings.Cut(g, "\n")
+		if strings.Contains(head, "[chan receive") && strings.HasPrefix(rest, "github.com/graflow-go/taskqueue/contrib/prometheus.(*Collector).readStats(") {
+			n++
+		}
+	}
+	return n
 }
 
 func TestStatsTTLAndErrors(t *testing.T) {
