@@ -127,8 +127,9 @@ func TestMeasurementsEndToEnd(t *testing.T) {
 		require.Greater(t, sum[k], 0.0, k)
 	}
 	require.NotContains(t, sum, "asynq_enqueue_batch_tps", "asynq has no batch enqueue")
-	// A lease of 2s: the task comes back within the lease and a second.
-	require.Less(t, sum["ours_recovery_s"], 3.0)
+	// recoveryRuns' short trial has a lease of 2s: the task comes back once the lease has run out, a reap interval
+	// (lease/10) later, not after the default 30s lease; two leases leave the rest for a busy machine.
+	require.Less(t, sum["ours_recovery_s"], 4.0)
 	var table bytes.Buffer
 	b.res.writeTable(&table)
 	require.True(t, strings.HasPrefix(table.String(), "| measurement |"))
