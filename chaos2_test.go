@@ -207,7 +207,7 @@ func chaosRestartNoPersistence(t *testing.T) {
 	rec := &recorder{}
 	cfg := quietWorker(WorkerConfig{Concurrency: 8, BlockTimeout: time.Second, Name: "np", Logger: slog.New(logs)}, rec)
 	cfg.Backoff = nil // the default backoff, 1s and up: handler failures after the restart are not expected
-	startWorker(t, wq, cfg)
+	w := startWorker(t, wq, cfg)
 	job := func(id string, sleep int64) *TaskSpec {
 		return NewTaskSpec(id, Ref("m", "job", chaosWorkArgs{ID: id, SleepMS: sleep}))
 	}
@@ -284,8 +284,8 @@ func chaosRestartNoPersistence(t *testing.T) {
 	})
 	allDone := time.Since(restartedAt)
 	// Long tasks that were running at the kill finish after the restart: their acks must be refused (the data is
-	// gone), not recreate anything.
-	time.Sleep(1600 * time.Millisecond)
+	// gone), not recreate anything. The worker holds none once they have ended and their acks were answered.
+	waitFor(t, 10*time.Second, "the long tasks ended and settled", func() bool { return w.Health().InFlight == 0 })
 	waitStats(t, q, 5*time.Second, Stats{})
 	keys, err := prod.Keys(ctx, "{chaos-nopersist}:*").Result()
 	require.NoError(t, err)
