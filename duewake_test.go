@@ -17,6 +17,9 @@ import (
 func TestDelayedTaskStartsOnTime(t *testing.T) {
 	t.Parallel()
 	s := newReal(t, nil)
+	// The BLPOP timeout, the safety net, ends a wait for a delayed task 100ms (dueWakeSlack) after its due time: a
+	// busy machine delays the timer's push that long now and then. 10s here: only a missing timer lets it win.
+	s.q.dueSlack = 10 * time.Second
 	ctx := context.Background()
 	const n, delay, spread = 20, 300 * time.Millisecond, 17 * time.Millisecond
 	type run struct {
@@ -45,8 +48,8 @@ func TestDelayedTaskStartsOnTime(t *testing.T) {
 		require.NoError(t, err, "%s is scheduled", spec.TaskID)
 		due[int64(i)] = int64(score)
 	}
-	for range 3 {
-		startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 4}, nil))
+	for range 3 { // no reaper, whose pass also readies due tasks: only a pickup can
+		startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 4, ReapInterval: -1}, nil))
 	}
 	timeout := time.After(30 * time.Second) // a deadline for a hung test, not a speed
 	seen := make(map[int64]bool, n)
@@ -63,7 +66,7 @@ func TestDelayedTaskStartsOnTime(t *testing.T) {
 	wakes, timeouts := s.q.dueWakes.Load(), s.q.dueTimeouts.Load()
 	t.Logf("waits for a delayed task ended by the due timer: %d, by the BLPOP timeout: %d", wakes, timeouts)
 	require.Positive(t, wakes, "the due timers woke the consumers")
-	require.Zero(t, timeouts, "no wait for a delayed task lasted until the BLPOP timeout (the due time + %s)", dueWakeSlack)
+	require.Zero(t, timeouts, "no wait for a delayed task lasted until the BLPOP timeout (the due time + %s)", s.q.dueSlack)
 }
 
 // TestDueTimerWakesOnlyItsConsumer checks that a consumer's due timer wakes that consumer alone (its own list),
@@ -71,6 +74,7 @@ func TestDelayedTaskStartsOnTime(t *testing.T) {
 func TestDueTimerWakesOnlyItsConsumer(t *testing.T) {
 	t.Parallel()
 	s := newReal(t, nil)
+	s.q.dueSlack = 10 * time.Second // the BLPOP timeout cannot beat a timer that a busy machine delays
 	ctx := context.Background()
 	start := time.Now()
 	interrupted, err := s.q.waitForWork(ctx, "c1", 150*time.Millisecond, true)

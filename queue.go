@@ -238,6 +238,9 @@ type RedisTaskQueue struct {
 	// waits a consumer's due timer ended; dueTimeouts the waits for a delayed task that the BLPOP timeout ended
 	// instead (the safety net, at Redis's next cron tick).
 	blockTimeouts, dueWakes, dueTimeouts atomic.Int64
+	// dueSlack, when set, replaces dueWakeSlack: a test that checks which of the due timer and the BLPOP timeout
+	// ends a wait widens the margin between them beyond a busy machine's scheduling delays. Set before any pickup.
+	dueSlack time.Duration
 }
 
 // NewRedisTaskQueue returns a queue on rdb under keyPrefix that serializes and resolves tasks through reg. The
@@ -532,7 +535,11 @@ func (q *RedisTaskQueue) waitForWork(ctx context.Context, consumer string, wait 
 		// alone instead; the BLPOP timeout stays as the safety net if its push fails.
 		stop := q.dueTimer(keys[1], wait)
 		defer stop()
-		wait += dueWakeSlack
+		if q.dueSlack > 0 {
+			wait += q.dueSlack
+		} else {
+			wait += dueWakeSlack
+		}
 	}
 	woke, err := q.block(ctx, wait, keys...)
 	if dueWait && consumer != "" && err == nil && woke == "" {

@@ -586,7 +586,9 @@ func TestBlockingPickup(t *testing.T) {
 		require.Empty(t, r.ds)
 		require.Zero(t, s.q.blockTimeouts.Load(), "ended by the interrupt, not by the timeout")
 
-		// A delayed task due during the wait ends it at its due time (server clock), by the consumer's due timer.
+		// A delayed task due during the wait ends it at its due time (server clock), by the consumer's due timer;
+		// the BLPOP timeout, 10s past the due time here, cannot beat a timer that a busy machine delays.
+		s.q.dueSlack = 10 * time.Second
 		got = s.dequeueAsync("c1")
 		waitForBlocked(t, s)
 		const delay = 300 * time.Millisecond
