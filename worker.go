@@ -158,17 +158,17 @@ type TaskWorker struct {
 	cfg     WorkerConfig
 	handler Handler
 
-	mu       sync.Mutex
-	state    int // 0 new, 1 running, 2 stopping, 3 stopped
-	running  map[*Delivery]*inflight
-	slots    chan struct{}
-	baseCtx  context.Context // the values of Start's context, without its cancellation: every task's context derives from it
-	fetchCtx context.Context
-	stopAll  context.CancelFunc // ends fetch, heartbeat, reaper
-	fetchEnd chan struct{}
-	bg       sync.WaitGroup // heartbeat, reaper, acker
-	tasks    sync.WaitGroup // task goroutines
-	acks     chan ackReq
+	mu          sync.Mutex
+	state       int // 0 new, 1 running, 2 stopping, 3 stopped
+	running     map[*Delivery]*inflight
+	slots       chan struct{}
+	baseCtx     context.Context // the values of Start's context, without its cancellation: every task's context derives from it
+	pickupCtx   context.Context
+	stopAll     context.CancelFunc // ends the pickup loop and the reaper
+	pickupsDone chan struct{}
+	bg          sync.WaitGroup // heartbeat, reaper, acker
+	tasks       sync.WaitGroup // task goroutines
+	acks        chan ackReq
 
 	// A suspect (a delivery whose task lost its worker before: it may crash the process) runs alone: it takes gate
 	// exclusively while other tasks share it, and no pickup happens while one is held, so a crash takes no other
@@ -186,15 +186,15 @@ type TaskWorker struct {
 type inflight struct {
 	d      *Delivery
 	cancel context.CancelCauseFunc
-	handed bool      // released by Stop: the goroutine must not settle it
+	handed bool      // handed back by Stop: the goroutine must not record its outcome
 	ends   time.Time // when the lease ends, as the last pickup or renewal told (w.mu; d.localEnds is the heartbeat's)
 }
 
-// ackReq is a succeeded task handed to the ack loop, which records the outcome and then calls release: the task's
-// goroutine has ended by then, but its hold on the suspect gate lasts until its ack is recorded.
+// ackReq is a succeeded task handed to the ack loop, which records the outcome and then calls unlockGate: the
+// task's goroutine has ended by then, but its hold on the suspect gate lasts until its ack is recorded.
 type ackReq struct {
-	f       *inflight
-	release func()
+	f          *inflight
+	unlockGate func()
 }
 
 const (
@@ -254,14 +254,14 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	}
 	w.baseCtx = context.WithoutCancel(ctx)
 	bgCtx, cancel := context.WithCancel(w.baseCtx)
-	w.fetchCtx, w.stopAll = bgCtx, cancel
-	w.fetchEnd = make(chan struct{})
+	w.pickupCtx, w.stopAll = bgCtx, cancel
+	w.pickupsDone = make(chan struct{})
 	w.acks = make(chan ackReq, w.cfg.Concurrency*2)
 	w.ackStop = make(chan struct{})
 	w.hbStop = make(chan struct{})
 	w.suspectDone = make(chan struct{}, 1)
 	w.ackDone = make(chan struct{})
-	go w.fetchLoop(bgCtx)
+	go w.pickupLoop(bgCtx)
 	go w.ackLoop()
 	w.bg.Add(1)
 	go w.heartbeatLoop()
@@ -298,12 +298,12 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	w.state = stateStopping
 	w.mu.Unlock()
 
-	// Stop fetching: cancel the fetch context and interrupt a blocked pickup.
+	// Stop picking up: cancel the pickup context and interrupt a blocked pickup.
 	w.stopAll()
 	ictx, icancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	_ = w.q.Interrupt(ictx, w.cfg.Name)
 	icancel()
-	<-w.fetchEnd
+	<-w.pickupsDone
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	_ = w.q.clearInterrupt(cctx, w.cfg.Name)
 	ccancel()
@@ -332,7 +332,7 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	return err
 }
 
-// handBack cancels every running task and releases its delivery to the queue.
+// handBack cancels every running task and hands its delivery back to the queue (Release).
 func (w *TaskWorker) handBack() error {
 	w.mu.Lock()
 	var fl []*inflight
@@ -343,7 +343,7 @@ func (w *TaskWorker) handBack() error {
 		}
 	}
 	w.mu.Unlock()
-	// Each release goes to the head of the queue: release the newest first so the oldest ends up first.
+	// Each Release puts its task at the head of the queue: hand the newest back first so the oldest ends up first.
 	slices.SortFunc(fl, func(a, b *inflight) int { return cmp.Compare(b.d.Token, a.d.Token) })
 	var errs []error
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -361,8 +361,8 @@ func (w *TaskWorker) handBack() error {
 	return errors.Join(errs...)
 }
 
-func (w *TaskWorker) fetchLoop(ctx context.Context) {
-	defer close(w.fetchEnd)
+func (w *TaskWorker) pickupLoop(ctx context.Context) {
+	defer close(w.pickupsDone)
 	// A pickup's envelopes are decoded on a goroutine of their own, while the next pickup is on its way: decoding
 	// is Go CPU and the pickup's round trip is waiting, so the two overlap.
 	decode := make(chan decodeJob, 1)
@@ -432,7 +432,7 @@ func (w *TaskWorker) fetchLoop(ctx context.Context) {
 	}
 }
 
-// pickupFailures is the fetch loop's run of failed pickups. A transient failure (a Cluster slot on the move, a
+// pickupFailures is the pickup loop's run of failed pickups. A transient failure (a Cluster slot on the move, a
 // failover, a lost connection: [ErrTransient]) is logged as a warning once, when the run starts, and at debug level
 // for each attempt, with its reason rather than the Redis error's text; any other failure is a warning each time.
 // The end of a run is logged once.
@@ -531,7 +531,7 @@ func (w *TaskWorker) inflight() int {
 	return len(w.running)
 }
 
-// launch starts a goroutine for a delivery. A delivery that arrives while stopping is released at once.
+// launch starts a goroutine for a delivery. A delivery that arrives while stopping is handed back at once.
 func (w *TaskWorker) launch(d *Delivery) {
 	tctx, cancel := context.WithCancelCause(w.baseCtx) // no cancellation to inherit: as cheap as Background
 	f := &inflight{d: d, cancel: cancel, ends: d.localEnds}
@@ -565,10 +565,10 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 	defer w.tasks.Done()
 	d := f.d
 	spec := d.Spec
-	var release func()
+	var unlockGate func()
 	if d.Deliveries > 1 {
 		w.gate.Lock()
-		release = func() {
+		unlockGate = func() {
 			w.gate.Unlock()
 			w.suspects.Add(-1)
 			select {
@@ -578,10 +578,10 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 		}
 	} else {
 		w.gate.RLock()
-		release = w.gate.RUnlock
+		unlockGate = w.gate.RUnlock
 	}
 	if ctx.Err() != nil { // handed back by Stop while it waited for the gate
-		w.settle(f, context.Cause(ctx), 0, release)
+		w.recordOutcome(f, context.Cause(ctx), 0, unlockGate)
 		return
 	}
 	timeout := w.cfg.Timeout
@@ -608,7 +608,7 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 			err = fmt.Errorf("%w (%w)", cause, err)
 		}
 	}
-	w.settle(f, err, took, release)
+	w.recordOutcome(f, err, took, unlockGate)
 	f.cancel(nil)
 }
 
@@ -640,37 +640,37 @@ func (w *TaskWorker) safeRun(ctx context.Context, spec *TaskSpec) (err error) {
 	return w.handler(ctx, spec)
 }
 
-// settle records a run's outcome in the queue, frees its slot and calls release once the outcome is recorded. A
-// success is handed to the ack loop, which acknowledges it in a batch and calls release: the task's goroutine
-// ends at once, while its hold on the suspect gate lasts until the ack is recorded (a suspect runs only after
-// every other task's outcome is in Redis).
-func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration, release func()) {
+// recordOutcome records a run's outcome in the queue, frees its slot and calls unlockGate once the outcome is
+// recorded. A success is handed to the ack loop, which acknowledges it in a batch and calls unlockGate: the task's
+// goroutine ends at once, while its hold on the suspect gate lasts until the ack is recorded (a suspect runs only
+// after every other task's outcome is in Redis).
+func (w *TaskWorker) recordOutcome(f *inflight, runErr error, took time.Duration, unlockGate func()) {
 	d := f.d
 	spec := d.Spec
 	w.mu.Lock()
 	handed := f.handed
 	w.mu.Unlock()
 	if handed {
-		w.finish(f, nil)
+		w.forget(f, nil)
 		w.slots <- struct{}{}
-		release()
+		unlockGate()
 		return
 	}
 	if runErr == nil {
 		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Duration: took})
 		w.slots <- struct{}{} // the slot frees while the ack is batched
 		select {
-		case w.acks <- ackReq{f: f, release: release}:
+		case w.acks <- ackReq{f: f, unlockGate: unlockGate}:
 		case <-w.ackStop: // only a handler that outlived Stop gets here; its delivery was handed back
-			w.finish(f, ErrLeaseLost)
-			release()
+			w.forget(f, ErrLeaseLost)
+			unlockGate()
 		}
 		return
 	}
 	defer func() { w.slots <- struct{}{} }()
-	defer release()
+	defer unlockGate()
 	if errors.Is(runErr, ErrLeaseLost) || errors.Is(runErr, ErrLeaseExpired) {
-		w.finish(f, runErr)
+		w.forget(f, runErr)
 		return
 	}
 	// Both outcomes are resent on a transient error until shortly before the lease ends (resend.go); the event
@@ -689,7 +689,7 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration, relea
 		if err == nil {
 			w.emit(Event{Kind: EventDead, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: cause, Duration: took})
 		}
-		w.finish(f, err)
+		w.forget(f, err)
 		return
 	}
 	delay := w.cfg.Backoff(spec.Attempt+1, runErr)
@@ -697,11 +697,11 @@ func (w *TaskWorker) settle(f *inflight, runErr error, took time.Duration, relea
 	if err == nil {
 		w.emit(Event{Kind: EventRetried, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: runErr, Duration: took, Delay: delay})
 	}
-	w.finish(f, err)
+	w.forget(f, err)
 }
 
-// finish forgets a delivery whose outcome is settled (or could not be), reporting a lost lease or a queue error.
-func (w *TaskWorker) finish(f *inflight, err error) {
+// forget drops a delivery whose outcome is recorded (or could not be), reporting a lost lease or a queue error.
+func (w *TaskWorker) forget(f *inflight, err error) {
 	d := f.d
 	spec := d.Spec
 	w.mu.Lock()
@@ -783,15 +783,15 @@ func (w *TaskWorker) flushAcks(batch []ackReq) {
 	}
 	if err == nil || !errors.Is(err, ErrLeaseLost) {
 		for _, r := range batch {
-			w.finish(r.f, err)
-			r.release()
+			w.forget(r.f, err)
+			r.unlockGate()
 		}
 		return
 	}
 	// Some were lost: ack each on its own to tell which (rare; acks are idempotent).
 	for _, r := range batch {
-		w.finish(r.f, w.outcomeResend(r.f).do(func(ctx context.Context) error { return w.q.Ack(ctx, r.f.d) }))
-		r.release()
+		w.forget(r.f, w.outcomeResend(r.f).do(func(ctx context.Context) error { return w.q.Ack(ctx, r.f.d) }))
+		r.unlockGate()
 	}
 }
 
