@@ -10,7 +10,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -168,17 +167,12 @@ type TaskWorker struct {
 	pickupsDone chan struct{}
 	bg          sync.WaitGroup // heartbeat, reaper, acker
 	tasks       sync.WaitGroup // task goroutines
-	acks        chan ackReq
+	acks        chan *inflight // succeeded tasks for the ack loop, which records the outcome and then unlocks the gate
+	gate        suspectGate    // worker_gate.go
 
-	// A suspect (a delivery whose task lost its worker before: it may crash the process) runs alone: it takes gate
-	// exclusively while other tasks share it, and no pickup happens while one is held, so a crash takes no other
-	// task down with it.
-	gate        sync.RWMutex
-	suspects    atomic.Int32
-	suspectDone chan struct{}
-	ackStop     chan struct{} // closed when no more acks can come; the ack loop drains and exits
-	hbStop      chan struct{} // closed when no task runs any more; the heartbeat loop exits
-	ackDone     chan struct{}
+	ackStop chan struct{} // closed when no more acks can come; the ack loop drains and exits
+	hbStop  chan struct{} // closed when no task runs any more; the heartbeat loop exits
+	ackDone chan struct{}
 
 	health workerHealth // timestamps of the last successful round trips, for Health (health.go)
 }
@@ -188,13 +182,6 @@ type inflight struct {
 	cancel context.CancelCauseFunc
 	handed bool      // handed back by Stop: the goroutine must not record its outcome
 	ends   time.Time // when the lease ends, as the last pickup or renewal told (w.mu; d.localEnds is the heartbeat's)
-}
-
-// ackReq is a succeeded task handed to the ack loop, which records the outcome and then calls unlockGate: the
-// task's goroutine has ended by then, but its hold on the suspect gate lasts until its ack is recorded.
-type ackReq struct {
-	f          *inflight
-	unlockGate func()
 }
 
 const (
@@ -229,7 +216,7 @@ func NewTaskWorker(q TaskQueue, cfg *WorkerConfig) (*TaskWorker, error) {
 		h = c.Middleware[i](h)
 	}
 	warnSlowRenewal(q, &c)
-	return &TaskWorker{q: q, cfg: c, handler: h, running: make(map[*Delivery]*inflight)}, nil
+	return &TaskWorker{q: q, cfg: c, handler: h, running: make(map[*Delivery]*inflight), gate: newSuspectGate()}, nil
 }
 
 // Name returns the worker's name.
@@ -256,10 +243,9 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	bgCtx, cancel := context.WithCancel(w.baseCtx)
 	w.pickupCtx, w.stopAll = bgCtx, cancel
 	w.pickupsDone = make(chan struct{})
-	w.acks = make(chan ackReq, w.cfg.Concurrency*2)
+	w.acks = make(chan *inflight, w.cfg.Concurrency*2)
 	w.ackStop = make(chan struct{})
 	w.hbStop = make(chan struct{})
-	w.suspectDone = make(chan struct{}, 1)
 	w.ackDone = make(chan struct{})
 	go w.pickupLoop(bgCtx)
 	go w.ackLoop()
@@ -386,12 +372,8 @@ func (w *TaskWorker) pickupLoop(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	var failing pickupFailures
 	for {
-		for w.suspects.Load() > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-w.suspectDone:
-			}
+		if !w.gate.waitClear(ctx) {
+			return
 		}
 		select {
 		case <-ctx.Done():
@@ -479,7 +461,7 @@ func (w *TaskWorker) pickup(ctx context.Context, opts DequeueOptions, decode cha
 		return 0, err
 	}
 	j := decodeJob{l: l}
-	if slices.ContainsFunc(l.ds, func(d *Delivery) bool { return d.Deliveries > 1 }) {
+	if slices.ContainsFunc(l.ds, isSuspect) {
 		j.launched = make(chan struct{})
 	}
 	decode <- j
@@ -555,9 +537,7 @@ func (w *TaskWorker) launch(d *Delivery) {
 		w.slots <- struct{}{}
 		return
 	}
-	if d.Deliveries > 1 {
-		w.suspects.Add(1)
-	}
+	w.gate.admit(d)
 	go w.runTask(tctx, f)
 }
 
@@ -565,23 +545,9 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 	defer w.tasks.Done()
 	d := f.d
 	spec := d.Spec
-	var unlockGate func()
-	if d.Deliveries > 1 {
-		w.gate.Lock()
-		unlockGate = func() {
-			w.gate.Unlock()
-			w.suspects.Add(-1)
-			select {
-			case w.suspectDone <- struct{}{}:
-			default:
-			}
-		}
-	} else {
-		w.gate.RLock()
-		unlockGate = w.gate.RUnlock
-	}
+	w.gate.enter(d)
 	if ctx.Err() != nil { // handed back by Stop while it waited for the gate
-		w.recordOutcome(f, context.Cause(ctx), 0, unlockGate)
+		w.recordOutcome(f, context.Cause(ctx), 0)
 		return
 	}
 	timeout := w.cfg.Timeout
@@ -608,7 +574,7 @@ func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
 			err = fmt.Errorf("%w (%w)", cause, err)
 		}
 	}
-	w.recordOutcome(f, err, took, unlockGate)
+	w.recordOutcome(f, err, took)
 	f.cancel(nil)
 }
 
@@ -640,11 +606,11 @@ func (w *TaskWorker) safeRun(ctx context.Context, spec *TaskSpec) (err error) {
 	return w.handler(ctx, spec)
 }
 
-// recordOutcome records a run's outcome in the queue, frees its slot and calls unlockGate once the outcome is
-// recorded. A success is handed to the ack loop, which acknowledges it in a batch and calls unlockGate: the task's
+// recordOutcome records a run's outcome in the queue, frees its slot and unlocks the gate once the outcome is
+// recorded. A success is handed to the ack loop, which acknowledges it in a batch and unlocks the gate: the task's
 // goroutine ends at once, while its hold on the suspect gate lasts until the ack is recorded (a suspect runs only
 // after every other task's outcome is in Redis).
-func (w *TaskWorker) recordOutcome(f *inflight, runErr error, took time.Duration, unlockGate func()) {
+func (w *TaskWorker) recordOutcome(f *inflight, runErr error, took time.Duration) {
 	d := f.d
 	spec := d.Spec
 	w.mu.Lock()
@@ -653,22 +619,22 @@ func (w *TaskWorker) recordOutcome(f *inflight, runErr error, took time.Duration
 	if handed {
 		w.forget(f, nil)
 		w.slots <- struct{}{}
-		unlockGate()
+		w.unlockGate(f)
 		return
 	}
 	if runErr == nil {
 		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Duration: took})
 		w.slots <- struct{}{} // the slot frees while the ack is batched
 		select {
-		case w.acks <- ackReq{f: f, unlockGate: unlockGate}:
+		case w.acks <- f:
 		case <-w.ackStop: // only a handler that outlived Stop gets here; its delivery was handed back
 			w.forget(f, ErrLeaseLost)
-			unlockGate()
+			w.unlockGate(f)
 		}
 		return
 	}
 	defer func() { w.slots <- struct{}{} }()
-	defer unlockGate()
+	defer w.unlockGate(f)
 	if errors.Is(runErr, ErrLeaseLost) || errors.Is(runErr, ErrLeaseExpired) {
 		w.forget(f, runErr)
 		return
@@ -723,11 +689,11 @@ const ackLinger = 200 * time.Microsecond
 // and at rest an ack goes out at once. While other tasks still run, it lingers up to ackLinger for their acks.
 func (w *TaskWorker) ackLoop() {
 	defer close(w.ackDone)
-	batch := make([]ackReq, 0, 256)
+	batch := make([]*inflight, 0, 256)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for {
-		var req ackReq
+		var req *inflight
 		select {
 		case req = <-w.acks:
 		case <-w.ackStop:
@@ -771,27 +737,26 @@ func (w *TaskWorker) ackLoop() {
 
 // flushAcks acknowledges a batch, resending it on a transient error until shortly before the last of its leases
 // ends (resend.go).
-func (w *TaskWorker) flushAcks(batch []ackReq) {
+func (w *TaskWorker) flushAcks(batch []*inflight) {
 	ds := make([]*Delivery, len(batch))
-	fs := make([]*inflight, len(batch))
-	for i, r := range batch {
-		ds[i], fs[i] = r.f.d, r.f
+	for i, f := range batch {
+		ds[i] = f.d
 	}
-	err := w.outcomeResend(fs...).do(func(ctx context.Context) error { return w.q.Ack(ctx, ds...) })
+	err := w.outcomeResend(batch...).do(func(ctx context.Context) error { return w.q.Ack(ctx, ds...) })
 	if err == nil || errors.Is(err, ErrLeaseLost) {
 		w.health.ackDone()
 	}
 	if err == nil || !errors.Is(err, ErrLeaseLost) {
-		for _, r := range batch {
-			w.forget(r.f, err)
-			r.unlockGate()
+		for _, f := range batch {
+			w.forget(f, err)
+			w.unlockGate(f)
 		}
 		return
 	}
 	// Some were lost: ack each on its own to tell which (rare; acks are idempotent).
-	for _, r := range batch {
-		w.forget(r.f, w.outcomeResend(r.f).do(func(ctx context.Context) error { return w.q.Ack(ctx, r.f.d) }))
-		r.unlockGate()
+	for _, f := range batch {
+		w.forget(f, w.outcomeResend(f).do(func(ctx context.Context) error { return w.q.Ack(ctx, f.d) }))
+		w.unlockGate(f)
 	}
 }
 
@@ -900,6 +865,9 @@ func (w *TaskWorker) reapLoop(ctx context.Context) {
 		}
 	}
 }
+
+// unlockGate ends f's hold on the suspect gate, once its outcome is recorded.
+func (w *TaskWorker) unlockGate(f *inflight) { w.gate.unlock(f.d) }
 
 func (w *TaskWorker) emit(e Event) {
 	if w.cfg.OnEvent != nil {
