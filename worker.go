@@ -165,14 +165,12 @@ type TaskWorker struct {
 	pickupCtx   context.Context
 	stopAll     context.CancelFunc // ends the pickup loop and the reaper
 	pickupsDone chan struct{}
-	bg          sync.WaitGroup // heartbeat, reaper, acker
+	bg          sync.WaitGroup // heartbeat, reaper
+	acker       *acker         // worker_ack.go
 	tasks       sync.WaitGroup // task goroutines
-	acks        chan *inflight // succeeded tasks for the ack loop, which records the outcome and then unlocks the gate
 	gate        suspectGate    // worker_gate.go
 
-	ackStop chan struct{} // closed when no more acks can come; the ack loop drains and exits
-	hbStop  chan struct{} // closed when no task runs any more; the heartbeat loop exits
-	ackDone chan struct{}
+	hbStop chan struct{} // closed when no task runs any more; the heartbeat loop exits
 
 	health workerHealth // timestamps of the last successful round trips, for Health (health.go)
 }
@@ -243,12 +241,10 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	bgCtx, cancel := context.WithCancel(w.baseCtx)
 	w.pickupCtx, w.stopAll = bgCtx, cancel
 	w.pickupsDone = make(chan struct{})
-	w.acks = make(chan *inflight, w.cfg.Concurrency*2)
-	w.ackStop = make(chan struct{})
+	w.acker = newAcker(w)
 	w.hbStop = make(chan struct{})
-	w.ackDone = make(chan struct{})
 	go w.pickupLoop(bgCtx)
-	go w.ackLoop()
+	w.acker.start()
 	w.bg.Add(1)
 	go w.heartbeatLoop()
 	if w.cfg.ReapInterval > 0 {
@@ -307,8 +303,7 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 			w.cfg.Logger.Warn("taskqueue: handlers ignore cancellation; their goroutines outlive Stop", slog.String("worker", w.cfg.Name))
 		}
 	}
-	close(w.ackStop)
-	<-w.ackDone
+	w.acker.stop()
 	close(w.hbStop)
 	w.bg.Wait()
 	w.mu.Lock()
@@ -625,9 +620,7 @@ func (w *TaskWorker) recordOutcome(f *inflight, runErr error, took time.Duration
 	if runErr == nil {
 		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Duration: took})
 		w.slots <- struct{}{} // the slot frees while the ack is batched
-		select {
-		case w.acks <- f:
-		case <-w.ackStop: // only a handler that outlived Stop gets here; its delivery was handed back
+		if !w.acker.add(f) {  // only a handler that outlived Stop gets here; its delivery was handed back
 			w.forget(f, ErrLeaseLost)
 			w.unlockGate(f)
 		}
@@ -678,85 +671,6 @@ func (w *TaskWorker) forget(f *inflight, err error) {
 	} else if err != nil {
 		w.emit(Event{Kind: EventQueueError, TaskID: spec.TaskID, Spec: spec, Err: err})
 		w.cfg.Logger.Warn("taskqueue: could not record a task's outcome; it returns after its lease", slog.String("task_id", spec.TaskID), slog.Any("error", err))
-	}
-}
-
-// ackLinger is how long the ack loop waits for more acks while other tasks of this worker still run: one ack
-// call for many tasks costs Redis far less than many calls for a few.
-const ackLinger = 200 * time.Microsecond
-
-// ackLoop batches acks: it sends whatever is waiting in one call, so under load one round trip acks many tasks
-// and at rest an ack goes out at once. While other tasks still run, it lingers up to ackLinger for their acks.
-func (w *TaskWorker) ackLoop() {
-	defer close(w.ackDone)
-	batch := make([]*inflight, 0, 256)
-	linger := time.NewTimer(time.Hour)
-	linger.Stop()
-	for {
-		var req *inflight
-		select {
-		case req = <-w.acks:
-		case <-w.ackStop:
-			select {
-			case req = <-w.acks:
-			default:
-				return
-			}
-		}
-		batch = append(batch[:0], req)
-		lingering := false
-	drain:
-		for len(batch) < cap(batch) {
-			select {
-			case r := <-w.acks:
-				batch = append(batch, r)
-				continue
-			default:
-			}
-			if !lingering {
-				if w.inflight() <= len(batch) { // no other task runs: nothing more to wait for
-					break
-				}
-				linger.Reset(ackLinger)
-				lingering = true
-			}
-			select {
-			case r := <-w.acks:
-				batch = append(batch, r)
-			case <-linger.C:
-				lingering = false
-				break drain
-			}
-		}
-		if lingering {
-			linger.Stop()
-		}
-		w.flushAcks(batch)
-	}
-}
-
-// flushAcks acknowledges a batch, resending it on a transient error until shortly before the last of its leases
-// ends (resend.go).
-func (w *TaskWorker) flushAcks(batch []*inflight) {
-	ds := make([]*Delivery, len(batch))
-	for i, f := range batch {
-		ds[i] = f.d
-	}
-	err := w.outcomeResend(batch...).do(func(ctx context.Context) error { return w.q.Ack(ctx, ds...) })
-	if err == nil || errors.Is(err, ErrLeaseLost) {
-		w.health.ackDone()
-	}
-	if err == nil || !errors.Is(err, ErrLeaseLost) {
-		for _, f := range batch {
-			w.forget(f, err)
-			w.unlockGate(f)
-		}
-		return
-	}
-	// Some were lost: ack each on its own to tell which (rare; acks are idempotent).
-	for _, f := range batch {
-		w.forget(f, w.outcomeResend(f).do(func(ctx context.Context) error { return w.q.Ack(ctx, f.d) }))
-		w.unlockGate(f)
 	}
 }
 
