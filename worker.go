@@ -163,14 +163,14 @@ type TaskWorker struct {
 	slots       chan struct{}
 	baseCtx     context.Context // the values of Start's context, without its cancellation: every task's context derives from it
 	pickupCtx   context.Context
-	stopAll     context.CancelFunc // ends the pickup loop and the reaper
+	stopAll     context.CancelFunc // ends the pickup loop
 	pickupsDone chan struct{}
-	bg          sync.WaitGroup // heartbeat, reaper
 	acker       *acker         // worker_ack.go
 	tasks       sync.WaitGroup // task goroutines
 	gate        suspectGate    // worker_gate.go
 
-	hbStop chan struct{} // closed when no task runs any more; the heartbeat loop exits
+	leases *leaseKeeper // worker_lease.go
+	reaper *reaper      // worker_reap.go
 
 	health workerHealth // timestamps of the last successful round trips, for Health (health.go)
 }
@@ -242,15 +242,12 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	w.pickupCtx, w.stopAll = bgCtx, cancel
 	w.pickupsDone = make(chan struct{})
 	w.acker = newAcker(w)
-	w.hbStop = make(chan struct{})
 	go w.pickupLoop(bgCtx)
 	w.acker.start()
-	w.bg.Add(1)
-	go w.heartbeatLoop()
-	if w.cfg.ReapInterval > 0 {
-		w.bg.Add(1)
-		go w.reapLoop(bgCtx)
-	}
+	w.leases = newLeaseKeeper(w)
+	w.leases.start()
+	w.reaper = newReaper(w)
+	w.reaper.start()
 	w.cfg.Logger.Info("taskqueue: worker started", slog.String("worker", w.cfg.Name), slog.Int("concurrency", w.cfg.Concurrency))
 	return nil
 }
@@ -281,6 +278,7 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	w.mu.Unlock()
 
 	// Stop picking up: cancel the pickup context and interrupt a blocked pickup.
+	w.reaper.stop()
 	w.stopAll()
 	ictx, icancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	_ = w.q.Interrupt(ictx, w.cfg.Name)
@@ -304,8 +302,8 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 		}
 	}
 	w.acker.stop()
-	close(w.hbStop)
-	w.bg.Wait()
+	w.leases.stop()
+	w.reaper.wait()
 	w.mu.Lock()
 	w.state = stateStopped
 	w.mu.Unlock()
@@ -674,109 +672,26 @@ func (w *TaskWorker) forget(f *inflight, err error) {
 	}
 }
 
-// heartbeatLoop renews the leases of running tasks, cancels those whose lease was lost, and cancels those whose
-// lease could not be renewed before it would expire.
-// It keeps running during Stop's grace period, until no task runs.
-func (w *TaskWorker) heartbeatLoop() {
-	defer w.bg.Done()
-	t := time.NewTicker(w.cfg.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.hbStop:
-			return
-		case <-t.C:
-		}
-		w.heartbeat()
-	}
-}
-
-func (w *TaskWorker) heartbeat() {
+// held returns the deliveries this worker holds and has not handed back.
+func (w *TaskWorker) held() []*inflight {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	fl := make([]*inflight, 0, len(w.running))
 	for _, f := range w.running {
 		if !f.handed {
 			fl = append(fl, f)
 		}
 	}
-	w.mu.Unlock()
-	// A renewal gives up half a heartbeat before the soonest lease it renews ends (a quarter of a heartbeat at the
-	// least, so that a worker resuming from a stall still learns from Redis which leases it lost): without the
-	// bound, a renewal that hangs for a whole heartbeat would let the check below run only as the lease ends.
-	h := w.cfg.Heartbeat
-	now := time.Now()
-	timeout := h
-	ds := make([]*Delivery, 0, len(fl))
-	for _, f := range fl {
-		timeout = min(timeout, max(f.d.localEnds.Sub(now)-h/2, h/4))
-		ds = append(ds, f.d)
-	}
-	if len(ds) == 0 {
-		return
-	}
-	// Resent on a transient error, within the same bound.
-	var lost []*Delivery
-	err := resend{until: now.Add(timeout), strict: true}.do(func(ctx context.Context) error {
-		var err error
-		lost, err = w.q.ExtendLeases(ctx, ds)
-		return err
-	})
-	w.mu.Lock()
-	for _, f := range fl {
-		if !f.d.localEnds.IsZero() {
-			f.ends = f.d.localEnds
-		}
-	}
-	w.mu.Unlock()
-	if err != nil {
-		w.emit(Event{Kind: EventQueueError, Err: err})
-		w.cfg.Logger.Warn("taskqueue: lease renewal failed", slog.String("worker", w.cfg.Name), slog.Any("error", err))
-	} else {
-		w.health.heartbeatDone()
-	}
-	for _, d := range lost {
-		w.cancelTask(d, ErrLeaseLost)
-	}
-	// Cancel what the next heartbeat could not save in time.
-	limit := time.Now().Add(h)
-	for _, f := range fl {
-		if f.d.localEnds.Before(limit) {
-			f.cancel(ErrLeaseExpired)
-		}
-	}
+	return fl
 }
 
+// cancelTask cancels the run of d, if it still runs, with cause.
 func (w *TaskWorker) cancelTask(d *Delivery, cause error) {
 	w.mu.Lock()
 	f := w.running[d]
 	w.mu.Unlock()
 	if f != nil {
 		f.cancel(cause)
-	}
-}
-
-func (w *TaskWorker) reapLoop(ctx context.Context) {
-	defer w.bg.Done()
-	t := time.NewTicker(w.cfg.ReapInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		res, err := w.q.Reap(rctx)
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				w.emit(Event{Kind: EventQueueError, Err: err})
-			}
-			continue
-		}
-		if res.Requeued > 0 || res.Dead > 0 {
-			w.cfg.Logger.Info("taskqueue: reclaimed expired leases", slog.String("worker", w.cfg.Name), slog.Int("requeued", res.Requeued), slog.Int("dead", res.Dead))
-		}
 	}
 }
 
