@@ -157,17 +157,15 @@ type TaskWorker struct {
 	cfg     WorkerConfig
 	handler Handler
 
-	mu          sync.Mutex
-	state       int // 0 new, 1 running, 2 stopping, 3 stopped
-	running     map[*Delivery]*inflight
-	slots       chan struct{}
-	baseCtx     context.Context // the values of Start's context, without its cancellation: every task's context derives from it
-	pickupCtx   context.Context
-	stopAll     context.CancelFunc // ends the pickup loop
-	pickupsDone chan struct{}
-	acker       *acker         // worker_ack.go
-	tasks       sync.WaitGroup // task goroutines
-	gate        suspectGate    // worker_gate.go
+	mu      sync.Mutex
+	state   int // 0 new, 1 running, 2 stopping, 3 stopped
+	running map[*Delivery]*inflight
+	slots   chan struct{}
+	baseCtx context.Context // the values of Start's context, without its cancellation: every task's context derives from it
+	picker  *picker         // worker_pickup.go
+	acker   *acker          // worker_ack.go
+	tasks   sync.WaitGroup  // task goroutines
+	gate    suspectGate     // worker_gate.go
 
 	leases *leaseKeeper // worker_lease.go
 	reaper *reaper      // worker_reap.go
@@ -190,9 +188,6 @@ const (
 )
 
 var errStopping = errors.New("taskqueue: worker stopping")
-
-// maxPickupBackoff bounds the wait between failed pickups; a pickup refused by ACL waits this long at once.
-const maxPickupBackoff = 5 * time.Second
 
 // NewTaskWorker returns a worker for q. The config is copied; nil takes every default.
 func NewTaskWorker(q TaskQueue, cfg *WorkerConfig) (*TaskWorker, error) {
@@ -238,16 +233,11 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 		w.slots <- struct{}{}
 	}
 	w.baseCtx = context.WithoutCancel(ctx)
-	bgCtx, cancel := context.WithCancel(w.baseCtx)
-	w.pickupCtx, w.stopAll = bgCtx, cancel
-	w.pickupsDone = make(chan struct{})
-	w.acker = newAcker(w)
-	go w.pickupLoop(bgCtx)
+	w.acker, w.leases, w.reaper, w.picker = newAcker(w), newLeaseKeeper(w), newReaper(w), newPicker(w)
 	w.acker.start()
-	w.leases = newLeaseKeeper(w)
 	w.leases.start()
-	w.reaper = newReaper(w)
 	w.reaper.start()
+	w.picker.start()
 	w.cfg.Logger.Info("taskqueue: worker started", slog.String("worker", w.cfg.Name), slog.Int("concurrency", w.cfg.Concurrency))
 	return nil
 }
@@ -277,16 +267,8 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	w.state = stateStopping
 	w.mu.Unlock()
 
-	// Stop picking up: cancel the pickup context and interrupt a blocked pickup.
 	w.reaper.stop()
-	w.stopAll()
-	ictx, icancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	_ = w.q.Interrupt(ictx, w.cfg.Name)
-	icancel()
-	<-w.pickupsDone
-	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	_ = w.q.clearInterrupt(cctx, w.cfg.Name)
-	ccancel()
+	w.picker.stop(ctx)
 
 	finished := make(chan struct{})
 	go func() { w.tasks.Wait(); close(finished) }()
@@ -340,163 +322,11 @@ func (w *TaskWorker) handBack() error {
 	return errors.Join(errs...)
 }
 
-func (w *TaskWorker) pickupLoop(ctx context.Context) {
-	defer close(w.pickupsDone)
-	// A pickup's envelopes are decoded on a goroutine of their own, while the next pickup is on its way: decoding
-	// is Go CPU and the pickup's round trip is waiting, so the two overlap.
-	decode := make(chan decodeJob, 1)
-	decoded := make(chan struct{})
-	go func() {
-		defer close(decoded)
-		for j := range decode {
-			ds := w.q.rehydrateLeased(context.WithoutCancel(ctx), j.l)
-			for range len(j.l.ds) - len(ds) {
-				w.slots <- struct{}{}
-			}
-			for _, d := range ds {
-				w.launch(d)
-			}
-			if j.launched != nil {
-				close(j.launched)
-			}
-		}
-	}()
-	defer func() { close(decode); <-decoded }()
-	backoff := 50 * time.Millisecond
-	var failing pickupFailures
-	for {
-		if !w.gate.waitClear(ctx) {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.slots:
-		}
-		n := w.gatherSlots(1)
-		w.health.pickupBegin()
-		got, err := w.pickup(ctx, DequeueOptions{Max: n, Wait: w.cfg.BlockTimeout, Consumer: w.cfg.Name}, decode)
-		w.health.pickupEnd(err)
-		for range n - got {
-			w.slots <- struct{}{}
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			w.emit(Event{Kind: EventQueueError, Err: err})
-			if errors.Is(err, ErrPermission) {
-				// Retrying soon cannot help: wait the longest, and say so loudly.
-				backoff = maxPickupBackoff
-				w.cfg.Logger.Error("taskqueue: pickup refused by Redis ACL; check the user's allowlist (docs/operations.md)", slog.String("worker", w.cfg.Name), slog.Any("error", err))
-			}
-			failing.failed(w, err, backoff)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, maxPickupBackoff)
-			continue
-		}
-		backoff = 50 * time.Millisecond
-		failing.recovered(w)
-		if ctx.Err() != nil {
-			return
-		}
+// freeSlots frees n slots.
+func (w *TaskWorker) freeSlots(n int) {
+	for range n {
+		w.slots <- struct{}{}
 	}
-}
-
-// pickupFailures is the pickup loop's run of failed pickups. A transient failure (a Cluster slot on the move, a
-// failover, a lost connection: [ErrTransient]) is logged as a warning once, when the run starts, and at debug level
-// for each attempt, with its reason rather than the Redis error's text; any other failure is a warning each time.
-// The end of a run is logged once.
-type pickupFailures struct {
-	n     int
-	since time.Time
-}
-
-func (p *pickupFailures) failed(w *TaskWorker, err error, backoff time.Duration) {
-	if p.n == 0 {
-		p.since = time.Now()
-	}
-	p.n++
-	var te *TransientError
-	switch {
-	case errors.Is(err, ErrPermission): // logged by the loop
-	case !errors.As(err, &te):
-		w.cfg.Logger.Warn("taskqueue: pickup failed; retrying", slog.String("worker", w.cfg.Name), slog.Any("error", err), slog.Duration("backoff", backoff))
-	default:
-		if p.n == 1 {
-			w.cfg.Logger.Warn("taskqueue: pickup failing on a transient Redis error; retrying with backoff", slog.String("worker", w.cfg.Name),
-				slog.String("reason", te.Reason))
-		}
-		w.cfg.Logger.Debug("taskqueue: pickup failed; retrying", slog.String("worker", w.cfg.Name), slog.String("reason", te.Reason),
-			slog.Duration("backoff", backoff), slog.Any("error", err)) // the Redis reply (ASK <slot> <addr>, ...) at debug level only
-	}
-}
-
-func (p *pickupFailures) recovered(w *TaskWorker) {
-	if p.n == 0 {
-		return
-	}
-	w.cfg.Logger.Info("taskqueue: pickup recovered", slog.String("worker", w.cfg.Name), slog.Int("failed_pickups", p.n),
-		slog.Duration("after", time.Since(p.since).Round(time.Millisecond)))
-	p.n = 0
-}
-
-// pickup leases up to opts.Max tasks and hands them to the decoding goroutine, which starts them (waiting until a
-// pickup that holds a suspect has started it, so that the next pickup waits for the suspect, as it would without
-// that goroutine). It returns how many were leased.
-func (w *TaskWorker) pickup(ctx context.Context, opts DequeueOptions, decode chan<- decodeJob) (int, error) {
-	l, err := w.q.dequeueRaw(ctx, opts)
-	if len(l.ds) == 0 {
-		return 0, err
-	}
-	j := decodeJob{l: l}
-	if slices.ContainsFunc(l.ds, isSuspect) {
-		j.launched = make(chan struct{})
-	}
-	decode <- j
-	if j.launched != nil {
-		<-j.launched
-	}
-	return len(l.ds), err
-}
-
-// decodeJob is a pickup for the decoding goroutine; launched, when not nil, is closed once its deliveries started.
-type decodeJob struct {
-	l        leased
-	launched chan struct{}
-}
-
-// gatherSlots takes more free slots, up to a batch. While tasks are running and fewer than half a batch of slots
-// is free, it lingers up to a millisecond for the running tasks to free more: one pickup of many tasks costs Redis
-// far less than many pickups of a few. An idle worker never lingers, so pickup latency is unaffected.
-func (w *TaskWorker) gatherSlots(n int) int {
-	for n < w.cfg.BatchSize {
-		select {
-		case <-w.slots:
-			n++
-			continue
-		default:
-		}
-		break
-	}
-	if n >= w.cfg.BatchSize/2 || n == w.cfg.Concurrency || w.inflight() == 0 {
-		return n
-	}
-	linger := time.NewTimer(time.Millisecond)
-	defer linger.Stop()
-	for n < w.cfg.BatchSize/2 {
-		select {
-		case <-w.slots:
-			n++
-		case <-linger.C:
-			return n
-		}
-	}
-	return n
 }
 
 // inflight counts the deliveries this worker holds.
