@@ -1,14 +1,10 @@
 package taskqueue
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"runtime/debug"
-	"slices"
 	"sync"
 	"time"
 )
@@ -152,32 +148,31 @@ func DefaultBackoff(attempt int, _ error) time.Duration {
 // of tasks at once, leases renewed by heartbeats, a timeout per run, panics recovered into failures, retries with
 // backoff, dead letters, and a graceful stop that hands unfinished tasks back at once. Tasks arrive resolved (the
 // queue rehydrates them through its registry), so a worker needs only its queue.
+//
+// Inside, each background loop is a part of its own, started by Start and stopped by Stop: the picker makes the
+// pickups (worker_pickup.go), the acker acknowledges succeeded tasks in batches (worker_ack.go), the lease keeper
+// renews leases (worker_lease.go), the reaper reclaims the leases of crashed workers (worker_reap.go). Each task
+// runs on a goroutine of its own (worker_run.go), behind the suspect gate (worker_gate.go), and ends with its
+// outcome recorded (worker_outcome.go).
 type TaskWorker struct {
 	q       TaskQueue
 	cfg     WorkerConfig
 	handler Handler
 
 	mu      sync.Mutex
-	state   int // 0 new, 1 running, 2 stopping, 3 stopped
-	running map[*Delivery]*inflight
-	slots   chan struct{}
-	baseCtx context.Context // the values of Start's context, without its cancellation: every task's context derives from it
-	picker  *picker         // worker_pickup.go
-	acker   *acker          // worker_ack.go
-	tasks   sync.WaitGroup  // task goroutines
-	gate    suspectGate     // worker_gate.go
+	state   int                     // stateNew, stateRunning, stateStopping, stateStopped
+	running map[*Delivery]*inflight // the deliveries this worker holds
+	slots   chan struct{}           // one token per task that may start
+	baseCtx context.Context         // the values of Start's context, without its cancellation: every task's context derives from it
+	tasks   sync.WaitGroup          // task goroutines
+	gate    suspectGate
 
-	leases *leaseKeeper // worker_lease.go
-	reaper *reaper      // worker_reap.go
+	picker *picker
+	acker  *acker
+	leases *leaseKeeper
+	reaper *reaper
 
 	health workerHealth // timestamps of the last successful round trips, for Health (health.go)
-}
-
-type inflight struct {
-	d      *Delivery
-	cancel context.CancelCauseFunc
-	handed bool      // handed back by Stop: the goroutine must not record its outcome
-	ends   time.Time // when the lease ends, as the last pickup or renewal told (w.mu; d.localEnds is the heartbeat's)
 }
 
 const (
@@ -186,8 +181,6 @@ const (
 	stateStopping
 	stateStopped
 )
-
-var errStopping = errors.New("taskqueue: worker stopping")
 
 // NewTaskWorker returns a worker for q. The config is copied; nil takes every default.
 func NewTaskWorker(q TaskQueue, cfg *WorkerConfig) (*TaskWorker, error) {
@@ -229,9 +222,7 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	}
 	w.state = stateRunning
 	w.slots = make(chan struct{}, w.cfg.Concurrency)
-	for range w.cfg.Concurrency {
-		w.slots <- struct{}{}
-	}
+	w.freeSlots(w.cfg.Concurrency)
 	w.baseCtx = context.WithoutCancel(ctx)
 	w.acker, w.leases, w.reaper, w.picker = newAcker(w), newLeaseKeeper(w), newReaper(w), newPicker(w)
 	w.acker.start()
@@ -269,22 +260,9 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 
 	w.reaper.stop()
 	w.picker.stop(ctx)
-
-	finished := make(chan struct{})
-	go func() { w.tasks.Wait(); close(finished) }()
-	var err error
-	select {
-	case <-finished:
-	case <-ctx.Done():
-		err = w.handBack()
-		select {
-		case <-finished:
-		case <-time.After(time.Second):
-			w.cfg.Logger.Warn("taskqueue: handlers ignore cancellation; their goroutines outlive Stop", slog.String("worker", w.cfg.Name))
-		}
-	}
-	w.acker.stop()
-	w.leases.stop()
+	err := w.drainTasks(ctx)
+	w.acker.stop()  // no more acks can come: the last are sent
+	w.leases.stop() // no task runs any more
 	w.reaper.wait()
 	w.mu.Lock()
 	w.state = stateStopped
@@ -293,241 +271,7 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	return err
 }
 
-// handBack cancels every running task and hands its delivery back to the queue (Release).
-func (w *TaskWorker) handBack() error {
-	w.mu.Lock()
-	var fl []*inflight
-	for _, f := range w.running {
-		if !f.handed {
-			f.handed = true
-			fl = append(fl, f)
-		}
-	}
-	w.mu.Unlock()
-	// Each Release puts its task at the head of the queue: hand the newest back first so the oldest ends up first.
-	slices.SortFunc(fl, func(a, b *inflight) int { return cmp.Compare(b.d.Token, a.d.Token) })
-	var errs []error
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, f := range fl {
-		f.cancel(errStopping)
-		if err := w.q.Release(ctx, f.d); err != nil {
-			errs = append(errs, err)
-			w.emit(Event{Kind: EventQueueError, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Err: err})
-			w.cfg.Logger.Warn("taskqueue: could not hand a task back; it returns after its lease", slog.String("worker", w.cfg.Name), slog.String("task_id", f.d.Spec.TaskID), slog.Any("error", err))
-			continue
-		}
-		w.emit(Event{Kind: EventReleased, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Attempt: f.d.Spec.Attempt, Deliveries: f.d.Deliveries})
-	}
-	return errors.Join(errs...)
-}
-
-// freeSlots frees n slots.
-func (w *TaskWorker) freeSlots(n int) {
-	for range n {
-		w.slots <- struct{}{}
-	}
-}
-
-// inflight counts the deliveries this worker holds.
-func (w *TaskWorker) inflight() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.running)
-}
-
-// launch starts a goroutine for a delivery. A delivery that arrives while stopping is handed back at once.
-func (w *TaskWorker) launch(d *Delivery) {
-	tctx, cancel := context.WithCancelCause(w.baseCtx) // no cancellation to inherit: as cheap as Background
-	f := &inflight{d: d, cancel: cancel, ends: d.localEnds}
-	if f.ends.IsZero() { // a delivery made without a local estimate of its lease end
-		f.ends = time.Now().Add(w.q.LeaseDuration())
-	}
-	w.mu.Lock()
-	stopping := w.state != stateRunning
-	if !stopping {
-		w.running[d] = f
-		w.tasks.Add(1)
-	}
-	w.mu.Unlock()
-	if stopping {
-		cancel(errStopping)
-		ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := w.q.Release(ctx, d); err != nil {
-			w.emit(Event{Kind: EventQueueError, TaskID: d.Spec.TaskID, Spec: d.Spec, Err: err})
-		}
-		c()
-		w.slots <- struct{}{}
-		return
-	}
-	w.gate.admit(d)
-	go w.runTask(tctx, f)
-}
-
-func (w *TaskWorker) runTask(ctx context.Context, f *inflight) {
-	defer w.tasks.Done()
-	d := f.d
-	spec := d.Spec
-	w.gate.enter(d)
-	if ctx.Err() != nil { // handed back by Stop while it waited for the gate
-		w.recordOutcome(f, context.Cause(ctx), 0)
-		return
-	}
-	timeout := w.cfg.Timeout
-	if spec.Timeout > 0 {
-		timeout = spec.Timeout
-	}
-	if timeout > 0 {
-		// One timer that cancels the task's own context, rather than a timeout context over it: a context, its
-		// registration with the parent and a timer less per task.
-		t := time.AfterFunc(timeout, func() { f.cancel(ErrTimeout) })
-		defer t.Stop()
-		ctx = &deadlineCtx{Context: ctx, deadline: time.Now().Add(timeout)}
-	}
-	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries})
-	ctx, slot := withResultSlot(ctx, w.q)
-	start := time.Now()
-	err := w.safeRun(ctx, spec)
-	took := time.Since(start)
-	if err == nil && slot != nil {
-		d.result, err = slot.data, slot.err // a result that could not be stored fails the run
-	}
-	if err != nil && ctx.Err() != nil {
-		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
-			err = fmt.Errorf("%w (%w)", cause, err)
-		}
-	}
-	w.recordOutcome(f, err, took)
-	f.cancel(nil)
-}
-
-// deadlineCtx is a task's context with its timeout: it reports the deadline, and context.DeadlineExceeded once
-// the timer cancelled it with [ErrTimeout], as a context from context.WithTimeoutCause would. (Contexts a handler
-// derives from it see context.Canceled at the timeout; their cause is ErrTimeout.)
-type deadlineCtx struct {
-	context.Context
-	deadline time.Time
-}
-
-func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
-
-func (c *deadlineCtx) Err() error {
-	err := c.Context.Err()
-	if err != nil && errors.Is(context.Cause(c.Context), ErrTimeout) {
-		return context.DeadlineExceeded
-	}
-	return err
-}
-
-// safeRun runs the handler, turning a panic into a [*PanicError].
-func (w *TaskWorker) safeRun(ctx context.Context, spec *TaskSpec) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return w.handler(ctx, spec)
-}
-
-// recordOutcome records a run's outcome in the queue, frees its slot and unlocks the gate once the outcome is
-// recorded. A success is handed to the ack loop, which acknowledges it in a batch and unlocks the gate: the task's
-// goroutine ends at once, while its hold on the suspect gate lasts until the ack is recorded (a suspect runs only
-// after every other task's outcome is in Redis).
-func (w *TaskWorker) recordOutcome(f *inflight, runErr error, took time.Duration) {
-	d := f.d
-	spec := d.Spec
-	w.mu.Lock()
-	handed := f.handed
-	w.mu.Unlock()
-	if handed {
-		w.forget(f, nil)
-		w.slots <- struct{}{}
-		w.unlockGate(f)
-		return
-	}
-	if runErr == nil {
-		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Duration: took})
-		w.slots <- struct{}{} // the slot frees while the ack is batched
-		if !w.acker.add(f) {  // only a handler that outlived Stop gets here; its delivery was handed back
-			w.forget(f, ErrLeaseLost)
-			w.unlockGate(f)
-		}
-		return
-	}
-	defer func() { w.slots <- struct{}{} }()
-	defer w.unlockGate(f)
-	if errors.Is(runErr, ErrLeaseLost) || errors.Is(runErr, ErrLeaseExpired) {
-		w.forget(f, runErr)
-		return
-	}
-	// Both outcomes are resent on a transient error until shortly before the lease ends (resend.go); the event
-	// tells what became of the task once that is known.
-	rs := w.outcomeResend(f)
-	maxRetries := spec.MaxRetries
-	if maxRetries == 0 {
-		maxRetries = w.cfg.MaxRetries
-	}
-	if errors.Is(runErr, ErrSkipRetry) || spec.Attempt >= maxRetries {
-		cause := runErr
-		if !errors.Is(runErr, ErrSkipRetry) {
-			cause = fmt.Errorf("%w after %d attempts: %w", ErrRetriesExhausted, spec.Attempt+1, runErr)
-		}
-		err := rs.do(func(ctx context.Context) error { return w.q.DeadLetter(ctx, d, cause) })
-		if err == nil {
-			w.emit(Event{Kind: EventDead, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: cause, Duration: took})
-		}
-		w.forget(f, err)
-		return
-	}
-	delay := w.cfg.Backoff(spec.Attempt+1, runErr)
-	err := rs.do(func(ctx context.Context) error { return w.q.Retry(ctx, d, delay, runErr) })
-	if err == nil {
-		w.emit(Event{Kind: EventRetried, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: runErr, Duration: took, Delay: delay})
-	}
-	w.forget(f, err)
-}
-
-// forget drops a delivery whose outcome is recorded (or could not be), reporting a lost lease or a queue error.
-func (w *TaskWorker) forget(f *inflight, err error) {
-	d := f.d
-	spec := d.Spec
-	w.mu.Lock()
-	delete(w.running, d)
-	w.mu.Unlock()
-	if errors.Is(err, ErrLeaseLost) {
-		w.emit(Event{Kind: EventLeaseLost, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: err})
-	} else if err != nil {
-		w.emit(Event{Kind: EventQueueError, TaskID: spec.TaskID, Spec: spec, Err: err})
-		w.cfg.Logger.Warn("taskqueue: could not record a task's outcome; it returns after its lease", slog.String("task_id", spec.TaskID), slog.Any("error", err))
-	}
-}
-
-// held returns the deliveries this worker holds and has not handed back.
-func (w *TaskWorker) held() []*inflight {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	fl := make([]*inflight, 0, len(w.running))
-	for _, f := range w.running {
-		if !f.handed {
-			fl = append(fl, f)
-		}
-	}
-	return fl
-}
-
-// cancelTask cancels the run of d, if it still runs, with cause.
-func (w *TaskWorker) cancelTask(d *Delivery, cause error) {
-	w.mu.Lock()
-	f := w.running[d]
-	w.mu.Unlock()
-	if f != nil {
-		f.cancel(cause)
-	}
-}
-
-// unlockGate ends f's hold on the suspect gate, once its outcome is recorded.
-func (w *TaskWorker) unlockGate(f *inflight) { w.gate.unlock(f.d) }
-
+// emit reports e to the OnEvent hook.
 func (w *TaskWorker) emit(e Event) {
 	if w.cfg.OnEvent != nil {
 		w.cfg.OnEvent(e)

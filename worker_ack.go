@@ -90,7 +90,7 @@ func (a *acker) gather(batch []*inflight, linger *time.Timer) []*inflight {
 		default:
 		}
 		if !lingering {
-			if a.w.inflight() <= len(batch) { // no other task runs: nothing more to wait for
+			if a.w.inflightCount() <= len(batch) { // no other task runs: nothing more to wait for
 				break
 			}
 			linger.Reset(ackLinger)

@@ -140,7 +140,7 @@ func (p *picker) gatherSlots(n int) int {
 		}
 		break
 	}
-	if n >= w.cfg.BatchSize/2 || n == w.cfg.Concurrency || w.inflight() == 0 {
+	if n >= w.cfg.BatchSize/2 || n == w.cfg.Concurrency || w.inflightCount() == 0 {
 		return n
 	}
 	linger := time.NewTimer(time.Millisecond)

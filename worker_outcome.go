@@ -1,0 +1,98 @@
+package taskqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// recordOutcome records what became of a run, frees its slot and ends its hold on the suspect gate once the outcome
+// is recorded. A success goes to the acker, which acknowledges it in a batch and then ends the hold: the task's
+// goroutine ends at once, while its hold lasts until the ack is recorded (a suspect runs only after every other
+// task's outcome is in Redis). A run handed back by Stop records nothing.
+func (w *TaskWorker) recordOutcome(f *inflight, runErr error, took time.Duration) {
+	w.mu.Lock()
+	handed := f.handed
+	w.mu.Unlock()
+	switch {
+	case handed:
+		w.forget(f, nil)
+		w.freeSlots(1)
+		w.unlockGate(f)
+	case runErr == nil:
+		spec := f.d.Spec
+		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: f.d.Deliveries, Duration: took})
+		w.freeSlots(1)       // the slot frees while the ack is batched
+		if !w.acker.add(f) { // only a handler that outlived Stop gets here; its delivery was handed back
+			w.forget(f, ErrLeaseLost)
+			w.unlockGate(f)
+		}
+	default:
+		defer w.freeSlots(1)
+		defer w.unlockGate(f)
+		w.recordFailure(f, runErr, took)
+	}
+}
+
+// recordFailure retries a failed run, or dead-letters it when its handler refused a retry ([ErrSkipRetry]) or its
+// retries are exhausted. A run cancelled because its lease was lost or about to expire records nothing: its task
+// returns after the lease. Both outcomes are resent on a transient error until shortly before the lease ends
+// (resend.go); the event tells what became of the task once that is known.
+func (w *TaskWorker) recordFailure(f *inflight, runErr error, took time.Duration) {
+	if errors.Is(runErr, ErrLeaseLost) || errors.Is(runErr, ErrLeaseExpired) {
+		w.forget(f, runErr)
+		return
+	}
+	d, spec := f.d, f.d.Spec
+	rs := w.outcomeResend(f)
+	if cause, dead := w.deadLetterCause(spec, runErr); dead {
+		err := rs.do(func(ctx context.Context) error { return w.q.DeadLetter(ctx, d, cause) })
+		if err == nil {
+			w.emit(Event{Kind: EventDead, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: cause, Duration: took})
+		}
+		w.forget(f, err)
+		return
+	}
+	delay := w.cfg.Backoff(spec.Attempt+1, runErr)
+	err := rs.do(func(ctx context.Context) error { return w.q.Retry(ctx, d, delay, runErr) })
+	if err == nil {
+		w.emit(Event{Kind: EventRetried, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: runErr, Duration: took, Delay: delay})
+	}
+	w.forget(f, err)
+}
+
+// deadLetterCause reports whether a failed run of spec is its last one, and why: its handler refused a retry, or
+// its retries (the spec's, else the worker's MaxRetries) are exhausted.
+func (w *TaskWorker) deadLetterCause(spec *TaskSpec, runErr error) (cause error, dead bool) {
+	if errors.Is(runErr, ErrSkipRetry) {
+		return runErr, true
+	}
+	maxRetries := spec.MaxRetries
+	if maxRetries == 0 {
+		maxRetries = w.cfg.MaxRetries
+	}
+	if spec.Attempt < maxRetries {
+		return nil, false
+	}
+	return fmt.Errorf("%w after %d attempts: %w", ErrRetriesExhausted, spec.Attempt+1, runErr), true
+}
+
+// forget drops a delivery whose outcome is recorded (or could not be), reporting a lost lease or a queue error.
+func (w *TaskWorker) forget(f *inflight, err error) {
+	d := f.d
+	spec := d.Spec
+	w.mu.Lock()
+	delete(w.running, d)
+	w.mu.Unlock()
+	if errors.Is(err, ErrLeaseLost) {
+		w.emit(Event{Kind: EventLeaseLost, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: err})
+	} else if err != nil {
+		w.emit(Event{Kind: EventQueueError, TaskID: spec.TaskID, Spec: spec, Err: err})
+		w.cfg.Logger.Warn("taskqueue: could not record a task's outcome; it returns after its lease", slog.String("task_id", spec.TaskID), slog.Any("error", err))
+	}
+}
+
+// unlockGate ends f's hold on the suspect gate, once its outcome is recorded.
+func (w *TaskWorker) unlockGate(f *inflight) { w.gate.unlock(f.d) }
