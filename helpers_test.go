@@ -114,6 +114,17 @@ func newReal(t testing.TB, cfg *RedisConfig) *setup {
 	return &setup{rdb: rdb, q: q, reg: reg, ref: ref}
 }
 
+// newOwnReal returns a queue on a redis-server of the test's own (ownRedis): for a test that changes what every
+// client of a server sees, such as SCRIPT FLUSH, which another test's EVAL on the shared server would undo.
+func newOwnReal(t *testing.T, cfg *RedisConfig) *setup {
+	t.Helper()
+	rdb := ownRedis(t)
+	reg, ref := testRegistry(t)
+	q, err := NewRedisTaskQueue(rdb, "own", reg, quiet(cfg))
+	require.NoError(t, err)
+	return &setup{rdb: rdb, q: q, reg: reg, ref: ref}
+}
+
 var realSrv struct {
 	once sync.Once
 	addr string
