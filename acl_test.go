@@ -15,7 +15,7 @@ import (
 // workerACL is the allowlist docs/operations.md gives producers and workers: these commands, on the queue's keys.
 const workerACL = "+ping +hello +auth +evalsha +eval +blpop +rpush +pexpire +multi +exec +del +time " +
 	"+llen +zcard +hget +hmget +zrange +zscore +hdel +hexists +hset +incrby +lpop +lpush +ltrim +zadd " +
-	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info +hsetnx +zmscore"
+	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info +hsetnx +zmscore +lindex"
 
 func TestACLAllowlistForWorkers(t *testing.T) {
 	t.Parallel()
@@ -48,23 +48,23 @@ func TestACLAllowlistForWorkers(t *testing.T) {
 	rec := &recorder{}
 	w := startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 2, ReapInterval: 20 * time.Millisecond}, rec))
 	waitFor(t, 10*time.Second, "the lifecycle", func() bool {
-		st, err := q.Stats(ctx)
-		return err == nil && ran.Load() == 2 && st == Stats{Dead: 1}
+		st, err := countsOf(ctx, q)
+		return err == nil && ran.Load() == 2 && st == Counts{Dead: 1}
 	})
 	require.Zero(t, rec.count(EventQueueError), "no call of the worker was refused")
-	n, err := q.RequeueDead(ctx, "bad")
+	n, err := mustAdmin(q).RequeueDead(ctx, "bad")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	require.NoError(t, stopWorker(t, w, time.Second))
 
-	report, err := q.Check(ctx)
+	report, err := mustAdmin(q).Check(ctx)
 	require.NoError(t, err, "the allowlist covers the start-up check")
 	require.NotEmpty(t, report.Version)
 
 	// Everything outside the allowlist is refused, with an error that says so.
 	other, err := NewRedisTaskQueue(rdb, "other-"+prefix, reg, quiet(nil))
 	require.NoError(t, err)
-	_, err = other.Stats(ctx)
+	_, err = countsOf(ctx, other)
 	require.ErrorIs(t, err, ErrPermission, "another tenant's prefix")
 	require.ErrorIs(t, other.Enqueue(ctx, NewTaskSpec("x", Ref("m", "ok", nil))), ErrPermission)
 	for name, err := range map[string]error{

@@ -120,7 +120,7 @@ func chaosLostEnqueueReply(t *testing.T) {
 		}
 	}
 	st := chaosStats(t, qa)
-	require.Equal(t, Stats{Pending: rounds + 1}, st, "one task per id, nothing else")
+	require.Equal(t, Counts{Pending: rounds + 1}, st, "one task per id, nothing else")
 	hl, err := admin.HLen(ctx, qa.keys.key(keyTasks)).Result()
 	require.NoError(t, err)
 	require.EqualValues(t, rounds+1, hl)
@@ -286,7 +286,7 @@ func chaosRestartNoPersistence(t *testing.T) {
 	// Long tasks that were running at the kill finish after the restart: their acks must be refused (the data is
 	// gone), not recreate anything. The worker holds none once they have ended and their acks were answered.
 	waitFor(t, 10*time.Second, "the long tasks ended and settled", func() bool { return w.Health().InFlight == 0 })
-	waitStats(t, q, 5*time.Second, Stats{})
+	waitStats(t, q, 5*time.Second, Counts{})
 	keys, err := prod.Keys(ctx, "{chaos-nopersist}:*").Result()
 	require.NoError(t, err)
 	tasksLen, err := prod.HLen(ctx, q.keys.key(keyTasks)).Result()
@@ -406,7 +406,7 @@ func chaosSleepPause(t *testing.T) {
 		defer mu.Unlock()
 		return len(completed) == tasks
 	})
-	waitStats(t, q, 30*time.Second, Stats{})
+	waitStats(t, q, 30*time.Second, Counts{})
 
 	acked := map[string]map[int64]bool{}
 	ackErrs := 0
@@ -504,10 +504,10 @@ func chaosSchemaVersions(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the v0 envelope did not run")
 	}
-	waitStats(t, q, 10*time.Second, Stats{Dead: 1})
+	waitStats(t, q, 10*time.Second, Counts{Dead: 1})
 	stop()
 
-	dl, err := q.GetDeadLetter(ctx, "future")
+	dl, err := deadLetterOf(ctx, q, "future")
 	require.NoError(t, err)
 	require.Contains(t, dl.Reason, ErrUnsupportedVersion.Error())
 	require.Equal(t, v2Envelope, dl.Envelope, "parked byte for byte")
@@ -515,10 +515,10 @@ func chaosSchemaVersions(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, v2Envelope, stored)
 
-	n, err := q.RequeueDead(ctx, "future")
+	n, err := mustAdmin(q).RequeueDead(ctx, "future")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
-	require.Equal(t, Stats{Pending: 1}, chaosStats(t, q))
+	require.Equal(t, Counts{Pending: 1}, chaosStats(t, q))
 	stored, err = rdb.HGet(ctx, q.keys.key(keyTasks), "future").Result()
 	require.NoError(t, err)
 	requeueIdentical := stored == v2Envelope
@@ -529,8 +529,8 @@ func chaosSchemaVersions(t *testing.T) {
 	// A second v1 worker parks it again, still untouched: a v2 task survives any number of round trips.
 	w2 := startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 1, BlockTimeout: time.Second, Name: "schema2"}, rec))
 	_ = w2
-	waitStats(t, q, 10*time.Second, Stats{Dead: 1})
-	dl, err = q.GetDeadLetter(ctx, "future")
+	waitStats(t, q, 10*time.Second, Counts{Dead: 1})
+	dl, err = deadLetterOf(ctx, q, "future")
 	require.NoError(t, err)
 	require.Equal(t, v2Envelope, dl.Envelope)
 	chaosResult(t, "v2 envelope (%d bytes, with an unknown field) parked with %q, byte-identical after parking, after RequeueDead and after a second parking; v0 seed envelope run once",

@@ -68,7 +68,7 @@ func chaosLongTaskSilentConnection(t *testing.T, bin string) {
 		}
 		return len(ledgerOf(es, "done", "long")) == 1
 	})
-	waitStats(t, q, 10*time.Second, Stats{})
+	waitStats(t, q, 10*time.Second, Counts{})
 	starts := ledgerOf(es, "start", "long")
 	require.Len(t, starts, 1, "never redelivered")
 	require.Empty(t, ledgerOf(es, "cancel", "long"))
@@ -109,7 +109,7 @@ func chaosLongTaskSilentConnection(t *testing.T, bin string) {
 		reruns := ledgerOf(es, "start", id)
 		require.Len(t, reruns, 2, "%s: the cancelled run and one rerun", id)
 		backToRerun = append(backToRerun, reruns[1].At.Sub(backAt))
-		waitStats(t, q, 10*time.Second, Stats{})
+		waitStats(t, q, 10*time.Second, Counts{})
 	}
 	require.False(t, a.hasExited())
 	es = readLedger(t, ledger)
@@ -152,7 +152,7 @@ func chaosLongOutage(t *testing.T, bin string) {
 		require.NoError(t, q.Enqueue(ctx, chaosWork(chaosWorkArgs{ID: fmt.Sprintf("warm-%d", i), SleepMS: 300})))
 	}
 	waitLedger(t, ledger, 15*time.Second, "the warm-up", func(es []ledgerEntry) bool { return len(ledgerCount(es, "done")) == workers })
-	waitStats(t, q, 10*time.Second, Stats{})
+	waitStats(t, q, 10*time.Second, Counts{})
 
 	srv.kill()
 	killedAt := time.Now()

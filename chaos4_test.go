@@ -186,7 +186,7 @@ func chaosHostileEnvelopes(t *testing.T, bin string) {
 		}
 		return true
 	})
-	waitStats(t, q, 20*time.Second, Stats{Dead: int64(len(all))})
+	waitStats(t, q, 20*time.Second, Counts{Dead: int64(len(all))})
 	peakRSS := rss.finish()
 	require.False(t, w.hasExited(), "the worker keeps running; log:\n%s", w.logTail(20))
 
@@ -196,7 +196,7 @@ func chaosHostileEnvelopes(t *testing.T, bin string) {
 	maxReason := 0
 	for _, c := range all {
 		require.Empty(t, ledgerOf(es, "start", c.id), "%s never ran", c.id)
-		dl, err := q.GetDeadLetter(ctx, c.id)
+		dl, err := deadLetterOf(ctx, q, c.id)
 		require.NoError(t, err, c.id)
 		require.Contains(t, dl.Reason, c.want.Error(), "%s parked with its own error", c.id)
 		require.LessOrEqual(t, len(dl.Reason), 1024, "%s: the reason is bounded", c.id)
@@ -266,11 +266,11 @@ func chaosHostileReferences(t *testing.T, bin string) {
 		gid := fmt.Sprintf("good-%d", i)
 		require.NoError(t, q.Enqueue(ctx, chaosWork(chaosWorkArgs{ID: gid, SleepMS: 1})))
 	}
-	waitStats(t, q, 20*time.Second, Stats{Dead: int64(len(cases))})
+	waitStats(t, q, 20*time.Second, Counts{Dead: int64(len(cases))})
 	// Parked for good: no retry, no second delivery, for several leases and reaps.
 	require.Never(t, func() bool {
-		st, err := q.Stats(ctx)
-		return err != nil || st != (Stats{Dead: int64(len(cases))})
+		st, err := countsOf(ctx, q)
+		return err != nil || st != (Counts{Dead: int64(len(cases))})
 	}, 3*time.Second, 50*time.Millisecond, "a parked reference is never retried")
 	n, err := rdb.HLen(ctx, q.keys.key(keyDeliveries)).Result()
 	require.NoError(t, err)
@@ -281,7 +281,7 @@ func chaosHostileReferences(t *testing.T, bin string) {
 	for i, c := range cases {
 		require.Len(t, ledgerOf(es, "done", fmt.Sprintf("good-%d", i)), 1)
 		require.Empty(t, ledgerOf(es, "start", c.id))
-		dl, err := q.GetDeadLetter(ctx, c.id)
+		dl, err := deadLetterOf(ctx, q, c.id)
 		require.NoError(t, err, c.id)
 		require.Contains(t, dl.Reason, c.want.Error(), c.id)
 		require.LessOrEqual(t, len(dl.Reason), 512, "%s: the reason does not echo unbounded input: %q", c.id, truncate(dl.Reason, 600))

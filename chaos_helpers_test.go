@@ -466,23 +466,23 @@ func chaosResult(t testing.TB, format string, args ...any) {
 }
 
 // chaosStats reads the queue's counts.
-func chaosStats(t testing.TB, q *RedisTaskQueue) Stats {
+func chaosStats(t testing.TB, q *RedisTaskQueue) Counts {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := q.Stats(ctx)
+	st, err := countsOf(ctx, q)
 	require.NoError(t, err)
 	return st
 }
 
 // waitStats waits until the queue's counts equal want.
-func waitStats(t testing.TB, q *RedisTaskQueue, timeout time.Duration, want Stats) {
+func waitStats(t testing.TB, q *RedisTaskQueue, timeout time.Duration, want Counts) {
 	t.Helper()
-	var st Stats
+	var st Counts
 	deadline := time.Now().Add(timeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		s, err := q.Stats(ctx)
+		s, err := countsOf(ctx, q)
 		cancel()
 		if err == nil {
 			st = s

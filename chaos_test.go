@@ -91,7 +91,7 @@ func chaosWorkerSIGKILL(t *testing.T, bin string) {
 			}
 			return true
 		})
-		waitStats(t, q, 10*time.Second, Stats{})
+		waitStats(t, q, 10*time.Second, Counts{})
 		for _, id := range slow {
 			starts := ledgerOf(es, "start", id)
 			require.Len(t, starts, 2, "%s: the killed run and the one that completed", id)
@@ -120,7 +120,7 @@ func chaosWorkerSIGKILL(t *testing.T, bin string) {
 	for _, id := range killed {
 		dups += starts[id] - 1
 	}
-	require.Equal(t, Stats{}, chaosStats(t, q))
+	require.Equal(t, Counts{}, chaosStats(t, q))
 	chaosResult(t, "tasks=%d kills=%d lost=0 duplicates=%d (all of them tasks running at a kill) recovery(kill->rerun start, lease=%s reap=%s): %s",
 		len(killed)+len(quickIDs), rounds, dups, lease, reap, durStats(recovery))
 }
@@ -155,7 +155,7 @@ func chaosWorkerSIGTERM(t *testing.T, bin string) {
 		waitLedger(t, ledger, 10*time.Second, "both tasks running", func(es []ledgerEntry) bool {
 			return len(ledgerOf(es, "start", coop)) == 1 && len(ledgerOf(es, "start", other)) == 1
 		})
-		require.Equal(t, Stats{Active: 2}, chaosStats(t, q))
+		require.Equal(t, Counts{Active: 2}, chaosStats(t, q))
 		enqueuedAt := time.Now()
 		termAt := time.Now() // before the signal: the worker's grace cannot start earlier
 		w.signal(t, syscall.SIGTERM)
@@ -170,7 +170,7 @@ func chaosWorkerSIGTERM(t *testing.T, bin string) {
 		exitedAt := w.exitedAt
 		st := chaosStats(t, q) // right after the exit
 		require.Equal(t, 0, code, "a graceful stop exits 0; log:\n%s", w.logTail(20))
-		require.Equal(t, Stats{Pending: 2}, st, "handed back at once, not after the %s lease", lease)
+		require.Equal(t, Counts{Pending: 2}, st, "handed back at once, not after the %s lease", lease)
 		require.Less(t, time.Since(enqueuedAt), lease/4, "long before the lease would have expired")
 		require.Less(t, exitedAt.Sub(termAt), tc.exitIn, "exits within the grace (+1s for a handler that ignores cancellation); log:\n%s", w.logTail(30))
 		if pendingAt.IsZero() {
@@ -200,7 +200,7 @@ func chaosWorkerSIGTERM(t *testing.T, bin string) {
 			tc.name, pendingAt.Sub(termAt).Round(time.Millisecond), ranFor.Round(time.Millisecond),
 			exitedAt.Sub(termAt).Round(time.Millisecond), grace, lease)
 	}
-	require.Equal(t, Stats{}, chaosStats(t, q))
+	require.Equal(t, Counts{}, chaosStats(t, q))
 }
 
 // (4) A worker frozen with SIGSTOP loses its leases; another worker takes its tasks and acks them; once resumed
@@ -233,7 +233,7 @@ func chaosWorkerSIGSTOP(t *testing.T, bin string) {
 	es := waitLedger(t, ledger, lease+10*time.Second, "both tasks done by the new owner", func(es []ledgerEntry) bool {
 		return len(ledgerOf(es, "done", ackID)) == 1 && len(ledgerOf(es, "done", failID)) == 1
 	})
-	waitStats(t, q, 10*time.Second, Stats{})
+	waitStats(t, q, 10*time.Second, Counts{})
 	var takeover []time.Duration
 	for _, id := range []string{ackID, failID} {
 		starts := ledgerOf(es, "start", id)
@@ -268,7 +268,7 @@ func chaosWorkerSIGSTOP(t *testing.T, bin string) {
 	// Nothing changed: no retry scheduled, nothing dead, the settled records still name the new owner's acks.
 	a.signal(t, syscall.SIGTERM)
 	require.Equal(t, 0, a.wait(t, 10*time.Second))
-	require.Equal(t, Stats{}, chaosStats(t, q))
+	require.Equal(t, Counts{}, chaosStats(t, q))
 	settledAfter, err := rdb.ZRangeWithScores(ctx, q.keys.key(keySettled), 0, -1).Result()
 	require.NoError(t, err)
 	require.Equal(t, settledBefore, settledAfter)
@@ -317,7 +317,7 @@ func chaosStalledInProcess(t *testing.T) {
 	require.NoError(t, q2.Ack(ctx, owner))
 	require.NoError(t, q2.Ack(ctx, owner), "the owner's repeated ack (a lost reply) still succeeds")
 	require.ErrorIs(t, q1.Ack(ctx, stale), ErrLeaseLost, "and the stale one still fails after it")
-	require.Equal(t, Stats{}, chaosStats(t, q1))
+	require.Equal(t, Counts{}, chaosStats(t, q1))
 }
 
 // (6) Eight reapers, each with its own connection, race over the same 1000 expired deliveries: every task is
@@ -436,7 +436,7 @@ func chaosEightReapers(t *testing.T) {
 		require.True(t, once[id], "%s is dead after one lost delivery", id)
 		require.False(t, seen[id], "%s is both pending and dead", id)
 	}
-	require.Equal(t, Stats{Pending: n / 2, Dead: n / 2}, chaosStats(t, q))
+	require.Equal(t, Counts{Pending: n / 2, Dead: n / 2}, chaosStats(t, q))
 	leases, err := rdb.HLen(ctx, q.keys.key(keyLease)).Result()
 	require.NoError(t, err)
 	require.Zero(t, leases)
@@ -523,7 +523,7 @@ func runChaosCrashLoop(t *testing.T, bin string, tc crashLoopCase) {
 		d := ledgerCount(readLedger(t, ledger), "done")
 		for _, id := range normalIDs {
 			if d[id] == 0 {
-				if _, err := q.GetDeadLetter(ctx, id); err != nil {
+				if _, err := deadLetterOf(ctx, q, id); err != nil {
 					return false
 				}
 			}
@@ -546,7 +546,7 @@ func runChaosCrashLoop(t *testing.T, bin string, tc crashLoopCase) {
 	require.Equal(t, 0, w.wait(t, 10*time.Second))
 
 	es := readLedger(t, ledger)
-	dls, err := q.DeadLetters(ctx, 0, 100)
+	dls, err := mustAdmin(q).List(ctx, StateDead, 0, 100)
 	require.NoError(t, err)
 	var innocent []string
 	for _, dl := range dls {
@@ -565,7 +565,7 @@ func runChaosCrashLoop(t *testing.T, bin string, tc crashLoopCase) {
 	}
 	require.LessOrEqual(t, dups, maxDeliveries*concurrency, "only tasks running beside a crash (or not yet acked) run twice")
 
-	crash, err := q.GetDeadLetter(ctx, "crashy")
+	crash, err := deadLetterOf(ctx, q, "crashy")
 	require.NoError(t, err)
 	require.Contains(t, crash.Reason, ErrMaxDeliveries.Error())
 	require.Contains(t, crash.Reason, fmt.Sprintf("%d deliveries, each lease expired", maxDeliveries))
@@ -575,7 +575,7 @@ func runChaosCrashLoop(t *testing.T, bin string, tc crashLoopCase) {
 		return
 	}
 	require.GreaterOrEqual(t, starts["panicky"], 3, "first run and two retries, plus runs lost with a crashing process")
-	pan, err := q.GetDeadLetter(ctx, "panicky")
+	pan, err := deadLetterOf(ctx, q, "panicky")
 	require.NoError(t, err)
 	require.Contains(t, pan.Reason, ErrRetriesExhausted.Error()+" after 3 attempts")
 	require.Contains(t, pan.Reason, "handler panicked: chaos: deliberate panic")
@@ -695,7 +695,7 @@ func chaosRedisSIGKILL(t *testing.T, bin string) {
 	// A SIGKILL of the process keeps what Redis wrote to the file before it replied, so none is expected; but with
 	// everysec Redis may postpone that write (up to 2s while a background fsync is slow) and still reply.
 	require.Len(t, missing, inWindow, "acknowledged enqueues lost outside the everysec window: %v", missing)
-	waitStats(t, q, 30*time.Second, Stats{})
+	waitStats(t, q, 30*time.Second, Counts{})
 
 	starts := ledgerCount(es, "start")
 	dups := 0
@@ -800,14 +800,14 @@ func chaosScriptFlush(t *testing.T) {
 		defer mu.Unlock()
 		return len(runs) == n
 	})
-	waitStats(t, q, 10*time.Second, Stats{})
+	waitStats(t, q, 10*time.Second, Counts{})
 	// Direct calls too: a flush between each.
 	for range 20 {
 		require.NoError(t, admin.ScriptFlush(ctx).Err())
 		_, err := q.Reap(ctx)
 		require.NoError(t, err)
 		require.NoError(t, admin.ScriptFlush(ctx).Err())
-		_, err = q.Stats(ctx)
+		_, err = countsOf(ctx, q)
 		require.NoError(t, err)
 		require.NoError(t, admin.ScriptFlush(ctx).Err())
 		require.NoError(t, q.Interrupt(ctx, "nobody"))
@@ -905,7 +905,7 @@ func chaosClientKill(t *testing.T) {
 		waitFor(t, block/2, "every worker blocked in pickup again, long before its block timeout", func() bool { return blocked() == workers })
 		resume = append(resume, time.Since(killedAt))
 	}
-	waitStats(t, q, 5*time.Second, Stats{})
+	waitStats(t, q, 5*time.Second, Counts{})
 	chaosResult(t, "workers=%d rounds=%d killed connections=%d (TYPE normal and by id from CLIENT LIST cmd=blpop, alternately) lost=0; kill->task picked up: %s; kill->all workers blocked again: %s; pickup errors seen by workers: %d",
 		workers, rounds, killedConns, durStats(pickup), durStats(resume), rec.count(EventQueueError))
 }
@@ -1016,7 +1016,7 @@ func chaosClockSkew(t *testing.T) {
 	due, err = rdb.ZScore(ctx, q.keys.key(keyScheduled), "ahead").Result()
 	require.NoError(t, err)
 	require.InDelta(t, float64(before+(10*time.Minute+time.Second).Milliseconds()), due, float64(after-before+20))
-	require.Equal(t, Stats{Pending: 1, Scheduled: 3}, chaosStats(t, q))
+	require.Equal(t, Counts{Pending: 1, Scheduled: 3}, chaosStats(t, q))
 
 	// Leases: the deadline is the server's now plus the lease, and the reaper never takes a lease back early.
 	before = serverNowMS(t, rdb)
@@ -1058,7 +1058,7 @@ func chaosClockSkew(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string]bool{"in": true, "at": true, "behind": true}, got)
-	require.Equal(t, Stats{Scheduled: 1}, chaosStats(t, q))
+	require.Equal(t, Counts{Scheduled: 1}, chaosStats(t, q))
 
 	// A worker's whole cycle (pickup, heartbeats, retry with backoff, acks, reaping) sends only durations too.
 	require.NoError(t, Register(ref, "m", "flaky", func(ctx context.Context, a addArgs) error {
@@ -1076,7 +1076,7 @@ func chaosClockSkew(t *testing.T) {
 	}
 	rec := &recorder{}
 	w := startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 4, ReapInterval: 50 * time.Millisecond}, rec))
-	waitFor(t, 20*time.Second, "the worker's tasks to finish", func() bool { return chaosStats(t, q) == Stats{Scheduled: 1, Dead: 5} })
+	waitFor(t, 20*time.Second, "the worker's tasks to finish", func() bool { return chaosStats(t, q) == Counts{Scheduled: 1, Dead: 5} })
 	require.NoError(t, stopWorker(t, w, 5*time.Second))
 	require.Equal(t, 5, rec.count(EventRetried))
 

@@ -20,7 +20,7 @@ const MinRedisVersion = "6.2.0"
 
 var minRedis = [3]int{6, 2, 0}
 
-// CheckReport is what [RedisTaskQueue.Check] found out about the Redis server.
+// CheckReport is what [Admin.Check] found out about the Redis server.
 type CheckReport struct {
 	// Version is the server's redis_version, "" when the server did not tell.
 	Version string
@@ -35,16 +35,16 @@ type CheckReport struct {
 	Primaries []string
 }
 
-// Check reads the Redis server's version and eviction policy in one round trip (INFO server and INFO memory,
+// check reads the Redis server's version and eviction policy in one round trip (INFO server and INFO memory,
 // which an ACL user needs only +info for; CONFIG is not used, since managed and least-privilege deployments refuse
 // it). It returns a [*RedisVersionError] (wrapping [ErrRedisTooOld]) for a server older than [MinRedisVersion],
 // and an error wrapping [ErrPermission] when the user may not run INFO. An eviction policy that can drop keys
 // without a TTL (allkeys-lru, allkeys-lfu, allkeys-random) would silently lose tasks: it is reported in
 // [CheckReport.Warnings] and logged, not refused. A server that does not answer INFO (some proxies and fakes) is
 // a warning too, not an error. On a [redis.ClusterClient] every primary is checked (the queue may move to any of
-// them after a failover or a resharding) and [CheckReport.Primaries] lists them. Workers call Check when they
-// start; producers may call it too.
-func (q *RedisTaskQueue) Check(ctx context.Context) (CheckReport, error) {
+// them after a failover or a resharding) and [CheckReport.Primaries] lists them. Workers check when they start
+// ([WorkerMainConfig.Run]); operators call [Admin.Check].
+func (q *RedisTaskQueue) check(ctx context.Context) (CheckReport, error) {
 	var rep CheckReport
 	var err error
 	if cc, ok := q.rdb.(*redis.ClusterClient); ok {
@@ -117,7 +117,7 @@ func checkCluster(ctx context.Context, cc *redis.ClusterClient) (CheckReport, er
 }
 
 // checkInfo builds the report from the text of INFO server and INFO memory and the errors their calls got (reply
-// errors only: the server answered). It holds every decision of [RedisTaskQueue.Check], so tests feed it
+// errors only: the server answered). It holds every decision of [Admin.Check], so tests feed it
 // captured INFO text.
 func checkInfo(server string, serverErr error, memory string, memoryErr error) (CheckReport, error) {
 	var rep CheckReport

@@ -85,7 +85,7 @@ func TestCheckMiniredis(t *testing.T) {
 	// miniredis 2.40 answers INFO only for "clients" and "stats": Check reports what it could not read, and the
 	// version check must not stop every unit test that starts a worker on it.
 	s := newMini(t, nil)
-	rep, err := s.q.Check(context.Background())
+	rep, err := s.adm.Check(context.Background())
 	require.NoError(t, err)
 	if rep.Version == "" {
 		require.NotEmpty(t, rep.Warnings)
@@ -114,7 +114,7 @@ func TestCheckRealRedis(t *testing.T) {
 	t.Parallel()
 	var logs logBuffer
 	s := newReal(t, &RedisConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	rep, err := s.q.Check(context.Background())
+	rep, err := s.adm.Check(context.Background())
 	require.NoError(t, err)
 	_, ok := parseVersion(rep.Version)
 	require.True(t, ok, rep.Version)
@@ -147,7 +147,7 @@ func TestCheckEvictionPolicyWarning(t *testing.T) {
 	reg, _ := testRegistry(t)
 	q, err := NewRedisTaskQueue(rdb, "evict", reg, &RedisConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	require.NoError(t, err)
-	rep, err := q.Check(context.Background())
+	rep, err := mustAdmin(q).Check(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, "allkeys-lru", rep.EvictionPolicy)
 	require.Equal(t, int64(64<<20), rep.MaxMemory)
@@ -182,7 +182,7 @@ func TestCheckPermission(t *testing.T) {
 
 	// The worker allowlist (it has +info, not CONFIG): a full report.
 	q := user(prefix+"-info", strings.Fields(workerACL)...)
-	rep, err := q.Check(ctx)
+	rep, err := mustAdmin(q).Check(ctx)
 	require.NoError(t, err)
 	require.NotEmpty(t, rep.Version)
 	require.Equal(t, "noeviction", rep.EvictionPolicy)
@@ -190,7 +190,7 @@ func TestCheckPermission(t *testing.T) {
 
 	// Without +info: a permission error, not a warning.
 	q = user(prefix+"-noinfo", strings.Fields(strings.ReplaceAll(workerACL, "+info", ""))...)
-	_, err = q.Check(ctx)
+	_, err = mustAdmin(q).Check(ctx)
 	require.ErrorIs(t, err, ErrPermission)
 	require.Contains(t, err.Error(), "NOPERM")
 
@@ -200,7 +200,7 @@ func TestCheckPermission(t *testing.T) {
 	reg, _ := testRegistry(t)
 	q, err = NewRedisTaskQueue(rdb, prefix, reg, quiet(nil))
 	require.NoError(t, err)
-	_, err = q.Check(ctx)
+	_, err = mustAdmin(q).Check(ctx)
 	require.ErrorIs(t, err, ErrPermission)
 	require.Contains(t, err.Error(), "WRONGPASS")
 
@@ -340,7 +340,7 @@ func TestOOMEnqueue(t *testing.T) {
 	require.NoError(t, Register(ref, "m", "ok", func(context.Context, addArgs) error { return nil }))
 	q, err := NewRedisTaskQueue(rdb, "oom", reg, quiet(nil))
 	require.NoError(t, err)
-	rep, err := q.Check(ctx)
+	rep, err := mustAdmin(q).Check(ctx)
 	require.NoError(t, err)
 	require.Empty(t, rep.Warnings, "noeviction is the safe policy")
 
@@ -365,9 +365,9 @@ func TestOOMEnqueue(t *testing.T) {
 	t.Logf("enqueued %d tasks before OOM: %v", enqueued, oomErr)
 
 	// Nothing was dropped silently: every enqueue that succeeded is pending, the refused one is not stored.
-	st, err := q.Stats(ctx)
+	st, err := countsOf(ctx, q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Pending: int64(enqueued), Active: 1}, st)
+	require.Equal(t, Counts{Pending: int64(enqueued), Active: 1}, st)
 
 	// A batch is refused whole: Redis checks memory before a script's first write, and every write of the
 	// enqueue script comes after its checks.
@@ -378,17 +378,17 @@ func TestOOMEnqueue(t *testing.T) {
 	err = q.EnqueueBatch(ctx, batch)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "OOM")
-	st, err = q.Stats(ctx)
+	st, err = countsOf(ctx, q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Pending: int64(enqueued), Active: 1}, st, "no part of the refused batch was stored")
+	require.Equal(t, Counts{Pending: int64(enqueued), Active: 1}, st, "no part of the refused batch was stored")
 
 	// The running task is acknowledged while Redis is full.
 	ackErr := q.Ack(ctx, ds[0])
 	t.Logf("ack under OOM: %v", ackErr)
 	require.NoError(t, ackErr)
-	st, err = q.Stats(ctx)
+	st, err = countsOf(ctx, q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Pending: int64(enqueued)}, st)
+	require.Equal(t, Counts{Pending: int64(enqueued)}, st)
 
 	// Workers can still take and finish tasks, which drains the queue and frees memory.
 	ds, err = q.Dequeue(ctx, DequeueOptions{Max: 64})
@@ -396,7 +396,7 @@ func TestOOMEnqueue(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, ds)
 	require.NoError(t, q.Ack(ctx, ds...))
-	st, err = q.Stats(ctx)
+	st, err = countsOf(ctx, q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Pending: int64(enqueued - len(ds))}, st)
+	require.Equal(t, Counts{Pending: int64(enqueued - len(ds))}, st)
 }

@@ -166,9 +166,9 @@ func lifecycle(t *testing.T, rdb redis.UniversalClient, prefix string) {
 	require.NoError(t, err)
 	require.Len(t, ds, 1)
 	require.NoError(t, q.Retry(ctx, ds[0], 300*time.Millisecond, errors.New("later")))
-	st, err := q.Stats(ctx)
+	st, err := countsOf(ctx, q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Scheduled: 1}, st)
+	require.Equal(t, Counts{Scheduled: 1}, st)
 	ds, err = q.Dequeue(ctx, DequeueOptions{Max: 1, Wait: 5 * time.Second})
 	require.NoError(t, err)
 	require.Len(t, ds, 1)
@@ -176,18 +176,18 @@ func lifecycle(t *testing.T, rdb redis.UniversalClient, prefix string) {
 
 	// Dead letter, listed, requeued, leased again, released, acked.
 	require.NoError(t, q.DeadLetter(ctx, ds[0], errors.New("parked")))
-	dls, err := q.DeadLetters(ctx, 0, 10)
+	dls, err := mustAdmin(q).List(ctx, StateDead, 0, 10)
 	require.NoError(t, err)
 	require.Len(t, dls, 1)
 	require.Equal(t, "parked", dls[0].Reason)
-	n, err := q.RequeueDead(ctx, "r1")
+	n, err := mustAdmin(q).RequeueDead(ctx, "r1")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	ds, err = q.Dequeue(ctx, DequeueOptions{Max: 1})
 	require.NoError(t, err)
 	require.Len(t, ds, 1)
 	require.NoError(t, q.Release(ctx, ds[0]))
-	info, err := q.Inspect(ctx, "r1")
+	info, err := mustAdmin(q).Inspect(ctx, "r1")
 	require.NoError(t, err)
 	require.Equal(t, StatePending, info.State)
 	ds, err = q.Dequeue(ctx, DequeueOptions{Max: 1})
@@ -195,23 +195,23 @@ func lifecycle(t *testing.T, rdb redis.UniversalClient, prefix string) {
 	require.NoError(t, q.Ack(ctx, ds...))
 
 	// The operator's calls work on one node of the Cluster: pause, overview, list, purge.
-	require.NoError(t, q.Pause(ctx))
+	require.NoError(t, mustAdmin(q).Pause(ctx))
 	require.NoError(t, q.Enqueue(ctx, clTask("ok", "x1")))
 	ds, err = q.Dequeue(ctx, DequeueOptions{Max: 1})
 	require.NoError(t, err)
 	require.Empty(t, ds, "paused")
-	ov, err := q.Overview(ctx)
+	ov, err := mustAdmin(q).Stats(ctx)
 	require.NoError(t, err)
 	require.True(t, ov.Paused)
 	require.Equal(t, int64(1), ov.Pending)
 	require.WithinDuration(t, time.Now(), ov.ServerTime, 5*time.Second)
-	list, err := q.List(ctx, StatePending, 0, 10)
+	list, err := mustAdmin(q).List(ctx, StatePending, 0, 10)
 	require.NoError(t, err)
 	require.Len(t, list, 1)
-	purged, err := q.Purge(ctx, StatePending)
+	purged, err := mustAdmin(q).Purge(ctx, StatePending)
 	require.NoError(t, err)
 	require.Equal(t, 1, purged)
-	require.NoError(t, q.Resume(ctx))
+	require.NoError(t, mustAdmin(q).Resume(ctx))
 
 	// A worker drains a mixed batch: ready, delayed, failing once, and dead-lettering tasks.
 	var specs []*TaskSpec
@@ -240,8 +240,8 @@ func lifecycle(t *testing.T, rdb redis.UniversalClient, prefix string) {
 	startClWorker(t, q, &WorkerConfig{Concurrency: 16, Name: "w-" + strings.ReplaceAll(prefix, ".", "-")})
 	waitFor(t, 30*time.Second, "the batch to drain", func() bool {
 		done, _ := rec.count(okIDs...)
-		st, err := q.Stats(ctx)
-		return err == nil && done == len(okIDs) && st == Stats{Dead: 20}
+		st, err := countsOf(ctx, q)
+		return err == nil && done == len(okIDs) && st == Counts{Dead: 20}
 	})
 	_, dup := rec.count(okIDs...)
 	require.Zero(t, dup, "no task ran twice")
@@ -321,9 +321,9 @@ func TestCluster(t *testing.T) {
 		require.Equal(t, 1, re.Want)
 		require.Equal(t, 0, re.Got)
 		require.Eventually(t, func() bool { return q.Enqueue(ctx, clTask("ok", "d3")) == nil }, 10*time.Second, 50*time.Millisecond)
-		st, err := q.Stats(ctx)
+		st, err := countsOf(ctx, q)
 		require.NoError(t, err)
-		require.Equal(t, Stats{Pending: 3}, st)
+		require.Equal(t, Counts{Pending: 3}, st)
 
 		// A sharded queue enqueues durably on every shard.
 		sq, err := NewShardedQueue(cc, "durable-sharded", 3, q.reg, quiet(&RedisConfig{DurableReplicas: 1}))
@@ -337,7 +337,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("Check", func(t *testing.T) {
 		q, _ := clQueue(t, cc, "check", nil)
-		rep, err := q.Check(ctx)
+		rep, err := mustAdmin(q).Check(ctx)
 		require.NoError(t, err)
 		require.NotEmpty(t, rep.Version)
 		require.Equal(t, "noeviction", rep.EvictionPolicy)
@@ -350,7 +350,7 @@ func TestCluster(t *testing.T) {
 		defer nc.Close()
 		require.NoError(t, nc.ConfigSet(ctx, "maxmemory-policy", "allkeys-lru").Err())
 		defer func() { _ = nc.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err() }()
-		rep, err = q.Check(ctx)
+		rep, err = mustAdmin(q).Check(ctx)
 		require.NoError(t, err)
 		require.Equal(t, "allkeys-lru", rep.EvictionPolicy)
 		require.Len(t, rep.Warnings, 1)

@@ -56,16 +56,16 @@ func TestDurableEnqueueNotReplicated(t *testing.T) {
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, ReplicationError{Want: 1, Got: 0, Timeout: 100 * time.Millisecond}, *re)
 	require.GreaterOrEqual(t, time.Since(start), 90*time.Millisecond, "WAIT waited")
-	_, err = q.Peek(ctx, "d1")
+	_, err = envelopeOf(ctx, q, "d1")
 	require.NoError(t, err, "the task is enqueued on the primary")
 
 	err = q.EnqueueBatch(ctx, []*TaskSpec{
 		NewTaskSpec("d1", Ref("d", "work", addArgs{A: 1})), NewTaskSpec("d2", Ref("d", "work", addArgs{A: 2})),
 	})
 	require.ErrorIs(t, err, ErrNotReplicated)
-	st, err := q.Stats(ctx)
+	st, err := countsOf(ctx, q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Pending: 2}, st, "the retried enqueue is idempotent")
+	require.Equal(t, Counts{Pending: 2}, st, "the retried enqueue is idempotent")
 
 	// Without DurableReplicas the same server acknowledges at once.
 	fast, err := NewRedisTaskQueue(rdb, "durable", reg, quiet(nil))
@@ -159,9 +159,9 @@ func TestEnqueueRetriesWhileTheSlotMoves(t *testing.T) {
 	set(false, refusals[0], refusals[3])
 	require.NoError(t, s.q.EnqueueBatch(ctx, batch))
 	require.Equal(t, 3, calls())
-	st, err := s.q.Stats(ctx)
+	st, err := countsOf(ctx, s.q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Pending: 4 + 2*enqueueChunk + 1}, st)
+	require.Equal(t, Counts{Pending: 4 + 2*enqueueChunk + 1}, st)
 
 	// Refused for longer than the context allows: the last refusal, or the context's error, when the context ends.
 	forever := make([]string, 1000)

@@ -87,23 +87,23 @@ func TestLargestAcceptedTaskKeepsItsRetries(t *testing.T) {
 
 				rec := &recorder{}
 				startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1}, rec))
-				waitFor(t, 20*time.Second, "the dead letter", func() bool { return s.stats(t).Dead == 1 })
+				waitFor(t, 20*time.Second, "the dead letter", func() bool { return s.counts(t).Dead == 1 })
 				require.EqualValues(t, 3, runs.Load(), "the first run and both retries")
 				require.Equal(t, 2, rec.count(EventRetried))
-				dl, err := s.q.GetDeadLetter(ctx, "big")
+				dl, err := deadLetterOf(ctx, s.q, "big")
 				require.NoError(t, err)
 				require.Contains(t, dl.Reason, ErrRetriesExhausted.Error())
 				env, err := decodeEnvelope([]byte(dl.Envelope), s.q.cfg.Limits)
 				require.NoError(t, err, "the dead letter reads back")
-				require.Equal(t, StatusDead, env.Status)
+				require.Equal(t, StateDead, env.Status)
 				require.Equal(t, 2, env.Attempt)
 				require.NotEmpty(t, env.LastError)
 
-				n, err := s.q.RequeueDead(ctx, "big")
+				n, err := s.adm.RequeueDead(ctx, "big")
 				require.NoError(t, err)
 				require.Equal(t, 1, n)
 				waitFor(t, 20*time.Second, "the requeued task to succeed", func() bool { return rec.count(EventSucceeded) == 1 })
-				waitFor(t, 5*time.Second, "its ack", func() bool { return s.stats(t) == Stats{} })
+				waitFor(t, 5*time.Second, "its ack", func() bool { return s.counts(t) == Counts{} })
 				require.EqualValues(t, 4, runs.Load())
 				require.Equal(t, 1, rec.count(EventDead), "parked once: when its retries ran out")
 			})
@@ -129,9 +129,9 @@ func TestRewriteCutsLastErrorToFit(t *testing.T) {
 		} {
 			id := fmt.Sprint("t", i)
 			require.NoError(t, s.q.Enqueue(ctx, largestSpec(t, s.q, id)))
-			check := func(status TaskStatus) {
+			check := func(status State) {
 				t.Helper()
-				raw, err := s.q.Peek(ctx, id)
+				raw, err := envelopeOf(ctx, s.q, id)
 				require.NoError(t, err)
 				require.LessOrEqual(t, len(raw), readLimit)
 				env, err := decodeEnvelope([]byte(raw), s.q.cfg.Limits)
@@ -149,26 +149,26 @@ func TestRewriteCutsLastErrorToFit(t *testing.T) {
 			}
 			d := s.lease(t, 1)[0]
 			require.NoError(t, s.q.Retry(ctx, d, 0, errors.New(tc.cause)))
-			check(StatusRetry)
+			check(StateRetry)
 			d = s.lease(t, 1)[0] // picked up again, not parked
 			require.Equal(t, 1, d.Spec.Attempt)
 			require.NoError(t, s.q.Retry(ctx, d, 0, errors.New(tc.cause)))
-			check(StatusRetry)
+			check(StateRetry)
 			d = s.lease(t, 1)[0]
 			require.Equal(t, 2, d.Spec.Attempt)
 			require.NoError(t, s.q.DeadLetter(ctx, d, errors.New(tc.cause)))
-			check(StatusDead)
-			dl, err := s.q.GetDeadLetter(ctx, id)
+			check(StateDead)
+			dl, err := deadLetterOf(ctx, s.q, id)
 			require.NoError(t, err)
 			require.Equal(t, truncate(tc.cause, 4096), dl.Reason, "the reason is not cut to fit the envelope")
-			n, err := s.q.RequeueDead(ctx, id)
+			n, err := s.adm.RequeueDead(ctx, id)
 			require.NoError(t, err)
 			require.Equal(t, 1, n)
 			d = s.lease(t, 1)[0]
 			require.Equal(t, 0, d.Spec.Attempt)
 			require.NoError(t, s.q.Ack(ctx, d))
 		}
-		require.Equal(t, Stats{}, s.stats(t))
+		require.Equal(t, Counts{}, s.counts(t))
 	})
 }
 
@@ -188,17 +188,17 @@ func TestEnvelopesPastTheEnqueueLimit(t *testing.T) {
 		s.writeRaw(t, "huge", huge)
 		s.lease(t, 0)
 		for range 2 {
-			dl, err := s.q.GetDeadLetter(ctx, "huge")
+			dl, err := deadLetterOf(ctx, s.q, "huge")
 			require.NoError(t, err)
 			require.Equal(t, huge, dl.Envelope, "parked with its bytes")
 			require.Contains(t, dl.Reason, tooLarge)
-			n, err := s.q.RequeueDead(ctx, "huge")
+			n, err := s.adm.RequeueDead(ctx, "huge")
 			require.NoError(t, err)
 			require.Equal(t, 1, n)
 			s.lease(t, 0) // parked again at once: it was never accepted
-			require.Equal(t, Stats{Dead: 1}, s.stats(t))
+			require.Equal(t, Counts{Dead: 1}, s.counts(t))
 		}
-		_, err := s.q.DeleteDead(ctx, "huge")
+		_, err := s.adm.DeleteDead(ctx, "huge")
 		require.NoError(t, err)
 
 		for _, settle := range []string{"retry", "dead"} {
@@ -212,15 +212,15 @@ func TestEnvelopesPastTheEnqueueLimit(t *testing.T) {
 			} else {
 				require.NoError(t, s.q.DeadLetter(ctx, d, cause))
 			}
-			require.Equal(t, Stats{Dead: 1}, s.stats(t))
-			dl, err := s.q.GetDeadLetter(ctx, id)
+			require.Equal(t, Counts{Dead: 1}, s.counts(t))
+			dl, err := deadLetterOf(ctx, s.q, id)
 			require.NoError(t, err)
 			require.Equal(t, edge, dl.Envelope, "kept as it was stored, still readable")
 			require.Contains(t, dl.Reason, cause.Error())
 			if settle == "retry" {
 				require.Contains(t, dl.Reason, tooLarge)
 			}
-			_, err = s.q.DeleteDead(ctx, id)
+			_, err = s.adm.DeleteDead(ctx, id)
 			require.NoError(t, err)
 		}
 
@@ -228,7 +228,7 @@ func TestEnvelopesPastTheEnqueueLimit(t *testing.T) {
 		// last_error, then parked at pickup as too large.
 		env, _, err := s.q.encode(largestSpec(t, s.q, "old"))
 		require.NoError(t, err)
-		env.Attempt, env.Status, env.LastError, env.FailedAt = 1, StatusRetry, strings.Repeat("e", 4096), 1_700_000_001
+		env.Attempt, env.Status, env.LastError, env.FailedAt = 1, StateRetry, strings.Repeat("e", 4096), 1_700_000_001
 		old, err := env.marshal()
 		require.NoError(t, err)
 		require.Greater(t, len(old), s.q.cfg.Limits.MaxEnvelopeBytes)
@@ -236,13 +236,13 @@ func TestEnvelopesPastTheEnqueueLimit(t *testing.T) {
 		require.NoError(t, s.rdb.HSet(ctx, k.key(keyTasks), "old", old).Err())
 		require.NoError(t, s.rdb.ZAdd(ctx, k.key(keyDead), redis.Z{Score: 1, Member: "old"}).Err())
 		require.NoError(t, s.rdb.HSet(ctx, k.key(keyErrors), "old", fmt.Sprintf("%s: %d bytes, limit %d", tooLarge, len(old), s.q.cfg.Limits.MaxEnvelopeBytes)).Err())
-		n, err := s.q.RequeueDead(ctx, "old")
+		n, err := s.adm.RequeueDead(ctx, "old")
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		d := s.lease(t, 1)[0]
 		require.Equal(t, 0, d.Spec.Attempt, "a fresh retry budget")
 		require.NoError(t, s.q.Ack(ctx, d))
-		require.Equal(t, Stats{}, s.stats(t))
+		require.Equal(t, Counts{}, s.counts(t))
 	})
 }
 
@@ -257,7 +257,7 @@ func TestLargestGroupMemberKeepsItsRetries(t *testing.T) {
 		spec.TaskID, spec.GroupID = "", ""
 		run, err := s.q.DispatchGroup(ctx, "g", []*TaskSpec{spec}, nil)
 		require.NoError(t, err)
-		raw, err := s.q.Peek(ctx, run.TaskIDs[0])
+		raw, err := envelopeOf(ctx, s.q, run.TaskIDs[0])
 		require.NoError(t, err)
 		require.Len(t, raw, s.q.cfg.Limits.MaxEnvelopeBytes)
 		cause := errors.New(strings.Repeat("\x01", 5000))

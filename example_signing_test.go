@@ -53,7 +53,11 @@ func ExampleSigningConfig() {
 	if err := unsigned.Enqueue(ctx, taskqueue.NewTaskSpec("forged", taskqueue.Ref("billing", "charge", 1000000))); err != nil {
 		panic(err)
 	}
-	raw, err := q.Peek(ctx, "signed")
+	admin, err := taskqueue.NewAdmin(q)
+	if err != nil {
+		panic(err)
+	}
+	signed, err := admin.Inspect(ctx, "signed")
 	if err != nil {
 		panic(err)
 	}
@@ -63,7 +67,7 @@ func ExampleSigningConfig() {
 			Kid string `json:"kid"`
 		} `json:"sig"`
 	}
-	if err := json.Unmarshal([]byte(raw), &stored); err != nil {
+	if err := json.Unmarshal([]byte(signed.Envelope), &stored); err != nil {
 		panic(err)
 	}
 	fmt.Println("signed with", stored.Sig.Alg, stored.Sig.Kid)
@@ -80,11 +84,11 @@ func ExampleSigningConfig() {
 			panic(err)
 		}
 	}
-	dl, err := q.GetDeadLetter(ctx, "forged")
+	dl, err := admin.Inspect(ctx, "forged")
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println("parked:", dl.Reason)
+	fmt.Println(dl.State, "parked:", dl.Reason)
 
 	_, err = taskqueue.NewRedisTaskQueue(rdb, "billing", reg, &taskqueue.RedisConfig{Signing: &taskqueue.SigningConfig{
 		Keys: map[string][]byte{"short": []byte("secret")}, ActiveKeyID: "short",
@@ -93,6 +97,6 @@ func ExampleSigningConfig() {
 	// Output:
 	// signed with HS256 2024-06
 	// charging 100
-	// parked: taskqueue: task signature refused: the task is not signed
+	// dead parked: taskqueue: task signature refused: the task is not signed
 	// true taskqueue: invalid configuration: Signing.Keys: key "short" is 6 bytes, want 32 to 1024
 }

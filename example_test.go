@@ -50,11 +50,16 @@ func ExampleNewRedisTaskQueue() {
 		panic(err)
 	}
 
-	// The stored envelope uses the seed's field names.
-	raw, err := q.Peek(ctx, "extract_data")
+	// The stored envelope uses the seed's field names. An Admin reads it; producers and workers need none.
+	admin, err := taskqueue.NewAdmin(q)
 	if err != nil {
 		panic(err)
 	}
+	info, err := admin.Inspect(ctx, "extract_data")
+	if err != nil {
+		panic(err)
+	}
+	raw := info.Envelope
 	var stored struct {
 		ResolverID     string          `json:"resolver_id"`
 		SerializedTask json.RawMessage `json:"serialized_task"`
@@ -77,11 +82,11 @@ func ExampleNewRedisTaskQueue() {
 			panic(err)
 		}
 	}
-	stats, err := q.Stats(ctx)
+	stats, err := admin.Stats(ctx)
 	if err != nil {
 		panic(err)
 	}
-	fmt.Printf("%+v\n", stats)
+	fmt.Printf("%+v\n", stats.Counts)
 	// Output:
 	// default etl_batch {"strategy":"reference","payload":{"module":"examples.tasks","name":"extract_data","args":{"source":"s3://bucket/<day>","limit":1000}}}
 	// extracting 1000 rows from s3://bucket/<day>

@@ -83,7 +83,7 @@ func TestGroupMemberOfKilledWorker(t *testing.T) {
 		_ = cmd.Process.Kill()
 		<-exited
 	})
-	waitFor(t, 20*time.Second, "the subprocess running every member", func() bool { return s.stats(t).Active == members })
+	waitFor(t, 20*time.Second, "the subprocess running every member", func() bool { return s.counts(t).Active == members })
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	select {
 	case <-exited:

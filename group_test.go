@@ -62,7 +62,7 @@ func TestGroupDispatchAndWait(t *testing.T) {
 		require.Len(t, run.RunID, 32)
 		require.Equal(t, []string{"0", "1", "2", "3", "4"}, run.MemberIDs)
 		require.Equal(t, run.GroupID()+":3", run.TaskIDs[3])
-		raw, err := s.q.Peek(ctx, run.TaskIDs[0])
+		raw, err := envelopeOf(ctx, s.q, run.TaskIDs[0])
 		require.NoError(t, err)
 		require.Contains(t, raw, `"group_id":"transforms@`+run.RunID+`"`)
 
@@ -151,7 +151,7 @@ func TestGroupDuplicateCompletionCountsOnce(t *testing.T) {
 		require.Equal(t, 1, done)
 		// Member 1: dead-lettered, requeued by an operator, run again and acked: the group keeps "failed".
 		require.NoError(t, s.q.DeadLetter(ctx, ds[1], errors.New("first outcome")))
-		n, err := s.q.RequeueDead(ctx, ds[1].Spec.TaskID)
+		n, err := s.adm.RequeueDead(ctx, ds[1].Spec.TaskID)
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		again := s.lease(t, 1)
@@ -199,10 +199,10 @@ func TestGroupEveryFinishCompletesTheMember(t *testing.T) {
 			return done
 		}
 		// Member 4 has a newer envelope version and member 5 names an unknown resolver: both are parked at pickup.
-		raw4, err := s.q.Peek(ctx, run.TaskIDs[4])
+		raw4, err := envelopeOf(ctx, s.q, run.TaskIDs[4])
 		require.NoError(t, err)
 		require.NoError(t, s.rdb.HSet(ctx, s.q.keys.key(keyTasks), run.TaskIDs[4], `{"v":99,"group_id":"`+gid+`","x":`+raw4+`}`).Err())
-		raw5, err := s.q.Peek(ctx, run.TaskIDs[5])
+		raw5, err := envelopeOf(ctx, s.q, run.TaskIDs[5])
 		require.NoError(t, err)
 		var env map[string]any
 		require.NoError(t, json.Unmarshal([]byte(raw5), &env))
@@ -241,7 +241,7 @@ func TestGroupEveryFinishCompletesTheMember(t *testing.T) {
 		require.Contains(t, reasons["3"], ErrMaxDeliveries.Error())
 		require.Contains(t, reasons["4"], "unsupported envelope version")
 		require.Contains(t, reasons["unresolvable"], "unknown resolver")
-		st := s.stats(t)
+		st := s.counts(t)
 		require.Equal(t, int64(5), st.Dead)
 	})
 }
@@ -267,7 +267,7 @@ func TestGroupReapMixesGroupAndPlainTasks(t *testing.T) {
 		rr, err := s.q.Reap(ctx)
 		require.NoError(t, err)
 		require.Equal(t, ReapResult{Dead: 5}, rr)
-		require.Equal(t, Stats{Dead: 5}, s.stats(t))
+		require.Equal(t, Counts{Dead: 5}, s.counts(t))
 		for _, run := range []*GroupRun{a, b} {
 			res, err := run.Wait(ctx, &WaitOptions{Timeout: 5 * time.Second, Policy: BestEffortPolicy()})
 			require.NoError(t, err)
@@ -492,7 +492,7 @@ func TestGroupKeyTTLsAndCleanUp(t *testing.T) {
 		require.NoError(t, err)
 		require.Zero(t, groupKeysExist(t, s, gid))
 		// A late completion: the dead member is requeued and completes after the clean-up.
-		_, err = s.q.RequeueDead(ctx, ds[1].Spec.TaskID)
+		_, err = s.adm.RequeueDead(ctx, ds[1].Spec.TaskID)
 		require.NoError(t, err)
 		late := s.lease(t, 1)
 		require.NoError(t, s.q.Ack(ctx, late[0]))
@@ -529,7 +529,7 @@ func TestGroupDispatchValidation(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	_, err = s.q.OpenGroup("g")
 	require.ErrorIs(t, err, ErrInvalidConfig)
-	require.Equal(t, Stats{}, s.stats(t), "nothing was enqueued")
+	require.Equal(t, Counts{}, s.counts(t), "nothing was enqueued")
 	// Another process waits for a run by its group id.
 	run, err := s.q.DispatchGroup(ctx, "g", squares(3), nil)
 	require.NoError(t, err)
@@ -576,7 +576,7 @@ func TestGroupAckBatchAcrossRuns(t *testing.T) {
 		require.Equal(t, "3", string(raw))
 		_, err = s.q.Result(ctx, "plain")
 		require.ErrorIs(t, err, ErrNoResult)
-		require.Equal(t, Stats{}, s.stats(t))
+		require.Equal(t, Counts{}, s.counts(t))
 	})
 }
 
@@ -589,7 +589,7 @@ func TestGroupDispatchLargest(t *testing.T) {
 		require.ErrorIs(t, err, ErrInvalidConfig)
 		run, err := s.q.DispatchGroup(ctx, "big", squares(MaxGroupMembers), nil)
 		require.NoError(t, err)
-		require.Equal(t, int64(MaxGroupMembers), s.stats(t).Pending)
+		require.Equal(t, int64(MaxGroupMembers), s.counts(t).Pending)
 		total, done, err := s.q.groupProgress(ctx, run.GroupID())
 		require.NoError(t, err)
 		require.Equal(t, [2]int{MaxGroupMembers, 0}, [2]int{total, done})

@@ -72,6 +72,7 @@ type setup struct {
 	mr  *miniredis.Miniredis // nil on a real Redis
 	rdb *redis.Client
 	q   *RedisTaskQueue
+	adm *Admin // q's
 	reg *ResolverRegistry
 	ref *ReferenceResolver
 }
@@ -89,6 +90,41 @@ func quiet(cfg *RedisConfig) *RedisConfig {
 	return &c
 }
 
+// mustAdmin returns the [Admin] of q, which is never nil in a test.
+func mustAdmin(q AdminTarget) *Admin {
+	a, err := NewAdmin(q)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// countsOf reads q's counts: those of its [Admin.Stats], or a [MemoryQueue]'s own Stats.
+func countsOf(ctx context.Context, q TaskQueue) (Counts, error) {
+	if m, ok := q.(*MemoryQueue); ok {
+		st, err := m.Stats(ctx)
+		return st.Counts, err
+	}
+	st, err := mustAdmin(q.(AdminTarget)).Stats(ctx)
+	return st.Counts, err
+}
+
+// envelopeOf returns the stored envelope of a task in any state, from [Admin.Inspect].
+func envelopeOf(ctx context.Context, q AdminTarget, taskID string) (string, error) {
+	info, err := mustAdmin(q).Inspect(ctx, taskID)
+	return info.Envelope, err
+}
+
+// deadLetterOf returns a dead letter from [Admin.Inspect], or an error wrapping [ErrNotFound] when the task is
+// not dead.
+func deadLetterOf(ctx context.Context, q AdminTarget, taskID string) (TaskInfo, error) {
+	info, err := mustAdmin(q).Inspect(ctx, taskID)
+	if err == nil && info.State != StateDead {
+		return TaskInfo{}, fmt.Errorf("%w: %s is %s, not dead", ErrNotFound, taskID, info.State)
+	}
+	return info, err
+}
+
 // newMini starts a miniredis for the test and a queue on it.
 func newMini(t testing.TB, cfg *RedisConfig) *setup {
 	t.Helper()
@@ -98,7 +134,7 @@ func newMini(t testing.TB, cfg *RedisConfig) *setup {
 	reg, ref := testRegistry(t)
 	q, err := NewRedisTaskQueue(rdb, "test", reg, quiet(cfg))
 	require.NoError(t, err)
-	return &setup{mr: mr, rdb: rdb, q: q, reg: reg, ref: ref}
+	return &setup{mr: mr, rdb: rdb, q: q, adm: mustAdmin(q), reg: reg, ref: ref}
 }
 
 // newReal returns a queue under a prefix of its own on the real redis-server that this test binary started.
@@ -111,7 +147,7 @@ func newReal(t testing.TB, cfg *RedisConfig) *setup {
 	prefix := "t-" + regexp.MustCompile(`[^A-Za-z0-9_.-]+`).ReplaceAllString(t.Name(), "_") + "-" + newID()[:6]
 	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(cfg))
 	require.NoError(t, err)
-	return &setup{rdb: rdb, q: q, reg: reg, ref: ref}
+	return &setup{rdb: rdb, q: q, adm: mustAdmin(q), reg: reg, ref: ref}
 }
 
 // newOwnReal returns a queue on a redis-server of the test's own (ownRedis): for a test that changes what every

@@ -180,10 +180,10 @@ func (q *MemoryQueue) EnqueueBatch(_ context.Context, specs []*TaskSpec) error {
 			delay = s.ProcessAt.Sub(now)
 		}
 		if delay > 0 {
-			s.Status = StatusScheduled
+			s.Status = StateScheduled
 			q.scheduled[s.TaskID] = now.Add(delay)
 		} else {
-			s.Status = StatusReady
+			s.Status = StatePending
 			t.elem = q.pending.PushBack(t)
 		}
 	}
@@ -293,7 +293,7 @@ func (q *MemoryQueue) reapLocked(now time.Time) ReapResult {
 		t.token = 0
 		if t.deliveries >= q.maxd {
 			q.dead[id] = fmt.Sprintf("%s (%d deliveries, each lease expired)", ErrMaxDeliveries, t.deliveries)
-			t.spec.Status = StatusDead
+			t.spec.Status = StateDead
 			t.deliveries = 0
 			r.Dead++
 			continue
@@ -376,7 +376,7 @@ func (q *MemoryQueue) Retry(_ context.Context, d *Delivery, delay time.Duration,
 	t.token, t.deliveries = 0, 0
 	t.spec.Attempt++
 	t.spec.LastError = errString(cause)
-	t.spec.Status = StatusRetry
+	t.spec.Status = StateRetry
 	if delay > 0 {
 		q.scheduled[t.spec.TaskID] = time.Now().Add(delay)
 	} else {
@@ -399,7 +399,7 @@ func (q *MemoryQueue) DeadLetter(_ context.Context, d *Delivery, cause error) er
 	}
 	q.remember(d.Spec.TaskID, d.Token, 2)
 	t.token, t.deliveries = 0, 0
-	t.spec.Status = StatusDead
+	t.spec.Status = StateDead
 	t.spec.LastError = errString(cause)
 	q.dead[t.spec.TaskID] = errString(cause)
 	return nil
@@ -457,11 +457,11 @@ func (q *MemoryQueue) Reap(context.Context) (ReapResult, error) {
 	return r, nil
 }
 
-// Stats returns the queue's counts per state.
+// Stats returns the queue's counts per place; the fields of [Stats] beyond [Counts] are left zero.
 func (q *MemoryQueue) Stats(context.Context) (Stats, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	s := Stats{Pending: int64(q.pending.Len()), Scheduled: int64(len(q.scheduled)), Dead: int64(len(q.dead))}
+	s := Stats{Counts: Counts{Pending: int64(q.pending.Len()), Scheduled: int64(len(q.scheduled)), Dead: int64(len(q.dead))}}
 	for _, t := range q.tasks {
 		if t.token != 0 {
 			s.Active++

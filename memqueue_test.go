@@ -64,7 +64,7 @@ func TestMemoryQueueLifecycle(t *testing.T) {
 	require.NoError(t, q.DeadLetter(ctx, ds[0], errors.New("gave up")))
 	st, err := q.Stats(ctx)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Dead: 1}, st)
+	require.Equal(t, Counts{Dead: 1}, st.Counts)
 	require.Equal(t, map[string]string{"a": "gave up"}, q.DeadLetters())
 }
 

@@ -21,7 +21,7 @@ func TestMetadataRoundTrip(t *testing.T) {
 		meta := map[string]string{"traceparent": testTraceparent, "tracestate": "rojo=1", "tenant": "acme"}
 		spec := &TaskSpec{TaskID: "traced", Executable: Ref("m", "f", addArgs{A: 1}), Metadata: meta}
 		require.NoError(t, s.q.Enqueue(ctx, spec))
-		raw, err := s.q.Peek(ctx, "traced")
+		raw, err := envelopeOf(ctx, s.q, "traced")
 		require.NoError(t, err)
 		require.Contains(t, raw, `"meta":{"tenant":"acme","traceparent":"`+testTraceparent+`","tracestate":"rojo=1"}`)
 
@@ -39,7 +39,7 @@ func TestMetadataRoundTrip(t *testing.T) {
 		require.Equal(t, 1, d.Spec.Attempt)
 		require.Equal(t, meta, d.Spec.Metadata)
 		require.NoError(t, s.q.DeadLetter(ctx, d, errors.New("give up")))
-		n, err := s.q.RequeueDead(ctx, "traced")
+		n, err := s.adm.RequeueDead(ctx, "traced")
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		d = s.lease(t, 1)[0]
@@ -48,7 +48,7 @@ func TestMetadataRoundTrip(t *testing.T) {
 
 		// Without metadata, the envelope holds none and the spec gets nil.
 		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("plain", Ref("m", "f", nil))))
-		raw, err = s.q.Peek(ctx, "plain")
+		raw, err = envelopeOf(ctx, s.q, "plain")
 		require.NoError(t, err)
 		require.NotContains(t, raw, `"meta"`)
 		d = s.lease(t, 1)[0]
@@ -78,7 +78,7 @@ func TestMetadataRefusedOnEnqueue(t *testing.T) {
 	require.ErrorAs(t, err, &ee)
 	require.Equal(t, 1, ee.Index)
 	require.ErrorIs(t, err, ErrInvalidConfig)
-	require.Equal(t, Stats{Pending: 1}, s.stats(t))
+	require.Equal(t, Counts{Pending: 1}, s.counts(t))
 }
 
 // A worker hands the metadata to middleware and handlers, which is how tracing adapters read it.

@@ -392,9 +392,9 @@ func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error
 	if delay > 0 && delay < time.Millisecond {
 		delay = time.Millisecond // the queue counts in milliseconds
 	}
-	status := StatusReady
+	status := StatePending
 	if delay > 0 {
-		status = StatusScheduled
+		status = StateScheduled
 	}
 	created := s.CreatedAt
 	if created.IsZero() {
@@ -779,7 +779,7 @@ func (q *RedisTaskQueue) Ack(ctx context.Context, ds ...*Delivery) error {
 func (q *RedisTaskQueue) Retry(ctx context.Context, d *Delivery, delay time.Duration, cause error) error {
 	env := *d.env
 	env.Attempt++
-	env.Status = StatusRetry
+	env.Status = StateRetry
 	env.LastError = truncate(errString(cause), maxLastError)
 	env.FailedAt = unixSeconds(d.failed())
 	raw, err := q.fitted(&env)
@@ -799,7 +799,7 @@ func (q *RedisTaskQueue) Retry(ctx context.Context, d *Delivery, delay time.Dura
 // envelope that does not fit even without it is dead-lettered as it is stored.
 func (q *RedisTaskQueue) DeadLetter(ctx context.Context, d *Delivery, cause error) error {
 	env := *d.env
-	env.Status = StatusDead
+	env.Status = StateDead
 	reason := truncate(errString(cause), maxLastError)
 	env.LastError = reason
 	env.FailedAt = unixSeconds(d.failed())

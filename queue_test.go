@@ -41,7 +41,7 @@ func (s *setup) lease(t *testing.T, n int) []*Delivery {
 // advance moves the clock that leases and due times follow: miniredis's, or the real one by waiting.
 func (s *setup) advance(d time.Duration) {
 	if s.mr != nil {
-		now, _ := s.q.ServerTime(context.Background())
+		now, _ := s.adm.ServerTime(context.Background())
 		s.mr.SetTime(now.Add(d))
 		return
 	}
@@ -56,9 +56,10 @@ func (s *setup) writeRaw(t *testing.T, id, raw string) {
 	require.NoError(t, s.rdb.RPush(ctx, s.q.keys.key(keyPending), id).Err())
 }
 
-func (s *setup) stats(t *testing.T) Stats {
+// counts reads the counts of the queue's [Admin.Stats].
+func (s *setup) counts(t *testing.T) Counts {
 	t.Helper()
-	st, err := s.q.Stats(context.Background())
+	st, err := countsOf(context.Background(), s.q)
 	require.NoError(t, err)
 	return st
 }
@@ -79,7 +80,7 @@ func TestRoundTripTypedArgs(t *testing.T) {
 		want := order{ID: 7, Items: []string{"a<b>&c", "ü"}, Meta: map[string]string{"k": "v"}, Big: 1<<63 - 1}
 		require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "o-7", Executable: Ref("shop.orders", "ship", want), GroupID: "g1"}))
 
-		raw, err := s.q.Peek(ctx, "o-7")
+		raw, err := envelopeOf(ctx, s.q, "o-7")
 		require.NoError(t, err)
 		require.Contains(t, raw, `"a<b>&c"`, "stored JSON is not HTML-escaped")
 		require.Contains(t, raw, `"big":9223372036854775807`)
@@ -98,8 +99,8 @@ func TestRoundTripTypedArgs(t *testing.T) {
 		require.NoError(t, d.Spec.Executable.Run(ctx))
 		require.Equal(t, want, <-got)
 		require.NoError(t, s.q.Ack(ctx, d))
-		require.Equal(t, Stats{}, s.stats(t))
-		_, err = s.q.Peek(ctx, "o-7")
+		require.Equal(t, Counts{}, s.counts(t))
+		_, err = s.adm.Inspect(ctx, "o-7")
 		require.ErrorIs(t, err, ErrNotFound, "finished tasks leave Redis")
 	})
 }
@@ -112,18 +113,18 @@ func TestEnqueueIdempotent(t *testing.T) {
 		require.NoError(t, s.q.Enqueue(ctx, spec))
 		require.NoError(t, s.q.Enqueue(ctx, spec), "same id and content: no-op")
 		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("same", Ref("m", "f", addArgs{A: 1}))), "created_at differs, content same")
-		require.Equal(t, int64(1), s.stats(t).Pending)
+		require.Equal(t, int64(1), s.counts(t).Pending)
 
 		err := s.q.Enqueue(ctx, NewTaskSpec("same", Ref("m", "f", addArgs{A: 2})))
 		require.ErrorIs(t, err, ErrTaskIDConflict)
-		require.Equal(t, int64(1), s.stats(t).Pending)
+		require.Equal(t, int64(1), s.counts(t).Pending)
 
 		// Once completed, a replay of the enqueue within the settled window does not make a second task.
 		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
 		d := s.lease(t, 1)[0]
 		require.NoError(t, s.q.Ack(ctx, d))
 		require.NoError(t, s.q.Enqueue(ctx, spec))
-		require.Equal(t, Stats{}, s.stats(t))
+		require.Equal(t, Counts{}, s.counts(t))
 	})
 }
 
@@ -141,7 +142,7 @@ func TestEnqueueBatch(t *testing.T) {
 		require.ErrorAs(t, err, &ee)
 		require.ErrorIs(t, err, ErrInvalidTaskID)
 		require.ErrorIs(t, err, ErrNotSerializable)
-		require.Equal(t, int64(100), s.stats(t).Pending)
+		require.Equal(t, int64(100), s.counts(t).Pending)
 
 		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
 		ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 1000})
@@ -151,7 +152,7 @@ func TestEnqueueBatch(t *testing.T) {
 			require.Equal(t, fmt.Sprintf("b-%03d", i), d.Spec.TaskID, "FIFO")
 		}
 		require.NoError(t, s.q.Ack(ctx, ds...))
-		require.Equal(t, Stats{}, s.stats(t))
+		require.Equal(t, Counts{}, s.counts(t))
 	})
 }
 
@@ -215,7 +216,7 @@ func TestEnqueueCallsIntoRedisPerTask(t *testing.T) {
 	require.NoError(t, q.EnqueueBatch(ctx, specs))
 	require.Equal(t, map[string]int{"evalsha": 1, "eval": 1, "zmscore": 1, "hsetnx": enqueueChunk, "rpush": 1,
 		"lpush": 1, "ltrim": 1}, commandCalls(t, rdb), "EVALSHA answered NOSCRIPT once, then EVAL ran; pending was empty: one wake-up")
-	st, err := q.Stats(ctx)
+	st, err := countsOf(ctx, q)
 	require.NoError(t, err)
 	require.Equal(t, int64(enqueueChunk), st.Pending)
 }
@@ -334,7 +335,7 @@ func TestFencedAckAfterLeaseLoss(t *testing.T) {
 		require.NoError(t, s.q.Ack(ctx, owner))
 		require.NoError(t, s.q.Ack(ctx, owner), "a repeated ack (a lost reply) succeeds")
 		require.ErrorIs(t, s.q.Ack(ctx, stale), ErrLeaseLost, "the stale owner stays refused after the new owner acked")
-		require.Equal(t, Stats{}, s.stats(t))
+		require.Equal(t, Counts{}, s.counts(t))
 	})
 }
 
@@ -379,9 +380,9 @@ func TestReaperDeadLettersCrashLoop(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, boolInt(i == 3), res.Dead)
 		}
-		st := s.stats(t)
-		require.Equal(t, Stats{Dead: 1}, st)
-		dl, err := s.q.GetDeadLetter(ctx, "crashy")
+		st := s.counts(t)
+		require.Equal(t, Counts{Dead: 1}, st)
+		dl, err := deadLetterOf(ctx, s.q, "crashy")
 		require.NoError(t, err)
 		require.Contains(t, dl.Reason, ErrMaxDeliveries.Error())
 		require.Contains(t, dl.Reason, "3 deliveries")
@@ -403,20 +404,20 @@ func TestRetryAndDelayTiming(t *testing.T) {
 		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
 		require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "later", Executable: Ref("m", "f", nil), ProcessIn: 300 * time.Millisecond}))
 		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("now", Ref("m", "f", nil))))
-		require.Equal(t, Stats{Pending: 1, Scheduled: 1}, s.stats(t))
+		require.Equal(t, Counts{Pending: 1, Scheduled: 1}, s.counts(t))
 
 		d := s.lease(t, 1)[0]
 		require.Equal(t, "now", d.Spec.TaskID)
 		require.NoError(t, s.q.Retry(ctx, d, 500*time.Millisecond, errors.New("boom")))
 		require.NoError(t, s.q.Retry(ctx, d, 500*time.Millisecond, errors.New("boom")), "a repeated retry (lost reply) succeeds")
-		require.Equal(t, Stats{Scheduled: 2}, s.stats(t))
+		require.Equal(t, Counts{Scheduled: 2}, s.counts(t))
 
 		s.advance(200 * time.Millisecond)
 		s.lease(t, 0)
 		s.advance(150 * time.Millisecond)
 		d = s.lease(t, 1)[0]
 		require.Equal(t, "later", d.Spec.TaskID)
-		require.Equal(t, StatusScheduled, d.Spec.Status)
+		require.Equal(t, StateScheduled, d.Spec.Status)
 		require.NoError(t, s.q.Ack(ctx, d))
 		s.lease(t, 0)
 		s.advance(200 * time.Millisecond)
@@ -424,10 +425,10 @@ func TestRetryAndDelayTiming(t *testing.T) {
 		require.Equal(t, "now", d.Spec.TaskID)
 		require.Equal(t, 1, d.Spec.Attempt)
 		require.Equal(t, "boom", d.Spec.LastError)
-		require.Equal(t, StatusRetry, d.Spec.Status)
+		require.Equal(t, StateRetry, d.Spec.Status)
 		require.Equal(t, 1, d.Deliveries, "a retry resets the lost-delivery count")
 		require.NoError(t, s.q.Ack(ctx, d))
-		require.Equal(t, Stats{}, s.stats(t))
+		require.Equal(t, Counts{}, s.counts(t))
 	})
 }
 
@@ -511,9 +512,9 @@ func TestBadInputIsParked(t *testing.T) {
 		require.Equal(t, []string{"fine"}, ids(ds), "only the good task is returned")
 		require.NoError(t, s.q.Ack(ctx, ds...))
 
-		require.Equal(t, Stats{Dead: int64(len(cases))}, s.stats(t))
+		require.Equal(t, Counts{Dead: int64(len(cases))}, s.counts(t))
 		for _, c := range cases {
-			dl, err := s.q.GetDeadLetter(ctx, c.id)
+			dl, err := deadLetterOf(ctx, s.q, c.id)
 			require.NoError(t, err, c.id)
 			require.Contains(t, dl.Reason, c.want.Error(), c.id)
 			require.Equal(t, c.raw, dl.Envelope, "%s: parked with its raw bytes", c.id)
@@ -536,32 +537,30 @@ func TestDeadLetterAdmin(t *testing.T) {
 		for _, d := range s.lease(t, 3) {
 			require.NoError(t, s.q.DeadLetter(ctx, d, fmt.Errorf("%w: gave up", ErrRetriesExhausted)))
 		}
-		require.Equal(t, Stats{Dead: 3}, s.stats(t))
-		dls, err := s.q.DeadLetters(ctx, 0, 10)
+		require.Equal(t, Counts{Dead: 3}, s.counts(t))
+		dls, err := s.adm.List(ctx, StateDead, 0, 10)
 		require.NoError(t, err)
 		require.Len(t, dls, 3)
 		require.Contains(t, dls[0].Reason, "retries exhausted: gave up")
 		require.Contains(t, dls[0].Envelope, `"status":"dead"`)
-		page, err := s.q.DeadLetters(ctx, 2, 10)
+		page, err := s.adm.List(ctx, StateDead, 2, 10)
 		require.NoError(t, err)
 		require.Len(t, page, 1)
 
-		n, err := s.q.RequeueDead(ctx, "d1", "d2", "missing")
+		n, err := s.adm.RequeueDead(ctx, "d1", "d2", "missing")
 		require.NoError(t, err)
 		require.Equal(t, 2, n)
-		n, err = s.q.DeleteDead(ctx, "d3", "d1")
+		n, err = s.adm.DeleteDead(ctx, "d3", "d1")
 		require.NoError(t, err)
 		require.Equal(t, 1, n, "d1 is no longer dead")
-		_, err = s.q.GetDeadLetter(ctx, "d3")
-		require.ErrorIs(t, err, ErrNotFound)
-		_, err = s.q.Peek(ctx, "d3")
+		_, err = s.adm.Inspect(ctx, "d3")
 		require.ErrorIs(t, err, ErrNotFound)
 
 		ds := s.lease(t, 2)
 		require.Equal(t, 0, ds[0].Spec.Attempt, "requeued with a fresh retry budget")
-		require.Equal(t, StatusReady, ds[0].Spec.Status)
+		require.Equal(t, StatePending, ds[0].Spec.Status)
 		require.NoError(t, s.q.Ack(ctx, ds...))
-		require.Equal(t, Stats{}, s.stats(t))
+		require.Equal(t, Counts{}, s.counts(t))
 	})
 }
 
@@ -760,7 +759,7 @@ func TestEnvelopeSizeLimitOnEnqueue(t *testing.T) {
 	s := newMini(t, &RedisConfig{Limits: Limits{MaxEnvelopeBytes: 1024}})
 	err := s.q.Enqueue(context.Background(), NewTaskSpec("big", Ref("m", "f", map[string]string{"x": strings.Repeat("y", 2000)})))
 	require.ErrorIs(t, err, ErrEnvelopeTooLarge)
-	require.Equal(t, Stats{}, s.stats(t))
+	require.Equal(t, Counts{}, s.counts(t))
 }
 
 func TestScriptFlushIsInvisible(t *testing.T) {
@@ -786,16 +785,16 @@ func TestSettledOutcomesAreKeptApart(t *testing.T) {
 		require.NoError(t, s.q.Release(ctx, d), "a repeated release succeeds")
 		require.ErrorIs(t, s.q.Ack(ctx, d), ErrLeaseLost, "an ack after a release of the same delivery is refused")
 		require.ErrorIs(t, s.q.Retry(ctx, d, 0, errors.New("x")), ErrLeaseLost)
-		require.Equal(t, Stats{Pending: 1}, s.stats(t))
+		require.Equal(t, Counts{Pending: 1}, s.counts(t))
 
 		// A deleted dead letter's id can be enqueued again.
 		d = s.lease(t, 1)[0]
 		require.NoError(t, s.q.DeadLetter(ctx, d, errors.New("bad")))
-		n, err := s.q.DeleteDead(ctx, "r")
+		n, err := s.adm.DeleteDead(ctx, "r")
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("r", Ref("m", "f", nil))))
-		require.Equal(t, Stats{Pending: 1}, s.stats(t))
+		require.Equal(t, Counts{Pending: 1}, s.counts(t))
 		require.NoError(t, s.q.Ack(ctx, s.lease(t, 1)...))
 	})
 }
@@ -809,7 +808,7 @@ func TestSettledWindowOff(t *testing.T) {
 	require.NoError(t, s.q.Ack(ctx, s.lease(t, 1)...))
 	require.False(t, s.mr.Exists(s.q.keys.key(keySettled)), "no settled ids are kept")
 	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("x", Ref("m", "f", nil))))
-	require.Equal(t, Stats{Pending: 1}, s.stats(t), "without a window, a completed id runs again")
+	require.Equal(t, Counts{Pending: 1}, s.counts(t), "without a window, a completed id runs again")
 }
 
 func TestMismatchedTaskIDIsParked(t *testing.T) {
@@ -819,7 +818,7 @@ func TestMismatchedTaskIDIsParked(t *testing.T) {
 	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
 	s.writeRaw(t, "stored-as", `{"v":1,"task_id":"claims","status":"ready","created_at":1,"strategy":"reference","resolver_id":"default","serialized_task":{"strategy":"reference","payload":{"module":"m","name":"f"}},"max_retries":0}`)
 	s.lease(t, 0)
-	dl, err := s.q.GetDeadLetter(ctx, "stored-as")
+	dl, err := deadLetterOf(ctx, s.q, "stored-as")
 	require.NoError(t, err)
 	require.Contains(t, dl.Reason, "does not match")
 }
@@ -832,14 +831,14 @@ func TestEnqueueValidatesSpecs(t *testing.T) {
 	require.ErrorIs(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "neg", Executable: Ref("m", "f", nil), MaxRetries: -2}), ErrInvalidConfig)
 	require.ErrorIs(t, s.q.Enqueue(ctx, nil), ErrInvalidConfig)
 	require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "tiny", Executable: Ref("m", "f", nil), ProcessIn: 500 * time.Microsecond}))
-	require.Equal(t, Stats{Scheduled: 1}, s.stats(t), "a sub-millisecond delay is rounded up, not dropped")
+	require.Equal(t, Counts{Scheduled: 1}, s.counts(t), "a sub-millisecond delay is rounded up, not dropped")
 	_, err := s.q.Dequeue(ctx, DequeueOptions{Max: 1, Consumer: "bad name"})
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.ErrorIs(t, s.q.Interrupt(ctx, "a}b"), ErrInvalidConfig)
 
 	// A spec without an id gets a random one.
 	require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{Executable: Ref("m", "f", nil)}))
-	require.Equal(t, int64(1), s.stats(t).Pending)
+	require.Equal(t, int64(1), s.counts(t).Pending)
 }
 
 func TestSuspectsAreLeasedAlone(t *testing.T) {
@@ -899,7 +898,7 @@ func TestTokensNeverRepeatAfterAnEmptyRestart(t *testing.T) {
 		require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
 		require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("x", Ref("m", "f", nil))))
 		stale := s.lease(t, 1)[0]
-		now, err := s.q.ServerTime(ctx)
+		now, err := s.adm.ServerTime(ctx)
 		require.NoError(t, err)
 		require.Greater(t, stale.Token, (now.UnixMilli()-60_000)*256, "the counter starts from the server clock")
 
@@ -913,7 +912,7 @@ func TestTokensNeverRepeatAfterAnEmptyRestart(t *testing.T) {
 		require.ErrorIs(t, s.q.Ack(ctx, stale), ErrLeaseLost)
 		require.NoError(t, s.q.Ack(ctx, owner))
 		require.NoError(t, s.q.Ack(ctx, owner), "repeated ack with a large token")
-		require.Equal(t, Stats{}, s.stats(t))
+		require.Equal(t, Counts{}, s.counts(t))
 	})
 }
 
@@ -932,7 +931,7 @@ func TestOutcomeResendAfterItRan(t *testing.T) {
 		for range 2 {
 			require.NoError(t, s.q.Retry(ctx, dr, time.Hour, cause))
 			require.NoError(t, s.q.DeadLetter(ctx, dd, cause))
-			require.Equal(t, Stats{Scheduled: 1, Dead: 1}, s.stats(t))
+			require.Equal(t, Counts{Scheduled: 1, Dead: 1}, s.counts(t))
 		}
 		raw, err := s.rdb.HGet(ctx, s.q.keys.key(keyTasks), "r").Result()
 		require.NoError(t, err)
@@ -942,6 +941,6 @@ func TestOutcomeResendAfterItRan(t *testing.T) {
 		require.ErrorIs(t, s.q.DeadLetter(ctx, dr, cause), ErrLeaseLost, "another outcome")
 		require.ErrorIs(t, s.q.Retry(ctx, dr, time.Hour, errors.New("other")), ErrLeaseLost, "another error")
 		require.ErrorIs(t, s.q.Retry(ctx, dd, time.Hour, cause), ErrLeaseLost)
-		require.Equal(t, Stats{Scheduled: 1, Dead: 1}, s.stats(t))
+		require.Equal(t, Counts{Scheduled: 1, Dead: 1}, s.counts(t))
 	})
 }

@@ -70,12 +70,12 @@ func TestWorkerLostOutcomeReply(t *testing.T) {
 		call    func([]byte) bool
 		result  error
 		event   EventKind
-		want    Stats
+		want    Counts
 		attempt int
 	}{
-		{"ack", scriptCall(ackScript, ""), nil, EventSucceeded, Stats{}, 0},
-		{"retry", scriptCall(settleScript, "retry"), errors.New("boom"), EventRetried, Stats{Scheduled: 1}, 1},
-		{"dead", scriptCall(settleScript, "dead"), fmt.Errorf("%w: bad input", ErrSkipRetry), EventDead, Stats{Dead: 1}, 0},
+		{"ack", scriptCall(ackScript, ""), nil, EventSucceeded, Counts{}, 0},
+		{"retry", scriptCall(settleScript, "retry"), errors.New("boom"), EventRetried, Counts{Scheduled: 1}, 1},
+		{"dead", scriptCall(settleScript, "dead"), fmt.Errorf("%w: bad input", ErrSkipRetry), EventDead, Counts{Dead: 1}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -92,7 +92,7 @@ func TestWorkerLostOutcomeReply(t *testing.T) {
 			w := startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1, ReapInterval: -1,
 				Backoff: func(int, error) time.Duration { return time.Hour }}, rec))
 			waitFor(t, 10*time.Second, "the outcome recorded or given up", func() bool {
-				return s.stats(t) == tc.want || rec.count(EventQueueError)+rec.count(EventLeaseLost) > 0
+				return s.counts(t) == tc.want || rec.count(EventQueueError)+rec.count(EventLeaseLost) > 0
 			})
 			require.NoError(t, stopWorker(t, w, 10*time.Second)) // every event is out once Stop returns
 
@@ -101,8 +101,8 @@ func TestWorkerLostOutcomeReply(t *testing.T) {
 			require.Zero(t, rec.count(EventLeaseLost))
 			require.Equal(t, 1, rec.count(tc.event), "%s reported once", tc.event)
 			require.Equal(t, int32(1), runs.Load(), "run once")
-			require.Equal(t, tc.want, s.stats(t), "recorded once: not pushed twice")
-			if tc.want != (Stats{}) {
+			require.Equal(t, tc.want, s.counts(t), "recorded once: not pushed twice")
+			if tc.want != (Counts{}) {
 				raw, err := s.rdb.HGet(ctx, s.q.keys.key(keyTasks), "t1").Result()
 				require.NoError(t, err)
 				env, err := decodeEnvelope([]byte(raw), s.q.cfg.Limits)
@@ -198,7 +198,7 @@ func TestWorkerResendsAckThroughTryAgain(t *testing.T) {
 	require.Zero(t, rec.count(EventLeaseLost))
 	require.Equal(t, int32(refused), acks.refused.Load())
 	require.Equal(t, int32(1), acks.passed.Load(), "resent until it landed, once")
-	require.Equal(t, Stats{}, s.stats(t))
+	require.Equal(t, Counts{}, s.counts(t))
 	require.Equal(t, int32(1), runs.Load())
 }
 
@@ -222,7 +222,7 @@ func TestWorkerResendsLeaseRenewalThroughTryAgain(t *testing.T) {
 	rec := &recorder{}
 	w := startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1, Heartbeat: 200 * time.Millisecond, ReapInterval: -1}, rec))
 	require.NoError(t, <-cancelled, "the task kept its lease")
-	waitFor(t, 5*time.Second, "the ack", func() bool { return s.stats(t) == Stats{} })
+	waitFor(t, 5*time.Second, "the ack", func() bool { return s.counts(t) == Counts{} })
 	require.NoError(t, stopWorker(t, w, 10*time.Second))
 	require.Equal(t, int32(2), renewals.refused.Load())
 	require.Zero(t, rec.count(EventQueueError), "the renewal was resent, not reported")

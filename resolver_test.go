@@ -59,7 +59,7 @@ func refRoundTrip[T any](t *testing.T, args T) (T, []byte) {
 	require.NoError(t, Register(ref, "tests.types", "echo", func(_ context.Context, a T) error { got <- a; return nil }))
 	spec, err := NewTaskSpec("t1", Ref("tests.types", "echo", args)).Serialized(reg)
 	require.NoError(t, err)
-	env := &envelope{TaskID: spec.TaskID, Status: StatusReady, Strategy: spec.SerializedTask.Strategy,
+	env := &envelope{TaskID: spec.TaskID, Status: StatePending, Strategy: spec.SerializedTask.Strategy,
 		ResolverID: spec.ResolverID, SerializedTask: *spec.SerializedTask}
 	raw, err := env.marshal()
 	require.NoError(t, err)
@@ -679,7 +679,7 @@ func TestReference_RoundTripThroughRedis(t *testing.T) {
 	spec.GroupID = "etl_batch"
 	require.NoError(t, s.q.Enqueue(ctx, spec))
 
-	stored, err := s.q.Peek(ctx, "rt-1")
+	stored, err := envelopeOf(ctx, s.q, "rt-1")
 	require.NoError(t, err)
 	require.NotContains(t, stored, `\u003c`)
 	require.Contains(t, stored, `"label":"<b>\"héllo\" & 😀</b>"`)

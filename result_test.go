@@ -42,8 +42,8 @@ func TestResultRoundTrip(t *testing.T) {
 		require.NoError(t, err)
 		require.InDelta(t, time.Hour.Seconds(), d.Seconds(), 5)
 
-		waitFor(t, 10*time.Second, "the big one dead-lettered", func() bool { return s.stats(t).Dead == 1 })
-		dl, err := s.q.GetDeadLetter(ctx, "big-1")
+		waitFor(t, 10*time.Second, "the big one dead-lettered", func() bool { return s.counts(t).Dead == 1 })
+		dl, err := deadLetterOf(ctx, s.q, "big-1")
 		require.NoError(t, err)
 		require.Contains(t, dl.Reason, ErrResultTooLarge.Error())
 		require.Contains(t, dl.Reason, "limit 64")
@@ -86,7 +86,6 @@ func TestSetResultErrors(t *testing.T) {
 type resultQueue interface {
 	TaskQueue
 	Result(ctx context.Context, taskID string) (json.RawMessage, error)
-	Stats(ctx context.Context) (Stats, error)
 }
 
 // registerResultTasks registers m.sum (RegisterResult), m.set (SetResult, its error returned) and m.big (a result
@@ -121,7 +120,7 @@ func checkResultsThroughWorker(t *testing.T, q resultQueue, exe func(name string
 	}
 	require.NoError(t, q.Enqueue(ctx, NewTaskSpec("big-1", exe("big", addArgs{}))))
 	waitFor(t, 10*time.Second, "every task's first run settled", func() bool {
-		st, err := q.Stats(ctx)
+		st, err := countsOf(ctx, q)
 		return err == nil && st.Pending+st.Active == 0 && rec.count(EventStarted) >= len(ids)+1
 	})
 	for i, id := range ids {
@@ -134,7 +133,7 @@ func checkResultsThroughWorker(t *testing.T, q resultQueue, exe func(name string
 		require.Equal(t, want, string(raw))
 	}
 	require.Equal(t, len(ids), rec.count(EventSucceeded), "SetResult never failed a run")
-	st, err := q.Stats(ctx)
+	st, err := countsOf(ctx, q)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), st.Dead, "a result over the limit fails its task")
 	_, err = q.Result(ctx, "big-1")

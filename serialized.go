@@ -83,7 +83,7 @@ func (l Limits) validate() error {
 type envelope struct {
 	V              int
 	TaskID         string
-	Status         TaskStatus
+	Status         State
 	CreatedAt      float64 // Unix seconds, as in the seed
 	Strategy       string
 	ResolverID     string
@@ -226,7 +226,7 @@ func (d *envDecoder) member(key []byte) error {
 	case fieldStatus:
 		var s string
 		err := d.stringField("status", &s, false)
-		e.Status = TaskStatus(s)
+		e.Status = stateOfStatus(s)
 		return err
 	case fieldCreatedAt:
 		return d.floatField("created_at", &e.CreatedAt)
@@ -308,18 +308,20 @@ func (d *envDecoder) stringAt(depth int, name string, dst *string, nullable bool
 func internString(raw []byte, escaped bool) string {
 	if !escaped {
 		switch string(raw) {
-		case string(StatusReady):
-			return string(StatusReady)
+		case string(StatePending):
+			return string(StatePending)
 		case StrategyReference:
 			return StrategyReference
 		case DefaultResolverID:
 			return DefaultResolverID
-		case string(StatusRetry):
-			return string(StatusRetry)
-		case string(StatusDead):
-			return string(StatusDead)
-		case string(StatusScheduled):
-			return string(StatusScheduled)
+		case string(StateRetry):
+			return string(StateRetry)
+		case string(StateDead):
+			return string(StateDead)
+		case string(StateScheduled):
+			return string(StateScheduled)
+		case statusReady: // the seed's name of pending, in envelopes written before it was renamed
+			return statusReady
 		}
 	}
 	return stringValue(raw, escaped)

@@ -16,7 +16,7 @@ import (
 )
 
 // validV1 is a version 1 envelope as this package writes it.
-const validV1 = `{"v":1,"task_id":"t1","status":"ready","created_at":1719300000.5,"strategy":"reference",` +
+const validV1 = `{"v":1,"task_id":"t1","status":"pending","created_at":1719300000.5,"strategy":"reference",` +
 	`"resolver_id":"default","serialized_task":{"strategy":"reference","payload":{"module":"examples.tasks",` +
 	`"name":"extract_data","args":{"n":1}}},"group_id":"etl_batch","attempt":2,"max_retries":5,"timeout_ms":1500,` +
 	`"last_error":"boom","failed_at":1719300001.25}`
@@ -44,7 +44,7 @@ func TestDecodeEnvelope_SeedDataFormatExample(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 0, e.V, "no \"v\" is the seed's version 0")
 	require.Equal(t, "extract_data", e.TaskID)
-	require.Equal(t, StatusReady, e.Status)
+	require.Equal(t, StatePending, e.Status)
 	require.Equal(t, 1719300000.0, e.CreatedAt)
 	require.Equal(t, StrategyReference, e.Strategy)
 	require.Equal(t, DefaultResolverID, e.ResolverID)
@@ -70,7 +70,7 @@ func TestDecodeEnvelope_V1(t *testing.T) {
 	e, err := decodeEnvelope([]byte(validV1), envLimits())
 	require.NoError(t, err)
 	require.Equal(t, &envelope{
-		V: 1, TaskID: "t1", Status: StatusReady, CreatedAt: 1719300000.5, Strategy: StrategyReference,
+		V: 1, TaskID: "t1", Status: StatePending, CreatedAt: 1719300000.5, Strategy: StrategyReference,
 		ResolverID: DefaultResolverID,
 		SerializedTask: SerializedTask{Strategy: StrategyReference,
 			Payload: json.RawMessage(`{"module":"examples.tasks","name":"extract_data","args":{"n":1}}`)},
@@ -79,6 +79,18 @@ func TestDecodeEnvelope_V1(t *testing.T) {
 	out, err := e.marshal()
 	require.NoError(t, err)
 	require.Equal(t, validV1, string(out), "a v1 envelope is rewritten byte for byte")
+}
+
+// The seed's "ready" stays valid on read: it is pending, and an envelope rewritten says so in today's word.
+func TestDecodeEnvelope_ReadyReadsAsPending(t *testing.T) {
+	t.Parallel()
+	ready := v1With(t, `"status":"pending"`, `"status":"ready"`)
+	e, err := decodeEnvelope([]byte(ready), envLimits())
+	require.NoError(t, err)
+	require.Equal(t, StatePending, e.Status)
+	out, err := e.marshal()
+	require.NoError(t, err)
+	require.Equal(t, validV1, string(out), "rewritten byte for byte but for the status's name")
 }
 
 func TestDecodeEnvelope_DoesNotAliasInput(t *testing.T) {
@@ -123,8 +135,8 @@ func TestDecodeEnvelope_Accepts(t *testing.T) {
 			func(t *testing.T, e *envelope) { require.Equal(t, 0, e.V) }},
 		{"v after the other fields", `{` + strings.TrimPrefix(validV1, `{"v":1,`)[:len(validV1)-len(`{"v":1,`)-1] + `,"v":1}`,
 			func(t *testing.T, e *envelope) { require.Equal(t, 1, e.V) }},
-		{"status outside the known set", v1With(t, `"status":"ready"`, `"status":"running"`),
-			func(t *testing.T, e *envelope) { require.Equal(t, TaskStatus("running"), e.Status) }},
+		{"status outside the known set", v1With(t, `"status":"pending"`, `"status":"running"`),
+			func(t *testing.T, e *envelope) { require.Equal(t, State("running"), e.Status) }},
 		{"20-digit integer in payload kept exact", v1With(t, `"args":{"n":1}`, `"args":{"n":12345678901234567890123}`),
 			func(t *testing.T, e *envelope) {
 				require.Contains(t, string(e.SerializedTask.Payload), `12345678901234567890123`)
@@ -186,10 +198,10 @@ func TestDecodeEnvelope_Rejects(t *testing.T) {
 		{"surrogate in a key", v1With(t, `"last_error"`, `"last_error\ud800"`), ErrMalformedEnvelope, "surrogate"},
 
 		// Duplicate and case-variant keys, written plainly or with escapes, at every level.
-		{"duplicate key", v1With(t, `"status":"ready"`, `"status":"ready","status":"dead"`), ErrMalformedEnvelope, `duplicate or case-variant key "status"`},
-		{"case-variant duplicate", v1With(t, `"status":"ready"`, `"status":"ready","Status":"dead"`), ErrMalformedEnvelope, `case-variant key "Status"`},
-		{"escaped duplicate", v1With(t, `"status":"ready"`, `"status":"ready","st\u0061tus":"dead"`), ErrMalformedEnvelope, `duplicate or case-variant key "status"`},
-		{"escaped case-variant duplicate", v1With(t, `"status":"ready"`, `"status":"ready","\u0053TATUS":"dead"`), ErrMalformedEnvelope, `"STATUS"`},
+		{"duplicate key", v1With(t, `"status":"pending"`, `"status":"pending","status":"dead"`), ErrMalformedEnvelope, `duplicate or case-variant key "status"`},
+		{"case-variant duplicate", v1With(t, `"status":"pending"`, `"status":"pending","Status":"dead"`), ErrMalformedEnvelope, `case-variant key "Status"`},
+		{"escaped duplicate", v1With(t, `"status":"pending"`, `"status":"pending","st\u0061tus":"dead"`), ErrMalformedEnvelope, `duplicate or case-variant key "status"`},
+		{"escaped case-variant duplicate", v1With(t, `"status":"pending"`, `"status":"pending","\u0053TATUS":"dead"`), ErrMalformedEnvelope, `"STATUS"`},
 		{"duplicate v", v1With(t, `"v":1`, `"v":1,"v":1`), ErrMalformedEnvelope, `"v"`},
 		{"duplicate unknown key", v1With(t, `"attempt":2`, `"attempt":2,"x":1,"x":2`), ErrMalformedEnvelope, `"x"`},
 		{"duplicate in serialized_task", v1With(t, `{"strategy":"reference","payload"`, `{"strategy":"reference","strategy":"reference","payload"`), ErrMalformedEnvelope, "duplicate"},
@@ -208,8 +220,8 @@ func TestDecodeEnvelope_Rejects(t *testing.T) {
 		// Wrong types.
 		{"task_id number", v1With(t, `"task_id":"t1"`, `"task_id":1`), ErrMalformedEnvelope, `field "task_id": not a string`},
 		{"task_id null", v1With(t, `"task_id":"t1"`, `"task_id":null`), ErrMalformedEnvelope, `field "task_id": not a string`},
-		{"status null", v1With(t, `"status":"ready"`, `"status":null`), ErrMalformedEnvelope, `field "status": not a string`},
-		{"status object", v1With(t, `"status":"ready"`, `"status":{"a":[1]}`), ErrMalformedEnvelope, `field "status": not a string`},
+		{"status null", v1With(t, `"status":"pending"`, `"status":null`), ErrMalformedEnvelope, `field "status": not a string`},
+		{"status object", v1With(t, `"status":"pending"`, `"status":{"a":[1]}`), ErrMalformedEnvelope, `field "status": not a string`},
 		{"created_at string", v1With(t, `"created_at":1719300000.5`, `"created_at":"1719300000.5"`), ErrMalformedEnvelope, `field "created_at": not a number`},
 		{"created_at null", v1With(t, `"created_at":1719300000.5`, `"created_at":null`), ErrMalformedEnvelope, `field "created_at": not a number`},
 		{"created_at out of range", v1With(t, `"created_at":1719300000.5`, `"created_at":1e400`), ErrMalformedEnvelope, `out of range`},
@@ -365,11 +377,11 @@ func TestEnvelope_KeepsUnknownFields(t *testing.T) {
 
 func TestEnvelopeMarshal_FieldNamesAndOrder(t *testing.T) {
 	t.Parallel()
-	e := &envelope{TaskID: "t", Status: StatusReady, CreatedAt: 1.5, Strategy: "reference", ResolverID: "default",
+	e := &envelope{TaskID: "t", Status: StatePending, CreatedAt: 1.5, Strategy: "reference", ResolverID: "default",
 		SerializedTask: SerializedTask{Strategy: "reference", Payload: json.RawMessage(`{"module":"m","name":"n"}`)}}
 	out, err := e.marshal()
 	require.NoError(t, err)
-	require.Equal(t, `{"v":1,"task_id":"t","status":"ready","created_at":1.5,"strategy":"reference","resolver_id":"default",`+
+	require.Equal(t, `{"v":1,"task_id":"t","status":"pending","created_at":1.5,"strategy":"reference","resolver_id":"default",`+
 		`"serialized_task":{"strategy":"reference","payload":{"module":"m","name":"n"}}}`, string(out),
 		"max_retries 0 (the worker's default) is left out, as absent reads as 0")
 
@@ -404,7 +416,7 @@ func TestEnvelopeMarshal_FieldNamesAndOrder(t *testing.T) {
 type referenceEnvelope struct {
 	V              int               `json:"v"`
 	TaskID         string            `json:"task_id"`
-	Status         TaskStatus        `json:"status"`
+	Status         State             `json:"status"`
 	CreatedAt      float64           `json:"created_at"`
 	Strategy       string            `json:"strategy"`
 	ResolverID     string            `json:"resolver_id"`
@@ -438,7 +450,7 @@ func TestEnvelopeMarshal_MatchesEncodingJSON(t *testing.T) {
 	floats := []float64{0, 1, 1.5, 1719300000.123, 1e-7, 1e-6, 123456789e-15, 1e20, 1e21, 1.7976931348623157e308,
 		5e-324, 0.000001234}
 	for i, s := range texts {
-		e := &envelope{TaskID: "t", Status: TaskStatus(s), CreatedAt: floats[i%len(floats)], Strategy: s,
+		e := &envelope{TaskID: "t", Status: State(s), CreatedAt: floats[i%len(floats)], Strategy: s,
 			ResolverID: "r", GroupID: s, LastError: s, Attempt: i, MaxRetries: i - 1, TimeoutMS: int64(i) << 40,
 			FailedAt:       floats[(i+3)%len(floats)],
 			SerializedTask: SerializedTask{Strategy: s, Payload: json.RawMessage(" {\n \"a\" : [ 1 , \"x y\\\" z\" ] ,\"<\":\"&\" }\t")}}
@@ -459,7 +471,7 @@ func TestEnvelopeMarshal_MatchesEncodingJSON(t *testing.T) {
 
 func TestEnvelopeMarshal_NoHTMLEscaping(t *testing.T) {
 	t.Parallel()
-	e := &envelope{TaskID: "t<1>", Status: StatusReady, Strategy: "reference", ResolverID: "default", GroupID: "a&b",
+	e := &envelope{TaskID: "t<1>", Status: StatePending, Strategy: "reference", ResolverID: "default", GroupID: "a&b",
 		LastError: "x < y && y > z", SerializedTask: SerializedTask{Strategy: "reference",
 			Payload: json.RawMessage(`{"module":"m","name":"n","args":{"html":"<script>&</script>"}}`)}}
 	out, err := e.marshal()
@@ -570,7 +582,7 @@ func benchEnvelope(tb testing.TB) *envelope {
 	if len(payload) < 190 || len(payload) > 210 {
 		tb.Fatalf("payload is %d bytes", len(payload))
 	}
-	return &envelope{V: 1, TaskID: "extract_data-0001", Status: StatusReady, CreatedAt: 1719300000.123,
+	return &envelope{V: 1, TaskID: "extract_data-0001", Status: StatePending, CreatedAt: 1719300000.123,
 		Strategy: StrategyReference, ResolverID: DefaultResolverID,
 		SerializedTask: SerializedTask{Strategy: StrategyReference, Payload: []byte(payload)},
 		GroupID:        "etl_batch", MaxRetries: 3, TimeoutMS: 30000}

@@ -59,8 +59,8 @@ func NewShardedQueue(rdb redis.UniversalClient, keyPrefix string, shards int, re
 // KeyPrefix returns the queue's key prefix, without the shard suffix.
 func (s *ShardedQueue) KeyPrefix() string { return s.prefix }
 
-// Shards returns the shards, in order, for the operator's calls on one of them ([RedisTaskQueue.DeadLetters],
-// [RedisTaskQueue.List], [RedisTaskQueue.Purge], …).
+// Shards returns the shards, in order. [NewAdmin] administers them all at once; an Admin of one shard works on
+// that shard alone.
 func (s *ShardedQueue) Shards() []*RedisTaskQueue { return append([]*RedisTaskQueue(nil), s.shards...) }
 
 // ShardOf returns the index of the shard that holds taskID.
@@ -381,39 +381,3 @@ func (s *ShardedQueue) all() [][]struct{} {
 	}
 	return g
 }
-
-// Stats returns the counts of every shard added up.
-func (s *ShardedQueue) Stats(ctx context.Context) (Stats, error) {
-	res := make([]Stats, len(s.shards))
-	errs := make([]error, len(s.shards))
-	each(s.all(), func(k int) { res[k], errs[k] = s.shards[k].Stats(ctx) })
-	var sum Stats
-	for _, r := range res {
-		sum.Pending += r.Pending
-		sum.Active += r.Active
-		sum.Scheduled += r.Scheduled
-		sum.Dead += r.Dead
-	}
-	return sum, errors.Join(errs...)
-}
-
-// Pause pauses pickup on every shard ([RedisTaskQueue.Pause]).
-func (s *ShardedQueue) Pause(ctx context.Context) error {
-	errs := make([]error, len(s.shards))
-	for i, q := range s.shards {
-		errs[i] = q.Pause(ctx)
-	}
-	return errors.Join(errs...)
-}
-
-// Resume resumes pickup on every shard ([RedisTaskQueue.Resume]).
-func (s *ShardedQueue) Resume(ctx context.Context) error {
-	errs := make([]error, len(s.shards))
-	for i, q := range s.shards {
-		errs[i] = q.Resume(ctx)
-	}
-	return errors.Join(errs...)
-}
-
-// Check checks the server (every primary on a Cluster), as [RedisTaskQueue.Check] does.
-func (s *ShardedQueue) Check(ctx context.Context) (CheckReport, error) { return s.shards[0].Check(ctx) }

@@ -81,8 +81,8 @@ func drainSharded(t testing.TB, c *testCluster, cc *redis.ClusterClient, prefix 
 	waitFor(t, 2*time.Minute, "every task to run", func() bool { return ran.Load() >= int64(n) })
 	took = time.Since(start)
 	waitFor(t, 10*time.Second, "every ack", func() bool {
-		st, err := q.Stats(ctx)
-		return err == nil && st == Stats{}
+		st, err := countsOf(ctx, q)
+		return err == nil && st == Counts{}
 	})
 	for i, c1 := range c.primaryCPU(t) {
 		busiest = max(busiest, c1-cpu0[i])

@@ -97,13 +97,13 @@ func TestShardedQueueEnqueueSpreadsByTaskID(t *testing.T) {
 	require.NoError(t, q.EnqueueBatch(ctx, specs), "idempotent")
 	require.NoError(t, q.Enqueue(ctx, specs[7]), "idempotent")
 	for i, s := range q.Shards() {
-		st, err := s.Stats(ctx)
+		st, err := countsOf(ctx, s)
 		require.NoError(t, err)
 		require.Greater(t, st.Pending, int64(25), "shard %d holds its share", i)
 	}
-	st, err := q.Stats(ctx)
+	st, err := countsOf(ctx, q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Pending: 200}, st)
+	require.Equal(t, Counts{Pending: 200}, st)
 
 	// Conflicts and bad specs are reported at their index in the caller's batch.
 	batch := []*TaskSpec{shardTask("new-1", 1), shardTask("t5", 99), nil, shardTask("new-2", 2), shardTask("t150", 0)}
@@ -118,13 +118,13 @@ func TestShardedQueueEnqueueSpreadsByTaskID(t *testing.T) {
 		}
 	}
 	require.ElementsMatch(t, []int{1, 2, 4}, idx)
-	st, err = q.Stats(ctx)
+	st, err = countsOf(ctx, q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Pending: 202}, st)
+	require.Equal(t, Counts{Pending: 202}, st)
 
 	// A spec without an id gets one, which picks its shard.
 	require.NoError(t, q.Enqueue(ctx, NewTaskSpec("", Ref("s", "work", shardArgs{}))))
-	st, err = q.Stats(ctx)
+	st, err = countsOf(ctx, q)
 	require.NoError(t, err)
 	require.Equal(t, int64(203), st.Pending)
 }
@@ -159,9 +159,9 @@ func TestShardedQueueDequeueRotates(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, lost)
 	require.NoError(t, q.Ack(ctx, all...))
-	st, err := q.Stats(ctx)
+	st, err := countsOf(ctx, q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Pending: 4}, st)
+	require.Equal(t, Counts{Pending: 4}, st)
 }
 
 // An idle pickup blocks on every shard at once: work on any shard wakes it, Interrupt ends it, and it leaves no
@@ -274,12 +274,12 @@ func TestShardedQueueDelayedTask(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, ds, 1)
 	require.NoError(t, q.DeadLetter(ctx, ds[0], errors.New("parked")))
-	dead, err := q.Shards()[2].DeadLetters(ctx, 0, 10)
+	dead, err := mustAdmin(q.Shards()[2]).List(ctx, StateDead, 0, 10)
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
-	st, err := q.Stats(ctx)
+	st, err := countsOf(ctx, q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Dead: 1}, st)
+	require.Equal(t, Counts{Dead: 1}, st)
 }
 
 // A worker drains a sharded queue, every task once; reaping and pausing cover every shard.
@@ -287,7 +287,7 @@ func TestShardedQueueWorker(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	q, _, runs := newSharded(t, 4)
-	require.NoError(t, q.Pause(ctx))
+	require.NoError(t, mustAdmin(q).Pause(ctx))
 	var specs []*TaskSpec
 	for i := range 300 {
 		specs = append(specs, shardTask(fmt.Sprintf("w%d", i), i))
@@ -296,18 +296,18 @@ func TestShardedQueueWorker(t *testing.T) {
 	ds, err := q.Dequeue(ctx, DequeueOptions{Max: 10})
 	require.NoError(t, err)
 	require.Empty(t, ds, "paused on every shard")
-	require.NoError(t, q.Resume(ctx))
+	require.NoError(t, mustAdmin(q).Resume(ctx))
 	res, err := q.Reap(ctx)
 	require.NoError(t, err)
 	require.Equal(t, ReapResult{}, res)
-	_, err = q.Check(ctx)
+	_, err = mustAdmin(q).Check(ctx)
 	require.NoError(t, err)
 
 	startWorker(t, q, &WorkerConfig{Concurrency: 8, Logger: quiet(nil).Logger, Name: "sharded-worker"})
 	waitFor(t, 20*time.Second, "the queue to drain", func() bool {
-		st, err := q.Stats(ctx)
+		st, err := countsOf(ctx, q)
 		runs.mu.Lock()
 		defer runs.mu.Unlock()
-		return err == nil && runs.total == 300 && st == Stats{}
+		return err == nil && runs.total == 300 && st == Counts{}
 	})
 }

@@ -67,7 +67,7 @@ func (s *setup) withQueue(t *testing.T, cfg *RedisConfig) (*RedisTaskQueue, *rec
 
 func (s *setup) stored(t *testing.T, id string) string {
 	t.Helper()
-	raw, err := s.q.Peek(context.Background(), id)
+	raw, err := envelopeOf(context.Background(), s.q, id)
 	require.NoError(t, err)
 	return raw
 }
@@ -114,7 +114,7 @@ func TestSigningSurvivesRetryDeadLetterAndRequeue(t *testing.T) {
 		d := lease()
 		require.Equal(t, 1, d.Spec.Attempt)
 		require.NoError(t, q.DeadLetter(ctx, d, errors.New("give up")))
-		n, err := q.RequeueDead(ctx, "t1")
+		n, err := mustAdmin(q).RequeueDead(ctx, "t1")
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		require.True(t, strings.HasSuffix(s.stored(t, "t1"), sig), "the signature is written back as it was")
@@ -122,7 +122,7 @@ func TestSigningSurvivesRetryDeadLetterAndRequeue(t *testing.T) {
 		require.Equal(t, 0, d.Spec.Attempt)
 		require.NoError(t, q.Ack(ctx, d))
 		require.Equal(t, int64(3), rec.resolved.Load())
-		require.Equal(t, Stats{}, s.stats(t))
+		require.Equal(t, Counts{}, s.counts(t))
 	})
 }
 
@@ -184,9 +184,9 @@ func TestSigningRefusesAndParks(t *testing.T) {
 	require.Equal(t, int64(1), rec.resolved.Load(), "no unverified task reaches the resolver")
 	require.NoError(t, worker.Ack(ctx, ds...))
 
-	require.Equal(t, Stats{Dead: int64(len(cases))}, s.stats(t), "parked, not dropped, not retried")
+	require.Equal(t, Counts{Dead: int64(len(cases))}, s.counts(t), "parked, not dropped, not retried")
 	for _, c := range cases {
-		dl, err := s.q.GetDeadLetter(ctx, c.id)
+		dl, err := deadLetterOf(ctx, s.q, c.id)
 		require.NoError(t, err, c.id)
 		require.Contains(t, dl.Reason, ErrSignature.Error(), c.id)
 		require.Contains(t, dl.Reason, string(c.problem), c.id)
@@ -194,7 +194,7 @@ func TestSigningRefusesAndParks(t *testing.T) {
 			require.Equal(t, c.raw, dl.Envelope, "%s: parked with its raw bytes", c.id)
 		}
 	}
-	dl, err := s.q.GetDeadLetter(ctx, "unknown-kid")
+	dl, err := deadLetterOf(ctx, s.q, "unknown-kid")
 	require.NoError(t, err)
 	require.Contains(t, dl.Reason, `(key id "k9")`)
 }
@@ -248,7 +248,7 @@ func TestSigningRotation(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, ds)
 	require.Zero(t, rec.resolved.Load())
-	dl, err := s.q.GetDeadLetter(ctx, "late-k1")
+	dl, err := deadLetterOf(ctx, s.q, "late-k1")
 	require.NoError(t, err)
 	require.Contains(t, dl.Reason, string(SignatureUnknownKey))
 }
@@ -270,7 +270,7 @@ func TestSigningAllowUnsigned(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"plain"}, ids(ds), "unsigned accepted; a bad signature is still refused")
 	require.NoError(t, worker.Ack(ctx, ds...))
-	require.Equal(t, Stats{Dead: 1}, s.stats(t))
+	require.Equal(t, Counts{Dead: 1}, s.counts(t))
 }
 
 // A queue without signing neither signs nor checks: it reads signed envelopes (even with a MAC it cannot check)
@@ -404,7 +404,7 @@ func TestSigningMessageIsUnambiguous(t *testing.T) {
 	shifted.Sig = e.Sig
 	require.ErrorIs(t, sg.verify(shifted), ErrSignature)
 	unsignedFields := base()
-	unsignedFields.Status, unsignedFields.Attempt, unsignedFields.LastError, unsignedFields.FailedAt = StatusDead, 7, "x", 5
+	unsignedFields.Status, unsignedFields.Attempt, unsignedFields.LastError, unsignedFields.FailedAt = StateDead, 7, "x", 5
 	unsignedFields.Sig = e.Sig
 	require.NoError(t, sg.verify(unsignedFields))
 	empty, emptyObject := base(), base()
@@ -510,7 +510,7 @@ func TestSigningCoversGroupMembers(t *testing.T) {
 		res, err := run.Wait(ctx, &WaitOptions{Timeout: 10 * time.Second})
 		require.NoError(t, err)
 		require.Equal(t, 3, res.Succeeded)
-		st, err := s.q.Stats(ctx)
+		st, err := countsOf(ctx, s.q)
 		require.NoError(t, err)
 		require.Zero(t, st.Dead)
 	})

@@ -110,7 +110,7 @@ func TestChaosSoak(t *testing.T) {
 		require.NoError(t, q.Enqueue(ctx, taskSpec(id)))
 	}
 	waitLedger(t, ledger, 30*time.Second, "the warm-up", func(es []ledgerEntry) bool { return len(ledgerCount(es, "done")) == len(ids) })
-	waitStats(t, q, 10*time.Second, Stats{})
+	waitStats(t, q, 10*time.Second, Counts{})
 	baseKeys := soakKeys(t, srv)
 	base := sample()
 
@@ -223,7 +223,7 @@ func TestChaosSoak(t *testing.T) {
 		}
 		return true
 	})
-	waitStats(t, q, 30*time.Second, Stats{})
+	waitStats(t, q, 30*time.Second, Counts{})
 	inFlight := 0
 	for _, k := range kills {
 		inFlight += len(k.inFlight)

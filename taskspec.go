@@ -24,17 +24,6 @@ type Func func(ctx context.Context) error
 // Run calls f(ctx).
 func (f Func) Run(ctx context.Context) error { return f(ctx) }
 
-// TaskStatus is the state of a task as written in its envelope's "status" field.
-type TaskStatus string
-
-// Task states. [StatusReady] is the seed's "ready": a task waiting to run.
-const (
-	StatusReady     TaskStatus = "ready"
-	StatusScheduled TaskStatus = "scheduled"
-	StatusRetry     TaskStatus = "retry"
-	StatusDead      TaskStatus = "dead"
-)
-
 // TaskSpec describes one task. It holds either an [Executable] (a local task, stored as is by a [MemoryQueue]) or
 // a [SerializedTask] plus the ResolverID that can rehydrate it (a task destined for, or read from, Redis). A
 // [RedisTaskQueue] serializes an executable spec through its registry on enqueue; [TaskSpec.Serialized] does it
@@ -72,8 +61,9 @@ type TaskSpec struct {
 
 	// Set on dequeue.
 
-	// Status is the status recorded in the envelope.
-	Status TaskStatus
+	// Status is the state recorded in the envelope's "status" field by its last write: [StatePending] or
+	// [StateScheduled] from the enqueue, [StateRetry] after a failure.
+	Status State
 	// CreatedAt is when the task was first enqueued.
 	CreatedAt time.Time
 	// Attempt counts the handler failures so far; 0 on the first run.

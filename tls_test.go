@@ -227,9 +227,9 @@ func runTLSLifecycle(t *testing.T, rdb *redis.Client) {
 	require.NoError(t, ds[0].Spec.Executable.Run(ctx))
 	require.Equal(t, int64(42), <-ran)
 	require.NoError(t, q.Ack(ctx, ds...))
-	st, err := q.Stats(ctx)
+	st, err := countsOf(ctx, q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{}, st)
+	require.Equal(t, Counts{}, st)
 }
 
 func TestTLSRedis(t *testing.T) {

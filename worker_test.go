@@ -105,7 +105,7 @@ func TestWorkerRunsTasks(t *testing.T) {
 		startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 8}, rec))
 		waitFor(t, 10*time.Second, "200 tasks", func() bool { return done.Load() == 200 })
 		require.Equal(t, int64(199*200/2+200), sum.Load())
-		waitFor(t, 5*time.Second, "acks", func() bool { return s.stats(t) == Stats{} })
+		waitFor(t, 5*time.Second, "acks", func() bool { return s.counts(t) == Counts{} })
 		require.Equal(t, 200, rec.count(EventStarted))
 		require.Equal(t, 200, rec.count(EventSucceeded))
 		require.Equal(t, 1, rec.last(EventStarted).Deliveries)
@@ -141,7 +141,7 @@ func TestWorkerRetriesThenSucceeds(t *testing.T) {
 		require.Equal(t, []int{1, 2}, attempts)
 		mu.Unlock()
 		require.Equal(t, 50*time.Millisecond, rec.last(EventRetried).Delay)
-		waitFor(t, 5*time.Second, "empty queue", func() bool { return s.stats(t) == Stats{} })
+		waitFor(t, 5*time.Second, "empty queue", func() bool { return s.counts(t) == Counts{} })
 	})
 }
 
@@ -162,10 +162,10 @@ func TestWorkerDeadLettersAfterRetries(t *testing.T) {
 		}))
 		rec := &recorder{}
 		startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 4}, rec))
-		waitFor(t, 10*time.Second, "4 dead letters", func() bool { return s.stats(t).Dead == 4 })
-		require.Equal(t, Stats{Dead: 4}, s.stats(t))
+		waitFor(t, 10*time.Second, "4 dead letters", func() bool { return s.counts(t).Dead == 4 })
+		require.Equal(t, Counts{Dead: 4}, s.counts(t))
 		reason := func(id string) string {
-			dl, err := s.q.GetDeadLetter(ctx, id)
+			dl, err := deadLetterOf(ctx, s.q, id)
 			require.NoError(t, err)
 			return dl.Reason
 		}
@@ -237,7 +237,7 @@ func TestWorkerGracefulStopFinishesInFlight(t *testing.T) {
 	waitFor(t, 10*time.Second, "the worker stopping", func() bool { return !w.Health().Running })
 	close(release)
 	require.NoError(t, <-stopped)
-	require.Equal(t, Stats{}, s.stats(t), "the finished task was acked before Stop returned")
+	require.Equal(t, Counts{}, s.counts(t), "the finished task was acked before Stop returned")
 	require.ErrorIs(t, w.Stop(ctx), ErrClosed)
 }
 
@@ -263,7 +263,7 @@ func TestWorkerStopHandsBackAtOnce(t *testing.T) {
 		require.Less(t, time.Since(begin), s.q.LeaseDuration(), "stop does not wait for the lease")
 		require.ErrorIs(t, <-cancelled, errStopping)
 		require.ErrorIs(t, <-cancelled, errStopping)
-		require.Equal(t, Stats{Pending: 2}, s.stats(t), "handed back at once, not after lease expiry")
+		require.Equal(t, Counts{Pending: 2}, s.counts(t), "handed back at once, not after lease expiry")
 		require.Equal(t, 2, rec.count(EventReleased))
 		require.Zero(t, rec.count(EventRetried), "a hand-back is not a failure")
 
@@ -296,7 +296,7 @@ func TestWorkerHeartbeatKeepsLongTask(t *testing.T) {
 	startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1, ReapInterval: 20 * time.Millisecond}, rec))
 	startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1, ReapInterval: 20 * time.Millisecond}, rec))
 	waitFor(t, 10*time.Second, "success", func() bool { return rec.count(EventSucceeded) == 1 })
-	waitFor(t, 5*time.Second, "ack", func() bool { return s.stats(t) == Stats{} })
+	waitFor(t, 5*time.Second, "ack", func() bool { return s.counts(t) == Counts{} })
 	require.Equal(t, int32(1), runs.Load(), "never redelivered while its heartbeats renew the lease")
 	require.Zero(t, rec.count(EventLeaseLost))
 }
@@ -438,7 +438,7 @@ func TestWorkerOnMemoryQueue(t *testing.T) {
 	startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 1}, nil))
 	<-done
 	require.Equal(t, []string{"local-0", "local-1", "local-2", "local-3", "local-4"}, order)
-	waitFor(t, 10*time.Second, "acks", func() bool { st, _ := q.Stats(ctx); return st == Stats{} })
+	waitFor(t, 10*time.Second, "acks", func() bool { st, _ := countsOf(ctx, q); return st == Counts{} })
 }
 
 func TestWorkerMiddlewareOrder(t *testing.T) {
@@ -508,7 +508,7 @@ func TestWorkerStopLeavesOnlyBookkeepingKeys(t *testing.T) {
 	rec := &recorder{}
 	w := startWorker(t, s.q, quietWorker(WorkerConfig{BlockTimeout: 50 * time.Millisecond}, rec))
 	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("x", Ref("m", "f", nil))))
-	waitFor(t, 5*time.Second, "ack", func() bool { return rec.count(EventSucceeded) == 1 && s.stats(t) == Stats{} })
+	waitFor(t, 5*time.Second, "ack", func() bool { return rec.count(EventSucceeded) == 1 && s.counts(t) == Counts{} })
 	require.NoError(t, stopWorker(t, w, time.Second))
 	keys, err := s.rdb.Keys(ctx, "{"+s.q.KeyPrefix()+"}*").Result()
 	require.NoError(t, err)
@@ -638,7 +638,7 @@ func TestWorkerTaskGoroutinesDoNotWaitForAcks(t *testing.T) {
 	close(q.release)
 	waitFor(t, 10*time.Second, "the suspect runs", func() bool { return suspectStarted.Load() != 0 })
 	require.Equal(t, int32(6), suspectStarted.Load(), "the suspect started after the five acks were recorded")
-	waitFor(t, 10*time.Second, "all acked", func() bool { st, err := s.q.Stats(ctx); return err == nil && st == Stats{} })
+	waitFor(t, 10*time.Second, "all acked", func() bool { st, err := countsOf(ctx, s.q); return err == nil && st == Counts{} })
 	require.Zero(t, rec.count(EventLeaseLost)+rec.count(EventQueueError))
 }
 
@@ -672,9 +672,9 @@ func TestWorkerLeasesNothingWhileASuspectRuns(t *testing.T) {
 	startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 4, ReapInterval: -1}, nil))
 	waitFor(t, 10*time.Second, "the suspect runs", func() bool { return started.Load() == 1 })
 	for range 10 { // a window in which a pickup would have leased the others
-		st, err := s.q.Stats(ctx)
+		st, err := countsOf(ctx, s.q)
 		require.NoError(t, err)
-		require.Equal(t, Stats{Pending: 6, Active: 1}, st, "tasks leased while the suspect runs")
+		require.Equal(t, Counts{Pending: 6, Active: 1}, st, "tasks leased while the suspect runs")
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(release)

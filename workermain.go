@@ -569,10 +569,10 @@ func (c *WorkerMainConfig) run(ctx context.Context, rdb redis.UniversalClient, r
 	if err != nil {
 		return fmt.Errorf("taskqueue: worker: cannot reach Redis%s: %w", where, err)
 	}
-	// Refuse a Redis too old for the scripts; Check logs the other findings (an eviction policy that can drop
+	// Refuse a Redis too old for the scripts; the check logs the other findings (an eviction policy that can drop
 	// tasks) as warnings. A user without +info gets a warning, not a failed start.
 	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err = q.Check(cctx)
+	_, err = q.check(cctx)
 	ccancel()
 	if errors.Is(err, ErrRedisTooOld) {
 		return fmt.Errorf("taskqueue: worker: %w", err)

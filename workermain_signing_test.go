@@ -106,7 +106,7 @@ func TestWorkerMainSigningParksUnsigned(t *testing.T) {
 		t.Fatal("timed out waiting for the worker to run the signed task")
 	}
 	require.Eventually(t, func() bool {
-		dl, err := plain.GetDeadLetter(ctx, "unsigned")
+		dl, err := deadLetterOf(ctx, plain, "unsigned")
 		return err == nil && strings.Contains(dl.Reason, string(SignatureMissing))
 	}, 10*time.Second, 10*time.Millisecond)
 	cancel()

@@ -288,9 +288,9 @@ func TestWorkerMainRunsTasksUntilCancelled(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the worker did not return after its context was cancelled")
 	}
-	st, err := pq.Stats(context.Background())
+	st, err := countsOf(context.Background(), pq)
 	require.NoError(t, err)
-	require.Equal(t, Stats{}, st, "the ack was flushed before RunWorkerMain returned")
+	require.Equal(t, Counts{}, st, "the ack was flushed before RunWorkerMain returned")
 }
 
 func TestWorkerMainHelpReturnsNil(t *testing.T) {
@@ -341,9 +341,9 @@ func TestWorkerMainRunWithClientHandsBackOnStop(t *testing.T) {
 	}
 	require.Equal(t, []EventKind{EventStarted, EventReleased}, events)
 	require.NoError(t, s.rdb.Ping(context.Background()).Err(), "RunWithClient leaves the caller's client open")
-	st, err := s.q.Stats(context.Background())
+	st, err := countsOf(context.Background(), s.q)
 	require.NoError(t, err)
-	require.Equal(t, Stats{Pending: 1}, st, "the unfinished task was handed back at once, not after its lease")
+	require.Equal(t, Counts{Pending: 1}, st, "the unfinished task was handed back at once, not after its lease")
 }
 
 func TestWorkerMainStartupErrors(t *testing.T) {

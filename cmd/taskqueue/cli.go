@@ -229,9 +229,9 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// queue is a connection to one queue.
+// queue is a connection to one queue, administered through its [taskqueue.Admin].
 type queue struct {
-	*taskqueue.RedisTaskQueue
+	*taskqueue.Admin
 	rdb   *redis.Client
 	where string // host:port and db, for messages; never the URL, which may hold a password
 }
@@ -275,11 +275,16 @@ func (c *cli) connect(ctx context.Context) (*queue, error) {
 		_ = rdb.Close()
 		return nil, usagef("--key-prefix (or TASKQUEUE_KEY_PREFIX): %v", err)
 	}
+	admin, err := taskqueue.NewAdmin(q)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("cannot reach Redis at %s: %w", where, err)
 	}
-	return &queue{RedisTaskQueue: q, rdb: rdb, where: where}, nil
+	return &queue{Admin: admin, rdb: rdb, where: where}, nil
 }
 
 // confirm asks a yes/no question on standard error, once a bulk action has been described. Without a terminal on

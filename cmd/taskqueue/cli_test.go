@@ -263,8 +263,8 @@ func TestBulkActionsConfirm(t *testing.T) {
 	require.Contains(t, r.stderr, "Delete all 3 dead letters of queue ops? [y/N] ")
 	r = cliStdin(t, f.env, "", true, "purge", "pending")
 	require.Equal(t, exitDeclined, r.code, "end of input is a no")
-	require.Equal(t, int64(3), f.stats(t).Dead, "nothing changed")
-	require.Equal(t, int64(3), f.stats(t).Pending, "nothing changed")
+	require.Equal(t, int64(3), f.counts(t).Dead, "nothing changed")
+	require.Equal(t, int64(3), f.counts(t).Pending, "nothing changed")
 
 	r = cliStdin(t, f.env, "yes\n", true, "requeue", "--reason-contains", "UPSTREAM")
 	require.Equal(t, exitOK, r.code, r)
@@ -276,7 +276,7 @@ func TestBulkActionsConfirm(t *testing.T) {
 	require.Equal(t, exitOK, r.code, r)
 	require.Contains(t, r.stderr, "Purge (delete for good) 5 pending tasks of queue ops? [y/N] ")
 	require.Equal(t, "purged 5 pending tasks of queue ops\n", r.stdout)
-	require.Equal(t, taskqueue.Stats{Active: 1, Scheduled: 1, Dead: 1}, f.stats(t))
+	require.Equal(t, taskqueue.Counts{Active: 1, Scheduled: 1, Dead: 1}, f.counts(t))
 }
 
 func TestWatchBounded(t *testing.T) {

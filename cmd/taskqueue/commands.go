@@ -28,9 +28,10 @@ Examples:
   taskqueue stats --interval 0 --json | jq '.pending, .oldest_pending_age_seconds'
 `},
 		{name: "list", args: "STATE", summary: "tasks in one state (pending, scheduled, active, dead), oldest first", flags: listFlags, run: runList,
-			help: `Lists the tasks in one state, oldest first: pending in pickup order, scheduled by due time,
-active by lease deadline, dead by the time they died. Shows each task's id, its time (age,
-due, lease end or death), its function (module.name) and attempt, and a dead letter's reason.
+			help: `Lists the tasks in one state, oldest first: pending in pickup order, scheduled by due time
+(tasks waiting to be retried among them, shown as retry), active by lease deadline, dead by
+the time they died. Shows each task's id, its time (age, due, lease end or death), its
+function (module.name) and attempt, and a dead letter's reason. "ready" is read as pending.
 
 Flags:
   --offset N  skip the first N tasks (default 0)
@@ -117,7 +118,7 @@ func runStats(ctx context.Context, c *cli, opts any, args []string) error {
 	if err != nil {
 		return err
 	}
-	first, err := q.Overview(ctx)
+	first, err := q.Stats(ctx)
 	if err != nil {
 		return err
 	}
@@ -129,7 +130,7 @@ func runStats(ctx context.Context, c *cli, opts any, args []string) error {
 		return ctx.Err()
 	case <-time.After(o.interval):
 	}
-	last, err := q.Overview(ctx)
+	last, err := q.Stats(ctx)
 	if err != nil {
 		return err
 	}
@@ -154,6 +155,9 @@ func runList(ctx context.Context, c *cli, opts any, args []string) error {
 	if err != nil {
 		return usagef("unknown state %q: want pending, scheduled, active or dead", clip(args[0], 40))
 	}
+	if state == taskqueue.StateRetry {
+		return usagef("tasks waiting to be retried are listed with the scheduled ones: taskqueue list scheduled")
+	}
 	if o.offset < 0 || o.limit < 1 || o.limit > taskqueue.MaxListLimit {
 		return usagef("--offset must be 0 or more and --limit between 1 and %d", taskqueue.MaxListLimit)
 	}
@@ -161,7 +165,7 @@ func runList(ctx context.Context, c *cli, opts any, args []string) error {
 	if err != nil {
 		return err
 	}
-	ov, err := q.Overview(ctx)
+	st, err := q.Stats(ctx)
 	if err != nil {
 		return err
 	}
@@ -169,10 +173,10 @@ func runList(ctx context.Context, c *cli, opts any, args []string) error {
 	if err != nil {
 		return err
 	}
-	return c.writeList(q, state, o, countOf(ov.Stats, state), tasks, ov.ServerTime)
+	return c.writeList(q, state, o, countOf(st.Counts, state), tasks, st.ServerTime)
 }
 
-func countOf(s taskqueue.Stats, state taskqueue.State) int64 {
+func countOf(s taskqueue.Counts, state taskqueue.State) int64 {
 	switch state {
 	case taskqueue.StatePending:
 		return s.Pending
@@ -341,7 +345,7 @@ func (c *cli) deadBulk(ctx context.Context, q *queue, action string, o *deadOpts
 	if err != nil {
 		return err
 	}
-	var filter func(taskqueue.DeadLetter) bool
+	var filter func(taskqueue.TaskInfo) bool
 	var what []string
 	if o.reason != "" {
 		what = append(what, fmt.Sprintf("whose reason contains %q", clip(o.reason, 80)))
@@ -351,8 +355,8 @@ func (c *cli) deadBulk(ctx context.Context, q *queue, action string, o *deadOpts
 	}
 	if !o.all {
 		needle, before := strings.ToLower(o.reason), now.Add(-o.olderThan)
-		filter = func(dl taskqueue.DeadLetter) bool {
-			return strings.Contains(strings.ToLower(dl.Reason), needle) && (o.olderThan == 0 || dl.DiedAt.Before(before))
+		filter = func(dl taskqueue.TaskInfo) bool {
+			return strings.Contains(strings.ToLower(dl.Reason), needle) && (o.olderThan == 0 || dl.Score.Before(before))
 		}
 	}
 	st, err := q.Stats(ctx)
@@ -395,10 +399,10 @@ func (c *cli) deadBulk(ctx context.Context, q *queue, action string, o *deadOpts
 }
 
 // countDead pages through the dead letters with read-only calls and counts those that filter accepts.
-func (c *cli) countDead(ctx context.Context, q *queue, filter func(taskqueue.DeadLetter) bool, res *deadResult) error {
+func (c *cli) countDead(ctx context.Context, q *queue, filter func(taskqueue.TaskInfo) bool, res *deadResult) error {
 	const page = 500
 	for offset := 0; ; offset += page {
-		dls, err := q.DeadLetters(ctx, offset, page)
+		dls, err := q.List(ctx, taskqueue.StateDead, offset, page)
 		if err != nil {
 			return err
 		}
@@ -434,6 +438,9 @@ func runPurge(ctx context.Context, c *cli, opts any, args []string) error {
 	if err != nil {
 		return usagef("unknown state %q: want pending, scheduled or dead", clip(args[0], 40))
 	}
+	if state == taskqueue.StateRetry {
+		return usagef("tasks waiting to be retried are purged with the scheduled ones: taskqueue purge scheduled")
+	}
 	if state == taskqueue.StateActive {
 		return usagef("active tasks cannot be purged: workers hold them. Pause the queue ('taskqueue pause'), let them finish, then purge pending")
 	}
@@ -445,7 +452,7 @@ func runPurge(ctx context.Context, c *cli, opts any, args []string) error {
 	if err != nil {
 		return err
 	}
-	n := countOf(st, state)
+	n := countOf(st.Counts, state)
 	if n > 0 && !o.yes {
 		if err := c.confirm(fmt.Sprintf("purge (delete for good) %d %s tasks of queue %s", n, state, q.KeyPrefix())); err != nil {
 			return err
@@ -530,7 +537,7 @@ func runWatch(ctx context.Context, c *cli, opts any, args []string) error {
 	if err != nil {
 		return err
 	}
-	var prev *taskqueue.Overview
+	var prev *taskqueue.Stats
 	for i := 0; o.count == 0 || i < o.count; i++ {
 		if i > 0 {
 			select {
@@ -539,7 +546,7 @@ func runWatch(ctx context.Context, c *cli, opts any, args []string) error {
 			case <-time.After(o.interval):
 			}
 		}
-		ov, err := q.Overview(ctx)
+		ov, err := q.Stats(ctx)
 		select {
 		case <-ctx.Done():
 			return nil // interrupted during a read

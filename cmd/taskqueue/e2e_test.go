@@ -92,13 +92,13 @@ func TestEndToEnd(t *testing.T) {
 	require.Equal(t, exitOK, r.code, r)
 	require.Equal(t, deadResult{Queue: "e2e", Action: "requeue", Matched: 2, Done: 2, Scanned: 3}, decode[deadResult](t, r))
 	require.Contains(t, r.stderr, "requeue: 3/3 looked at, 2 requeued")
-	require.Equal(t, taskqueue.Stats{Pending: 6, Active: 1, Scheduled: 1, Dead: 1}, f.stats(t))
+	require.Equal(t, taskqueue.Counts{Pending: 6, Active: 1, Scheduled: 1, Dead: 1}, f.counts(t))
 
 	// delete
 	r = cliEnv(t, f.env, "delete", "--all", "--yes")
 	require.Equal(t, exitOK, r.code, r)
 	require.Equal(t, "deleted 1 dead letters (1 looked at) in queue e2e\n", r.stdout)
-	_, err = f.q.Peek(ctx, "d4")
+	_, err = f.admin.Inspect(ctx, "d4")
 	require.ErrorIs(t, err, taskqueue.ErrNotFound)
 	r = cliEnv(t, f.env, "delete", "--all", "--yes")
 	require.Equal(t, exitOK, r.code, r)
@@ -122,7 +122,7 @@ func TestEndToEnd(t *testing.T) {
 	require.Equal(t, exitOK, r.code, r)
 	require.JSONEq(t, `{"queue":"e2e","action":"purge","state":"scheduled","purged":1}`, r.stdout)
 	require.Equal(t, exitUsage, cliEnv(t, f.env, "purge", "active", "--yes").code)
-	require.Equal(t, taskqueue.Stats{Pending: 5, Active: 2}, f.stats(t))
+	require.Equal(t, taskqueue.Counts{Pending: 5, Active: 2}, f.counts(t))
 
 	// watch
 	r = cliEnv(t, f.env, "watch", "--count", "2", "--interval", "100ms", "--json")
@@ -177,7 +177,7 @@ func TestACLAllowlists(t *testing.T) {
 		require.Equal(t, exitError, r.code, "read-only user must not %v\n%s", args, r)
 		require.Contains(t, r.stderr, "NOPERM", args)
 	}
-	require.Equal(t, taskqueue.Stats{Pending: 3, Active: 1, Scheduled: 1, Dead: 3}, f.stats(t), "the refused commands changed nothing")
+	require.Equal(t, taskqueue.Counts{Pending: 3, Active: 1, Scheduled: 1, Dead: 3}, f.counts(t), "the refused commands changed nothing")
 
 	for _, args := range [][]string{
 		{"pause"}, {"resume"}, {"requeue", "d1"}, {"delete", "d2"}, {"requeue", "--all", "--yes"},
@@ -186,7 +186,7 @@ func TestACLAllowlists(t *testing.T) {
 		r := cliEnv(t, admin, args...)
 		require.Equal(t, exitOK, r.code, "admin %v\n%s", args, r)
 	}
-	require.Equal(t, taskqueue.Stats{Active: 1}, f.stats(t))
+	require.Equal(t, taskqueue.Counts{Active: 1}, f.counts(t))
 	// The user cannot reach another queue's keys.
 	other := map[string]string{"REDIS_URL": admin["REDIS_URL"], "TASKQUEUE_KEY_PREFIX": "e2e"}
 	r := cliEnv(t, other, "stats", "--interval", "0")

@@ -60,9 +60,10 @@ func cliStdin(t *testing.T, env map[string]string, stdin string, tty bool, args 
 
 // fixture is a queue the tests fill with the library, and the environment that points the CLI at it.
 type fixture struct {
-	rdb *redis.Client
-	q   *taskqueue.RedisTaskQueue
-	env map[string]string
+	rdb   *redis.Client
+	q     *taskqueue.RedisTaskQueue
+	admin *taskqueue.Admin // q's
+	env   map[string]string
 }
 
 // newFixture returns a queue under prefix on the Redis at addr, with one registered function, ops.send.
@@ -76,7 +77,9 @@ func newFixture(t *testing.T, addr, prefix string) *fixture {
 	require.NoError(t, reg.Register(taskqueue.DefaultResolverID, ref))
 	q, err := taskqueue.NewRedisTaskQueue(rdb, prefix, reg, &taskqueue.RedisConfig{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
-	return &fixture{rdb: rdb, q: q, env: map[string]string{"REDIS_URL": "redis://" + addr + "/0", "TASKQUEUE_KEY_PREFIX": prefix}}
+	admin, err := taskqueue.NewAdmin(q)
+	require.NoError(t, err)
+	return &fixture{rdb: rdb, q: q, admin: admin, env: map[string]string{"REDIS_URL": "redis://" + addr + "/0", "TASKQUEUE_KEY_PREFIX": prefix}}
 }
 
 func newMiniFixture(t *testing.T) *fixture {
@@ -109,11 +112,12 @@ func (f *fixture) kill(t *testing.T, reason string, ids ...string) {
 	}
 }
 
-func (f *fixture) stats(t *testing.T) taskqueue.Stats {
+// counts reads the queue's counts through its Admin.
+func (f *fixture) counts(t *testing.T) taskqueue.Counts {
 	t.Helper()
-	st, err := f.q.Stats(context.Background())
+	st, err := f.admin.Stats(context.Background())
 	require.NoError(t, err)
-	return st
+	return st.Counts
 }
 
 // closedPort returns a loopback address where nothing listens: a CLI pointed at it can reach no Redis.

@@ -38,7 +38,7 @@ type statsJSON struct {
 }
 
 // writeStats shows an overview; with an earlier reading, the pickup rate between the two.
-func (c *cli) writeStats(q *queue, o taskqueue.Overview, earlier *taskqueue.Overview) error {
+func (c *cli) writeStats(q *queue, o taskqueue.Stats, earlier *taskqueue.Stats) error {
 	var rate *float64
 	var interval time.Duration
 	if earlier != nil {
@@ -100,7 +100,7 @@ func toJSON(t taskqueue.TaskInfo) taskJSON {
 	if !t.Score.IsZero() {
 		at := t.Score.UTC()
 		switch t.State {
-		case taskqueue.StateScheduled:
+		case taskqueue.StateScheduled, taskqueue.StateRetry:
 			out.DueAt = &at
 		case taskqueue.StateActive:
 			out.LeaseDeadline = &at
@@ -218,7 +218,7 @@ func (c *cli) writeShow(t taskqueue.TaskInfo, now time.Time) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "task\t%s\nstate\t%s\n", clip(t.TaskID, 256), t.State)
 	if !t.Score.IsZero() {
-		label := map[taskqueue.State]string{taskqueue.StateScheduled: "due", taskqueue.StateActive: "lease ends",
+		label := map[taskqueue.State]string{taskqueue.StateScheduled: "due", taskqueue.StateRetry: "due", taskqueue.StateActive: "lease ends",
 			taskqueue.StateDead: "died"}[t.State]
 		fmt.Fprintf(tw, "%s\t%s (%s)\n", label, stamp(t.Score), relative(t.Score, now))
 	}

@@ -65,7 +65,7 @@ const MessagingSystem = "taskqueue"
 const (
 	AttemptKey    = attribute.Key("taskqueue.task.attempt") // handler failures before this run
 	TaskNameKey   = attribute.Key("taskqueue.task.name")    // "module.name" of a reference task
-	StatusKey     = attribute.Key("taskqueue.task.status")  // the envelope's status: ready, scheduled, retry
+	StatusKey     = attribute.Key("taskqueue.task.status")  // the envelope's status: pending, scheduled, retry
 	ResolverIDKey = attribute.Key("taskqueue.resolver_id")  // the resolver that rehydrated the task
 	GroupIDKey    = attribute.Key("taskqueue.group_id")     // the seed's group id, when set
 )

@@ -70,6 +70,14 @@ func newEnv(t *testing.T) *env {
 	return &env{q: q, tp: tp, exp: exp}
 }
 
+// admin returns the Admin of the env's queue.
+func (e *env) admin(t *testing.T) *taskqueue.Admin {
+	t.Helper()
+	a, err := taskqueue.NewAdmin(e.q)
+	require.NoError(t, err)
+	return a
+}
+
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // runWorker runs a worker with the middleware until n consumer spans have ended, then stops it.
@@ -123,8 +131,9 @@ func TestConsumerSpanLinksToProducerSpan(t *testing.T) {
 	require.NoError(t, p.Enqueue(ctx, spec))
 	require.Nil(t, spec.Metadata, "the caller's spec is not modified")
 
-	raw, err := e.q.Peek(ctx, "o-1")
+	stored, err := e.admin(t).Inspect(ctx, "o-1")
 	require.NoError(t, err)
+	raw := stored.Envelope
 	producers := e.spans(trace.SpanKindProducer)
 	require.Len(t, producers, 1)
 	prod := producers[0]
@@ -153,7 +162,7 @@ func TestConsumerSpanLinksToProducerSpan(t *testing.T) {
 	require.Equal(t, "default", a[ResolverIDKey].AsString())
 	require.Equal(t, "batch-7", a[GroupIDKey].AsString())
 	require.Equal(t, "shop.ship", a[TaskNameKey].AsString())
-	require.Equal(t, "ready", a[StatusKey].AsString())
+	require.Equal(t, "pending", a[StatusKey].AsString())
 }
 
 func TestProducerAsParent(t *testing.T) {
@@ -230,8 +239,9 @@ func TestFailingHandlerRecordsTheError(t *testing.T) {
 	require.Equal(t, codes.Error, panics.Status.Code)
 	require.Contains(t, panics.Status.Description, "panicked")
 	require.Equal(t, "panic", attrs(panics)["error.type"].AsString())
-	dead, err := e.q.GetDeadLetter(ctx, "panics")
+	dead, err := e.admin(t).Inspect(ctx, "panics")
 	require.NoError(t, err)
+	require.Equal(t, taskqueue.StateDead, dead.State)
 	require.Contains(t, dead.Reason, "boom", "the worker still recovers the panic into the task's error")
 }
 

@@ -5,10 +5,11 @@
 //
 // A [Collector] covers one queue. It counts what the worker does through [taskqueue.WorkerConfig.OnEvent] (see
 // [Collector.Instrument]), what producers enqueue through a [Producer], and reads the queue's depth per state with
-// one bounded call ([taskqueue.RedisTaskQueue.Stats]: a single pipelined round trip of LLEN and ZCARDs), cached for
+// one bounded call ([taskqueue.Admin.Stats]: two pipelined round trips of constant work per shard), cached for
 // [Config.StatsTTL] so that scrapes cost Redis at most one such call per TTL, however many scrapers there are.
 //
-//	c, err := tqprom.New(q, nil)
+//	admin, err := taskqueue.NewAdmin(q)
+//	c, err := tqprom.New(admin, nil)
 //	prometheus.MustRegister(c)
 //	cfg := &taskqueue.WorkerConfig{Concurrency: 8}
 //	c.Instrument(cfg)
@@ -40,7 +41,8 @@ import (
 // seen after [Config.MaxTaskNames] others.
 const OtherTask = "_other"
 
-// StatsReader is what the depth gauges read: [*taskqueue.RedisTaskQueue] and [*taskqueue.MemoryQueue] implement it.
+// StatsReader is what the depth gauges read: [*taskqueue.Admin] (of a [*taskqueue.RedisTaskQueue] or a
+// [*taskqueue.ShardedQueue]) and [*taskqueue.MemoryQueue] implement it.
 type StatsReader interface {
 	Stats(ctx context.Context) (taskqueue.Stats, error)
 }
@@ -91,8 +93,9 @@ var (
 //	taskqueue_stats_errors_total{queue}          failed reads of the queue depth
 //
 // Pickup latency is measured from the task's CreatedAt (the producer's clock, millisecond precision) to the
-// start of its handler (the worker's clock), for tasks whose status is "ready" and that have not failed before
-// (Attempt 0): delayed tasks (status "scheduled") and retries would count their delay, so they are left out. A
+// start of its handler (the worker's clock), for tasks whose status is "pending" ([taskqueue.StatePending]; the
+// seed's "ready" reads as pending) and that have not failed before (Attempt 0): delayed tasks (status "scheduled")
+// and retries would count their delay, so they are left out. A
 // task redelivered after its worker was lost or stopped, or requeued from the dead letters, is measured again
 // from its enqueue. Clock skew between hosts shifts the figures; negative ones count as 0.
 type Collector struct {
@@ -256,7 +259,7 @@ func (c *Collector) OnEvent(e taskqueue.Event) {
 	switch e.Kind {
 	case taskqueue.EventStarted:
 		m.started.Inc()
-		if s := e.Spec; s.Status == taskqueue.StatusReady && s.Attempt == 0 && !s.CreatedAt.IsZero() {
+		if s := e.Spec; s.Status == taskqueue.StatePending && s.Attempt == 0 && !s.CreatedAt.IsZero() {
 			m.pickup.Observe(max(time.Since(s.CreatedAt), 0).Seconds())
 		}
 	case taskqueue.EventSucceeded:

@@ -32,15 +32,23 @@ func TestMain(m *testing.M) {
 
 type noArgs struct{}
 
-// countingQueue counts the Stats calls that reach the queue.
+// countingQueue counts the Stats calls that reach the queue's Admin.
 type countingQueue struct {
-	*taskqueue.RedisTaskQueue
+	*taskqueue.Admin
 	calls atomic.Int32
 }
 
 func (q *countingQueue) Stats(ctx context.Context) (taskqueue.Stats, error) {
 	q.calls.Add(1)
-	return q.RedisTaskQueue.Stats(ctx)
+	return q.Admin.Stats(ctx)
+}
+
+// adminOf returns the Admin of q.
+func adminOf(t *testing.T, q *taskqueue.RedisTaskQueue) *taskqueue.Admin {
+	t.Helper()
+	a, err := taskqueue.NewAdmin(q)
+	require.NoError(t, err)
+	return a
 }
 
 // newQueue returns a queue under the prefix "orders" on a miniredis, with tasks registered in module shop.
@@ -121,7 +129,7 @@ func TestScrapeAfterWorkerRun(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	q, _ := newQueue(t)
-	cq := &countingQueue{RedisTaskQueue: q}
+	cq := &countingQueue{Admin: adminOf(t, q)}
 	c, err := New(cq, &Config{StatsTTL: time.Hour})
 	require.NoError(t, err)
 	require.Equal(t, "orders", c.Queue(), "the key prefix by default")
@@ -231,7 +239,7 @@ func (b *blockingStats) Stats(ctx context.Context) (taskqueue.Stats, error) {
 	case <-ctx.Done():
 		return taskqueue.Stats{}, ctx.Err()
 	}
-	return taskqueue.Stats{Pending: 7, Active: 2, Scheduled: 1, Dead: 3}, b.err
+	return taskqueue.Stats{Counts: taskqueue.Counts{Pending: 7, Active: 2, Scheduled: 1, Dead: 3}}, b.err
 }
 
 func TestConcurrentScrapesShareOneStatsCall(t *testing.T) {
@@ -357,7 +365,7 @@ func TestProducerCountsAcceptedTasks(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	q, rdb := newQueue(t)
-	c, err := New(q, nil)
+	c, err := New(adminOf(t, q), nil)
 	require.NoError(t, err)
 	p := c.Producer(q)
 	err = p.EnqueueBatch(ctx, []*taskqueue.TaskSpec{
@@ -381,7 +389,7 @@ func TestProducerCountsAcceptedTasks(t *testing.T) {
 func TestMetricsLint(t *testing.T) {
 	t.Parallel()
 	q, _ := newQueue(t)
-	c, err := New(q, nil)
+	c, err := New(adminOf(t, q), nil)
 	require.NoError(t, err)
 	c.OnEvent(taskqueue.Event{Kind: taskqueue.EventStarted, Spec: &taskqueue.TaskSpec{Executable: taskqueue.Ref("m", "f", nil)}})
 	problems, err := testutil.CollectAndLint(c)

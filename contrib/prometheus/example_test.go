@@ -25,7 +25,11 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	c, err := tqprom.New(q, &tqprom.Config{StatsTTL: 10 * time.Second})
+	admin, err := taskqueue.NewAdmin(q) // the depth gauges read its Stats
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := tqprom.New(admin, &tqprom.Config{StatsTTL: 10 * time.Second})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -127,7 +127,11 @@ func run(ctx context.Context) error {
 	if waitErr != nil {
 		return waitErr
 	}
-	st, err := q.Stats(ctx)
+	admin, err := taskqueue.NewAdmin(q)
+	if err != nil {
+		return err
+	}
+	st, err := admin.Stats(ctx)
 	if err != nil {
 		return err
 	}
@@ -195,12 +199,16 @@ func titleCase(s string) string {
 
 // printEnvelope shows the task as Redis stores it: the seed's data format, plus a schema version.
 func printEnvelope(ctx context.Context, q *taskqueue.RedisTaskQueue, id string) error {
-	raw, err := q.Peek(ctx, id)
+	admin, err := taskqueue.NewAdmin(q)
+	if err != nil {
+		return err
+	}
+	info, err := admin.Inspect(ctx, id)
 	if err != nil {
 		return err
 	}
 	var out bytes.Buffer
-	if err := json.Indent(&out, []byte(raw), "  ", "  "); err != nil {
+	if err := json.Indent(&out, []byte(info.Envelope), "  ", "  "); err != nil {
 		return err
 	}
 	fmt.Printf("stored task:\n  %s\n", out.String())

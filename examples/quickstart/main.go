@@ -171,7 +171,11 @@ func connect() (rdb *redis.Client, where string, closeFn func(), err error) {
 }
 
 func printStats(ctx context.Context, q *taskqueue.RedisTaskQueue, when string) error {
-	st, err := q.Stats(ctx)
+	admin, err := taskqueue.NewAdmin(q)
+	if err != nil {
+		return err
+	}
+	st, err := admin.Stats(ctx)
 	if err != nil {
 		return err
 	}

@@ -62,7 +62,11 @@ func run(ctx context.Context, args []string) error {
 	if err := q.EnqueueBatch(ctx, specs); err != nil {
 		return err
 	}
-	st, err := q.Stats(ctx)
+	admin, err := taskqueue.NewAdmin(q)
+	if err != nil {
+		return err
+	}
+	st, err := admin.Stats(ctx)
 	if err != nil {
 		return err
 	}
