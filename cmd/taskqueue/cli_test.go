@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"io"
 	"strings"
@@ -62,6 +63,7 @@ func TestUsageErrorsTouchNoRedis(t *testing.T) {
 		{[]string{"stats", "--interval", "soon"}, "invalid value"},
 		{[]string{"list"}, "list takes one state"},
 		{[]string{"list", "done"}, `unknown state "done"`},
+		{[]string{"list", "retry"}, "listed with the scheduled ones: taskqueue list scheduled"},
 		{[]string{"list", "dead", "pending"}, "list takes one state"},
 		{[]string{"list", "dead", "--limit", "0"}, "--limit between 1 and 1000"},
 		{[]string{"list", "dead", "--limit", "1001"}, "--limit between 1 and 1000"},
@@ -75,6 +77,7 @@ func TestUsageErrorsTouchNoRedis(t *testing.T) {
 		{[]string{"purge"}, "purge takes one state"},
 		{[]string{"purge", "active"}, "active tasks cannot be purged"},
 		{[]string{"purge", "everything"}, `unknown state "everything"`},
+		{[]string{"purge", "retry"}, "purged with the scheduled ones: taskqueue purge scheduled"},
 		{[]string{"pause", "now"}, "pause takes no arguments"},
 		{[]string{"resume", "now"}, "resume takes no arguments"},
 		{[]string{"watch", "--interval", "10ms"}, "--interval must be at least 100ms"},
@@ -237,6 +240,24 @@ func TestListAndShowOutput(t *testing.T) {
 	require.Len(t, l.Tasks, 3)
 	require.Equal(t, "p1", l.Tasks[0].TaskID)
 	require.Nil(t, l.Tasks[0].DueAt)
+	r = cliEnv(t, f.env, "list", "ready", "--json")
+	require.Equal(t, exitOK, r.code, r)
+	var ready listJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ready))
+	require.Equal(t, taskqueue.StatePending, ready.State, "the seed's ready is pending")
+	require.Equal(t, l.Tasks, ready.Tasks)
+
+	// A task waiting to be retried is listed with the scheduled ones, as retry, and shown as retry.
+	require.NoError(t, f.q.Retry(context.Background(), f.lease(t, 1)[0], time.Hour, errors.New("flaky")))
+	r = cliEnv(t, f.env, "list", "scheduled", "--json")
+	require.Equal(t, exitOK, r.code, r)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &l))
+	require.Equal(t, []taskqueue.State{taskqueue.StateScheduled, taskqueue.StateRetry}, []taskqueue.State{l.Tasks[0].State, l.Tasks[1].State})
+	require.NotNil(t, l.Tasks[1].DueAt)
+	r = cliEnv(t, f.env, "show", l.Tasks[1].TaskID)
+	require.Equal(t, exitOK, r.code, r)
+	require.Regexp(t, `(?m)^state\s+retry$`, r.stdout)
+	require.Regexp(t, `(?m)^due\s+`, r.stdout)
 
 	r = cliEnv(t, f.env, "show", "d3")
 	require.Equal(t, exitOK, r.code, r)
