@@ -12,7 +12,8 @@ import (
 
 // Admin administers and inspects a queue in Redis, for operators and their tools: counts ([Admin.Stats]), tasks
 // by state ([Admin.List]), one task ([Admin.Inspect]), dead letters (requeue, delete), purges and pausing pickup.
-// The queues' own methods are what producers and workers call; everything else is here.
+// The queues' own methods are what producers and workers call; everything else is here, and so will be the
+// administration of what later features store (schedules, cancellation, limits).
 //
 // An Admin works for a [*RedisTaskQueue] and for a [*ShardedQueue]. A plain queue is one shard. For a sharded
 // queue it fans out over the shards: counts add up, lists merge (see [Admin.List] for the order), a task is

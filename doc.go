@@ -26,6 +26,9 @@
 //     signature does not verify, before resolving it (docs/security.md).
 //     [MemoryQueue] keeps executables in process, unserialized, with the same delivery rules, for single-process
 //     use and tests.
+//   - [Admin] administers and inspects a queue in Redis, plain or sharded ([NewAdmin]): counts, the tasks of a
+//     state, one task, dead letters, purges, pausing pickup, the server check. The queues' own methods are what
+//     producers and workers call.
 //   - [TaskWorker] runs tasks: blocking pickup in batches, bounded concurrency, lease renewal, a timeout per run,
 //     panics recovered into failures, retries with backoff ([WorkerConfig.Backoff]), dead letters, [Middleware]
 //     and an event hook ([WorkerConfig.OnEvent]), and a graceful stop. Tasks reach it already resolved, so a
@@ -34,14 +37,15 @@
 //
 // # Lifecycle
 //
-// Enqueue stores the envelope and makes the task pending, or scheduled when it is delayed. Dequeue moves
-// pending tasks to active, each under a lease and a new fencing token, and rehydrates them through the registry.
-// The worker then settles each delivery: Ack removes the task, Retry schedules it again after a backoff,
-// DeadLetter parks it for an operator, Release hands it back to the head of the queue. A delivery whose lease
-// expires is returned to pending by the reaper, or dead-lettered after too many such losses. A task that cannot
-// be decoded or resolved is dead-lettered at pickup with its stored bytes untouched and the reason.
-// Dead letters stay until [RedisTaskQueue.RequeueDead] or [RedisTaskQueue.DeleteDead]. docs/lifecycle.md draws the
-// states and names the script behind each transition.
+// A task's [State] is one of pending, scheduled, retry, active and dead: the same words in the envelope's status,
+// in [Admin] and in the CLI (the seed's "ready" reads as pending). Enqueue stores the envelope and makes the task
+// pending, or scheduled when it is delayed. Dequeue moves pending tasks to active, each under a lease and a new
+// fencing token, and rehydrates them through the registry. The worker then settles each delivery: Ack removes the
+// task, Retry makes it retry (due again after a backoff), DeadLetter parks it for an operator (dead), Release hands
+// it back to the head of the queue. A delivery whose lease expires is returned to pending by the reaper, or
+// dead-lettered after too many such losses. A task that cannot be decoded or resolved is dead-lettered at pickup
+// with its stored bytes untouched and the reason. Dead letters stay until [Admin.RequeueDead] or
+// [Admin.DeleteDead]. docs/lifecycle.md draws the states and names the script behind each transition.
 //
 // # Delivery guarantees
 //

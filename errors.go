@@ -173,8 +173,9 @@ func truncate(s string, n int) string {
 	return s[:cut] + "…"
 }
 
-// ErrInvalidState is returned by an admin call for a state it does not take: an unknown name, or active for
-// [RedisTaskQueue.Purge]. The error is a [*StateError].
+// ErrInvalidState is returned by an admin call for a state it does not take: an unknown name, retry for
+// [Admin.List] and [Admin.Purge] (retrying tasks are listed and purged with the scheduled ones), or active for
+// [Admin.Purge]. The error is a [*StateError].
 var ErrInvalidState = errors.New("taskqueue: invalid task state")
 
 // StateError reports a state that an admin call refused. It wraps [ErrInvalidState].
@@ -191,7 +192,7 @@ func (e *StateError) Error() string {
 // Unwrap returns [ErrInvalidState].
 func (e *StateError) Unwrap() error { return ErrInvalidState }
 
-// ErrRedisTooOld is returned by [RedisTaskQueue.Check] for a Redis server older than the scripts need. The error
+// ErrRedisTooOld is returned by [Admin.Check] (and a worker's start-up check) for a Redis server older than the scripts need. The error
 // is a [*RedisVersionError].
 var ErrRedisTooOld = errors.New("taskqueue: Redis server too old")
 
