@@ -504,3 +504,21 @@ func serverNowMS(t testing.TB, rdb redis.UniversalClient) int64 {
 	require.NoError(t, err)
 	return now.UnixMilli()
 }
+
+// hold makes the proxy hold every byte, both ways, until release: the connection goes silent (scenario 5).
+func (p *chaosProxy) hold() {
+	p.mu.Lock()
+	p.open = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// release lets the held bytes through again.
+func (p *chaosProxy) release() {
+	p.mu.Lock()
+	select {
+	case <-p.open:
+	default:
+		close(p.open)
+	}
+	p.mu.Unlock()
+}

@@ -122,22 +122,6 @@ func (p *chaosProxy) dropReplyOnce(match func(request []byte) bool) {
 	p.mu.Unlock()
 }
 
-func (p *chaosProxy) hold() {
-	p.mu.Lock()
-	p.open = make(chan struct{})
-	p.mu.Unlock()
-}
-
-func (p *chaosProxy) release() {
-	p.mu.Lock()
-	select {
-	case <-p.open:
-	default:
-		close(p.open)
-	}
-	p.mu.Unlock()
-}
-
 func (p *chaosProxy) close() {
 	p.mu.Lock()
 	select {

@@ -14,14 +14,14 @@ import (
 // outcome script is idempotent by token and outcome (ack.lua, settle.lua; extend.lua renews again), so the worker
 // reports an outcome, with one event, only once it is known.
 const (
-	resendFirstBackoff = 10 * time.Millisecond  // the first wait before a resend; it doubles
-	resendMaxBackoff   = 200 * time.Millisecond // the longest wait between two attempts
-	outcomeAttemptMin  = time.Second            // the least time an ack, retry or dead letter attempt gets
-	outcomeAttemptMax  = 10 * time.Second       // the most, on a client that obeys context deadlines
-	// outcomeResendMin is the least time an outcome call is resent for, whatever remains of its lease: with a short
+	resendFirstBackoff  = 10 * time.Millisecond  // the first wait before a resend; it doubles
+	resendMaxBackoff    = 200 * time.Millisecond // the longest wait between two attempts
+	outcomeAttemptFloor = time.Second            // the least time an ack, retry or dead letter attempt gets
+	outcomeAttemptMax   = 10 * time.Second       // the most, on a client that obeys context deadlines
+	// outcomeResendFloor is the least time an outcome call is resent for, whatever remains of its lease: with a short
 	// lease, a reply held up by a short stall of Redis (a DEBUG SLEEP, a CLIENT PAUSE, a fork) is still learned
 	// rather than reported as an error. (Before the policy, an ack was tried three times over ~0.6 s of backoff.)
-	outcomeResendMin = time.Second
+	outcomeResendFloor = time.Second
 )
 
 // resend bounds the resends of one call.
@@ -37,7 +37,7 @@ func (r resend) do(call func(ctx context.Context) error) error {
 	for {
 		timeout := time.Until(r.until)
 		if !r.strict {
-			timeout = min(max(timeout, outcomeAttemptMin), outcomeAttemptMax)
+			timeout = min(max(timeout, outcomeAttemptFloor), outcomeAttemptMax)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		err := call(ctx)
@@ -56,7 +56,7 @@ func (r resend) do(call func(ctx context.Context) error) error {
 }
 
 // outcomeResend is the bound of an outcome call for deliveries fs: half a heartbeat before the last of their leases
-// ends (as far as this worker knows), as a lease renewal gives up, but outcomeResendMin from now at the least. Past
+// ends (as far as this worker knows), as a lease renewal gives up, but outcomeResendFloor from now at the least. Past
 // the lease, the task may go to another worker and run again whatever the answer; the fencing token keeps a late
 // resend harmless, and the settled window lets it learn what happened.
 func (w *TaskWorker) outcomeResend(fs ...*inflight) resend {
@@ -68,7 +68,7 @@ func (w *TaskWorker) outcomeResend(fs ...*inflight) resend {
 		}
 	}
 	w.mu.Unlock()
-	return resend{until: later(ends.Add(-w.cfg.Heartbeat/2), time.Now().Add(outcomeResendMin))}
+	return resend{until: later(ends.Add(-w.cfg.Heartbeat/2), time.Now().Add(outcomeResendFloor))}
 }
 
 func later(a, b time.Time) time.Time {

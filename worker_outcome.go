@@ -47,7 +47,7 @@ func (w *TaskWorker) recordFailure(f *inflight, runErr error, took time.Duration
 	}
 	d, spec := f.d, f.d.Spec
 	rs := w.outcomeResend(f)
-	if cause, dead := w.deadLetterCause(spec, runErr); dead {
+	if dead, cause := w.deadLetterCause(spec, runErr); dead {
 		err := rs.do(func(ctx context.Context) error { return w.q.DeadLetter(ctx, d, cause) })
 		if err == nil {
 			w.emit(Event{Kind: EventDead, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: cause, Duration: took})
@@ -65,18 +65,18 @@ func (w *TaskWorker) recordFailure(f *inflight, runErr error, took time.Duration
 
 // deadLetterCause reports whether a failed run of spec is its last one, and why: its handler refused a retry, or
 // its retries (the spec's, else the worker's MaxRetries) are exhausted.
-func (w *TaskWorker) deadLetterCause(spec *TaskSpec, runErr error) (cause error, dead bool) {
+func (w *TaskWorker) deadLetterCause(spec *TaskSpec, runErr error) (dead bool, cause error) {
 	if errors.Is(runErr, ErrSkipRetry) {
-		return runErr, true
+		return true, runErr
 	}
 	maxRetries := spec.MaxRetries
 	if maxRetries == 0 {
 		maxRetries = w.cfg.MaxRetries
 	}
 	if spec.Attempt < maxRetries {
-		return nil, false
+		return false, nil
 	}
-	return fmt.Errorf("%w after %d attempts: %w", ErrRetriesExhausted, spec.Attempt+1, runErr), true
+	return true, fmt.Errorf("%w after %d attempts: %w", ErrRetriesExhausted, spec.Attempt+1, runErr)
 }
 
 // forget drops a delivery whose outcome is recorded (or could not be), reporting a lost lease or a queue error.
