@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,10 +22,11 @@ var (
 )
 
 // TestClusterScriptsTakeKeysOnlyFromKEYS reads every Lua script and checks that each key a command touches comes
-// from KEYS: directly as KEYS[i], or through a local variable that is only ever assigned KEYS[i]. A key built in
-// Lua (by concatenation, or taken from ARGV) would be refused by Cluster proxies and could land in another slot.
-// Every command that takes keys takes one (the key argument is its first), so checking the first argument covers
-// them all; multi-key commands are refused outright.
+// from KEYS: directly as KEYS[i], or through a name bound only to keys (a local assigned KEYS[i], alone or in a
+// list, or a parameter of a local function that every call passes a key; see isKey). A key built in Lua (by
+// concatenation, or taken from ARGV) would be refused by Cluster proxies and could land in another slot. Every
+// command that takes keys takes one (the key argument is its first), so checking the first argument covers them
+// all; multi-key commands are refused outright.
 func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 	t.Parallel()
 	// The scripts exactly as they are sent (group.lua is prepended to those that finish tasks).
@@ -68,9 +70,7 @@ func scriptKeyProblems(src string) []string {
 			}
 		case multiKey[cmd]:
 			problems = append(problems, cmd+" takes several keys")
-		case keysRefRe.MatchString(arg):
-		case isKeysAlias(code, arg):
-		case isKeysParam(code, arg):
+		case isKey(code, arg, map[string]bool{}):
 		default:
 			problems = append(problems, cmd+" "+arg)
 		}
@@ -86,65 +86,147 @@ var multiKey = map[string]bool{
 	"BLPOP": true, "BRPOP": true, "EVAL": true, "EVALSHA": true, "COPY": true,
 }
 
-// isKeysAlias reports whether name is a local variable that the script only ever assigns KEYS[i].
-func isKeysAlias(code, name string) bool {
-	if !regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`).MatchString(name) {
+var (
+	nameRe = regexp.MustCompile(`^[A-Za-z_]\w*$`)
+	// assignRe finds an assignment: a list of names, then "=" (group 2), its values being the rest of the line
+	// (a script writes a statement on one line).
+	assignRe = regexp.MustCompile(`(?m)(?:^|[^=~<>.\w,])[ \t]*((?:[A-Za-z_]\w*[ \t]*,[ \t]*)*[A-Za-z_]\w*)[ \t]*(=)(?:[^=]|$)`)
+	// keyValueRe is a value that passes a key on: KEYS[i] or a name, ending its statement or its list item.
+	keyValueRe = regexp.MustCompile(`^\s*(KEYS\[[^\[\]]+\]|[A-Za-z_]\w*)\s*(?:$|;|else\b|end\b)`)
+	forInRe    = regexp.MustCompile(`\bfor\s+([A-Za-z_][\w\s,]*?)\s+in\b`)
+	anyFuncRe  = regexp.MustCompile(`\bfunction\b\s*([\w.:]*)\s*\(([^)]*)\)`)
+)
+
+// isKey reports whether expr, a command's key or a value that a script passes on as one, comes from KEYS: it is
+// KEYS[i] (i may come from ARGV), or a name bound only to keys: every assignment to it (alone or in a list, as in
+// "local tasks, pending = KEYS[1], KEYS[2]") assigns KEYS[i] or such a name, and every local function with a
+// parameter of that name receives one there from each of its calls (one call at least). A name bound any other
+// way (a generic for, a function that is not a local one) is refused. Names are matched without scopes, so a name
+// must be a key wherever it is bound. seen holds the names being checked further up; each counts as a key there,
+// its other bindings deciding.
+func isKey(code, expr string, seen map[string]bool) bool {
+	expr = strings.TrimSpace(expr)
+	if keysRefRe.MatchString(expr) {
+		return true
+	}
+	if !nameRe.MatchString(expr) {
 		return false
 	}
-	lhs := `(?m)(?:^|[^=~<>.\w])` + name + `\s*=\s*`
-	all := regexp.MustCompile(lhs+`[^=]`).FindAllStringIndex(code, -1)
-	clean := regexp.MustCompile(lhs+`KEYS\[\d+\][ \t]*(?:$|;|else\b|end\b)`).FindAllStringIndex(code, -1)
-	return len(all) > 0 && len(all) == len(clean)
+	if seen[expr] {
+		return true
+	}
+	seen[expr] = true
+	defer delete(seen, expr)
+	if boundOtherwise(code, expr) {
+		return false
+	}
+	assigned, aok := assignedKeys(code, expr, seen)
+	passed, pok := passedKeys(code, expr, seen)
+	return aok && pok && (assigned || passed)
 }
 
-// isKeysParam reports whether name is a parameter of a local function that every call of that function passes
-// KEYS[...] in that position (group.lua's group_done takes the keys of a group run this way).
-func isKeysParam(code, name string) bool {
-	for _, def := range funcDefRe.FindAllStringSubmatch(code, -1) {
-		pos := -1
-		for i, p := range strings.Split(def[2], ",") {
-			if strings.TrimSpace(p) == name {
-				pos = i
-			}
-		}
+// assignedKeys reports whether name is assigned anywhere (found), and whether every value assigned to it is a key.
+func assignedKeys(code, name string, seen map[string]bool) (found, ok bool) {
+	for _, m := range assignRe.FindAllStringSubmatchIndex(code, -1) {
+		pos := slices.IndexFunc(strings.Split(code[m[2]:m[3]], ","), func(n string) bool { return strings.TrimSpace(n) == name })
 		if pos < 0 {
 			continue
 		}
+		found = true
+		line := code[m[5]:]
+		if i := strings.IndexByte(line, '\n'); i >= 0 {
+			line = line[:i]
+		}
+		values := luaCallArgs(line)
+		if pos >= len(values) {
+			return true, false
+		}
+		v := keyValueRe.FindStringSubmatch(values[pos])
+		if v == nil || !isKey(code, v[1], seen) {
+			return true, false
+		}
+	}
+	return found, true
+}
+
+// passedKeys reports whether name is a parameter of a local function (found), and whether every call of each such
+// function passes a key in that position (one call at least).
+func passedKeys(code, name string, seen map[string]bool) (found, ok bool) {
+	for _, def := range funcDefRe.FindAllStringSubmatch(code, -1) {
+		pos := slices.IndexFunc(strings.Split(def[2], ","), func(p string) bool { return strings.TrimSpace(p) == name })
+		if pos < 0 {
+			continue
+		}
+		found = true
 		calls := regexp.MustCompile(`(?:^|[^\w.])`+def[1]+`\(`).FindAllStringIndex(code, -1)
 		n := 0
 		for _, c := range calls {
-			args := luaCallArgs(code[c[1]:])
-			if strings.HasPrefix(code[max(c[0], 0):c[1]], "function") || strings.Contains(code[max(c[0]-16, 0):c[1]], "function "+def[1]) {
+			if strings.Contains(code[max(c[0]-16, 0):c[1]], "function "+def[1]) {
 				continue // the definition itself
 			}
-			if pos >= len(args) || !keysRefRe.MatchString(strings.TrimSpace(args[pos])) {
-				return false
+			args := luaCallArgs(code[c[1]:])
+			if pos >= len(args) || !isKey(code, args[pos], seen) {
+				return true, false
 			}
 			n++
 		}
-		return n > 0
+		if n == 0 {
+			return true, false
+		}
+	}
+	return found, true
+}
+
+// boundOtherwise reports whether name is bound by a generic for or is a parameter of a function that is not a
+// local one (an anonymous function, a table's method): bindings the checks above do not follow.
+func boundOtherwise(code, name string) bool {
+	is := func(list string) bool {
+		return slices.ContainsFunc(strings.Split(list, ","), func(n string) bool { return strings.TrimSpace(n) == name })
+	}
+	for _, m := range forInRe.FindAllStringSubmatch(code, -1) {
+		if is(m[1]) {
+			return true
+		}
+	}
+	for _, m := range anyFuncRe.FindAllStringSubmatchIndex(code, -1) {
+		local := nameRe.MatchString(code[m[2]:m[3]]) && strings.HasSuffix(strings.TrimRight(code[:m[0]], " \t"), "local")
+		if !local && is(code[m[4]:m[5]]) {
+			return true
+		}
 	}
 	return false
 }
 
-// luaCallArgs splits the arguments of a call whose text starts right after its opening parenthesis.
+// luaCallArgs splits the arguments of a call whose text starts right after its opening parenthesis (or a list of
+// values), at the commas outside brackets and quotes, up to the first unopened closing bracket.
 func luaCallArgs(s string) []string {
 	var args []string
 	depth, start := 0, 0
+	var quote rune
+	escaped := false
 	for i, r := range s {
-		switch r {
-		case '(', '[', '{':
+		switch {
+		case quote != 0:
+			switch {
+			case escaped:
+				escaped = false
+			case r == '\\':
+				escaped = true
+			case r == quote:
+				quote = 0
+			}
+		case r == '\'' || r == '"':
+			quote = r
+		case r == '(' || r == '[' || r == '{':
 			depth++
-		case ')', ']', '}':
+		case r == ')' || r == ']' || r == '}':
 			if depth == 0 {
 				return append(args, s[start:i])
 			}
 			depth--
-		case ',':
-			if depth == 0 {
-				args = append(args, s[start:i])
-				start = i + 1
-			}
+		case r == ',' && depth == 0:
+			args = append(args, s[start:i])
+			start = i + 1
 		}
 	}
 	return append(args, s[start:])
@@ -176,9 +258,24 @@ func TestClusterScriptKeyCheckCatchesBuiltKeys(t *testing.T) {
 		"redis.pcall('SET', '{q}:x', 1)",
 		"local function f(k, v)\n  redis.call('SET', k, v)\nend\nf(KEYS[1], 1)\nf('{q}:' .. ARGV[1], 2)",
 		"local function f(k)\n  redis.call('GET', k)\nend",
+		// Names bound in a list, passed on, or bound where the check does not follow them.
+		"local a, k = KEYS[1], ARGV[1]\nredis.call('GET', k)",
+		"local k, a = KEYS[1] .. 'x', KEYS[2]\nredis.call('GET', k)",
+		"local a, k = KEYS[1]\nredis.call('GET', k)",
+		"local a, b, k = 'x,', KEYS[1], ARGV[1]\nredis.call('GET', k)",
+		"local j = KEYS[1]\nlocal k = j\nk = j .. 'x'\nredis.call('GET', k)",
+		"local k = KEYS[1]\nlocal function f(k)\n  redis.call('GET', k)\nend\nf('{q}:x')",
+		"local function f(k)\n  redis.call('GET', k)\nend\nlocal function g(j)\n  f(j)\nend\ng(ARGV[1])",
+		"local k = KEYS[1]\nfor _, k in ipairs(ARGV) do redis.call('GET', k) end",
+		"local k = KEYS[1]\nlocal f = function(k) redis.call('GET', k) end\nf(ARGV[1])",
+		"local k = KEYS[1]\nif ARGV[1] then k = KEYS[2] else k = ARGV[2] end\nredis.call('GET', k)",
 	} {
 		require.NotEmpty(t, scriptKeyProblems(src), src)
 	}
 	require.Empty(t, scriptKeyProblems("local function f(k, v)\n  redis.call('SET', k, v)\nend\nf(KEYS[1], 1)\nf(KEYS[g + 1], 2)"))
+	require.Empty(t, scriptKeyProblems("local a, b = KEYS[1], KEYS[2]\nlocal g = tonumber(ARGV[1])\nlocal c = KEYS[g]\nlocal function f(k, v)\n"+
+		"  redis.call('SET', k, v)\nend\nlocal function g(k, j)\n  f(k, 1)\n  f(j, 2)\nend\n"+
+		"g(a, c)\ng(b, KEYS[3])\nredis.call('GET', c)"))
+	require.Empty(t, scriptKeyProblems("local k\nif ARGV[1] then k = KEYS[1] else k = KEYS[2] end\nredis.call('GET', k)"))
 	require.Empty(t, scriptKeyProblems("local t = redis.call('TIME')\nlocal key\nkey = KEYS[2]\nredis.call('LPOP', key, 3) -- KEYS only"))
 }
