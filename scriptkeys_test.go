@@ -126,11 +126,15 @@ func isKey(code, expr string, seen map[string]bool) bool {
 }
 
 // assignedKeys reports whether name is assigned anywhere (found), and whether every value assigned to it is a key.
+// A field of a table constructor ({dead = 2}) assigns no variable.
 func assignedKeys(code, name string, seen map[string]bool) (found, ok bool) {
 	for _, m := range assignRe.FindAllStringSubmatchIndex(code, -1) {
 		pos := slices.IndexFunc(strings.Split(code[m[2]:m[3]], ","), func(n string) bool { return strings.TrimSpace(n) == name })
 		if pos < 0 {
 			continue
+		}
+		if strings.Count(code[:m[2]], "{") > strings.Count(code[:m[2]], "}") {
+			continue // a field of a table constructor, not a variable
 		}
 		found = true
 		line := code[m[5]:]
@@ -269,6 +273,7 @@ func TestClusterScriptKeyCheckCatchesBuiltKeys(t *testing.T) {
 		"local k = KEYS[1]\nfor _, k in ipairs(ARGV) do redis.call('GET', k) end",
 		"local k = KEYS[1]\nlocal f = function(k) redis.call('GET', k) end\nf(ARGV[1])",
 		"local k = KEYS[1]\nif ARGV[1] then k = KEYS[2] else k = ARGV[2] end\nredis.call('GET', k)",
+		"local t = {k = KEYS[1]}\nlocal k = ARGV[1]\nredis.call('GET', k)",
 	} {
 		require.NotEmpty(t, scriptKeyProblems(src), src)
 	}
@@ -276,6 +281,7 @@ func TestClusterScriptKeyCheckCatchesBuiltKeys(t *testing.T) {
 	require.Empty(t, scriptKeyProblems("local a, b = KEYS[1], KEYS[2]\nlocal g = tonumber(ARGV[1])\nlocal c = KEYS[g]\nlocal function f(k, v)\n"+
 		"  redis.call('SET', k, v)\nend\nlocal function g(k, j)\n  f(k, 1)\n  f(j, 2)\nend\n"+
 		"g(a, c)\ng(b, KEYS[3])\nredis.call('GET', c)"))
+	require.Empty(t, scriptKeyProblems("local o = ({k = 1, j = 2})[ARGV[1]]\nlocal k, j = KEYS[1], KEYS[2]\nredis.call('GET', k)"))
 	require.Empty(t, scriptKeyProblems("local k\nif ARGV[1] then k = KEYS[1] else k = KEYS[2] end\nredis.call('GET', k)"))
 	require.Empty(t, scriptKeyProblems("local t = redis.call('TIME')\nlocal key\nkey = KEYS[2]\nredis.call('LPOP', key, 3) -- KEYS only"))
 }

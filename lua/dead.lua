@@ -1,29 +1,32 @@
 -- dead: act on dead letters.
--- KEYS: the queue's key set (see keys.go).
+-- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, dead, errors, settled and
+-- wake.
 -- ARGV[1] = "requeue" or "delete"; then pairs id, envelope ("" keeps the stored one; ignored by delete).
 -- requeue moves each dead task to the tail of pending with a fresh delivery count; delete removes it (and its
 -- settled entry, so the id can be enqueued again).
 -- Returns the number of tasks acted on (ids that were not dead are skipped).
+local tasks, pending, deliveries, dead, errors = KEYS[1], KEYS[2], KEYS[5], KEYS[7], KEYS[8]
+local settled, wake = KEYS[9], KEYS[11]
 local mode = ARGV[1]
 local n = 0
-local was_empty = redis.call('LLEN', KEYS[2]) == 0
+local was_empty = redis.call('LLEN', pending) == 0
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
-  if redis.call('ZREM', KEYS[7], id) == 1 then
-    redis.call('HDEL', KEYS[8], id)
-    redis.call('HDEL', KEYS[5], id)
+  if redis.call('ZREM', dead, id) == 1 then
+    redis.call('HDEL', errors, id)
+    redis.call('HDEL', deliveries, id)
     if mode == 'delete' then
-      redis.call('HDEL', KEYS[1], id)
-      redis.call('ZREM', KEYS[9], id)
+      redis.call('HDEL', tasks, id)
+      redis.call('ZREM', settled, id)
     else
-      if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[1], id, ARGV[i + 1]) end
-      redis.call('RPUSH', KEYS[2], id)
+      if ARGV[i + 1] ~= '' then redis.call('HSET', tasks, id, ARGV[i + 1]) end
+      redis.call('RPUSH', pending, id)
     end
     n = n + 1
   end
 end
 if mode ~= 'delete' and n > 0 and was_empty then
-  redis.call('LPUSH', KEYS[11], '1')
-  redis.call('LTRIM', KEYS[11], 0, 63)
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 63)
 end
 return n
