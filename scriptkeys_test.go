@@ -1,6 +1,7 @@
 package taskqueue
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -29,35 +30,44 @@ var (
 // all; multi-key commands are refused outright.
 func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 	t.Parallel()
-	// The scripts exactly as they are sent (group.lua is prepended to those that finish tasks).
+	// The scripts exactly as they are sent (the prelude functions each calls, then its own file).
 	sent := map[string]string{
-		"enqueue": enqueueSrc, "dequeue": dequeueSrc, "dispatch": dispatchSrc, "ack": groupSrc + ackSrc,
-		"settle": groupSrc + settleSrc, "extend": extendSrc, "reap": groupSrc + reapSrc, "dead": deadSrc,
-		"pause": pauseSrc, "purge": purgeSrc,
+		"enqueue": enqueueSrc, "dequeue": dequeueSrc, "dispatch": dispatchSrc, "ack": ackSrc, "settle": settleSrc,
+		"extend": extendSrc, "reap": reapSrc, "dead": deadSrc, "pause": pauseSrc, "purge": purgeSrc,
 	}
 	for name, src := range sent {
 		problems := scriptKeyProblems(src)
 		require.Empty(t, problems, "the %s script builds or passes keys outside KEYS", name)
 	}
-	// Every file under lua/ is part of a script checked above.
+	// Every file under lua/ is part of a script checked above: a script's own file whole, a prelude file (whose
+	// code is all in its functions) by each of its functions.
 	files, err := filepath.Glob("lua/*.lua")
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
+	in := func(part string) bool {
+		return slices.ContainsFunc(slices.Collect(maps.Values(sent)), func(s string) bool { return strings.Contains(s, part) })
+	}
 	for _, f := range files {
 		src, err := os.ReadFile(f)
 		require.NoError(t, err)
-		found := false
-		for _, s := range sent {
-			found = found || strings.Contains(s, string(src))
+		if f != "lua/prelude.lua" && f != "lua/group.lua" {
+			require.True(t, in(string(src)), "%s is not in the list of scripts this test checks", f)
+			continue
 		}
-		require.True(t, found, "%s is not in the list of scripts this test checks", f)
+		rest := string(src)
+		for _, fn := range splitPrelude(string(src)) {
+			require.True(t, in(fn.text), "%s: no script calls %s", f, fn.name)
+			rest = strings.Replace(rest, fn.text, "", 1)
+		}
+		require.Empty(t, strings.TrimSpace(luaCode(rest)), "%s holds code outside its functions", f)
 	}
+	require.Len(t, preludeFuncs, len(splitPrelude(preludeLua))+len(splitPrelude(groupLua)))
 }
 
 // scriptKeyProblems returns each command of a Lua script whose key does not come from KEYS.
 func scriptKeyProblems(src string) []string {
 	var problems []string
-	code := stripLuaComments(src)
+	code := luaCode(src)
 	if n, m := len(anyCallRe.FindAllString(code, -1)), len(redisCallRe.FindAllString(code, -1)); n != m {
 		problems = append(problems, "a redis.call whose command is not a literal")
 	}
@@ -234,18 +244,6 @@ func luaCallArgs(s string) []string {
 		}
 	}
 	return append(args, s[start:])
-}
-
-// stripLuaComments removes "--" comments (the scripts hold no string containing "--").
-func stripLuaComments(src string) string {
-	var b strings.Builder
-	for line := range strings.Lines(src) {
-		if i := strings.Index(line, "--"); i >= 0 {
-			line = line[:i] + "\n"
-		}
-		b.WriteString(line)
-	}
-	return b.String()
 }
 
 // The check itself must catch what it is for: a key built by concatenation, a key from ARGV, a variable assigned

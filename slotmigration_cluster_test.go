@@ -227,8 +227,8 @@ func newScriptSpy(q *RedisTaskQueue) *scriptSpy {
 		"settle": settleScript, "extend": extendScript, "reap": reapScript} {
 		s.names[sc.Hash()] = name
 	}
-	for name, src := range map[string]string{"enqueue": enqueueSrc, "dequeue": dequeueSrc, "ack": groupSrc + ackSrc,
-		"settle": groupSrc + settleSrc, "extend": extendSrc, "reap": groupSrc + reapSrc} {
+	for name, src := range map[string]string{"enqueue": enqueueSrc, "dequeue": dequeueSrc, "ack": ackSrc,
+		"settle": settleSrc, "extend": extendSrc, "reap": reapSrc} {
 		s.names[src] = name
 	}
 	return s

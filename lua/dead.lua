@@ -26,7 +26,6 @@ for i = 2, #ARGV, 2 do
   end
 end
 if mode ~= 'delete' and n > 0 and was_empty then
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, 63)
+  wake_one(wake)
 end
 return n

@@ -15,8 +15,7 @@
 local tasks, pending, active, lease, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local scheduled, seq, wake, paused, epoch = KEYS[6], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local n, lease_ms, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, promote)
 if #due > 0 then
   redis.call('ZREM', scheduled, unpack(due))
@@ -83,8 +82,7 @@ if ids then
     redis.call('HSET', lease, unpack(hargs))
   end
   if full and redis.call('LLEN', pending) > 0 then
-    redis.call('LPUSH', wake, '1')
-    redis.call('LTRIM', wake, 0, 63)
+    wake_one(wake)
   end
 end
 local head = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')

@@ -14,8 +14,7 @@ for i = 0, n - 1 do
   local id = ARGV[4 + 3 * i]
   if redis.call('HEXISTS', tasks, id) == 1 or redis.call('ZSCORE', settled, id) then return {2, id} end
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local fields = {'name', ARGV[1], 'total', n, 'done', 0, 'ttl', ttl, 'created', now}
 local envs, ready = {}, {}
 for i = 0, n - 1 do
@@ -50,7 +49,6 @@ if #ready > 0 then
   if was_empty then push = true end
 end
 if push then
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, 63)
+  wake_one(wake)
 end
 return {1}

@@ -28,8 +28,7 @@ for i = 1, n do
     local delay = tonumber(ARGV[3 * i + 1])
     if delay > 0 then
       if not now then
-        local t = redis.call('TIME')
-        now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        now = now_ms()
         local head = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
         if head[2] then head_due = tonumber(head[2]) end
       end
@@ -48,7 +47,6 @@ end
 -- One RPUSH for the ready tasks, in batch order; its reply (the new length) tells whether pending was empty.
 if #ready > 0 and redis.call('RPUSH', pending, unpack(ready)) == #ready then push = true end
 if push then
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, 63)
+  wake_one(wake)
 end
 return out

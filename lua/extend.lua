@@ -5,8 +5,7 @@
 -- Returns {now_ms, r1, r2, ...}: per pair 1 renewed, 0 lease lost.
 local active, lease = KEYS[1], KEYS[2]
 local lease_ms = tonumber(ARGV[1])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local out = {now}
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]

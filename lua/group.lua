@@ -1,4 +1,4 @@
--- group: record one member's outcome in its group run; prepended to ack.lua, settle.lua and reap.lua.
+-- group: record one member's outcome in its group run. Part of the prelude: sent in each script that calls it.
 -- group_done(gk, wk, id, outcome): gk is the run's hash ({prefix}:group:<group id>), wk its done list; outcome is
 -- "1" .. result (succeeded) or "0" .. reason (failed). The first outcome of a member counts, later ones are
 -- ignored (a redelivered member that completes twice counts once). Nothing is written when gk is gone (waited

@@ -8,14 +8,12 @@
 -- Returns 1 when the state changed, 0 when the queue already was paused (pause) or running (resume).
 local wake, paused = KEYS[11], KEYS[12]
 if ARGV[1] == 'pause' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = now_ms()
   if redis.call('SET', paused, now, 'NX') then return 1 end
   return 0
 elseif ARGV[1] == 'resume' then
   local n = redis.call('DEL', paused)
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, 63)
+  wake_one(wake)
   return n
 end
 return redis.error_reply('unknown mode')

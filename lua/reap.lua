@@ -14,8 +14,7 @@
 local tasks, pending, active, lease, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local scheduled, dead, errors, wake = KEYS[6], KEYS[7], KEYS[8], KEYS[11]
 local limit, maxd, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local was_empty = redis.call('LLEN', pending) == 0
 local requeued, buried = 0, 0
 local function bury(id, d)
@@ -68,8 +67,7 @@ for i = #ids, 1, -1 do
   end
 end
 if was_empty and (requeued > 0 or #due > 0) then
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, 63)
+  wake_one(wake)
 end
 local out = {requeued, buried, #due}
 for _, v in ipairs(held) do out[#out + 1] = v end

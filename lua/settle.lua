@@ -26,8 +26,7 @@ end
 redis.call('HDEL', lease, id)
 redis.call('ZREM', active, id)
 if env ~= '' then redis.call('HSET', tasks, id, env) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local push = false
 if mode == 'release' then
   push = redis.call('LPUSH', pending, id) == 1
@@ -47,8 +46,7 @@ else
   end
 end
 if push then
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, 63)
+  wake_one(wake)
 end
 if mode == 'dead' then
   local g = tonumber(ARGV[8] or '0')
