@@ -1,15 +1,15 @@
 -- dead: act on dead letters.
--- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, dead, errors, settled and
--- wake.
+-- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled (passed on to
+-- place, which does not touch it here), dead, errors, settled and wake.
 -- ARGV[1] = "requeue" or "delete"; then pairs id, envelope ("" keeps the stored one; ignored by delete).
 -- requeue moves each dead task to the tail of pending with a fresh delivery count; delete removes it (and its
 -- settled entry, so the id can be enqueued again).
 -- Returns the number of tasks acted on (ids that were not dead are skipped).
-local tasks, pending, deliveries, dead, errors = KEYS[1], KEYS[2], KEYS[5], KEYS[7], KEYS[8]
-local settled, wake = KEYS[9], KEYS[11]
+local tasks, pending, deliveries, scheduled, dead = KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7]
+local errors, settled, wake = KEYS[8], KEYS[9], KEYS[11]
 local mode = ARGV[1]
 local n = 0
-local was_empty = redis.call('LLEN', pending) == 0
+local ready = {}
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   if redis.call('ZREM', dead, id) == 1 then
@@ -20,12 +20,11 @@ for i = 2, #ARGV, 2 do
       redis.call('ZREM', settled, id)
     else
       if ARGV[i + 1] ~= '' then redis.call('HSET', tasks, id, ARGV[i + 1]) end
-      redis.call('RPUSH', pending, id)
+      ready[#ready + 1] = id
     end
     n = n + 1
   end
 end
-if mode ~= 'delete' and n > 0 and was_empty then
-  wake_one(wake)
-end
+-- Requeued in the order given, with one RPUSH (place, prelude.lua; nothing is scheduled).
+place(pending, scheduled, wake, nil, ready, {})
 return n

@@ -16,7 +16,7 @@ for i = 0, n - 1 do
 end
 local now = now_ms()
 local fields = {'name', ARGV[1], 'total', n, 'done', 0, 'ttl', ttl, 'created', now}
-local envs, ready = {}, {}
+local envs, ready, delayed = {}, {}, {}
 for i = 0, n - 1 do
   local id = ARGV[4 + 3 * i]
   fields[#fields + 1] = 'm:' .. id
@@ -27,28 +27,14 @@ end
 redis.call('HSET', run, unpack(fields))
 redis.call('PEXPIRE', run, ttl)
 redis.call('HSET', tasks, unpack(envs))
-local was_empty = redis.call('LLEN', pending) == 0
-local head = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-local head_due = tonumber(head[2])
-local push = false
 for i = 0, n - 1 do
   local id, delay = ARGV[4 + 3 * i], tonumber(ARGV[6 + 3 * i])
   if delay > 0 then
-    local due = now + delay
-    redis.call('ZADD', scheduled, due, id)
-    if not head_due or due < head_due then
-      head_due = due
-      push = true
-    end
+    delayed[#delayed + 1] = id
+    delayed[#delayed + 1] = delay
   else
     ready[#ready + 1] = id
   end
 end
-if #ready > 0 then
-  redis.call('RPUSH', pending, unpack(ready))
-  if was_empty then push = true end
-end
-if push then
-  wake_one(wake)
-end
+place(pending, scheduled, wake, now, ready, delayed)
 return {1}

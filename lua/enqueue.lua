@@ -13,10 +13,7 @@ if n == 0 then return out end
 local ids = {}
 for i = 1, n do ids[i] = ARGV[3 * i - 1] end
 local scores = redis.call('ZMSCORE', settled, unpack(ids))
-local now
-local head_due
-local push = false
-local ready = {}
+local ready, delayed = {}, {}
 for i = 1, n do
   local id, env = ids[i], ARGV[3 * i]
   if scores[i] and tonumber(scores[i]) % 4 == 0 then
@@ -27,26 +24,14 @@ for i = 1, n do
   else
     local delay = tonumber(ARGV[3 * i + 1])
     if delay > 0 then
-      if not now then
-        now = now_ms()
-        local head = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-        if head[2] then head_due = tonumber(head[2]) end
-      end
-      local due = now + delay
-      redis.call('ZADD', scheduled, due, id)
-      if not head_due or due < head_due then
-        head_due = due
-        push = true
-      end
+      delayed[#delayed + 1] = id
+      delayed[#delayed + 1] = delay
     else
       ready[#ready + 1] = id
     end
     out[i] = 1
   end
 end
--- One RPUSH for the ready tasks, in batch order; its reply (the new length) tells whether pending was empty.
-if #ready > 0 and redis.call('RPUSH', pending, unpack(ready)) == #ready then push = true end
-if push then
-  wake_one(wake)
-end
+-- The created tasks, in batch order: one RPUSH for the ready ones, a ZADD per delayed one (place, prelude.lua).
+place(pending, scheduled, wake, nil, ready, delayed)
 return out

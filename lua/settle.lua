@@ -27,9 +27,8 @@ redis.call('HDEL', lease, id)
 redis.call('ZREM', active, id)
 if env ~= '' then redis.call('HSET', tasks, id, env) end
 local now = now_ms()
-local push = false
 if mode == 'release' then
-  push = redis.call('LPUSH', pending, id) == 1
+  if redis.call('LPUSH', pending, id) == 1 then wake_one(wake) end
 elseif mode == 'dead' then
   redis.call('HDEL', deliveries, id)
   redis.call('ZADD', dead, now, id)
@@ -38,15 +37,10 @@ else
   redis.call('HDEL', deliveries, id)
   local delay = tonumber(ARGV[6])
   if delay > 0 then
-    local head = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-    redis.call('ZADD', scheduled, now + delay, id)
-    push = not head[2] or now + delay < tonumber(head[2])
+    place(pending, scheduled, wake, now, {}, {id, delay})
   else
-    push = redis.call('RPUSH', pending, id) == 1
+    place(pending, scheduled, wake, now, {id}, {})
   end
-end
-if push then
-  wake_one(wake)
 end
 if mode == 'dead' then
   local g = tonumber(ARGV[8] or '0')
