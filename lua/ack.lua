@@ -39,7 +39,7 @@ for j, id in ipairs(ids) do
         redis.call('SET', KEYS[r], ARGV[a + 4], 'PX', rttl)
       end
     end
-  elseif tonumber(redis.call('ZSCORE', settled, id)) == tonumber(tok) * 4 then
+  elseif settled_as(settled, id, tonumber(tok) * 4) then
     out[j] = 1
   else
     out[j] = 0
@@ -51,7 +51,6 @@ if #done > 0 then
   redis.call('HDEL', tasks, unpack(done))
   -- deliveries holds only tasks whose lease once expired: usually it does not exist, and is not passed.
   if deliveries then redis.call('HDEL', deliveries, unpack(done)) end
-  if window > 0 then redis.call('ZADD', settled, unpack(entries)) end
-  redis.call('ZREMRANGEBYRANK', settled, 0, -window - 1)
+  remember(settled, window, entries)
 end
 return out

@@ -16,11 +16,7 @@ local tasks, pending, active, lease, deliveries = KEYS[1], KEYS[2], KEYS[3], KEY
 local scheduled, seq, wake, paused, epoch = KEYS[6], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local n, lease_ms, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, promote)
-if #due > 0 then
-  redis.call('ZREM', scheduled, unpack(due))
-  redis.call('RPUSH', pending, unpack(due))
-end
+promote_due(scheduled, pending, now, promote)
 local out = {now, -1}
 if redis.call('EXISTS', paused) == 1 then return out end
 local ids = redis.call('LPOP', pending, n)

@@ -37,3 +37,27 @@ local function place(pending, scheduled, wake, now, ready, delayed)
   if #ready > 0 and redis.call('RPUSH', pending, unpack(ready)) == #ready then push = true end
   if push then wake_one(wake) end
 end
+
+-- promote_due(scheduled, pending, now, limit): move up to limit scheduled tasks due by now to the tail of
+-- pending, earliest first; returns how many moved.
+local function promote_due(scheduled, pending, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
+  if #due > 0 then
+    redis.call('ZREM', scheduled, unpack(due))
+    redis.call('RPUSH', pending, unpack(due))
+  end
+  return #due
+end
+
+-- settled_as(settled, id, score): whether the settled window holds id with this score (token*4 + outcome), that
+-- is whether the call that settles it so already ran: a resend.
+local function settled_as(settled, id, score)
+  return tonumber(redis.call('ZSCORE', settled, id)) == score
+end
+
+-- remember(settled, window, entries): add entries (pairs score, id) to the settled window, unless it is off
+-- (window 0), and trim it to its newest window ids.
+local function remember(settled, window, entries)
+  if window > 0 then redis.call('ZADD', settled, unpack(entries)) end
+  redis.call('ZREMRANGEBYRANK', settled, 0, -window - 1)
+end

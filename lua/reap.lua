@@ -36,11 +36,7 @@ for i = 5, #ARGV, 2 do
     if g > 0 then group_done(KEYS[g], KEYS[g + 1], id, '0' .. why) end
   end
 end
-local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, promote)
-if #due > 0 then
-  redis.call('ZREM', scheduled, unpack(due))
-  redis.call('RPUSH', pending, unpack(due))
-end
+local promoted = promote_due(scheduled, pending, now, promote)
 local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
 local held = {}
 for i = #ids, 1, -1 do
@@ -66,9 +62,9 @@ for i = #ids, 1, -1 do
     requeued = requeued + 1
   end
 end
-if was_empty and (requeued > 0 or #due > 0) then
+if was_empty and (requeued > 0 or promoted > 0) then
   wake_one(wake)
 end
-local out = {requeued, buried, #due}
+local out = {requeued, buried, promoted}
 for _, v in ipairs(held) do out[#out + 1] = v end
 return out

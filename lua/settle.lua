@@ -19,7 +19,7 @@ local outcome = ({retry = 1, dead = 2, release = 3})[mode]
 if not outcome then return redis.error_reply('unknown mode') end
 local score = tonumber(tok) * 4 + outcome
 if redis.call('HGET', lease, id) ~= tok then
-  if tonumber(redis.call('ZSCORE', settled, id)) == score then return 1 end
+  if settled_as(settled, id, score) then return 1 end
   if env ~= '' and redis.call('HGET', tasks, id) == env then return 1 end
   return 0
 end
@@ -46,6 +46,5 @@ if mode == 'dead' then
   local g = tonumber(ARGV[8] or '0')
   if g > 0 then group_done(KEYS[g], KEYS[g + 1], id, '0' .. ARGV[7]) end
 end
-if window > 0 then redis.call('ZADD', settled, string.format('%.0f', score), id) end
-redis.call('ZREMRANGEBYRANK', settled, 0, -window - 1)
+remember(settled, window, {string.format('%.0f', score), id})
 return 1
