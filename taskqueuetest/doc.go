@@ -18,7 +18,7 @@
 //		taskqueuetest.RequireEnqueued(t, k.Queue, "billing", "send_invoice",
 //			InvoiceArgs{OrderID: 42, Email: "ada@example.com"})
 //
-//		runs := taskqueuetest.RunEnqueued(t, t.Context(), k.Queue)
+//		runs := taskqueuetest.RunEnqueued(t.Context(), t, k.Queue)
 //		if got := taskqueuetest.RequireResult[string](t, runs[0]); got != "invoice 42 sent to ada@example.com" {
 //			t.Errorf("result %q", got)
 //		}

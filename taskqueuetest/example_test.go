@@ -44,7 +44,7 @@ func Example_producerSuite() {
 	}
 	taskqueuetest.RequireEnqueued(t, k.Queue, "billing", "send_invoice", InvoiceArgs{OrderID: 42, Email: "ada@example.com"})
 
-	runs := taskqueuetest.RunEnqueued(t, ctx, k.Queue)
+	runs := taskqueuetest.RunEnqueued(ctx, t, k.Queue)
 	fmt.Println(taskqueuetest.RequireResult[string](t, runs[0]))
 	fmt.Println("failed:", t.Failed())
 	// Output:
@@ -68,9 +68,9 @@ func ExampleKit_Advance() {
 		InvoiceArgs{OrderID: 7, Email: "bob@example.com"}, taskqueuetest.WithDelay(time.Hour))
 	fmt.Println(task.State, task.Due.Sub(k.Clock.Now()))
 
-	fmt.Println("runs now:", len(taskqueuetest.RunEnqueued(t, ctx, k.Queue)))
+	fmt.Println("runs now:", len(taskqueuetest.RunEnqueued(ctx, t, k.Queue)))
 	k.Advance(t, time.Hour)
-	runs := taskqueuetest.RunEnqueued(t, ctx, k.Queue)
+	runs := taskqueuetest.RunEnqueued(ctx, t, k.Queue)
 	fmt.Println("runs after an hour:", len(runs), runs[0].TaskID, runs[0].Err)
 	// Output:
 	// scheduled 1h0m0s
@@ -107,7 +107,9 @@ func ExampleEnqueued() {
 			t.Fatalf("QueueInvoice: %v", err)
 		}
 	}
-	for _, task := range taskqueuetest.Enqueued(t, k.Queue) {
+	tasks := taskqueuetest.Enqueued(t, k.Queue)
+	for i := range tasks {
+		task := &tasks[i]
 		var args InvoiceArgs
 		if err := task.DecodeArgs(&args); err != nil {
 			t.Fatalf("args: %v", err)

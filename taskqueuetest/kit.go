@@ -9,8 +9,9 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/graflow-go/taskqueue"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/graflow-go/taskqueue"
 )
 
 // Kit is one test's queue, ready to use: a Redis (a miniredis of its own by default), a client, a registry with a

@@ -154,7 +154,7 @@ func TestEnqueued(t *testing.T) {
 		later.ProcessIn = time.Minute
 		enqueue(t, k.Queue, later)
 		enqueue(t, k.Queue, taskqueue.NewTaskSpec("n1", taskqueue.Ref("mail", "unregistered", nil)))
-		taskqueuetest.RunEnqueued(t, context.Background(), k.Queue) // parks n1, fails m1 (not registered either)
+		taskqueuetest.RunEnqueued(context.Background(), t, k.Queue) // parks n1, fails m1 (not registered either)
 
 		got := taskqueuetest.Enqueued(t, k.Queue)
 		states := map[string]taskqueue.State{}
@@ -210,7 +210,7 @@ func TestRunEnqueued(t *testing.T) {
 		enqueue(t, k.Queue, noRetry)
 		enqueue(t, k.Queue, taskqueue.NewTaskSpec("bad", taskqueue.Ref("calc", "sum", map[string]string{"C": "x"})))
 
-		runs := taskqueuetest.RunEnqueued(t, context.WithValue(context.Background(), key{}, "v"), k.Queue)
+		runs := taskqueuetest.RunEnqueued(context.WithValue(context.Background(), key{}, "v"), t, k.Queue)
 		byID := map[string]taskqueuetest.RunResult{}
 		for _, r := range runs {
 			byID[r.TaskID] = r
@@ -242,7 +242,7 @@ func TestRunEnqueued(t *testing.T) {
 		}
 		// The failed tasks wait for their retry; nothing else is left.
 		taskqueuetest.RequireEnqueued(t, k.Queue, "calc", "sum", sumArgs{A: -1}, taskqueuetest.WithState(taskqueue.StateRetry))
-		if runs := taskqueuetest.RunEnqueued(t, context.Background(), k.Queue); len(runs) != 0 {
+		if runs := taskqueuetest.RunEnqueued(context.Background(), t, k.Queue); len(runs) != 0 {
 			t.Errorf("second run: %+v", runs)
 		}
 	})
@@ -265,15 +265,15 @@ func TestAdvanceRunsDelayedTasks(t *testing.T) {
 	enqueue(t, k.Queue, spec)
 
 	k.Miniredis.FastForward(2 * time.Hour)
-	if runs := taskqueuetest.RunEnqueued(t, context.Background(), k.Queue); len(runs) != 0 {
+	if runs := taskqueuetest.RunEnqueued(context.Background(), t, k.Queue); len(runs) != 0 {
 		t.Fatalf("ran after FastForward: %+v", runs)
 	}
 	k.Advance(t, 59*time.Minute)
-	if runs := taskqueuetest.RunEnqueued(t, context.Background(), k.Queue); len(runs) != 0 {
+	if runs := taskqueuetest.RunEnqueued(context.Background(), t, k.Queue); len(runs) != 0 {
 		t.Fatalf("ran a minute early: %+v", runs)
 	}
 	k.Advance(t, time.Minute)
-	runs := taskqueuetest.RunEnqueued(t, context.Background(), k.Queue)
+	runs := taskqueuetest.RunEnqueued(context.Background(), t, k.Queue)
 	if len(runs) != 1 || runs[0].TaskID != "later" || runs[0].Err != nil || ran != 1 {
 		t.Fatalf("after Advance: %+v (ran %d)", runs, ran)
 	}
@@ -293,7 +293,7 @@ func TestRetryAfterAdvance(t *testing.T) {
 	})
 	enqueue(t, k.Queue, mail("m1", mailArgs{To: "a@x"}))
 	backoff := &taskqueue.WorkerConfig{Backoff: func(int, error) time.Duration { return time.Minute }}
-	runs := taskqueuetest.RunEnqueued(t, context.Background(), k.Queue, taskqueuetest.WithWorkerConfig(backoff))
+	runs := taskqueuetest.RunEnqueued(context.Background(), t, k.Queue, taskqueuetest.WithWorkerConfig(backoff))
 	if len(runs) != 1 || runs[0].State != taskqueue.StateRetry {
 		t.Fatalf("first run: %+v", runs)
 	}
@@ -302,7 +302,7 @@ func TestRetryAfterAdvance(t *testing.T) {
 		t.Errorf("retry %+v", task)
 	}
 	k.Advance(t, time.Minute)
-	runs = taskqueuetest.RunEnqueued(t, context.Background(), k.Queue)
+	runs = taskqueuetest.RunEnqueued(context.Background(), t, k.Queue)
 	if len(runs) != 1 || runs[0].Err != nil || runs[0].Attempt != 1 {
 		t.Fatalf("second run: %+v", runs)
 	}
@@ -347,7 +347,7 @@ func TestQuietByDefault(t *testing.T) {
 
 	k := taskqueuetest.New(t)
 	enqueue(t, k.Queue, taskqueue.NewTaskSpec("n1", taskqueue.Ref("mail", "unregistered", nil))) // parked: a warning
-	taskqueuetest.RunEnqueued(t, context.Background(), k.Queue)
+	taskqueuetest.RunEnqueued(context.Background(), t, k.Queue)
 	if def.n != 0 {
 		t.Errorf("%d records reached the default logger", def.n)
 	}
@@ -355,7 +355,7 @@ func TestQuietByDefault(t *testing.T) {
 	mine := &recordingHandler{}
 	k = taskqueuetest.New(t, taskqueuetest.WithLogger(slog.New(mine)))
 	enqueue(t, k.Queue, taskqueue.NewTaskSpec("n1", taskqueue.Ref("mail", "unregistered", nil)))
-	taskqueuetest.RunEnqueued(t, context.Background(), k.Queue)
+	taskqueuetest.RunEnqueued(context.Background(), t, k.Queue)
 	if mine.n == 0 || def.n != 0 {
 		t.Errorf("WithLogger: %d records, default %d", mine.n, def.n)
 	}
@@ -374,7 +374,7 @@ func TestWithRegistry(t *testing.T) {
 		t.Fatalf("resolver %p, prefix %q", k.Resolver, k.Queue.KeyPrefix())
 	}
 	enqueue(t, k.Queue, taskqueue.NewTaskSpec("d1", taskqueue.Ref("calc", "double", 21)))
-	runs := taskqueuetest.RunEnqueued(t, context.Background(), k.Queue)
+	runs := taskqueuetest.RunEnqueued(context.Background(), t, k.Queue)
 	if len(runs) != 1 || taskqueuetest.RequireResult[int](t, runs[0]) != 42 {
 		t.Fatalf("runs %+v", runs)
 	}

@@ -141,7 +141,8 @@ func find[T any](t testing.TB, q taskqueue.AdminTarget, module, name string, arg
 		}
 	}
 	why = map[string]string{}
-	for _, e := range all {
+	for i := range all {
+		e := &all[i]
 		if e.Module != module || e.Name != name {
 			continue
 		}
@@ -149,13 +150,13 @@ func find[T any](t testing.TB, q taskqueue.AdminTarget, module, name string, arg
 			why[e.TaskID] = reason
 			continue
 		}
-		found = append(found, e)
+		found = append(found, *e)
 	}
 	return found, all, why
 }
 
 // mismatch says why e does not match, or "" when it does.
-func (m *match) mismatch(e EnqueuedTask, args any, now time.Time) string {
+func (m *match) mismatch(e *EnqueuedTask, args any, now time.Time) string {
 	switch {
 	case m.taskID != "" && e.TaskID != m.taskID:
 		return "another task id"
@@ -183,7 +184,7 @@ func (m *match) mismatch(e EnqueuedTask, args any, now time.Time) string {
 }
 
 // argsMismatch decodes e's arguments into the type args points to and compares them.
-func argsMismatch(e EnqueuedTask, args, comparer any) string {
+func argsMismatch(e *EnqueuedTask, args, comparer any) string {
 	if args == nil || reflect.ValueOf(args).IsNil() {
 		return ""
 	}
@@ -230,7 +231,8 @@ func listing(all []EnqueuedTask, why map[string]string) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "the queue holds %d:", len(all))
-	for i, e := range all {
+	for i := range all {
+		e := &all[i]
 		if i == maxListing {
 			fmt.Fprintf(&b, "\n\t… and %d more", len(all)-maxListing)
 			break

@@ -99,7 +99,7 @@ func WithRunTimeout(d time.Duration) RunOption { return func(c *runConfig) { c.t
 // runs on the worker's goroutine). ctx's values reach the handlers. No other worker may consume q meanwhile.
 //
 // Errors of the queue itself and a run that does not end in time fail the test with t.Fatalf.
-func RunEnqueued(t testing.TB, ctx context.Context, q Queue, opts ...RunOption) []RunResult {
+func RunEnqueued(ctx context.Context, t testing.TB, q Queue, opts ...RunOption) []RunResult {
 	t.Helper()
 	cfg := runConfig{timeout: 30 * time.Second}
 	for _, opt := range opts {
@@ -281,8 +281,8 @@ func parkedSince(ctx context.Context, adm *taskqueue.Admin, before map[string]bo
 		return nil, err
 	}
 	ran := map[string]bool{}
-	for _, r := range runs {
-		ran[r.TaskID] = true
+	for i := range runs {
+		ran[runs[i].TaskID] = true
 	}
 	var out []RunResult
 	for _, info := range infos {
