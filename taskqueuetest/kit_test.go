@@ -379,3 +379,27 @@ func TestWithRegistry(t *testing.T) {
 		t.Fatalf("runs %+v", runs)
 	}
 }
+
+// The helpers take the test's own queues too: here a sharded queue on the kit's Redis.
+func TestShardedQueue(t *testing.T) {
+	t.Parallel()
+	backends(t, func(t *testing.T, k *taskqueuetest.Kit) {
+		taskqueue.MustRegisterResult(k.Resolver, "calc", "sum", func(_ context.Context, a sumArgs) (int, error) { return a.A + a.B, nil })
+		q, err := taskqueue.NewShardedQueue(k.Client, "sharded", 4, k.Registry, &taskqueue.RedisConfig{Logger: taskqueuetest.Quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 8 {
+			enqueue(t, q, taskqueue.NewTaskSpec("", taskqueue.Ref("calc", "sum", sumArgs{A: i, B: 1})))
+		}
+		taskqueuetest.RequireEnqueued(t, q, "calc", "sum", sumArgs{A: 5, B: 1})
+		runs := taskqueuetest.RunEnqueued(context.Background(), t, q)
+		total := 0
+		for i := range runs {
+			total += taskqueuetest.RequireResult[int](t, runs[i])
+		}
+		if len(runs) != 8 || total != 36 || len(taskqueuetest.Enqueued(t, q)) != 0 {
+			t.Fatalf("%d runs, total %d", len(runs), total)
+		}
+	})
+}
