@@ -15,13 +15,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/graflow-go/taskqueue/internal/redistest"
 )
 
 // The chaos tier (make test-chaos, docs/reliability.md): real redis-server processes and worker subprocesses that
@@ -31,100 +32,26 @@ import (
 // chaosRedis is a redis-server process owned by one test, which may kill it and start it again on the same port
 // and data directory (so that an append-only file is reloaded).
 type chaosRedis struct {
-	bin  string
+	*redistest.Server
 	addr string
-	dir  string
-	args []string
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
 }
 
 // startChaosRedis starts a redis-server for the test on a free loopback port, with its data in a directory of its
 // own, and kills it when the test ends. persist gives the persistence flags; none means no persistence at all.
 func startChaosRedis(t testing.TB, persist ...string) *chaosRedis {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("real redis-server needed in CI: %v", err)
-		}
-		t.Skipf("SKIPPING chaos test: no redis-server on PATH (%v)", err)
-	}
-	port := 0
-	for range 10 {
-		port, err = freePort()
-		require.NoError(t, err)
-		if port != 6379 { // never the default port, which may hold someone's data
-			break
-		}
-	}
-	require.NotEqual(t, 6379, port)
 	if len(persist) == 0 {
-		persist = []string{"--save", "", "--appendonly", "no"}
+		persist = redistest.NoPersistence
 	}
-	dir := t.TempDir()
-	r := &chaosRedis{
-		bin:  bin,
-		addr: fmt.Sprintf("127.0.0.1:%d", port),
-		dir:  dir,
-		args: append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--daemonize", "no",
-			"--loglevel", "warning", "--logfile", filepath.Join(dir, "redis.log")}, persist...),
-	}
-	t.Cleanup(r.kill) // registered after TempDir: runs before the directory is removed
-	require.NoError(t, r.start())
-	return r
+	srv := redistest.Run(t, redistest.Options{Args: persist})
+	return &chaosRedis{Server: srv, addr: srv.Addr}
 }
 
-// start starts the server and waits until it answers and has loaded its data.
-func (r *chaosRedis) start() error {
-	cmd := exec.Command(r.bin, r.args...)
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	r.mu.Lock()
-	r.cmd, r.exited = cmd, exited
-	r.mu.Unlock()
-
-	rdb := redis.NewClient(&redis.Options{Addr: r.addr, MaxRetries: -1, DialTimeout: time.Second})
-	defer rdb.Close()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		info, err := rdb.Info(context.Background(), "persistence").Result()
-		if err == nil && strings.Contains(info, "loading:0") {
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("redis-server on %s exited at start; see %s", r.addr, filepath.Join(r.dir, "redis.log"))
-		default:
-		}
-		if time.Now().After(deadline) {
-			r.kill()
-			return fmt.Errorf("redis-server did not come up on %s: %v", r.addr, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// start starts the server again and waits until it answers and has loaded its data.
+func (r *chaosRedis) start() error { return r.Server.Restart() }
 
 // kill ends the server with SIGKILL (no shutdown, no final fsync) and waits until it is gone.
-func (r *chaosRedis) kill() {
-	r.mu.Lock()
-	cmd, exited := r.cmd, r.exited
-	r.cmd = nil
-	r.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-	}
-}
+func (r *chaosRedis) kill() { r.Server.Kill() }
 
 // client returns a client of the server, closed when the test ends. opts may be nil.
 func (r *chaosRedis) client(t testing.TB, opts *redis.Options) *redis.Client {

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -123,26 +122,9 @@ func TestCheckRealRedis(t *testing.T) {
 	require.Empty(t, logs.String())
 }
 
-// startOwnRedis starts a redis-server of the test's own with extra arguments, stopped at the test's end.
-func startOwnRedis(t *testing.T, extra ...string) *redis.Client {
-	t.Helper()
-	realRedis(t) // skips (or fails under CI) like every real-Redis test when there is no redis-server
-	addr, cmd, err := startRedisServer(append(extra, "--dir", t.TempDir())...)
-	require.NoError(t, err)
-	t.Cleanup(func() { stopServer(cmd) })
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	return rdb
-}
-
-func stopServer(cmd *exec.Cmd) {
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-}
-
 func TestCheckEvictionPolicyWarning(t *testing.T) {
 	t.Parallel()
-	rdb := startOwnRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
+	rdb := ownRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
 	var logs logBuffer
 	reg, _ := testRegistry(t)
 	q, err := NewRedisTaskQueue(rdb, "evict", reg, &RedisConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -334,7 +316,7 @@ func TestClassifyTransient(t *testing.T) {
 // silent drop), and a task that was running before must still be acknowledged, which frees memory.
 func TestOOMEnqueue(t *testing.T) {
 	t.Parallel()
-	rdb := startOwnRedis(t, "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+	rdb := ownRedis(t, "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
 	ctx := context.Background()
 	reg, ref := testRegistry(t)
 	require.NoError(t, Register(ref, "m", "ok", func(context.Context, addArgs) error { return nil }))

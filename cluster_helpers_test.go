@@ -6,17 +6,16 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/graflow-go/taskqueue/internal/redistest"
 )
 
 // The cluster tier (make test-cluster, docs/scaling.md): Redis Clusters and Sentinel groups made of redis-server
@@ -33,80 +32,34 @@ func (discardRedisLog) Printf(context.Context, string, ...any) {}
 
 // redisProc is one redis-server process owned by a test.
 type redisProc struct {
-	addr   string
-	port   int
-	bus    int // the Cluster bus port, 0 outside a Cluster
-	cmd    *exec.Cmd
-	exited chan struct{}
-	once   sync.Once
+	*redistest.Server
+	addr string
+	port int
+	bus  int // the Cluster bus port, 0 outside a Cluster
 }
 
 // kill ends the process with SIGKILL and waits until it is gone. Killing twice does no harm.
-func (p *redisProc) kill() {
-	p.once.Do(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-		}
-	})
-}
+func (p *redisProc) kill() { p.Kill() }
 
 // loopbackPort returns a free loopback port other than 6379, which may hold someone else's data.
 func loopbackPort(t testing.TB) int {
 	t.Helper()
-	for range 10 {
-		port, err := freePort()
-		require.NoError(t, err)
-		if port != 6379 {
-			return port
-		}
-	}
-	t.Fatal("no free loopback port")
-	return 0
+	port, err := redistest.FreePort()
+	require.NoError(t, err)
+	return port
 }
 
-// redisBin returns the redis-server binary; without one the test fails under CI and is skipped (loudly) elsewhere.
-func redisBin(t testing.TB) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("real redis-server needed in CI: %v", err)
-		}
-		t.Skipf("SKIPPING cluster test: no redis-server on PATH (%v)", err)
-	}
-	return bin
-}
-
-// startProc starts redis-server with args (plus port, bind, dir and log file), waits until it answers PING and
-// registers its kill with t.Cleanup.
+// startProc starts redis-server with args (plus port, bind, dir and log file; a first argument that is not a flag
+// is a configuration file), waits until it answers PING and registers its kill with t.Cleanup.
 func startProc(t testing.TB, dir string, port int, args ...string) *redisProc {
 	t.Helper()
-	logFile := filepath.Join(dir, fmt.Sprintf("redis-%d.log", port))
-	all := append(append([]string{}, args...), "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-		"--daemonize", "no", "--loglevel", "notice", "--logfile", logFile)
-	cmd := exec.Command(redisBin(t), all...)
-	require.NoError(t, cmd.Start())
-	p := &redisProc{addr: fmt.Sprintf("127.0.0.1:%d", port), port: port, cmd: cmd, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(p.kill)
-	rdb := redis.NewClient(&redis.Options{Addr: p.addr, MaxRetries: -1, DialTimeout: time.Second})
-	defer rdb.Close()
-	deadline := time.Now().Add(15 * time.Second)
-	for rdb.Ping(context.Background()).Err() != nil {
-		select {
-		case <-p.exited:
-			log, _ := os.ReadFile(logFile)
-			t.Fatalf("redis-server on %s exited at start:\n%s", p.addr, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not come up on %s", p.addr)
-		}
-		time.Sleep(5 * time.Millisecond)
+	o := redistest.Options{Dir: dir, Port: port}
+	if len(args) > 0 && !strings.HasPrefix(args[0], "--") {
+		o.Config, args = args[0], args[1:]
 	}
-	return p
+	o.Args = append(append([]string{}, args...), "--loglevel", "notice")
+	srv := redistest.Run(t, o)
+	return &redisProc{Server: srv, addr: srv.Addr, port: srv.Port}
 }
 
 // testCluster is a Redis Cluster of primaries, each with its replicas, on loopback.
@@ -205,7 +158,7 @@ func (c *testCluster) waitKnown(n int) {
 func (c *testCluster) waitHealthy(timeout time.Duration) {
 	c.t.Helper()
 	for _, p := range c.nodes() {
-		if isClosed(p.exited) {
+		if isClosed(p.Exited()) {
 			continue
 		}
 		nc := c.node(p.addr)
@@ -243,7 +196,7 @@ func (c *testCluster) replicaOf(t testing.TB, primary *redisProc) *redisProc {
 	info, err := nc.Info(context.Background(), "replication").Result()
 	require.NoError(t, err)
 	for _, p := range c.nodes() {
-		if p != primary && !isClosed(p.exited) && strings.Contains(info, "port="+strconv.Itoa(p.port)+",") {
+		if p != primary && !isClosed(p.Exited()) && strings.Contains(info, "port="+strconv.Itoa(p.port)+",") {
 			return p
 		}
 	}
@@ -251,7 +204,7 @@ func (c *testCluster) replicaOf(t testing.TB, primary *redisProc) *redisProc {
 	return nil
 }
 
-func isClosed(ch chan struct{}) bool {
+func isClosed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
 		return true
@@ -378,7 +331,7 @@ func (c *testCluster) migrateSlot(t testing.TB, slot int, from, to *redisProc, b
 	require.NoError(t, dst.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err())
 	require.NoError(t, src.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err())
 	for _, p := range c.primaries {
-		if p != from && p != to && !isClosed(p.exited) {
+		if p != from && p != to && !isClosed(p.Exited()) {
 			nc := c.node(p.addr)
 			require.NoError(t, nc.Do(ctx, "cluster", "setslot", slot, "node", dstID).Err())
 			_ = nc.Close()

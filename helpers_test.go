@@ -4,11 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,8 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/graflow-go/taskqueue/internal/redistest"
 )
 
 func TestMain(m *testing.M) {
@@ -163,8 +164,7 @@ func newOwnReal(t *testing.T, cfg *RedisConfig) *setup {
 
 var realSrv struct {
 	once sync.Once
-	addr string
-	cmd  *exec.Cmd
+	srv  *redistest.Server
 	err  error
 }
 
@@ -173,82 +173,28 @@ var realSrv struct {
 func realRedis(t testing.TB) string {
 	t.Helper()
 	realSrv.once.Do(func() {
-		realSrv.addr, realSrv.cmd, realSrv.err = startRedisServer()
+		realSrv.srv, realSrv.err = redistest.Start(redistest.Options{Args: redistest.NoPersistence})
 	})
 	if realSrv.err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("real redis-server needed in CI: %v", realSrv.err)
-		}
-		t.Skipf("SKIPPING real-Redis test: %v (install redis-server to run it)", realSrv.err)
+		redistest.SkipOrFail(t, realSrv.err)
 	}
-	return realSrv.addr
+	return realSrv.srv.Addr
 }
 
 // ownRedis starts a redis-server for one test alone (for what the shared one must not see: CLIENT LIST, WAIT, a
 // server that is stopped) and returns a client to it; both go at the end of the test.
-func ownRedis(t *testing.T) *redis.Client {
+func ownRedis(t *testing.T, extra ...string) *redis.Client {
 	t.Helper()
-	addr, cmd, err := startRedisServer()
-	if err != nil {
-		realRedis(t) // skips, or fails under CI, as the other real-Redis tests do
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	srv := redistest.Run(t, redistest.Options{Args: append(slices.Clone(redistest.NoPersistence), extra...)})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
 }
 
-func startRedisServer(extra ...string) (string, *exec.Cmd, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return "", nil, fmt.Errorf("no redis-server on PATH")
-	}
-	port, err := freePort()
-	if err != nil {
-		return "", nil, err
-	}
-	dir, err := os.MkdirTemp("", "taskqueue-redis-")
-	if err != nil {
-		return "", nil, err
-	}
-	args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--daemonize", "no", "--loglevel", "warning"}, extra...)
-	cmd := exec.Command(bin, args...)
-	dieWithTest(cmd)
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	defer rdb.Close()
-	for i := 0; ; i++ {
-		if rdb.Ping(context.Background()).Err() == nil {
-			return addr, cmd, nil
-		}
-		if i > 200 {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			return "", nil, fmt.Errorf("redis-server did not start on %s", addr)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
 func stopRealRedis() {
-	if realSrv.cmd != nil {
-		_ = realSrv.cmd.Process.Kill()
-		_ = realSrv.cmd.Wait()
+	if realSrv.srv != nil {
+		realSrv.srv.Stop()
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // waitFor polls cond until it holds or the timeout passes (a wait with a timeout, not a sleep for work).

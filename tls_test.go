@@ -10,13 +10,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,6 +22,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/graflow-go/taskqueue/internal/redistest"
 )
 
 // testPKI is a CA and a server certificate made by the test, written as PEM files to a temporary directory.
@@ -118,57 +118,25 @@ func newTestPKI(t *testing.T) *testPKI {
 // plaintext listener off) and returns that address. authClients is the server's tls-auth-clients setting.
 func startTLSRedis(t *testing.T, p *testPKI, authClients string) string {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("real redis-server needed in CI")
-		}
-		t.Skip("SKIPPING TLS test: no redis-server on PATH")
-	}
-	port, err := freePort()
-	require.NoError(t, err)
-	cmd := exec.Command(bin, "--port", "0", "--tls-port", fmt.Sprint(port), "--bind", "127.0.0.1",
-		"--tls-cert-file", p.certFile, "--tls-key-file", p.keyFile, "--tls-ca-cert-file", p.caFile,
-		"--tls-auth-clients", authClients, "--save", "", "--appendonly", "no", "--dir", p.dir,
-		"--daemonize", "no", "--loglevel", "warning")
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	redistest.Need(t)
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: "127.0.0.1", RootCAs: p.pool(t, p.caFile)}
 	if authClients == "yes" {
 		pair, err := tls.LoadX509KeyPair(p.clientCertFile, p.clientKeyFile)
 		require.NoError(t, err)
 		tlsCfg.Certificates = []tls.Certificate{pair}
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: tlsCfg, MaxRetries: -1, DialTimeout: time.Second})
-	defer rdb.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := rdb.Ping(context.Background()).Err()
-		if err == nil {
-			return addr
+	srv, err := redistest.Start(redistest.Options{Dir: p.dir, TLS: tlsCfg, Timeout: 5 * time.Second,
+		Args: append([]string{"--tls-cert-file", p.certFile, "--tls-key-file", p.keyFile, "--tls-ca-cert-file", p.caFile,
+			"--tls-auth-clients", authClients}, redistest.NoPersistence...)})
+	if err != nil {
+		if errors.Is(err, redistest.ErrExited) && strings.Contains(strings.ToLower(err.Error()), "tls") &&
+			os.Getenv("CI") == "" {
+			t.Skipf("SKIPPING TLS test: this redis-server has no TLS support: %v", err)
 		}
-		select {
-		case <-exited:
-			if (strings.Contains(out.String(), "tls") || strings.Contains(out.String(), "TLS")) && os.Getenv("CI") == "" {
-				t.Skipf("SKIPPING TLS test: this redis-server has no TLS support: %s", out.String())
-			}
-			t.Fatalf("redis-server exited: %s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("TLS redis-server did not answer on %s: %v\n%s", addr, err, out.String())
-		}
-		time.Sleep(25 * time.Millisecond)
+		t.Fatalf("TLS redis-server: %v", err)
 	}
+	t.Cleanup(srv.Kill)
+	return srv.Addr
 }
 
 func (p *testPKI) pool(t *testing.T, file string) *x509.CertPool {

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/graflow-go/taskqueue"
+	"github.com/graflow-go/taskqueue/internal/redistest"
 )
 
 func TestMain(m *testing.M) {
@@ -123,16 +122,14 @@ func (f *fixture) counts(t *testing.T) taskqueue.Counts {
 // closedPort returns a loopback address where nothing listens: a CLI pointed at it can reach no Redis.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	p, err := freePort()
+	p, err := redistest.FreePort()
 	require.NoError(t, err)
 	return fmt.Sprintf("127.0.0.1:%d", p)
 }
 
 var realSrv struct {
 	once sync.Once
-	addr string
-	dir  string
-	cmd  *exec.Cmd
+	srv  *redistest.Server
 	err  error
 }
 
@@ -141,65 +138,16 @@ var realSrv struct {
 func realRedis(t *testing.T) string {
 	t.Helper()
 	realSrv.once.Do(func() {
-		realSrv.addr, realSrv.dir, realSrv.cmd, realSrv.err = startRedisServer()
+		realSrv.srv, realSrv.err = redistest.Start(redistest.Options{Args: redistest.NoPersistence})
 	})
 	if realSrv.err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("real redis-server needed in CI: %v", realSrv.err)
-		}
-		t.Skipf("SKIPPING real-Redis test: %v (install redis-server to run it)", realSrv.err)
+		redistest.SkipOrFail(t, realSrv.err)
 	}
-	return realSrv.addr
-}
-
-func startRedisServer() (addr, dir string, cmd *exec.Cmd, err error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return "", "", nil, errors.New("no redis-server on PATH")
-	}
-	port, err := freePort()
-	if err != nil {
-		return "", "", nil, err
-	}
-	if dir, err = os.MkdirTemp("", "taskqueue-cli-redis-"); err != nil {
-		return "", "", nil, err
-	}
-	cmd = exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--daemonize", "no", "--loglevel", "warning")
-	if err := cmd.Start(); err != nil {
-		_ = os.RemoveAll(dir)
-		return "", "", nil, err
-	}
-	addr = fmt.Sprintf("127.0.0.1:%d", port)
-	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	defer rdb.Close()
-	for i := 0; ; i++ {
-		if rdb.Ping(context.Background()).Err() == nil {
-			return addr, dir, cmd, nil
-		}
-		if i > 200 {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			_ = os.RemoveAll(dir)
-			return "", "", nil, fmt.Errorf("redis-server did not start on %s", addr)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	return realSrv.srv.Addr
 }
 
 func stopRealRedis() {
-	if realSrv.cmd != nil {
-		_ = realSrv.cmd.Process.Kill()
-		_ = realSrv.cmd.Wait()
-		_ = os.RemoveAll(realSrv.dir)
+	if realSrv.srv != nil {
+		realSrv.srv.Stop()
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -1,12 +1,12 @@
-package taskqueue
+package redistest
 
 import (
 	"os/exec"
 	"syscall"
 )
 
-// dieWithTest makes a child process (a redis-server, a worker) receive SIGKILL when the test binary dies, so that
+// DieWithParent makes a child process (a redis-server, a worker) receive SIGKILL when the test binary dies, so that
 // a test binary killed by a timeout or a signal leaves no server behind.
-func dieWithTest(cmd *exec.Cmd) {
+func DieWithParent(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
