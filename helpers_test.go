@@ -234,3 +234,92 @@ type addArgs struct {
 	A int64 `json:"a"`
 	B int64 `json:"b"`
 }
+
+// backends runs a test against miniredis and against the real redis-server the test binary starts.
+func backends(t *testing.T, cfg *RedisConfig, fn func(t *testing.T, s *setup)) {
+	t.Helper()
+	for _, b := range []struct {
+		name string
+		mk   func(testing.TB, *RedisConfig) *setup
+	}{{"mini", newMini}, {"real", newReal}} {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, b.mk(t, cfg))
+		})
+	}
+}
+
+// lease dequeues without blocking and requires exactly n deliveries.
+func (s *setup) lease(t *testing.T, n int) []*Delivery {
+	t.Helper()
+	ds, err := s.q.Dequeue(context.Background(), DequeueOptions{Max: max(n, 1)})
+	require.NoError(t, err)
+	require.Len(t, ds, n)
+	return ds
+}
+
+// advance moves the clock that leases and due times follow: miniredis's, or the real one by waiting.
+func (s *setup) advance(d time.Duration) {
+	if s.mr != nil {
+		now, _ := s.adm.ServerTime(context.Background())
+		s.mr.SetTime(now.Add(d))
+		return
+	}
+	time.Sleep(d)
+}
+
+// writeRaw stores a hand-made envelope as a pending task, as a hostile or foreign producer would.
+func (s *setup) writeRaw(t *testing.T, id, raw string) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, s.rdb.HSet(ctx, s.q.keys.key(keyTasks), id, raw).Err())
+	require.NoError(t, s.rdb.RPush(ctx, s.q.keys.key(keyPending), id).Err())
+}
+
+// counts reads the counts of the queue's [Admin.Stats].
+func (s *setup) counts(t *testing.T) Counts {
+	t.Helper()
+	st, err := countsOf(context.Background(), s.q)
+	require.NoError(t, err)
+	return st
+}
+
+func ids(ds []*Delivery) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.Spec.TaskID
+	}
+	return out
+}
+
+type dequeueResult struct {
+	ds  []*Delivery
+	err error
+	at  time.Time // when Dequeue returned
+}
+
+// dequeueAsync runs one blocking Dequeue (up to 5 s, consumer c) in the background.
+func (s *setup) dequeueAsync(c string) <-chan dequeueResult {
+	got := make(chan dequeueResult, 1)
+	go func() {
+		ds, err := s.q.Dequeue(context.Background(), DequeueOptions{Max: 1, Wait: 5 * time.Second, Consumer: c})
+		got <- dequeueResult{ds, err, time.Now()}
+	}()
+	return got
+}
+
+// waitForBlocked waits until the pickup that the calling goroutine started (dequeueAsync) is in its blocking call
+// and, on a real Redis, until the server lists a blocked client (miniredis lists none). Whether the wait began
+// first changes no outcome that the tests check, only which path they take.
+func waitForBlocked(t *testing.T, s *setup) {
+	t.Helper()
+	me := goroutineID()
+	waitFor(t, 5*time.Second, "the pickup in its blocking call", func() bool { return childIn(me, "taskqueue.(*RedisTaskQueue).block(") })
+	if s.mr != nil {
+		return
+	}
+	waitFor(t, 5*time.Second, "a blocked client", func() bool {
+		info, err := s.rdb.Info(context.Background(), "clients").Result()
+		return err == nil && !strings.Contains(info, "blocked_clients:0")
+	})
+}
