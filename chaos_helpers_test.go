@@ -8,13 +8,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -448,4 +451,127 @@ func (p *chaosProxy) release() {
 		close(p.open)
 	}
 	p.mu.Unlock()
+}
+
+// debugRedis are the flags of a redis-server without persistence that accepts DEBUG (off by default since 7.0).
+var debugRedis = []string{"--save", "", "--appendonly", "no", "--enable-debug-command", "yes"}
+
+// pendingCount counts the occurrences of id in the pending list.
+func pendingCount(t testing.TB, rdb redis.UniversalClient, q *RedisTaskQueue, id string) int {
+	t.Helper()
+	ids, err := rdb.LRange(context.Background(), q.keys.key(keyPending), 0, -1).Result()
+	require.NoError(t, err)
+	n := 0
+	for _, x := range ids {
+		if x == id {
+			n++
+		}
+	}
+	return n
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// msgCounter is a slog handler that counts records by message.
+type msgCounter struct {
+	mu    sync.Mutex
+	count map[string]int
+	times map[string][]time.Time
+}
+
+func newMsgCounter() *msgCounter {
+	return &msgCounter{count: map[string]int{}, times: map[string][]time.Time{}}
+}
+
+func (m *msgCounter) Enabled(context.Context, slog.Level) bool { return true }
+
+func (m *msgCounter) Handle(_ context.Context, r slog.Record) error {
+	m.mu.Lock()
+	m.count[r.Message]++
+	m.times[r.Message] = append(m.times[r.Message], time.Now())
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *msgCounter) WithAttrs([]slog.Attr) slog.Handler { return m }
+
+func (m *msgCounter) WithGroup(string) slog.Handler { return m }
+
+// offsets returns when each record of msg came, relative to from.
+func (m *msgCounter) offsets(msg string, from time.Time) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, at := range m.times[msg] {
+		if !at.Before(from) {
+			out = append(out, at.Sub(from).Round(time.Millisecond).String())
+		}
+	}
+	return out
+}
+
+func (m *msgCounter) between(msg string, from, to time.Time) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, at := range m.times[msg] {
+		if !at.Before(from) && at.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
+func maxDur(ds []time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m.Round(time.Millisecond)
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+// figure logs a scenario's figures in the one greppable format that docs/reliability.md is built from:
+// FIGURE scenario=<n> key=value ...
+func figure(t testing.TB, scenario string, kv ...any) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "FIGURE scenario=%s", scenario)
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(&b, " %v=%v", kv[i], kv[i+1])
+	}
+	t.Log(b.String())
+}
+
+// ms formats a duration in whole milliseconds, for figures.
+func ms(d time.Duration) int64 { return d.Milliseconds() }
+
+// rawEnvelope is a v1 envelope as a foreign producer might write it; payload is the serialized task's payload.
+func rawEnvelope(id, resolver, strategy, payload, extra string) string {
+	return fmt.Sprintf(`{"v":1,"task_id":%q,"status":"ready","created_at":1,"strategy":%q,"resolver_id":%q,"serialized_task":{"strategy":%q,"payload":%s},"max_retries":3%s}`,
+		id, strategy, resolver, strategy, payload, extra)
+}
+
+// workPayload is the payload of a chaos.work reference with the given args (a JSON object).
+func workPayload(args string) string {
+	return `{"module":"chaos","name":"work","args":` + args + `}`
+}
+
+// writeRawTask stores an envelope and makes it pending, as enqueue.lua would, without any check.
+func writeRawTask(t testing.TB, rdb redis.UniversalClient, q *RedisTaskQueue, id, raw string) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, rdb.HSet(ctx, q.keys.key(keyTasks), id, raw).Err())
+	require.NoError(t, rdb.RPush(ctx, q.keys.key(keyPending), id).Err())
+	require.NoError(t, rdb.LPush(ctx, q.keys.key(keyWake), "1").Err())
 }
