@@ -104,7 +104,7 @@ func TestValidateJSON(t *testing.T) {
 	}
 }
 
-func TestValidateJSON_LargeObjects(t *testing.T) {
+func TestValidateJSONLargeObjects(t *testing.T) {
 	t.Parallel()
 	// Past 16 keys duplicates are found through a map of folded keys: same verdicts as pairwise.
 	keys := make([]string, 0, 40)
@@ -122,7 +122,7 @@ func TestValidateJSON_LargeObjects(t *testing.T) {
 	require.Error(t, validateJSON([]byte(bad), 5))
 }
 
-func TestFoldKey_AgreesWithEqualFold(t *testing.T) {
+func TestFoldKeyAgreesWithEqualFold(t *testing.T) {
 	t.Parallel()
 	runes := []rune{'a', 'A', 'k', 'K', '\u212a', 's', 'S', 'ſ', 'ß', 'ẞ', 'σ', 'ς', 'Σ', 'ǅ', 'ǆ', 'Ǆ', 'İ', 'i', 'ı',
 		'I', 'Ω', 'ω', '\u2126', 'µ', 'μ', 'Μ', 'é', 'É', '0', '_', '\ufffd', '😀', 'Ꭰ', 'ꭰ'}
@@ -134,7 +134,7 @@ func TestFoldKey_AgreesWithEqualFold(t *testing.T) {
 	}
 }
 
-func TestUnescape_MatchesEncodingJSON(t *testing.T) {
+func TestUnescapeMatchesEncodingJSON(t *testing.T) {
 	t.Parallel()
 	for _, in := range []string{`""`, `"plain"`, `"\"\\\/\b\f\n\r\t"`, `"\u0041\u00e9\u65e5\uD83D\uDE00\uffff"`,
 		`"mixed é \u00e9 😀 \ud83d\ude00 end"`, `"\u0000"`, `"` + strings.Repeat(`\u00fc`, 100) + `"`} {
@@ -148,7 +148,7 @@ func TestUnescape_MatchesEncodingJSON(t *testing.T) {
 	}
 }
 
-func TestValidateJSON_NoAllocations(t *testing.T) {
+func TestValidateJSONNoAllocations(t *testing.T) {
 	// Not parallel: AllocsPerRun counts every goroutine's allocations.
 	payload := benchEnvelope(t).SerializedTask.Payload
 	allocs := testing.AllocsPerRun(100, func() {

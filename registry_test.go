@@ -25,7 +25,7 @@ func (s fixedStrategyResolver) Resolve(st SerializedTask) (Executable, error) {
 	return Func(func(context.Context) error { return nil }), nil
 }
 
-func TestResolverRegistry_RegisterAndLookup(t *testing.T) {
+func TestResolverRegistryRegisterAndLookup(t *testing.T) {
 	t.Parallel()
 	reg := NewResolverRegistry()
 	ref := NewReferenceResolver()
@@ -50,7 +50,7 @@ func TestResolverRegistry_RegisterAndLookup(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnknownStrategy)
 }
 
-func TestResolverRegistry_RefusesDuplicates(t *testing.T) {
+func TestResolverRegistryRefusesDuplicates(t *testing.T) {
 	t.Parallel()
 	reg := NewResolverRegistry()
 	first := NewReferenceResolver()
@@ -66,7 +66,7 @@ func TestResolverRegistry_RefusesDuplicates(t *testing.T) {
 	require.NotPanics(t, func() { reg.MustRegister("other", first) })
 }
 
-func TestResolverRegistry_RefusesBadIDs(t *testing.T) {
+func TestResolverRegistryRefusesBadIDs(t *testing.T) {
 	t.Parallel()
 	reg := NewResolverRegistry()
 	huge := strings.Repeat("r", 1<<20)
@@ -92,7 +92,7 @@ func TestResolverRegistry_RefusesBadIDs(t *testing.T) {
 	}
 }
 
-func TestResolverRegistry_RefusesNilResolvers(t *testing.T) {
+func TestResolverRegistryRefusesNilResolvers(t *testing.T) {
 	t.Parallel()
 	reg := NewResolverRegistry()
 	require.ErrorIs(t, reg.Register("a", nil), ErrInvalidConfig)
@@ -100,7 +100,7 @@ func TestResolverRegistry_RefusesNilResolvers(t *testing.T) {
 	require.Empty(t, reg.IDs())
 }
 
-func TestResolverRegistry_UnknownResolver(t *testing.T) {
+func TestResolverRegistryUnknownResolver(t *testing.T) {
 	t.Parallel()
 	reg, _ := testRegistry(t)
 	_, err := reg.Lookup("missing")
@@ -112,7 +112,7 @@ func TestResolverRegistry_UnknownResolver(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnsafeStrategy, "unsafe strategies are refused before the lookup")
 }
 
-func TestResolverRegistry_ZeroAndNil(t *testing.T) {
+func TestResolverRegistryZeroAndNil(t *testing.T) {
 	t.Parallel()
 	var zero ResolverRegistry
 	require.NoError(t, zero.Register("default", NewReferenceResolver()))
@@ -127,7 +127,7 @@ func TestResolverRegistry_ZeroAndNil(t *testing.T) {
 	require.ErrorIs(t, none.Register("default", NewReferenceResolver()), ErrInvalidConfig)
 }
 
-func TestResolverRegistry_Concurrent(t *testing.T) {
+func TestResolverRegistryConcurrent(t *testing.T) {
 	t.Parallel()
 	reg := NewResolverRegistry()
 	var wg sync.WaitGroup

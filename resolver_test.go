@@ -71,7 +71,7 @@ func refRoundTrip[T any](t *testing.T, args T) (T, []byte) {
 	return <-got, raw
 }
 
-func TestReference_RoundTripTypedArgs(t *testing.T) {
+func TestReferenceRoundTripTypedArgs(t *testing.T) {
 	t.Parallel()
 	huge, ok := new(big.Int).SetString("-123456789012345678901234567890123456789", 10)
 	require.True(t, ok)
@@ -117,7 +117,7 @@ func TestReference_RoundTripTypedArgs(t *testing.T) {
 	require.NotContains(t, s, "never sent")
 }
 
-func TestReference_RoundTripOtherTypes(t *testing.T) {
+func TestReferenceRoundTripOtherTypes(t *testing.T) {
 	t.Parallel()
 	t.Run("int64 max", func(t *testing.T) {
 		t.Parallel()
@@ -218,7 +218,7 @@ func (c *caseless) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func TestReference_ArgsAreStrict(t *testing.T) {
+func TestReferenceArgsAreStrict(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name  string
@@ -299,7 +299,7 @@ func TestReference_ArgsAreStrict(t *testing.T) {
 	}
 }
 
-func TestReference_TopLevelArgTypes(t *testing.T) {
+func TestReferenceTopLevelArgTypes(t *testing.T) {
 	t.Parallel()
 	n, err := resolveTestArgs[int64](t, `12345678901234567890`)
 	require.ErrorIs(t, err, ErrInvalidArgs, "got %d", n)
@@ -326,7 +326,7 @@ type argNode struct {
 // selfPointer is a legal, if odd, recursive pointer type.
 type selfPointer *selfPointer
 
-func TestReference_RecursiveArgTypes(t *testing.T) {
+func TestReferenceRecursiveArgTypes(t *testing.T) {
 	t.Parallel()
 	got, err := resolveTestArgs[argNode](t, `{"name":"a","children":[{"name":"b","next":{"name":"c","children":[]}}]}`)
 	require.NoError(t, err)
@@ -336,7 +336,7 @@ func TestReference_RecursiveArgTypes(t *testing.T) {
 	require.NotPanics(t, func() { _, _ = resolveTestArgs[selfPointer](t, `null`) })
 }
 
-func TestReference_PayloadIsStrict(t *testing.T) {
+func TestReferencePayloadIsStrict(t *testing.T) {
 	t.Parallel()
 	reg, ref := testRegistry(t)
 	require.NoError(t, Register(ref, "m", "n", func(context.Context, addArgs) error { return nil }))
@@ -369,7 +369,7 @@ func TestReference_PayloadIsStrict(t *testing.T) {
 	require.NoError(t, err)
 }
 
-func TestReference_UnknownAndPathLikeReferences(t *testing.T) {
+func TestReferenceUnknownAndPathLikeReferences(t *testing.T) {
 	t.Parallel()
 	reg, ref := testRegistry(t)
 	require.NoError(t, Register(ref, "examples.tasks", "extract_data", func(context.Context, addArgs) error { return nil }))
@@ -414,7 +414,7 @@ func TestReference_UnknownAndPathLikeReferences(t *testing.T) {
 	}
 }
 
-func TestReference_Strategies(t *testing.T) {
+func TestReferenceStrategies(t *testing.T) {
 	t.Parallel()
 	reg, ref := testRegistry(t)
 	require.NoError(t, Register(ref, "m", "n", func(context.Context, addArgs) error { return nil }))
@@ -490,7 +490,7 @@ func errText(err error) string {
 	return err.Error()
 }
 
-func TestReferenceResolver_Call(t *testing.T) {
+func TestReferenceResolverCall(t *testing.T) {
 	t.Parallel()
 	ref := NewReferenceResolver()
 	var got addArgs
@@ -528,7 +528,7 @@ func TestReferenceResolver_Call(t *testing.T) {
 	require.Equal(t, fromRef, again)
 }
 
-func TestReference_NotRunnable(t *testing.T) {
+func TestReferenceNotRunnable(t *testing.T) {
 	t.Parallel()
 	err := Ref("math", "add", nil).Run(context.Background())
 	require.ErrorIs(t, err, ErrNotRunnable)
@@ -543,7 +543,7 @@ func (badJSON) MarshalJSON() ([]byte, error) {
 	return nil, errors.New(strings.Repeat("very long failure ", 10000))
 }
 
-func TestReferenceResolver_Serialize(t *testing.T) {
+func TestReferenceResolverSerialize(t *testing.T) {
 	t.Parallel()
 	ref := NewReferenceResolver()
 	for name, exe := range map[string]Executable{
@@ -566,7 +566,7 @@ func TestReferenceResolver_Serialize(t *testing.T) {
 	require.Equal(t, `{"module":"m","name":"n","args":{"html":"<&>"}}`, string(st.Payload))
 }
 
-func TestReferenceResolver_Concurrent(t *testing.T) {
+func TestReferenceResolverConcurrent(t *testing.T) {
 	t.Parallel()
 	reg, ref := testRegistry(t)
 	var wg sync.WaitGroup
@@ -643,7 +643,7 @@ type shadowingArgs struct {
 	X string
 }
 
-func TestReference_ArgsWithoutInterfaces(t *testing.T) {
+func TestReferenceArgsWithoutInterfaces(t *testing.T) {
 	t.Parallel()
 	// addArgs holds no interface, so it decodes through the plain path: the shape check alone keeps it strict.
 	got, err := resolveTestArgs[addArgs](t, `{"a":1,"b":-2}`)
@@ -667,7 +667,7 @@ func TestReference_ArgsWithoutInterfaces(t *testing.T) {
 	require.Zero(t, sh.embedX1.X)
 }
 
-func TestReference_RoundTripThroughRedis(t *testing.T) {
+func TestReferenceRoundTripThroughRedis(t *testing.T) {
 	t.Parallel()
 	s := newMini(t, nil)
 	ctx := context.Background()

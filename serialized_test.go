@@ -38,7 +38,7 @@ func seedV0(t testing.TB) []byte {
 	return raw
 }
 
-func TestDecodeEnvelope_SeedDataFormatExample(t *testing.T) {
+func TestDecodeEnvelopeSeedDataFormatExample(t *testing.T) {
 	t.Parallel()
 	e, err := decodeEnvelope(seedV0(t), envLimits())
 	require.NoError(t, err)
@@ -65,7 +65,7 @@ func TestDecodeEnvelope_SeedDataFormatExample(t *testing.T) {
 	requireSameEnvelope(t, e, again)
 }
 
-func TestDecodeEnvelope_V1(t *testing.T) {
+func TestDecodeEnvelopeV1(t *testing.T) {
 	t.Parallel()
 	e, err := decodeEnvelope([]byte(validV1), envLimits())
 	require.NoError(t, err)
@@ -82,7 +82,7 @@ func TestDecodeEnvelope_V1(t *testing.T) {
 }
 
 // The seed's "ready" stays valid on read: it is pending, and an envelope rewritten says so in today's word.
-func TestDecodeEnvelope_ReadyReadsAsPending(t *testing.T) {
+func TestDecodeEnvelopeReadyReadsAsPending(t *testing.T) {
 	t.Parallel()
 	ready := v1With(t, `"status":"pending"`, `"status":"ready"`)
 	e, err := decodeEnvelope([]byte(ready), envLimits())
@@ -93,7 +93,7 @@ func TestDecodeEnvelope_ReadyReadsAsPending(t *testing.T) {
 	require.Equal(t, validV1, string(out), "rewritten byte for byte but for the status's name")
 }
 
-func TestDecodeEnvelope_DoesNotAliasInput(t *testing.T) {
+func TestDecodeEnvelopeDoesNotAliasInput(t *testing.T) {
 	t.Parallel()
 	data := []byte(v1With(t, `"last_error":"boom"`, `"last_error":"boom","x_extra":[1,2]`))
 	e, err := decodeEnvelope(data, envLimits())
@@ -106,7 +106,7 @@ func TestDecodeEnvelope_DoesNotAliasInput(t *testing.T) {
 	require.Equal(t, "t1", e.TaskID)
 }
 
-func TestDecodeEnvelope_Accepts(t *testing.T) {
+func TestDecodeEnvelopeAccepts(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name  string
@@ -156,7 +156,7 @@ func TestDecodeEnvelope_Accepts(t *testing.T) {
 // nestedArrays returns n nested arrays: [[[...]]].
 func nestedArrays(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
 
-func TestDecodeEnvelope_Rejects(t *testing.T) {
+func TestDecodeEnvelopeRejects(t *testing.T) {
 	t.Parallel()
 	deep := v1With(t, `"args":{"n":1}`, `"args":`+nestedArrays(DefaultMaxDepth-2))
 	for _, tc := range []struct {
@@ -302,7 +302,7 @@ func objectWithKeys(n int, dup string) string {
 // maxErrorLen bounds every error message, however large the hostile input.
 const maxErrorLen = 1024
 
-func TestDecodeEnvelope_LimitsAreConfigurable(t *testing.T) {
+func TestDecodeEnvelopeLimitsAreConfigurable(t *testing.T) {
 	t.Parallel()
 	raw := []byte(validV1 + strings.Repeat(" ", EnvelopeHeadroom))
 	// Stored envelopes are read up to the enqueue limit plus the headroom of the delivery fields.
@@ -347,7 +347,7 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-func TestEnvelope_KeepsUnknownFields(t *testing.T) {
+func TestEnvelopeKeepsUnknownFields(t *testing.T) {
 	t.Parallel()
 	in := v1With(t, `"v":1,`, `"v":1,"zeta":{"big":123456789012345678901234567890,"html":"<a href='x'>&amp;</a>"},`+
 		`"alpha" : [ 1 , 2.50 , "\u00e9" ],"trace_id":"abc","nothing":null,`)
@@ -375,7 +375,7 @@ func TestEnvelope_KeepsUnknownFields(t *testing.T) {
 	requireSameEnvelope(t, e0, again)
 }
 
-func TestEnvelopeMarshal_FieldNamesAndOrder(t *testing.T) {
+func TestEnvelopeMarshalFieldNamesAndOrder(t *testing.T) {
 	t.Parallel()
 	e := &envelope{TaskID: "t", Status: StatePending, CreatedAt: 1.5, Strategy: "reference", ResolverID: "default",
 		SerializedTask: SerializedTask{Strategy: "reference", Payload: json.RawMessage(`{"module":"m","name":"n"}`)}}
@@ -442,7 +442,7 @@ func encodingJSON(t *testing.T, e *envelope) string {
 	return strings.TrimSuffix(buf.String(), "\n")
 }
 
-func TestEnvelopeMarshal_MatchesEncodingJSON(t *testing.T) {
+func TestEnvelopeMarshalMatchesEncodingJSON(t *testing.T) {
 	t.Parallel()
 	texts := []string{"", "plain", `quote " and \ backslash`, "<b>&amp;</b> stays", "tab\tnew\nline\rcr",
 		"\b\f\x00\x01\x1f\x7f", "é日本😀", "line\u2028para\u2029sep", "bad\xffutf8\xc3", "\xed\xa0\x80 surrogate bytes",
@@ -469,7 +469,7 @@ func TestEnvelopeMarshal_MatchesEncodingJSON(t *testing.T) {
 	}
 }
 
-func TestEnvelopeMarshal_NoHTMLEscaping(t *testing.T) {
+func TestEnvelopeMarshalNoHTMLEscaping(t *testing.T) {
 	t.Parallel()
 	e := &envelope{TaskID: "t<1>", Status: StatePending, Strategy: "reference", ResolverID: "default", GroupID: "a&b",
 		LastError: "x < y && y > z", SerializedTask: SerializedTask{Strategy: "reference",
@@ -482,7 +482,7 @@ func TestEnvelopeMarshal_NoHTMLEscaping(t *testing.T) {
 	require.Contains(t, string(out), `"last_error":"x < y && y > z"`)
 }
 
-func TestEnvelopeMarshal_Refuses(t *testing.T) {
+func TestEnvelopeMarshalRefuses(t *testing.T) {
 	t.Parallel()
 	base := func() *envelope {
 		return &envelope{TaskID: "t", Strategy: "s", ResolverID: "r", SerializedTask: SerializedTask{Strategy: "s", Payload: json.RawMessage(`{}`)}}
@@ -522,7 +522,7 @@ func requireSameEnvelope(t testing.TB, want, got *envelope) {
 	require.Equal(t, w, g)
 }
 
-func TestEnvelopeErrors_BoundedForHostileInput(t *testing.T) {
+func TestEnvelopeErrorsBoundedForHostileInput(t *testing.T) {
 	t.Parallel()
 	huge := strings.Repeat("é", 300_000) // 600 kB
 	for name, input := range map[string]string{
@@ -588,7 +588,7 @@ func benchEnvelope(tb testing.TB) *envelope {
 		GroupID:        "etl_batch", MaxRetries: 3, TimeoutMS: 30000}
 }
 
-func TestEnvelope_FewAllocations(t *testing.T) {
+func TestEnvelopeFewAllocations(t *testing.T) {
 	// Not parallel: AllocsPerRun needs a quiet heap.
 	raw, err := benchEnvelope(t).marshal()
 	require.NoError(t, err)
@@ -647,7 +647,7 @@ func errorsIsOneOf(err error, sentinels ...error) bool {
 var metaV1 = strings.TrimSuffix(validV1, "}") +
 	`,"meta":{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"rojo=00f067aa0ba902b7"}}`
 
-func TestEnvelope_Meta(t *testing.T) {
+func TestEnvelopeMeta(t *testing.T) {
 	t.Parallel()
 	e, err := decodeEnvelope([]byte(metaV1), envLimits())
 	require.NoError(t, err)
@@ -677,7 +677,7 @@ func TestEnvelope_Meta(t *testing.T) {
 	require.NotContains(t, string(out), `"meta"`)
 }
 
-func TestEnvelope_MetaAccepts(t *testing.T) {
+func TestEnvelopeMetaAccepts(t *testing.T) {
 	t.Parallel()
 	full := make(map[string]string, MaxMetadataEntries)
 	var members []string
@@ -718,7 +718,7 @@ func metaWith(value string) string {
 	return strings.TrimSuffix(validV1, "}") + `,"meta":` + value + `}`
 }
 
-func TestEnvelope_MetaRejects(t *testing.T) {
+func TestEnvelopeMetaRejects(t *testing.T) {
 	t.Parallel()
 	var many []string
 	for i := range MaxMetadataEntries + 1 {
@@ -762,7 +762,7 @@ func TestEnvelope_MetaRejects(t *testing.T) {
 	}
 }
 
-func TestEnvelope_MetaBoundedForHostileInput(t *testing.T) {
+func TestEnvelopeMetaBoundedForHostileInput(t *testing.T) {
 	t.Parallel()
 	huge := strings.Repeat("é", 300_000)
 	for name, input := range map[string]string{
@@ -788,7 +788,7 @@ func manyKeys(n int) string {
 	return b.String()
 }
 
-func TestTaskSpec_MetadataValidation(t *testing.T) {
+func TestTaskSpecMetadataValidation(t *testing.T) {
 	t.Parallel()
 	reg, _ := testRegistry(t)
 	base := func(m map[string]string) *TaskSpec {
@@ -830,7 +830,7 @@ func TestTaskSpec_MetadataValidation(t *testing.T) {
 	require.NotContains(t, spec.Metadata, "x", "Serialized copies the metadata")
 }
 
-func TestEnvelope_MetaFewAllocations(t *testing.T) {
+func TestEnvelopeMetaFewAllocations(t *testing.T) {
 	// Not parallel: AllocsPerRun needs a quiet heap.
 	env := benchEnvelope(t)
 	env.Meta = map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestTaskSpec_Serialized(t *testing.T) {
+func TestTaskSpecSerialized(t *testing.T) {
 	t.Parallel()
 	reg, ref := testRegistry(t)
 	require.NoError(t, Register(ref, "examples.tasks", "extract_data", func(context.Context, addArgs) error { return nil }))
@@ -44,7 +44,7 @@ func TestTaskSpec_Serialized(t *testing.T) {
 	require.Equal(t, "custom", out.ResolverID)
 }
 
-func TestTaskSpec_SerializedRefuses(t *testing.T) {
+func TestTaskSpecSerializedRefuses(t *testing.T) {
 	t.Parallel()
 	reg, _ := testRegistry(t)
 	require.NoError(t, reg.Register("pickler", fixedStrategyResolver{strategy: "pickle"}))
@@ -92,13 +92,13 @@ func TestTaskSpec_SerializedRefuses(t *testing.T) {
 	require.Empty(t, out.SerializedTask.Payload)
 }
 
-func TestTaskSpec_New(t *testing.T) {
+func TestTaskSpecNew(t *testing.T) {
 	t.Parallel()
 	exe := Ref("m", "n", nil)
 	require.Equal(t, &TaskSpec{TaskID: "id", Executable: exe}, NewTaskSpec("id", exe))
 }
 
-func TestTaskSpec_FuncAdapter(t *testing.T) {
+func TestTaskSpecFuncAdapter(t *testing.T) {
 	t.Parallel()
 	called := false
 	require.NoError(t, Func(func(context.Context) error { called = true; return nil }).Run(context.Background()))
