@@ -59,10 +59,12 @@ func leakedGoroutines(timeout time.Duration) string {
 	}
 }
 
-// testRegistry returns a registry whose default resolver is ref.
+// testRegistry returns a registry whose default resolver is ref, which holds one function, test.noop, so that a
+// worker may start on it (TaskWorker.Start refuses a registry that can resolve no task); tests register theirs.
 func testRegistry(t testing.TB) (*ResolverRegistry, *ReferenceResolver) {
 	t.Helper()
 	ref := NewReferenceResolver()
+	require.NoError(t, Register(ref, "test", "noop", func(context.Context, struct{}) error { return nil }))
 	reg := NewResolverRegistry()
 	require.NoError(t, reg.Register(DefaultResolverID, ref))
 	return reg, ref

@@ -173,6 +173,7 @@ type TaskWorker struct {
 	reaper *reaper
 
 	health workerHealth // timestamps of the last successful round trips, for Health (health.go)
+	probe  *queueProbe  // the start-up look at the queue (exists.go); nil when there is none
 }
 
 const (
@@ -211,9 +212,19 @@ func (w *TaskWorker) Name() string { return w.cfg.Name }
 // Start starts consuming in the background and returns. Stop the worker with Stop: cancelling ctx does not stop
 // it. Every task's context carries ctx's values (a logger, a tenant, a database handle the embedding program put
 // there), but not its cancellation or deadline: a task's context ends only by its timeout, its lost lease or Stop.
+//
+// A worker of a [RedisTaskQueue] or a [ShardedQueue] whose registry can resolve no task (no resolver, or only
+// [ReferenceResolver]s with no function) does not start: the error wraps [ErrInvalidConfig] and [ErrNoResolvers].
+// Once started, it checks in the background that its queue has keys in Redis, and logs a warning when it has
+// none (a wrong key prefix or database, or a queue no producer has written to yet); see [Admin.Exists].
 func (w *TaskWorker) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if reg := registryOf(w.q); reg != nil {
+		if err := checkResolvers(reg); err != nil {
+			return err
+		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -230,6 +241,7 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	w.reaper.start()
 	w.picker.start()
 	w.cfg.Logger.Info("taskqueue: worker started", slog.String("worker", w.cfg.Name), slog.Int("concurrency", w.cfg.Concurrency))
+	w.probe = w.startQueueProbe()
 	return nil
 }
 
@@ -258,6 +270,7 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	w.state = stateStopping
 	w.mu.Unlock()
 
+	w.probe.stop()
 	w.reaper.stop()
 	w.picker.stop(ctx)
 	err := w.drainTasks(ctx)

@@ -533,8 +533,9 @@ func (c *WorkerMainConfig) run(ctx context.Context, rdb redis.UniversalClient, r
 	if rdb == nil {
 		return fmt.Errorf("%w: nil Redis client", ErrInvalidConfig)
 	}
-	if reg == nil || len(reg.IDs()) == 0 {
-		return fmt.Errorf("%w: the binary registered no resolver: register its functions before running the worker", ErrInvalidConfig)
+	// The check TaskWorker.Start makes, before anything connects: a registry that can resolve no task.
+	if err := checkResolvers(reg); err != nil {
+		return err
 	}
 	resolverID, prefix := cmp.Or(c.ResolverID, DefaultResolverID), cmp.Or(c.KeyPrefix, DefaultKeyPrefix)
 	if _, err := reg.Lookup(resolverID); err != nil {
