@@ -26,6 +26,7 @@ const (
 	exitUsage    = 2 // bad command line, or a bulk action with neither --yes nor a terminal to confirm on
 	exitNotFound = 3 // show, requeue or delete named a task that is not there
 	exitDeclined = 4 // the confirmation prompt was answered no
+	exitNoQueue  = 5 // the queue has no key in that database: a wrong --key-prefix or database, or never written
 )
 
 const defaultRedisURL = "redis://localhost:6379/0"
@@ -246,6 +247,67 @@ func (c *cli) open(ctx context.Context) (*queue, error) {
 	return q, err
 }
 
+// openExisting opens the queue like open, and fails with exit 5 when none of its keys exists: a read of a queue
+// that is not there would look like an empty one, and an action on it would claim a success it did not have.
+func (c *cli) openExisting(ctx context.Context) (*queue, error) {
+	q, err := c.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := q.requireExists(ctx); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+// requireExists returns a *codeError with exitNoQueue when the queue has no key. A user who may not run EXISTS
+// (an ACL written before it was documented) skips the check rather than fail.
+func (q *queue) requireExists(ctx context.Context) error {
+	err := q.RequireExists(ctx)
+	var nf *taskqueue.QueueNotFoundError
+	switch {
+	case errors.As(err, &nf):
+		return &codeError{exitNoQueue, errors.New(q.notFound(ctx, nf))}
+	case errors.Is(err, taskqueue.ErrPermission):
+		return nil
+	}
+	return err
+}
+
+// notFound is the message for a queue with no key: the prefix, the server and database, the queues seen in that
+// database, and the other databases that hold keys (when the user may run INFO).
+func (q *queue) notFound(ctx context.Context, nf *taskqueue.QueueNotFoundError) string {
+	msg := fmt.Sprintf("no queue %q on %s: none of its keys exists (wrong --key-prefix or database?)", clip(nf.Prefix, 140), q.where)
+	if len(nf.Found) > 0 {
+		found := make([]string, len(nf.Found))
+		for i, p := range nf.Found {
+			found[i] = clip(p, 140)
+		}
+		msg += fmt.Sprintf("\nqueues in db %d: %s", q.rdb.Options().DB, strings.Join(found, ", "))
+	}
+	if dbs := q.otherDBs(ctx); len(dbs) > 0 {
+		msg += "\nother databases with keys: " + strings.Join(dbs, ", ")
+	}
+	return msg
+}
+
+// otherDBs lists the databases other than the queue's that hold keys, from INFO keyspace; none when INFO is not
+// allowed.
+func (q *queue) otherDBs(ctx context.Context) []string {
+	info, err := q.rdb.Info(ctx, "keyspace").Result()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(info, "\n") {
+		name, _, ok := strings.Cut(strings.TrimSpace(line), ":keys=")
+		if ok && strings.HasPrefix(name, "db") && name != fmt.Sprintf("db%d", q.rdb.Options().DB) {
+			out = append(out, strings.TrimPrefix(name, "db"))
+		}
+	}
+	return out
+}
+
 func (c *cli) close() {
 	if c.q != nil {
 		_ = c.q.rdb.Close()
@@ -344,6 +406,8 @@ const exitHelp = `Exit codes:
      or a bulk action with neither --yes nor a terminal to confirm on
   3  not found: show, requeue or delete named a task that is not there
   4  declined: the confirmation prompt was answered no; nothing changed
+  5  no such queue: no key of the queue exists under --key-prefix in that database
+     (a wrong prefix or db, or a queue never written); every command but pause exits so
 `
 
 func overview() string {

@@ -69,7 +69,8 @@ Examples:
 		{name: "pause", summary: "stop workers from picking up tasks (running ones finish)", run: runPause,
 			help: `Pauses pickup: every worker of the queue stops taking new tasks within milliseconds, while
 running tasks finish and are acknowledged, and producers can still enqueue. The pause is
-stored in Redis, so it holds across worker restarts until 'taskqueue resume'.
+stored in Redis, so it holds across worker restarts until 'taskqueue resume'. Pausing a
+queue that has no key yet works (the pause is its first key), with a note on standard error.
 
 Examples:
   taskqueue pause
@@ -114,7 +115,7 @@ func runStats(ctx context.Context, c *cli, opts any, args []string) error {
 	if o.interval < 0 || o.interval > time.Minute {
 		return usagef("--interval must be between 0 and 1m")
 	}
-	q, err := c.open(ctx)
+	q, err := c.openExisting(ctx)
 	if err != nil {
 		return err
 	}
@@ -161,7 +162,7 @@ func runList(ctx context.Context, c *cli, opts any, args []string) error {
 	if o.offset < 0 || o.limit < 1 || o.limit > taskqueue.MaxListLimit {
 		return usagef("--offset must be 0 or more and --limit between 1 and %d", taskqueue.MaxListLimit)
 	}
-	q, err := c.open(ctx)
+	q, err := c.openExisting(ctx)
 	if err != nil {
 		return err
 	}
@@ -192,7 +193,7 @@ func runShow(ctx context.Context, c *cli, _ any, args []string) error {
 	if len(args) != 1 {
 		return usagef("show takes one task id")
 	}
-	q, err := c.open(ctx)
+	q, err := c.openExisting(ctx)
 	if err != nil {
 		return err
 	}
@@ -275,7 +276,7 @@ func runDead(action string) func(context.Context, *cli, any, []string) error {
 		case o.all && filtered:
 			return usagef("--all takes no filter: drop --all to %s only the dead letters that match", action)
 		}
-		q, err := c.open(ctx)
+		q, err := c.openExisting(ctx)
 		if err != nil {
 			return err
 		}
@@ -444,7 +445,7 @@ func runPurge(ctx context.Context, c *cli, opts any, args []string) error {
 	if state == taskqueue.StateActive {
 		return usagef("active tasks cannot be purged: workers hold them. Pause the queue ('taskqueue pause'), let them finish, then purge pending")
 	}
-	q, err := c.open(ctx)
+	q, err := c.openExisting(ctx)
 	if err != nil {
 		return err
 	}
@@ -485,8 +486,18 @@ func runPause(ctx context.Context, c *cli, _ any, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Pausing a queue before its first producer is legitimate (the pause creates it), so pause goes ahead on a
+	// queue with no key, but says so: a typo in the prefix would otherwise pause nothing anyone uses.
+	missing := q.requireExists(ctx)
+	var ce *codeError
+	if missing != nil && !errors.As(missing, &ce) {
+		return missing
+	}
 	if err := q.Pause(ctx); err != nil {
 		return err
+	}
+	if ce != nil {
+		fmt.Fprintf(c.stderr, "taskqueue: note: %s\ntaskqueue: note: the pause is stored and holds for workers of that queue when they come\n", ce.err)
 	}
 	if c.g.json {
 		return c.writeJSON(map[string]any{"queue": q.KeyPrefix(), "paused": true})
@@ -499,7 +510,7 @@ func runResume(ctx context.Context, c *cli, _ any, args []string) error {
 	if len(args) > 0 {
 		return usagef("resume takes no arguments")
 	}
-	q, err := c.open(ctx)
+	q, err := c.openExisting(ctx)
 	if err != nil {
 		return err
 	}
@@ -533,7 +544,7 @@ func runWatch(ctx context.Context, c *cli, opts any, args []string) error {
 	if o.interval < 100*time.Millisecond || o.count < 0 {
 		return usagef("--interval must be at least 100ms and --count 0 or more")
 	}
-	q, err := c.open(ctx)
+	q, err := c.openExisting(ctx)
 	if err != nil {
 		return err
 	}

@@ -141,7 +141,7 @@ func taskIDs(ts []taskJSON) []string {
 // The ACL rules of docs/operations.md, for the queue "acl". Keep them in step with the documentation.
 const (
 	aclConnection = "+ping +hello +auth"
-	aclReadOnly   = aclConnection + " +llen +zcard +get +lindex +time +lrange +zrange +hmget +hget +zscore"
+	aclReadOnly   = aclConnection + " +exists +llen +zcard +get +lindex +time +lrange +zrange +hmget +hget +zscore"
 	aclAdmin      = aclReadOnly + " +evalsha +eval +set +del +lpush +ltrim +lpop +rpush +zrem +hdel +hset"
 )
 

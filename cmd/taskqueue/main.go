@@ -5,7 +5,8 @@
 //	REDIS_URL=rediss://ops:secret@redis.example.com:6380/0 taskqueue --key-prefix etl stats
 //
 // It needs no task registry: it reads the raw JSON envelopes and never runs or resolves a task. Exit codes are
-// stable: 0 ok, 1 error, 2 usage, 3 not found, 4 declined at the confirmation prompt (docs/operations.md).
+// stable: 0 ok, 1 error, 2 usage, 3 not found, 4 declined at the confirmation prompt, 5 no such
+// queue (no key under the prefix in that database) (docs/operations.md).
 package main
 
 import (
