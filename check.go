@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -196,90 +194,4 @@ func versionLess(a, b [3]int) bool {
 		}
 	}
 	return false
-}
-
-// isReplyError reports whether err is an error reply from the server (it answered), not a network or context
-// failure. Permission refusals are not treated as mere replies: they must surface.
-func isReplyError(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && !errors.Is(err, redis.Nil) && !errors.Is(classify(err), ErrPermission)
-}
-
-// classify sorts a Redis call's failure for its callers, keeping the Redis error in the chain: a refusal for lack
-// of rights (NOPERM, NOAUTH, WRONGPASS) wraps [ErrPermission], so that a worker can stop instead of retrying a
-// call that can never succeed; a failure that a resend may cure (see [ErrTransient]) is a [*TransientError]. Any
-// other error, and nil, is returned as is. Callers wrap every Redis call's error with it.
-func classify(err error) error {
-	if err == nil || errors.Is(err, ErrPermission) || errors.Is(err, ErrTransient) {
-		return err
-	}
-	if redis.IsPermissionError(err) || redis.IsAuthError(err) || hasPermissionPrefix(err.Error()) {
-		return fmt.Errorf("%w: %w", ErrPermission, err)
-	}
-	if reason := transientReason(err); reason != "" {
-		return &TransientError{Reason: reason, Err: err}
-	}
-	return err
-}
-
-// transientReplies are the prefixes of the Redis error replies that a resend may cure: a Cluster slot on the move
-// (TRYAGAIN, ASK, MOVED), a Cluster or a primary down or being replaced, a server loading its data or busy with a
-// script. The client follows ASK and MOVED itself, a few times; one that reaches the queue is surfaced mid-move.
-var transientReplies = []string{"TRYAGAIN", "ASK", "MOVED", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "BUSY"}
-
-// transientReason names a failure that a resend may cure, "" for any other (and for a context's own end, which
-// is its caller's decision).
-func transientReason(err error) string {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return ""
-	}
-	var re redis.Error
-	if errors.As(err, &re) {
-		return replyReason(strings.TrimPrefix(re.Error(), "ERR "), false) // KVRocks adds "ERR "
-	}
-	if reason := replyReason(err.Error(), true); reason != "" {
-		return reason // a wrapper kept only the reply's text
-	}
-	if errors.Is(err, redis.ErrPoolTimeout) {
-		return "timeout"
-	}
-	var ne net.Error // a reset, refused or broken connection is a *net.OpError
-	if errors.As(err, &ne) {
-		if ne.Timeout() {
-			return "timeout"
-		}
-		return "connection"
-	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return "connection"
-	}
-	return ""
-}
-
-// replyReason returns the prefix of a transient error reply: at the start of msg, or anywhere after ": " when
-// inside is set (the text of a reply wrapped by another error).
-func replyReason(msg string, inside bool) string {
-	for _, p := range transientReplies {
-		if strings.HasPrefix(msg, p+" ") || (inside && strings.Contains(msg, ": "+p+" ")) {
-			return p
-		}
-	}
-	return ""
-}
-
-// hasPermissionPrefix catches the refusals by their text, wherever a wrapper put them in the message.
-func hasPermissionPrefix(msg string) bool {
-	for _, p := range []string{"NOPERM ", "NOAUTH ", "WRONGPASS "} {
-		if strings.HasPrefix(msg, p) || strings.Contains(msg, ": "+p) {
-			return true
-		}
-	}
-	return false
-}
-
-// isUnblocked reports the error Redis gives a blocked client when its server stops being a primary (a failover
-// turned it into a replica): "UNBLOCKED force unblock from blocking operation, instance state changed".
-func isUnblocked(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "UNBLOCKED ")
 }

@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"slices"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -64,22 +60,6 @@ func (q *RedisTaskQueue) runEnqueue(ctx context.Context, args []any) (enqueueRep
 
 // enqueueRetryLimit bounds the retries of an enqueue refused by a moving slot when its context has no deadline.
 const enqueueRetryLimit = 30 * time.Second
-
-// isSlotMoving reports the refusals of a Cluster whose slots are moving or being reassigned: TRYAGAIN (a
-// multi-key call while the slot's keys are split between two nodes), ASK and MOVED that go-redis did not follow
-// to the end (it follows a few), and CLUSTERDOWN. A call refused with one of them did not run.
-func isSlotMoving(err error) bool {
-	if err == nil {
-		return false
-	}
-	if _, ok := redis.IsMovedError(err); ok {
-		return true
-	}
-	if _, ok := redis.IsAskError(err); ok {
-		return true
-	}
-	return redis.IsTryAgainError(err) || redis.IsClusterDownError(err)
-}
 
 // enqueueOnce is one attempt of runEnqueue.
 func (q *RedisTaskQueue) enqueueOnce(ctx context.Context, args []any) (enqueueReply, error) {
@@ -178,25 +158,6 @@ func (q *RedisTaskQueue) enqueuePipelined(ctx context.Context, node redis.Cmdabl
 		return r, nil
 	}
 	return enqueueReply{}, errors.New("taskqueue: enqueue: unreachable: EVAL needs no script cache")
-}
-
-// isNoScript reports Redis's answer to an EVALSHA of a script it does not have cached.
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
-}
-
-// isMoved reports the errors after which a Cluster's slot map is stale: the slot moved (a failover or a
-// resharding), or its node is gone.
-func isMoved(err error) bool {
-	if _, ok := redis.IsMovedError(err); ok {
-		return true
-	}
-	if _, ok := redis.IsAskError(err); ok {
-		return true
-	}
-	var ne net.Error
-	return redis.IsClusterDownError(err) || redis.IsTryAgainError(err) || redis.IsReadOnlyError(err) ||
-		errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // validateDurable checks the durable-enqueue settings against the client's read timeout (0 when unknown), which
