@@ -32,9 +32,6 @@ const (
 // one; "v1" names the message layout of [signer.mac].
 const signatureDomain = "taskqueue-sig-v1\x00"
 
-// macLen is the length of a MAC encoded as unpadded base64url.
-var macLen = base64.RawURLEncoding.EncodedLen(sha256.Size)
-
 // SigningConfig turns on envelope signing for a [RedisTaskQueue] ([RedisConfig.Signing]): Enqueue signs every
 // envelope with the active key (HMAC-SHA256), and Dequeue verifies each envelope before anything else reads it.
 // A task that is unsigned (unless AllowUnsigned), signed with a key id not in Keys, or whose MAC does not match is
@@ -119,13 +116,6 @@ func validKeyID(id string) bool {
 		}
 	}
 	return true
-}
-
-// envSig is an envelope's "sig" field. A pointer in the envelope, so that unsigned envelopes stay as small as
-// they were (248 bytes would take the 256-byte size class instead of 208).
-type envSig struct {
-	KeyID string
-	MAC   [sha256.Size]byte
 }
 
 // sign sets e's signature, made with the active key.
@@ -216,78 +206,6 @@ func writeCompact(h hash.Hash, raw []byte) {
 		return
 	}
 	compactRuns(raw, func(run []byte) { h.Write(run) })
-}
-
-// appendSig appends the "sig" member of a signed envelope.
-func appendSig(b []byte, sig *envSig) []byte {
-	b = append(b, `,"sig":{"alg":"`+SignatureAlgorithm+`","kid":`...)
-	b = appendString(b, sig.KeyID)
-	b = append(b, `,"mac":"`...)
-	b = base64.RawURLEncoding.AppendEncode(b, sig.MAC[:])
-	return append(b, `"}`...)
-}
-
-// strictMAC decodes only the canonical encoding: no padding, zero trailing bits.
-var strictMAC = base64.RawURLEncoding.Strict()
-
-// sig reads {"alg": "HS256", "kid": "<key id>", "mac": "<43 base64url characters>"}: all three, nothing else,
-// without escapes. The values are checked whether or not the queue verifies signatures.
-func (d *envDecoder) sig() error {
-	s := &d.s
-	const name = "sig"
-	if skipped, err := d.skipNonObject(name); skipped {
-		return err
-	}
-	var seen int
-	sig := &envSig{}
-	d.e.Sig = sig
-	err := s.members(2, func(key []byte) error {
-		if s.peek() != '"' {
-			_, err := d.scalar(2)
-			d.fail(name, "value of "+quote(string(key))+" is not a string")
-			return err
-		}
-		raw, escaped, err := s.str()
-		if err != nil {
-			return err
-		}
-		switch string(key) {
-		case "alg":
-			seen |= 1
-			if escaped || string(raw) != SignatureAlgorithm {
-				d.fail(name, fmt.Sprintf("alg %s is not %s", quote(string(raw)), SignatureAlgorithm))
-			}
-		case "kid":
-			seen |= 2
-			if escaped || !validKeyID(string(raw)) {
-				d.fail(name, fmt.Sprintf("kid %s is not 1 to %d of [A-Za-z0-9._-]", quote(string(raw)), MaxSigningKeyIDLen))
-				return nil
-			}
-			sig.KeyID = string(raw)
-		case "mac":
-			seen |= 4
-			if !decodeMAC(&sig.MAC, raw, escaped) {
-				d.fail(name, fmt.Sprintf("mac is not %d characters of unpadded base64url", macLen))
-			}
-		default:
-			d.fail(name, "unknown field "+quote(string(key)))
-		}
-		return nil
-	})
-	if err == nil && seen != 7 {
-		d.fail(name, "want alg, kid and mac")
-	}
-	return err
-}
-
-// decodeMAC decodes exactly macLen characters of canonical base64url into mac. The length is checked first:
-// Decode writes as many bytes as its input holds, whatever the size of mac.
-func decodeMAC(mac *[sha256.Size]byte, raw []byte, escaped bool) bool {
-	if escaped || len(raw) != macLen {
-		return false
-	}
-	n, err := strictMAC.Decode(mac[:], raw)
-	return err == nil && n == sha256.Size
 }
 
 // LoadSigningKeysFile reads a keys file for [SigningConfig]: one key per line as "<key id>=<key in standard
