@@ -37,7 +37,7 @@ type envelope struct {
 	LastError      string
 	FailedAt       float64
 	Meta           map[string]string // [TaskSpec.Metadata]; nil when empty
-	Sig            *envSig           // the signature (signing.go); nil when unsigned
+	Sig            *envSig           // the signature, made and checked in signing.go; nil when unsigned
 
 	extra map[string]json.RawMessage // unknown top-level fields, kept when the envelope is rewritten
 	// payloadOK says SerializedTask.Payload was checked to be a valid JSON object (by encode), so marshal does not

@@ -350,3 +350,16 @@ func (e *TransientError) Error() string {
 
 // Unwrap returns [ErrTransient] and the Redis error.
 func (e *TransientError) Unwrap() []error { return []error{ErrTransient, e.Err} }
+
+// EnqueueError reports the failure of one task in [TaskQueue.EnqueueBatch].
+type EnqueueError struct {
+	Index  int
+	TaskID string
+	Err    error
+}
+
+func (e *EnqueueError) Error() string {
+	return fmt.Sprintf("taskqueue: enqueue %s (#%d): %v", quote(e.TaskID), e.Index, e.Err)
+}
+
+func (e *EnqueueError) Unwrap() error { return e.Err }

@@ -1,11 +1,8 @@
 package taskqueue
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"regexp"
-	"slices"
 )
 
 // The delivery side of parallel groups: which KEYS and ARGV the scripts that finish a task get when the task is
@@ -47,108 +44,4 @@ func groupOfStored(env *envelope, raw string, lim Limits) string {
 		return ""
 	}
 	return gid
-}
-
-// ackArgs returns the KEYS and ARGV of ack.lua for a batch. A batch without group members or results sends
-// pairs (id, token); otherwise every delivery sends five values and each group run's keys (or result key) are
-// appended once. The deliveries hash is passed only when a delivery of the batch is not its task's first since it
-// last settled: only such a task can have an entry there (reap.lua counts a lease that expired, and the next
-// pickup reports it in Delivery.Deliveries), and the hash usually does not exist, which a Cluster refuses in a
-// call's KEYS while the queue's slot moves (keySet in keys.go).
-func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any) {
-	plain, redelivered := true, false
-	for _, d := range ds {
-		if d.result != nil || isGroupRun(d.Spec.GroupID) {
-			plain = false
-		}
-		if d.Deliveries != 1 {
-			redelivered = true
-		}
-	}
-	keys, dk := q.keys.ack, 0
-	if redelivered {
-		keys, dk = q.keys.ackRedelivered, len(q.keys.ackRedelivered)
-	}
-	if plain {
-		args := make([]any, 4, 4+2*len(ds))
-		args[0], args[1], args[2], args[3] = q.cfg.SettledWindow, 2, 0, dk
-		for _, d := range ds {
-			args = append(args, d.Spec.TaskID, d.Token)
-		}
-		return keys, args
-	}
-	keys = slices.Clone(keys)
-	args := make([]any, 4, 4+5*len(ds))
-	args[0], args[1], args[2], args[3] = q.cfg.SettledWindow, 5, q.cfg.ResultTTL.Milliseconds(), dk
-	runs := map[string]int{}
-	for _, d := range ds {
-		g, r := 0, 0
-		if gid := d.Spec.GroupID; isGroupRun(gid) {
-			if g = runs[gid]; g == 0 {
-				keys = append(keys, q.keys.group(gid), q.keys.groupDone(gid))
-				g = len(keys) - 1 // KEYS is 1-based: the hash is KEYS[g], the done list KEYS[g+1]
-				runs[gid] = g
-			}
-		} else if d.result != nil {
-			keys = append(keys, q.keys.result(d.Spec.TaskID))
-			r = len(keys)
-		}
-		args = append(args, d.Spec.TaskID, d.Token, g, r, d.result)
-	}
-	return keys, args
-}
-
-// reap runs reap.lua; when it holds back group members due for the dead letters (their group's keys were not
-// passed), it calls again with them as claims and their groups' keys, so that each is dead-lettered and
-// completes its group in one script. A claim whose lease was renewed in between is left alone by the script.
-func (q *RedisTaskQueue) reap(ctx context.Context) (ReapResult, error) {
-	var total ReapResult
-	keys := q.keys.all
-	var claims []any
-	for range 3 {
-		args := append([]any{q.cfg.ReapBatch, q.cfg.MaxDeliveries, q.cfg.PromoteBatch, ErrMaxDeliveries.Error()}, claims...)
-		res, err := reapScript.Run(ctx, q.rdb, keys, args...).Slice()
-		if err != nil {
-			return total, fmt.Errorf("taskqueue: reap: %w", classify(err))
-		}
-		if len(res) < 3 || (len(res)-3)%2 != 0 {
-			return total, fmt.Errorf("taskqueue: reap: unexpected reply of %d items", len(res))
-		}
-		for i, n := range []*int{&total.Requeued, &total.Dead, &total.Promoted} {
-			v, _ := res[i].(int64)
-			*n += int(v)
-		}
-		held := res[3:]
-		if len(held) == 0 {
-			break
-		}
-		keys, claims = q.claims(held)
-	}
-	return total, nil
-}
-
-// claims turns the held (id, envelope) pairs of reap.lua into its claims (id, KEYS index of the group's hash)
-// and the KEYS that go with them.
-func (q *RedisTaskQueue) claims(held []any) ([]string, []any) {
-	keys := slices.Clone(q.keys.all)
-	claims := make([]any, 0, len(held))
-	runs := map[string]int{}
-	for i := 0; i+1 < len(held); i += 2 {
-		id, _ := held[i].(string)
-		raw, _ := held[i+1].(string)
-		env, err := decodeEnvelope([]byte(raw), q.cfg.Limits)
-		if err != nil {
-			env = nil
-		}
-		g := 0
-		if gid := groupOfStored(env, raw, q.cfg.Limits); isGroupRun(gid) {
-			if g = runs[gid]; g == 0 {
-				keys = append(keys, q.keys.group(gid), q.keys.groupDone(gid))
-				g = len(keys) - 1
-				runs[gid] = g
-			}
-		}
-		claims = append(claims, id, g)
-	}
-	return keys, claims
 }

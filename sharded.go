@@ -217,7 +217,7 @@ func (s *ShardedQueue) sweep(ctx context.Context, want, from int) (leased, time.
 	var firstErr error
 	nextDue := time.Duration(-1)
 	for i := 0; i < n && len(out.ds) < want; i++ {
-		l, due, err := s.shards[(from+i)%n].leaseRaw(ctx, want-len(out.ds))
+		l, due, err := s.shards[(from+i)%n].dequeueOnce(ctx, want-len(out.ds))
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err

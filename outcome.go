@@ -1,0 +1,198 @@
+package taskqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+	"unicode/utf8"
+)
+
+// Ack implements [TaskQueue]: every delivery in one script call.
+func (q *RedisTaskQueue) Ack(ctx context.Context, ds ...*Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	keys, args := q.ackArgs(ds)
+	res, err := ackScript.Run(ctx, q.rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return fmt.Errorf("taskqueue: ack: %w", classify(err))
+	}
+	var errs []error
+	for i, r := range res {
+		if r != 1 && i < len(ds) {
+			errs = append(errs, fmt.Errorf("%w: ack of %s", ErrLeaseLost, quote(ds[i].Spec.TaskID)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Retry implements [TaskQueue]. The rewritten envelope always fits what pickup reads back (see
+// [EnvelopeHeadroom]): its last_error is cut shorter when needed. An envelope that does not fit even without a
+// last_error (one that enqueue never accepted, stored by something else within bytes of the read limit) is
+// dead-lettered instead, as it is stored, with a reason wrapping [ErrEnvelopeTooLarge] and the cause.
+func (q *RedisTaskQueue) Retry(ctx context.Context, d *Delivery, delay time.Duration, cause error) error {
+	env := *d.env
+	env.Attempt++
+	env.Status = StateRetry
+	env.LastError = truncate(errString(cause), maxLastError)
+	env.FailedAt = unixSeconds(d.failed())
+	raw, err := q.fitted(&env)
+	if errors.Is(err, ErrEnvelopeTooLarge) {
+		reason := fmt.Errorf("%w; could not retry it after: %w", err, cause)
+		q.cfg.Logger.WarnContext(ctx, "taskqueue: parked a task whose retry would not fit", slog.String("task_id", truncate(d.Spec.TaskID, 64)), slog.Any("error", err))
+		return q.settle(ctx, "dead", d.Spec.TaskID, d.Token, "", 0, reason.Error(), d.env.GroupID)
+	}
+	if err != nil {
+		return err
+	}
+	return q.settle(ctx, "retry", d.Spec.TaskID, d.Token, string(raw), delay, "", "")
+}
+
+// DeadLetter implements [TaskQueue]. The reason keeps up to 4096 bytes of cause; the rewritten envelope's
+// last_error is cut shorter when the whole would not fit what pickup reads back (see [EnvelopeHeadroom]), and an
+// envelope that does not fit even without it is dead-lettered as it is stored.
+func (q *RedisTaskQueue) DeadLetter(ctx context.Context, d *Delivery, cause error) error {
+	env := *d.env
+	env.Status = StateDead
+	reason := truncate(errString(cause), maxLastError)
+	env.LastError = reason
+	env.FailedAt = unixSeconds(d.failed())
+	raw, err := q.fitted(&env)
+	if errors.Is(err, ErrEnvelopeTooLarge) {
+		raw, err = nil, nil // keep the stored envelope: it reads back as it did at pickup
+	}
+	if err != nil {
+		return err
+	}
+	return q.settle(ctx, "dead", d.Spec.TaskID, d.Token, string(raw), 0, reason, env.GroupID)
+}
+
+// maxLastError is the longest error text recorded, in an envelope's last_error and as a dead letter's reason;
+// a last_error may be cut shorter still by [RedisTaskQueue.fitted].
+const maxLastError = 4096
+
+// fitted marshals an envelope that delivery rewrote (Retry, DeadLetter) within what the decoder reads back,
+// Limits.MaxEnvelopeBytes + [EnvelopeHeadroom], cutting env.LastError shorter when the whole would not fit. An
+// envelope accepted at enqueue always fits with at least 4096 bytes of plain last_error: the delivery fields
+// take less than the headroom. The error wraps [ErrEnvelopeTooLarge] when it does not fit even without a
+// last_error.
+func (q *RedisTaskQueue) fitted(env *envelope) ([]byte, error) {
+	limit := q.cfg.Limits.readLimit()
+	raw, err := env.marshal()
+	if err == nil && len(raw) > limit && env.LastError != "" {
+		quoted := len(appendString(nil, env.LastError))
+		env.LastError = cutQuoted(env.LastError, quoted-(len(raw)-limit))
+		raw, err = env.marshal()
+	}
+	if err == nil && len(raw) > limit {
+		return nil, &EnvelopeError{Kind: ErrEnvelopeTooLarge, Detail: fmt.Sprintf("%d bytes once rewritten, limit %d", len(raw), limit)}
+	}
+	return raw, err
+}
+
+// cutQuoted returns s, or its longest prefix (cut between runes) followed by "…", whose JSON string (as
+// appendString writes it, quotes included) takes at most budget bytes; "" when not even "…" fits.
+func cutQuoted(s string, budget int) string {
+	var buf [16]byte
+	budget -= len(`""`) + len("…")
+	n := 0
+	for i := 0; i < len(s); {
+		_, size := utf8.DecodeRuneInString(s[i:])
+		w := len(appendString(buf[:0], s[i:i+size])) - len(`""`)
+		if n+w > budget {
+			if budget < 0 {
+				return ""
+			}
+			return s[:i] + "…"
+		}
+		n += w
+		i += size
+	}
+	return s
+}
+
+// failed returns the time of the delivery's failure: when its first Retry or DeadLetter call was made. A call
+// resent after a lost reply thus sends the envelope it sent before, by which settle.lua recognises it.
+func (d *Delivery) failed() time.Time {
+	if d.failedAt.IsZero() {
+		d.failedAt = time.Now()
+	}
+	return d.failedAt
+}
+
+// Release implements [TaskQueue].
+func (q *RedisTaskQueue) Release(ctx context.Context, d *Delivery) error {
+	return q.settle(ctx, "release", d.Spec.TaskID, d.Token, "", 0, "", "")
+}
+
+// settle runs settle.lua. A dead letter of a group member (groupID names a run) also completes its group.
+func (q *RedisTaskQueue) settle(ctx context.Context, mode, id string, token int64, env string, delay time.Duration, reason, groupID string) error {
+	ms := delay.Milliseconds()
+	if delay > 0 && ms == 0 {
+		ms = 1
+	}
+	keys, args := q.keys.all, []any{mode, q.cfg.SettledWindow, id, token, env, ms, truncate(reason, maxLastError)}
+	if mode == "dead" && isGroupRun(groupID) {
+		keys, args = q.groupKeys(groupID), append(args, numKeys+1)
+	}
+	n, err := settleScript.Run(ctx, q.rdb, keys, args...).Int64()
+	if err != nil {
+		return fmt.Errorf("taskqueue: %s: %w", mode, classify(err))
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: %s of %s", ErrLeaseLost, mode, quote(id))
+	}
+	return nil
+}
+
+// ackArgs returns the KEYS and ARGV of ack.lua for a batch. A batch without group members or results sends
+// pairs (id, token); otherwise every delivery sends five values and each group run's keys (or result key) are
+// appended once. The deliveries hash is passed only when a delivery of the batch is not its task's first since it
+// last settled: only such a task can have an entry there (reap.lua counts a lease that expired, and the next
+// pickup reports it in Delivery.Deliveries), and the hash usually does not exist, which a Cluster refuses in a
+// call's KEYS while the queue's slot moves (keySet in keys.go).
+func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any) {
+	plain, redelivered := true, false
+	for _, d := range ds {
+		if d.result != nil || isGroupRun(d.Spec.GroupID) {
+			plain = false
+		}
+		if d.Deliveries != 1 {
+			redelivered = true
+		}
+	}
+	keys, dk := q.keys.ack, 0
+	if redelivered {
+		keys, dk = q.keys.ackRedelivered, len(q.keys.ackRedelivered)
+	}
+	if plain {
+		args := make([]any, 4, 4+2*len(ds))
+		args[0], args[1], args[2], args[3] = q.cfg.SettledWindow, 2, 0, dk
+		for _, d := range ds {
+			args = append(args, d.Spec.TaskID, d.Token)
+		}
+		return keys, args
+	}
+	keys = slices.Clone(keys)
+	args := make([]any, 4, 4+5*len(ds))
+	args[0], args[1], args[2], args[3] = q.cfg.SettledWindow, 5, q.cfg.ResultTTL.Milliseconds(), dk
+	runs := map[string]int{}
+	for _, d := range ds {
+		g, r := 0, 0
+		if gid := d.Spec.GroupID; isGroupRun(gid) {
+			if g = runs[gid]; g == 0 {
+				keys = append(keys, q.keys.group(gid), q.keys.groupDone(gid))
+				g = len(keys) - 1 // KEYS is 1-based: the hash is KEYS[g], the done list KEYS[g+1]
+				runs[gid] = g
+			}
+		} else if d.result != nil {
+			keys = append(keys, q.keys.result(d.Spec.TaskID))
+			r = len(keys)
+		}
+		args = append(args, d.Spec.TaskID, d.Token, g, r, d.result)
+	}
+	return keys, args
+}
