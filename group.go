@@ -55,8 +55,8 @@ func (q *RedisTaskQueue) DispatchGroup(ctx context.Context, name string, specs [
 	if err != nil {
 		return nil, err
 	}
-	if !resolverIDPattern.MatchString(name) {
-		return nil, fmt.Errorf("%w: group name %s must match %s", ErrInvalidConfig, quote(name), resolverIDPattern)
+	if !groupNamePattern.MatchString(name) {
+		return nil, fmt.Errorf("%w: group name %s must match %s", ErrInvalidConfig, quote(name), groupNamePattern)
 	}
 	if len(specs) == 0 || len(specs) > MaxGroupMembers {
 		return nil, fmt.Errorf("%w: a group has 1 to %d members, not %d", ErrInvalidConfig, MaxGroupMembers, len(specs))
@@ -75,8 +75,8 @@ func (q *RedisTaskQueue) DispatchGroup(ctx context.Context, name string, specs [
 			member = strconv.Itoa(i)
 		}
 		switch {
-		case !resolverIDPattern.MatchString(member):
-			return nil, &EnqueueError{Index: i, TaskID: spec.TaskID, Err: fmt.Errorf("%w: member id must match %s", ErrInvalidTaskID, resolverIDPattern)}
+		case !groupNamePattern.MatchString(member):
+			return nil, &EnqueueError{Index: i, TaskID: spec.TaskID, Err: fmt.Errorf("%w: member id must match %s", ErrInvalidTaskID, groupNamePattern)}
 		case seen[member]:
 			return nil, &EnqueueError{Index: i, TaskID: spec.TaskID, Err: fmt.Errorf("%w: member id %s twice in the group", ErrInvalidTaskID, quote(member))}
 		case spec.GroupID != "" && spec.GroupID != name:

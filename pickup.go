@@ -24,8 +24,8 @@ func (q *RedisTaskQueue) Dequeue(ctx context.Context, opts DequeueOptions) ([]*D
 // every task it leased was parked.
 func dequeueDecoded(ctx context.Context, dequeueRaw func(context.Context, DequeueOptions) (leased, error),
 	rehydrate func(context.Context, leased) []*Delivery, opts DequeueOptions) ([]*Delivery, error) {
-	if opts.Consumer != "" && !resolverIDPattern.MatchString(opts.Consumer) {
-		return nil, fmt.Errorf("%w: consumer %s must match %s", ErrInvalidConfig, quote(opts.Consumer), resolverIDPattern)
+	if opts.Consumer != "" && !consumerNamePattern.MatchString(opts.Consumer) {
+		return nil, fmt.Errorf("%w: consumer %s must match %s", ErrInvalidConfig, quote(opts.Consumer), consumerNamePattern)
 	}
 	for end := time.Now().Add(opts.Wait); ; opts.Wait = time.Until(end) {
 		l, err := dequeueRaw(ctx, opts)
@@ -178,8 +178,8 @@ func (q *RedisTaskQueue) dueTimer(key string, wait time.Duration) (stop func()) 
 // Interrupt implements [TaskQueue]. It pushes to the consumer's own wake-up list, which expires by itself if the
 // consumer was not waiting; [TaskWorker.Stop] removes it once its pickup has ended.
 func (q *RedisTaskQueue) Interrupt(ctx context.Context, consumer string) error {
-	if !resolverIDPattern.MatchString(consumer) {
-		return fmt.Errorf("%w: consumer %s must match %s", ErrInvalidConfig, quote(consumer), resolverIDPattern)
+	if !consumerNamePattern.MatchString(consumer) {
+		return fmt.Errorf("%w: consumer %s must match %s", ErrInvalidConfig, quote(consumer), consumerNamePattern)
 	}
 	key := q.keys.consumerWake(consumer)
 	_, err := q.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {

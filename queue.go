@@ -2,8 +2,6 @@ package taskqueue
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -280,10 +278,4 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

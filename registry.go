@@ -3,15 +3,12 @@ package taskqueue
 import (
 	"fmt"
 	"reflect"
-	"regexp"
 	"sort"
 	"sync"
 )
 
 // DefaultResolverID is the resolver id used when a task spec or a queue names none (the seed's "default").
 const DefaultResolverID = "default"
-
-var resolverIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // ResolverRegistry maps resolver ids to [TaskResolver]s. It is a value that producers and workers build and
 // inject into queues and workers: there is no package-level registry, which answers the seed's first open

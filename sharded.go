@@ -146,12 +146,18 @@ func each[T any](groups [][]T, fn func(k int)) {
 			busy = append(busy, k)
 		}
 	}
-	if len(busy) == 1 {
-		fn(busy[0])
+	inParallel(busy, fn)
+}
+
+// inParallel runs fn(k) for every k in ks, concurrently when there are several, and returns once all have
+// returned.
+func inParallel(ks []int, fn func(k int)) {
+	if len(ks) == 1 {
+		fn(ks[0])
 		return
 	}
 	var wg sync.WaitGroup
-	for _, k := range busy {
+	for _, k := range ks {
 		wg.Go(func() { fn(k) })
 	}
 	wg.Wait()
@@ -363,7 +369,7 @@ func (s *ShardedQueue) ExtendLeases(ctx context.Context, ds []*Delivery) ([]*Del
 func (s *ShardedQueue) Reap(ctx context.Context) (ReapResult, error) {
 	res := make([]ReapResult, len(s.shards))
 	errs := make([]error, len(s.shards))
-	each(s.all(), func(k int) { res[k], errs[k] = s.shards[k].Reap(ctx) })
+	s.eachShard(func(k int) { res[k], errs[k] = s.shards[k].Reap(ctx) })
 	var sum ReapResult
 	for _, r := range res {
 		sum.Requeued += r.Requeued
@@ -373,11 +379,11 @@ func (s *ShardedQueue) Reap(ctx context.Context) (ReapResult, error) {
 	return sum, errors.Join(errs...)
 }
 
-// all is one non-empty group per shard, for each.
-func (s *ShardedQueue) all() [][]struct{} {
-	g := make([][]struct{}, len(s.shards))
-	for i := range g {
-		g[i] = []struct{}{{}}
+// eachShard runs fn(k) for every shard k, concurrently when there are several, and returns once all have returned.
+func (s *ShardedQueue) eachShard(fn func(k int)) {
+	ks := make([]int, len(s.shards))
+	for k := range ks {
+		ks[k] = k
 	}
-	return g
+	inParallel(ks, fn)
 }

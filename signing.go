@@ -103,21 +103,6 @@ func newSigningKey(id string, key []byte) *signingKey {
 	return k
 }
 
-// validKeyID reports whether id is 1 to MaxSigningKeyIDLen of [A-Za-z0-9._-], starting with a letter or digit.
-func validKeyID(id string) bool {
-	if id == "" || len(id) > MaxSigningKeyIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // sign sets e's signature, made with the active key.
 func (s *signer) sign(e *envelope) {
 	sig := &envSig{KeyID: s.active.id}

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 )
 
@@ -148,21 +147,6 @@ func checkSerialized(st SerializedTask, checkSyntax bool) error {
 	}
 	if p := bytes.TrimLeft(st.Payload, " \t\r\n"); len(p) == 0 || p[0] != '{' {
 		return fmt.Errorf("%w: payload is not a JSON object", ErrNotSerializable)
-	}
-	return nil
-}
-
-// MaxTaskIDLen is the longest task id accepted.
-const MaxTaskIDLen = 256
-
-func validateTaskID(id string) error {
-	if id == "" || len(id) > MaxTaskIDLen {
-		return fmt.Errorf("%w: must be 1 to %d bytes", ErrInvalidTaskID, MaxTaskIDLen)
-	}
-	for _, r := range id {
-		if r == unicode.ReplacementChar || !unicode.IsPrint(r) || unicode.IsSpace(r) {
-			return fmt.Errorf("%w: %s holds a space, control or invalid character", ErrInvalidTaskID, quote(id))
-		}
 	}
 	return nil
 }
