@@ -363,3 +363,10 @@ func (e *EnqueueError) Error() string {
 }
 
 func (e *EnqueueError) Unwrap() error { return e.Err }
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -272,10 +272,3 @@ func (q *RedisTaskQueue) KeyPrefix() string { return q.prefix }
 
 // LeaseDuration implements [TaskQueue].
 func (q *RedisTaskQueue) LeaseDuration() time.Duration { return q.cfg.Lease }
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
