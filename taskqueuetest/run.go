@@ -168,22 +168,35 @@ func RunEnqueued(ctx context.Context, t testing.TB, q Queue, opts ...RunOption) 
 }
 
 // waitIdle returns once nothing is pending or active and no delayed task is due. The worker's ack follows its
-// success event asynchronously, so the queue's counts, not the events, say when it is done.
+// success event asynchronously, so the queue's counts, not the events, say when it is done. The worker's own
+// pickup promotes due delayed tasks too (and leases them in the same script), so an idle reading is trusted only
+// when a Reap that promoted nothing is followed by a second idle reading: a task the worker promoted in between
+// shows as active, or has run.
 func waitIdle(ctx context.Context, q Queue, adm *taskqueue.Admin, rec *recorder) error {
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
-	for {
+	idle := func() (bool, taskqueue.Stats, error) {
 		st, err := adm.Stats(ctx)
+		return err == nil && st.Pending == 0 && st.Active == 0 && !rec.running(), st, err
+	}
+	for {
+		ok, st, err := idle()
 		if err != nil {
 			return err
 		}
-		if st.Pending == 0 && st.Active == 0 && !rec.running() {
+		if ok {
 			res, err := q.Reap(ctx) // makes due delayed tasks ready
 			if err != nil {
 				return err
 			}
 			if res.Promoted == 0 {
-				return nil
+				still, _, err := idle()
+				if err != nil {
+					return err
+				}
+				if still {
+					return nil
+				}
 			}
 		}
 		select {
