@@ -129,8 +129,8 @@ func (c *WorkerConfig) validate(lease time.Duration) error {
 		return fmt.Errorf("%w: Timeout must be -1 or more", ErrInvalidConfig)
 	case c.MaxRetries < -1:
 		return fmt.Errorf("%w: MaxRetries must be -1 or more", ErrInvalidConfig)
-	case !resolverIDPattern.MatchString(c.Name):
-		return fmt.Errorf("%w: Name %s must match %s", ErrInvalidConfig, quote(c.Name), resolverIDPattern)
+	case !consumerNamePattern.MatchString(c.Name):
+		return fmt.Errorf("%w: Name %s must match %s", ErrInvalidConfig, quote(c.Name), consumerNamePattern)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -147,8 +148,8 @@ func ParseWorkerMainConfig(args []string, getenv func(string) string) (*WorkerMa
 	if err := validateKeyPrefix(c.KeyPrefix); err != nil {
 		return nil, fmt.Errorf("%w (%s)", err, p.source("key-prefix"))
 	}
-	c.ResolverID = p.ident("resolver-id", &err)
-	c.WorkerID = p.ident("worker-id", &err)
+	c.ResolverID = p.ident("resolver-id", resolverIDPattern, &err)
+	c.WorkerID = p.ident("worker-id", consumerNamePattern, &err)
 	c.Concurrency = p.intIn("concurrency", 1, 1<<20, &err)
 	c.Lease = p.duration("lease", 100*time.Millisecond, &err)
 	c.ShutdownGrace = p.duration("shutdown-grace", 0, &err)
@@ -210,9 +211,10 @@ func (p *flagReader) bad(errp *error, name, value, want string) {
 	}
 }
 
-func (p *flagReader) ident(name string, errp *error) string {
+// ident reads a name that must match pattern (a resolver id, a worker's consumer name).
+func (p *flagReader) ident(name string, pattern *regexp.Regexp, errp *error) string {
 	v, set := p.value(name)
-	if set && !resolverIDPattern.MatchString(v) {
+	if set && !pattern.MatchString(v) {
 		p.bad(errp, name, v, "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
 	}
 	return v
@@ -682,7 +684,7 @@ func defaultWorkerName() string {
 	}, host)
 	host = truncateASCII(host, 40)
 	name := fmt.Sprintf("%s-%d-%s", host, os.Getpid(), newID()[:4])
-	if !resolverIDPattern.MatchString(name) {
+	if !consumerNamePattern.MatchString(name) {
 		return ""
 	}
 	return name
