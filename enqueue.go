@@ -79,28 +79,17 @@ func specID(s *TaskSpec) string {
 
 // encode builds the envelope of a spec and its delay.
 func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error) {
-	if spec == nil {
-		return nil, 0, fmt.Errorf("%w: nil task spec", ErrInvalidConfig)
+	if err := spec.validate(); err != nil {
+		return nil, 0, err
 	}
 	s := *spec
-	if s.ResolverID == "" {
-		s.ResolverID = q.cfg.DefaultResolverID
-	}
 	if s.TaskID == "" {
 		s.TaskID = newID()
 	}
-	if err := validateTaskID(s.TaskID); err != nil {
-		return nil, 0, err
-	}
-	ser, err := s.serialized(q.reg, false)
+	// The payload's one syntax scan, under the depth a worker accepts.
+	ser, err := s.serialize(q.reg, q.cfg.DefaultResolverID, q.cfg.Limits.MaxDepth-2)
 	if err != nil {
 		return nil, 0, err
-	}
-	// The payload's one syntax check, under the depth a worker accepts (Serialized leaves it to this one).
-	if len(ser.SerializedTask.Payload) > 0 {
-		if err := validateJSON(ser.SerializedTask.Payload, q.cfg.Limits.MaxDepth-2); err != nil {
-			return nil, 0, fmt.Errorf("%w: payload: %v", ErrNotSerializable, err)
-		}
 	}
 	delay := s.ProcessIn
 	if delay == 0 && !s.ProcessAt.IsZero() {
@@ -117,12 +106,6 @@ func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error
 	created := s.CreatedAt
 	if created.IsZero() {
 		created = time.Now()
-	}
-	if s.MaxRetries < -1 {
-		return nil, 0, fmt.Errorf("%w: MaxRetries must be -1 or more", ErrInvalidConfig)
-	}
-	if s.Timeout < 0 || s.Attempt < 0 {
-		return nil, 0, fmt.Errorf("%w: Timeout and Attempt must not be negative", ErrInvalidConfig)
 	}
 	return &envelope{
 		V:              EnvelopeVersion,

@@ -68,7 +68,7 @@ func (q *RedisTaskQueue) DispatchGroup(ctx context.Context, name string, specs [
 	seen := make(map[string]bool, len(specs))
 	for i, spec := range specs {
 		if spec == nil {
-			return nil, &EnqueueError{Index: i, Err: fmt.Errorf("%w: nil task spec", ErrInvalidConfig)}
+			return nil, &EnqueueError{Index: i, Err: errNilSpec()}
 		}
 		member := spec.TaskID
 		if member == "" {

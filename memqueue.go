@@ -147,21 +147,17 @@ func (q *MemoryQueue) EnqueueBatch(_ context.Context, specs []*TaskSpec) error {
 	var errs []error
 	now := time.Now()
 	for i, spec := range specs {
-		if spec == nil || spec.Executable == nil {
-			errs = append(errs, &EnqueueError{Index: i, TaskID: specID(spec), Err: fmt.Errorf("%w: a memory queue needs an executable", ErrNotRunnable)})
+		if err := spec.validate(); err != nil {
+			errs = append(errs, &EnqueueError{Index: i, TaskID: specID(spec), Err: err})
+			continue
+		}
+		if spec.Executable == nil {
+			errs = append(errs, &EnqueueError{Index: i, TaskID: spec.TaskID, Err: fmt.Errorf("%w: a memory queue needs an executable", ErrNotRunnable)})
 			continue
 		}
 		s := *spec
 		if s.TaskID == "" {
 			s.TaskID = newID()
-		}
-		if err := validateTaskID(s.TaskID); err != nil {
-			errs = append(errs, &EnqueueError{Index: i, TaskID: s.TaskID, Err: err})
-			continue
-		}
-		if err := validateMetadata(s.Metadata); err != nil {
-			errs = append(errs, &EnqueueError{Index: i, TaskID: s.TaskID, Err: err})
-			continue
 		}
 		s.Metadata = maps.Clone(s.Metadata)
 		if old, ok := q.tasks[s.TaskID]; ok {

@@ -27,7 +27,7 @@ func TestMemoryQueueLifecycle(t *testing.T) {
 	require.NoError(t, q.Enqueue(ctx, NewTaskSpec("r", call)))
 	require.NoError(t, q.Enqueue(ctx, NewTaskSpec("r", Ref("m", "f", addArgs{A: 1}))), "same reference")
 	require.ErrorIs(t, q.Enqueue(ctx, NewTaskSpec("r", Ref("m", "f", addArgs{A: 2}))), ErrTaskIDConflict)
-	require.ErrorIs(t, q.Enqueue(ctx, NewTaskSpec("b", nil)), ErrNotRunnable)
+	require.ErrorIs(t, q.Enqueue(ctx, NewTaskSpec("b", nil)), ErrInvalidConfig)
 	require.ErrorIs(t, q.Enqueue(ctx, NewTaskSpec("bad id", exe)), ErrInvalidTaskID)
 	require.NoError(t, q.Enqueue(ctx, &TaskSpec{TaskID: "later", Executable: exe, ProcessIn: 50 * time.Millisecond}))
 

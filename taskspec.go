@@ -81,37 +81,69 @@ func NewTaskSpec(taskID string, exe Executable) *TaskSpec {
 // (its SerializedTask copied too); the registry is not consulted then, so a producer can forward tasks that only
 // workers can resolve. An empty ResolverID takes [DefaultResolverID].
 //
-// Either way the result is checked as a worker would read it: an invalid resolver id is [ErrUnknownResolver], an
-// unsafe strategy ("pickle", "source", ...) [ErrUnsafeStrategy], an empty strategy or a payload that is not a
-// JSON object [ErrNotSerializable], and Metadata out of bounds [ErrInvalidConfig]. Metadata is copied.
+// Either way the spec is checked first (see [TaskSpec.validate]: a nil spec, one with no task, or options or
+// Metadata out of bounds are [ErrInvalidConfig], an invalid task id [ErrInvalidTaskID], an invalid resolver id
+// [ErrUnknownResolver]), and the result as a worker would read it: an unsafe strategy ("pickle", "source", ...) is
+// [ErrUnsafeStrategy], an empty strategy or a payload that is not a JSON object [ErrNotSerializable]. Metadata is
+// copied.
 func (s *TaskSpec) Serialized(reg *ResolverRegistry) (*TaskSpec, error) {
-	return s.serialized(reg, true)
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	return s.serialize(reg, DefaultResolverID, maxSyntaxDepth)
 }
 
-// serialized is [TaskSpec.Serialized]; checkPayload false leaves the payload's JSON syntax to the caller, which
-// checks it anyway (the queue's encode, under its own depth limit): one scan of the payload instead of two.
-func (s *TaskSpec) serialized(reg *ResolverRegistry, checkPayload bool) (*TaskSpec, error) {
-	if s == nil {
-		return nil, fmt.Errorf("%w: nil task spec", ErrNotSerializable)
+// errNilSpec is the one error of a nil spec, on every enqueue path.
+func errNilSpec() error { return fmt.Errorf("%w: nil task spec", ErrInvalidConfig) }
+
+// validate checks everything about a spec that can be checked before it is serialized; every enqueue path
+// ([RedisTaskQueue.Enqueue], EnqueueBatch, DispatchGroup, [MemoryQueue], [TaskSpec.Serialized]) calls it once,
+// first. One kind per mistake:
+//
+//   - a nil spec, or one with neither an Executable nor a SerializedTask: [ErrInvalidConfig]
+//   - a TaskID (when set; an empty one gets a random id) that is not 1 to [MaxTaskIDLen] printable
+//     characters: [ErrInvalidTaskID]
+//   - a ResolverID (when set; an empty one takes the queue's default) that no registry could hold:
+//     [ErrUnknownResolver]
+//   - MaxRetries below -1, a negative Timeout or Attempt: [ErrInvalidConfig]
+//   - Metadata out of bounds: [ErrInvalidConfig]
+//
+// A negative ProcessIn or a past ProcessAt is no mistake: the task is due at once. GroupID is free-form here;
+// DispatchGroup checks it against the group's name.
+func (s *TaskSpec) validate() error {
+	switch {
+	case s == nil:
+		return errNilSpec()
+	case s.Executable == nil && s.SerializedTask == nil:
+		return fmt.Errorf("%w: task spec has neither an executable nor a serialized task", ErrInvalidConfig)
+	case s.MaxRetries < -1:
+		return fmt.Errorf("%w: MaxRetries must be -1 or more", ErrInvalidConfig)
+	case s.Timeout < 0 || s.Attempt < 0:
+		return fmt.Errorf("%w: Timeout and Attempt must not be negative", ErrInvalidConfig)
+	case s.ResolverID != "" && !resolverIDPattern.MatchString(s.ResolverID):
+		return &ResolveError{Kind: ErrUnknownResolver, Detail: quote(s.ResolverID) + " is not a valid resolver id"}
 	}
+	if s.TaskID != "" {
+		if err := validateTaskID(s.TaskID); err != nil {
+			return err
+		}
+	}
+	return validateMetadata(s.Metadata)
+}
+
+// serialize returns a copy of a spec that [TaskSpec.validate] accepted, serialized through reg (an empty
+// ResolverID takes defaultResolver), with its Metadata copied, and checked as a worker would read it: the
+// payload's one syntax scan runs here, under maxDepth.
+func (s *TaskSpec) serialize(reg *ResolverRegistry, defaultResolver string, maxDepth int) (*TaskSpec, error) {
 	out := *s
 	if out.ResolverID == "" {
-		out.ResolverID = DefaultResolverID
-	}
-	if !resolverIDPattern.MatchString(out.ResolverID) {
-		return nil, &ResolveError{Kind: ErrUnknownResolver, Detail: quote(out.ResolverID) + " is not a valid resolver id"}
-	}
-	if err := validateMetadata(out.Metadata); err != nil {
-		return nil, err
+		out.ResolverID = defaultResolver
 	}
 	out.Metadata = maps.Clone(out.Metadata)
 	var st SerializedTask
-	switch {
-	case out.SerializedTask != nil:
+	if out.SerializedTask != nil {
 		st = SerializedTask{Strategy: out.SerializedTask.Strategy, Payload: bytes.Clone(out.SerializedTask.Payload)}
-	case out.Executable == nil:
-		return nil, fmt.Errorf("%w: task spec has neither an executable nor a serialized task", ErrNotSerializable)
-	default:
+	} else {
 		res, err := reg.Lookup(out.ResolverID)
 		if err != nil {
 			return nil, err
@@ -120,7 +152,7 @@ func (s *TaskSpec) serialized(reg *ResolverRegistry, checkPayload bool) (*TaskSp
 			return nil, err
 		}
 	}
-	if err := checkSerialized(st, checkPayload); err != nil {
+	if err := checkSerialized(st, maxDepth); err != nil {
 		return nil, err
 	}
 	out.SerializedTask = &st
@@ -129,8 +161,8 @@ func (s *TaskSpec) serialized(reg *ResolverRegistry, checkPayload bool) (*TaskSp
 }
 
 // checkSerialized refuses what a worker would park: an unsafe or empty strategy, a payload that is not a JSON
-// object (an empty payload is written as {}). checkSyntax false skips the scan of the payload's JSON syntax.
-func checkSerialized(st SerializedTask, checkSyntax bool) error {
+// object (an empty payload is written as {}) or not valid JSON within maxDepth.
+func checkSerialized(st SerializedTask, maxDepth int) error {
 	if IsUnsafeStrategy(st.Strategy) {
 		return &ResolveError{Kind: ErrUnsafeStrategy, Detail: quote(st.Strategy)}
 	}
@@ -140,10 +172,8 @@ func checkSerialized(st SerializedTask, checkSyntax bool) error {
 	if len(st.Payload) == 0 {
 		return nil
 	}
-	if checkSyntax {
-		if err := validateJSON(st.Payload, maxSyntaxDepth); err != nil {
-			return fmt.Errorf("%w: payload: %v", ErrNotSerializable, err)
-		}
+	if err := validateJSON(st.Payload, maxDepth); err != nil {
+		return fmt.Errorf("%w: payload: %v", ErrNotSerializable, err)
 	}
 	if p := bytes.TrimLeft(st.Payload, " \t\r\n"); len(p) == 0 || p[0] != '{' {
 		return fmt.Errorf("%w: payload is not a JSON object", ErrNotSerializable)

@@ -59,8 +59,8 @@ func TestTaskSpecSerializedRefuses(t *testing.T) {
 		reg  *ResolverRegistry
 		err  error
 	}{
-		{"nil spec", nil, reg, ErrNotSerializable},
-		{"nothing to serialize", &TaskSpec{TaskID: "t"}, reg, ErrNotSerializable},
+		{"nil spec", nil, reg, ErrInvalidConfig},
+		{"nothing to serialize", &TaskSpec{TaskID: "t"}, reg, ErrInvalidConfig},
 		{"closure", &TaskSpec{Executable: Func(func(context.Context) error { return nil })}, reg, ErrNotSerializable},
 		{"invalid reference", &TaskSpec{Executable: Ref("os/exec", "Command", nil)}, reg, ErrNotSerializable},
 		{"unknown resolver", &TaskSpec{Executable: Ref("m", "n", nil), ResolverID: "missing"}, reg, ErrUnknownResolver},
