@@ -47,6 +47,15 @@
 // with its stored bytes untouched and the reason. Dead letters stay until [Admin.RequeueDead] or
 // [Admin.DeleteDead]. docs/lifecycle.md draws the states and names the script behind each transition.
 //
+// # Versioning and compatibility
+//
+// Releases follow semantic versioning; until 1.0.0 a minor version may change the Go API. The stored envelope
+// and the Redis layout are promised more strongly, since producers and workers of different versions share a
+// queue during a rolling deploy: every release reads every earlier envelope version ([EnvelopeVersion]) and parks
+// a newer one untouched with [ErrUnsupportedVersion]; the keys under a queue's prefix change only in a minor
+// release whose CHANGELOG says how queues written before keep working across the upgrade. README.md has the
+// details.
+//
 // # Delivery guarantees
 //
 //   - At least once. A task leaves the queue only when one of its deliveries is acknowledged or it is
