@@ -18,7 +18,8 @@ var (
 	ErrLeaseLost = errors.New("taskqueue: lease lost")
 
 	// ErrTaskIDConflict is returned when a task id is enqueued again with different content while the first task
-	// still exists. Enqueueing the same id with the same content is an idempotent no-op.
+	// still exists. Enqueueing the same id with the same content is an idempotent no-op ([Duplicate]). The
+	// error is an [*EnqueueError], whose message names the id.
 	ErrTaskIDConflict = errors.New("taskqueue: task id already exists with different content")
 
 	// ErrInvalidTaskID is returned for an empty, oversize or non-printable task id.
@@ -335,23 +336,42 @@ var ErrWorkerStuck = errors.New("taskqueue: worker stuck: pickup cannot reach Re
 // wrapping ErrTransient.
 var ErrTransient = errors.New("taskqueue: transient Redis error")
 
-// TransientError is a Redis call's failure that a resend may cure. It wraps [ErrTransient] and the Redis error.
+// ErrUnavailable marks a failed Redis call that could not reach Redis at all: no connection could be made (the
+// dial failed, was refused, the host or network is unreachable, the name did not resolve) or none was free within
+// the pool's timeout. The call did not run. The error is a [*TransientError] with Unavailable set, so it also
+// matches [ErrTransient], and the cause stays in the chain.
+var ErrUnavailable = errors.New("taskqueue: Redis unavailable")
+
+// TransientError is a Redis call's failure that a resend may cure. It wraps [ErrTransient] and the Redis error,
+// and [ErrUnavailable] too when Unavailable is set.
 type TransientError struct {
 	// Reason names the failure in a word: the Redis error's prefix ("TRYAGAIN", "ASK", "MOVED", "CLUSTERDOWN",
 	// "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "BUSY"), or "connection" (reset, refused, closed) or
 	// "timeout" (no reply in time) when no reply came.
 	Reason string
-	Err    error
+	// Unavailable is set when Redis could not be reached: no connection was made, so the call did not run.
+	Unavailable bool
+	Err         error
 }
 
 func (e *TransientError) Error() string {
-	return ErrTransient.Error() + " (" + e.Reason + "): " + truncate(errString(e.Err), maxDetail)
+	kind := ErrTransient
+	if e.Unavailable {
+		kind = ErrUnavailable
+	}
+	return kind.Error() + " (" + e.Reason + "): " + truncate(errString(e.Err), maxDetail)
 }
 
-// Unwrap returns [ErrTransient] and the Redis error.
-func (e *TransientError) Unwrap() []error { return []error{ErrTransient, e.Err} }
+// Unwrap returns [ErrTransient], [ErrUnavailable] when Redis could not be reached, and the Redis error.
+func (e *TransientError) Unwrap() []error {
+	if e.Unavailable {
+		return []error{ErrTransient, ErrUnavailable, e.Err}
+	}
+	return []error{ErrTransient, e.Err}
+}
 
-// EnqueueError reports the failure of one task in [TaskQueue.EnqueueBatch].
+// EnqueueError reports the failure of one task in [TaskQueue.Enqueue] or [TaskQueue.EnqueueBatch]: its message
+// names the task id (quoted, bounded in length), and it wraps the cause's sentinel, such as [ErrTaskIDConflict].
 type EnqueueError struct {
 	Index  int
 	TaskID string

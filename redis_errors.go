@@ -31,9 +31,24 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", ErrPermission, err)
 	}
 	if reason := transientReason(err); reason != "" {
-		return &TransientError{Reason: reason, Err: err}
+		return &TransientError{Reason: reason, Unavailable: unreachable(err), Err: err}
 	}
 	return err
+}
+
+// unreachable reports a failure to reach Redis at all, before any command was sent: a dial that failed (refused,
+// no route, a name that did not resolve, a dial timeout) or no free connection within the pool's timeout.
+func unreachable(err error) bool {
+	if errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) {
+		return true
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	var de *net.DNSError
+	return errors.As(err, &de)
 }
 
 // transientReplies are the prefixes of the Redis error replies that a resend may cure: a Cluster slot on the move

@@ -477,6 +477,10 @@ func runWorkerMain(ctx context.Context, reg *ResolverRegistry, args []string, ge
 	if err != nil {
 		return err
 	}
+	// go-redis logs pool and dial failures to standard error on its own, through a process-wide logger; in a
+	// worker binary they duplicate the worker's own structured logs, so they go to its logger at debug level.
+	// Only this binary entry point sets the global: the library leaves it to embedders (docs/operations.md).
+	redis.SetLogger(redisLog{cfg.logger()})
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Once the graceful stop has begun, give signals back to Go's default handling, so a second one ends the
@@ -570,7 +574,7 @@ func (c *WorkerMainConfig) run(ctx context.Context, rdb redis.UniversalClient, r
 		return nil // stopped before it started: nothing ran, nothing to hand back
 	}
 	if err != nil {
-		return fmt.Errorf("taskqueue: worker: cannot reach Redis%s: %w", where, err)
+		return fmt.Errorf("taskqueue: worker: cannot reach Redis%s: %w", where, classify(err))
 	}
 	// Refuse a Redis too old for the scripts; the check logs the other findings (an eviction policy that can drop
 	// tasks) as warnings. A user without +info gets a warning, not a failed start.
@@ -656,6 +660,15 @@ func referenceName(exe Executable) (module, name string, ok bool) {
 }
 
 // logger returns c.Logger, or a standard-error logger at c.LogLevel in c.LogFormat.
+// redisLog sends go-redis's own log lines to a worker's logger, at debug level.
+type redisLog struct{ l *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	if r.l.Enabled(ctx, slog.LevelDebug) {
+		r.l.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
+	}
+}
+
 func (c *WorkerMainConfig) logger() *slog.Logger {
 	if c.Logger != nil {
 		return c.Logger

@@ -342,7 +342,9 @@ func (c *cli) connect(ctx context.Context) (*queue, error) {
 		_ = rdb.Close()
 		return nil, err
 	}
-	if err := rdb.Ping(ctx).Err(); err != nil {
+	// A TIME through the library rather than a PING: its error is classified, so an unreachable Redis wraps
+	// taskqueue.ErrUnavailable.
+	if _, err := admin.ServerTime(ctx); err != nil {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("cannot reach Redis at %s: %w", where, err)
 	}

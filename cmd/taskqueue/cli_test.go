@@ -104,6 +104,7 @@ func TestRedisURLPasswordIsNeverShown(t *testing.T) {
 	r = cliEnv(t, map[string]string{"REDIS_URL": "redis://ops:s3cret@" + addr + "/0"}, "stats", "--interval", "0")
 	require.Equal(t, exitError, r.code, r)
 	require.Contains(t, r.stderr, "cannot reach Redis at "+addr+" db 0")
+	require.Contains(t, r.stderr, taskqueue.ErrUnavailable.Error(), "the error is classified")
 	require.NotContains(t, r.stderr, "s3cret")
 }
 
