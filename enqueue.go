@@ -5,23 +5,81 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
+// EnqueueOutcome says what an enqueue did with one task. Every queue ([RedisTaskQueue], [ShardedQueue],
+// [MemoryQueue]) writes it into [TaskSpec.Enqueued], for each spec of a batch.
+type EnqueueOutcome uint8
+
+// The outcomes of an enqueue.
+const (
+	// NotEnqueued is the zero value: the spec was not enqueued (its enqueue failed, with an error for it), or not
+	// yet. After an error that leaves the outcome unknown (Redis unreachable, a lost reply), send the same spec
+	// again: its TaskID was written back, so the retry cannot make a second task.
+	NotEnqueued EnqueueOutcome = iota
+	// Stored: the task was new and is now queued.
+	Stored
+	// Duplicate: a task with this id and the same content was already there (pending, scheduled, running,
+	// retrying or dead); nothing changed.
+	Duplicate
+	// AlreadyCompleted: a task with this id completed within the settled window ([RedisConfig.SettledWindow]);
+	// nothing was stored. To run the same work again, use a new task id.
+	AlreadyCompleted
+)
+
+func (o EnqueueOutcome) String() string {
+	switch o {
+	case NotEnqueued:
+		return "not enqueued"
+	case Stored:
+		return "stored"
+	case Duplicate:
+		return "duplicate"
+	case AlreadyCompleted:
+		return "already completed"
+	}
+	return "EnqueueOutcome(" + strconv.Itoa(int(o)) + ")"
+}
+
+// prepare readies the caller's spec for an enqueue: a new task id when it has none, written back so that the
+// caller can track the task and resend it safely, and the outcome cleared.
+func prepare(spec *TaskSpec) {
+	if spec == nil {
+		return
+	}
+	if spec.TaskID == "" {
+		spec.TaskID = newID()
+	}
+	spec.Enqueued = NotEnqueued
+}
+
 // Enqueue implements [TaskQueue]: it serializes spec through the registry when it holds an executable and stores
 // its envelope in one script call.
+//
+// Enqueue writes to spec: a generated task id into TaskID when it was empty (even when the enqueue then fails, so
+// that a retry uses the same id), and the outcome ([Stored], [Duplicate], [AlreadyCompleted]) into Enqueued. A
+// spec must therefore not be enqueued by two goroutines at once, and a spec reused as a template for new tasks
+// needs its TaskID cleared first. A task's own error is an [*EnqueueError] naming its id.
 func (q *RedisTaskQueue) Enqueue(ctx context.Context, spec *TaskSpec) error {
-	err := q.EnqueueBatch(ctx, []*TaskSpec{spec})
+	return single(q.EnqueueBatch(ctx, []*TaskSpec{spec}))
+}
+
+// single turns a one-spec batch's error into Enqueue's: the task's [*EnqueueError] (which names its id) alone
+// rather than joined.
+func single(err error) error {
 	var ee *EnqueueError
-	if errors.As(err, &ee) {
-		return ee.Err
+	if errors.As(err, &ee) && len(unjoin(err)) == 1 {
+		return ee
 	}
 	return err
 }
 
-// EnqueueBatch implements [TaskQueue]. Tasks that cannot be encoded are reported and the others enqueued.
+// EnqueueBatch implements [TaskQueue]. Tasks that cannot be encoded are reported and the others enqueued. Like
+// [RedisTaskQueue.Enqueue], it writes each spec's task id (when generated) and outcome into the spec.
 //
 // A batch goes to Redis in one round trip, as one script call per 100 tasks: each call is atomic, and
 // Redis serves other clients (workers' pickups and acks) between two calls, so a large batch never stalls the
@@ -29,10 +87,11 @@ func (q *RedisTaskQueue) Enqueue(ctx context.Context, spec *TaskSpec) error {
 // sending the same batch again is safe (see below).
 //
 // Enqueue is idempotent by task id: while a task exists (pending, scheduled, running, retrying or dead), the same
-// id with the same content is a no-op and with other content [ErrTaskIDConflict]. After a task completes, its id
-// stays in the settled window ([RedisConfig.SettledWindow], the last 10000 settled ids by default), and enqueueing
-// it again is also a no-op: that is what makes a producer's retry after a lost reply safe even when a fast worker
-// already ran the task. To run the same work again, use a new task id.
+// id with the same content is a no-op ([Duplicate]) and with other content [ErrTaskIDConflict]. After a task
+// completes, its id stays in the settled window ([RedisConfig.SettledWindow], the last 10000 settled ids by
+// default), and enqueueing it again is also a no-op ([AlreadyCompleted]): that is what makes a producer's retry
+// after a lost reply safe even when a fast worker already ran the task. To run the same work again, use a new
+// task id.
 func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) error {
 	var errs []error
 	args := make([]any, 0, 3*len(specs))
@@ -42,6 +101,7 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 	}
 	batch := make([]sent, 0, len(specs))
 	for i, spec := range specs {
+		prepare(spec)
 		env, raw, delay, err := q.seal(spec)
 		if err != nil {
 			errs = append(errs, &EnqueueError{Index: i, TaskID: specID(spec), Err: err})
@@ -58,13 +118,17 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 		return errors.Join(append(errs, fmt.Errorf("taskqueue: enqueue: %w", classify(err)))...)
 	}
 	for j, r := range reply.res {
-		existing, isString := r.(string)
-		if !isString {
-			continue // created, identical, or a replay of a settled task
-		}
 		s := batch[j]
-		if !sameTask(existing, s.env, q.cfg.Limits) {
-			errs = append(errs, &EnqueueError{Index: s.index, TaskID: s.env.TaskID, Err: ErrTaskIDConflict})
+		spec := specs[s.index]
+		switch r := r.(type) {
+		case int64: // see lua/enqueue.lua
+			spec.Enqueued = [...]EnqueueOutcome{Duplicate, Stored, AlreadyCompleted}[min(max(r, 0), 2)]
+		case string:
+			if sameTask(r, s.env, q.cfg.Limits) {
+				spec.Enqueued = Duplicate
+			} else {
+				errs = append(errs, &EnqueueError{Index: s.index, TaskID: s.env.TaskID, Err: ErrTaskIDConflict})
+			}
 		}
 	}
 	return errors.Join(append(errs, reply.notReplicated)...)

@@ -127,17 +127,14 @@ func (q *MemoryQueue) signal() {
 	q.changed = make(chan struct{})
 }
 
-// Enqueue implements [TaskQueue]. The spec must hold an Executable; it is stored as is.
+// Enqueue implements [TaskQueue]. The spec must hold an Executable; a copy of it is stored. Like
+// [RedisTaskQueue.Enqueue], it writes a generated task id and the outcome ([TaskSpec.Enqueued]) into spec: an id
+// that completed among the last 10000 settled tasks is [AlreadyCompleted] and not stored again.
 func (q *MemoryQueue) Enqueue(ctx context.Context, spec *TaskSpec) error {
-	err := q.EnqueueBatch(ctx, []*TaskSpec{spec})
-	var ee *EnqueueError
-	if errors.As(err, &ee) {
-		return ee.Err
-	}
-	return err
+	return single(q.EnqueueBatch(ctx, []*TaskSpec{spec}))
 }
 
-// EnqueueBatch implements [TaskQueue].
+// EnqueueBatch implements [TaskQueue], writing each spec's id and outcome as [MemoryQueue.Enqueue] does.
 func (q *MemoryQueue) EnqueueBatch(_ context.Context, specs []*TaskSpec) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -147,6 +144,7 @@ func (q *MemoryQueue) EnqueueBatch(_ context.Context, specs []*TaskSpec) error {
 	var errs []error
 	now := time.Now()
 	for i, spec := range specs {
+		prepare(spec)
 		if err := spec.validate(); err != nil {
 			errs = append(errs, &EnqueueError{Index: i, TaskID: specID(spec), Err: err})
 			continue
@@ -156,14 +154,18 @@ func (q *MemoryQueue) EnqueueBatch(_ context.Context, specs []*TaskSpec) error {
 			continue
 		}
 		s := *spec
-		if s.TaskID == "" {
-			s.TaskID = newID()
-		}
+		s.Enqueued = NotEnqueued
 		s.Metadata = maps.Clone(s.Metadata)
 		if old, ok := q.tasks[s.TaskID]; ok {
 			if !sameExecutable(old.spec.Executable, s.Executable) {
 				errs = append(errs, &EnqueueError{Index: i, TaskID: s.TaskID, Err: ErrTaskIDConflict})
+			} else {
+				spec.Enqueued = Duplicate
 			}
+			continue
+		}
+		if score, ok := q.settled[s.TaskID]; ok && score%4 == 0 { // acked recently: a replay, as on Redis
+			spec.Enqueued = AlreadyCompleted
 			continue
 		}
 		if s.CreatedAt.IsZero() {
@@ -182,6 +184,7 @@ func (q *MemoryQueue) EnqueueBatch(_ context.Context, specs []*TaskSpec) error {
 			s.Status = StatePending
 			t.elem = q.pending.PushBack(t)
 		}
+		spec.Enqueued = Stored
 	}
 	q.signal()
 	return errors.Join(errs...)

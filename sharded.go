@@ -77,30 +77,22 @@ func (s *ShardedQueue) shardOf(d *Delivery) *RedisTaskQueue {
 // LeaseDuration implements [TaskQueue].
 func (s *ShardedQueue) LeaseDuration() time.Duration { return s.shards[0].LeaseDuration() }
 
-// Enqueue implements [TaskQueue]. A spec without a task id gets one here, which picks its shard.
+// Enqueue implements [TaskQueue]. A spec without a task id gets one here, which picks its shard. Like
+// [RedisTaskQueue.Enqueue], it writes the generated id and the outcome ([TaskSpec.Enqueued]) into spec.
 func (s *ShardedQueue) Enqueue(ctx context.Context, spec *TaskSpec) error {
-	spec = withID(spec)
+	prepare(spec)
 	return s.shards[s.ShardOf(specID(spec))].Enqueue(ctx, spec)
 }
 
-// withID returns spec, or a copy of it with a new task id when it has none.
-func withID(spec *TaskSpec) *TaskSpec {
-	if spec == nil || spec.TaskID != "" {
-		return spec
-	}
-	c := *spec
-	c.TaskID = newID()
-	return &c
-}
-
 // EnqueueBatch implements [TaskQueue]: the tasks are grouped by shard and each group is sent in one script call,
-// the groups concurrently. A shard that fails reports an [*EnqueueError] for each of its tasks, so the caller
+// the groups concurrently, each spec's id and outcome written back as [ShardedQueue.Enqueue] does. A shard that
+// fails reports an [*EnqueueError] for each of its tasks, so the caller
 // knows which to send again; the other shards' tasks are enqueued.
 func (s *ShardedQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) error {
 	groups := make([][]*TaskSpec, len(s.shards))
 	index := make([][]int, len(s.shards)) // position in specs of each task of a group
 	for i, spec := range specs {
-		spec = withID(spec)
+		prepare(spec)
 		k := s.ShardOf(specID(spec))
 		groups[k] = append(groups[k], spec)
 		index[k] = append(index[k], i)

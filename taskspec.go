@@ -29,7 +29,8 @@ func (f Func) Run(ctx context.Context) error { return f(ctx) }
 // ahead of time (the seed's "serialized-only spec").
 type TaskSpec struct {
 	// TaskID identifies the task; enqueue is idempotent by it. Up to 256 printable characters. A spec without
-	// an id gets a random one on enqueue.
+	// an id gets a random one on enqueue, written here (so the spec is written to: do not enqueue one spec from
+	// two goroutines at once, and clear the id before reusing a spec for a new task).
 	TaskID string
 	// Executable is the code to run, for local queues, or to be serialized for Redis.
 	Executable Executable
@@ -57,6 +58,12 @@ type TaskSpec struct {
 	// [ErrInvalidConfig]. It is not part of the task's identity: an enqueue repeated with the same task id and
 	// other metadata is still a no-op, and the first enqueue's metadata stays. A retry keeps it.
 	Metadata map[string]string
+
+	// Set on enqueue.
+
+	// Enqueued is what the last enqueue of this spec did: [Stored], [Duplicate] or [AlreadyCompleted];
+	// [NotEnqueued] when it failed. Every queue writes it, for each spec of a batch too.
+	Enqueued EnqueueOutcome
 
 	// Set on dequeue.
 

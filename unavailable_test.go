@@ -49,6 +49,7 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 		require.ErrorIs(t, err, ErrTransient, name)
 		var oe *net.OpError
 		require.ErrorAs(t, err, &oe, "%s: the cause stays in the chain", name)
+		require.NotEmpty(t, spec.TaskID, "%s: the id is written back for a safe retry", name)
 		require.ErrorIs(t, tq.EnqueueBatch(ctx, []*TaskSpec{spec}), ErrUnavailable, name)
 	}
 	_, err = mustAdmin(q).Stats(ctx)
