@@ -79,7 +79,9 @@
 //
 // Ready tasks are leased in the order they became ready (FIFO), except that a reclaimed or released delivery goes
 // back to the head of the queue. Errors wrap the sentinels of this package (test them with [errors.Is]);
-// [*EnvelopeError] and [*ResolveError] carry the detail.
+// [*EnvelopeError] and [*ResolveError] carry the detail. A Redis that cannot be reached matches [ErrUnavailable]
+// (and [ErrTransient]). Enqueue writes a generated task id and its outcome ([TaskSpec.Enqueued]: [Stored],
+// [Duplicate], [AlreadyCompleted]) back into the spec.
 //
 // # Parallel groups and results
 //
