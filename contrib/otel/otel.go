@@ -219,6 +219,7 @@ func (p *Producer) Enqueue(ctx context.Context, spec *taskqueue.TaskSpec) error 
 	}
 	inject(ctx, &s, p.cfg.propagator())
 	err := p.q.Enqueue(ctx, &s)
+	spec.TaskID, spec.Enqueued = s.TaskID, s.Enqueued // the queue writes back a generated id and the outcome
 	recordError(span, err)
 	return err
 }
@@ -238,6 +239,11 @@ func (p *Producer) EnqueueBatch(ctx context.Context, specs []*taskqueue.TaskSpec
 		copies[i] = spec
 	}
 	err := p.q.EnqueueBatch(ctx, copies)
+	for i, spec := range specs {
+		if spec != nil {
+			spec.TaskID, spec.Enqueued = copies[i].TaskID, copies[i].Enqueued
+		}
+	}
 	recordError(span, err)
 	return err
 }

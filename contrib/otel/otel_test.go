@@ -368,3 +368,21 @@ func TestLongErrorsAreCut(t *testing.T) {
 	require.Greater(t, len(desc), 1000)
 	require.True(t, strings.HasPrefix(msg, desc), "cut at a rune boundary")
 }
+
+func TestProducerWritesBackIDAndOutcome(t *testing.T) {
+	t.Parallel()
+	mq := taskqueue.NewMemoryQueue(0, 0)
+	defer mq.Close()
+	p := NewProducer(mq)
+	ctx := context.Background()
+	exe := taskqueue.Func(func(context.Context) error { return nil })
+	spec := &taskqueue.TaskSpec{Executable: exe}
+	require.NoError(t, p.Enqueue(ctx, spec))
+	require.NotEmpty(t, spec.TaskID, "the generated id reaches the caller through the producer")
+	require.Equal(t, taskqueue.Stored, spec.Enqueued)
+	batch := []*taskqueue.TaskSpec{{TaskID: spec.TaskID, Executable: exe}, {Executable: exe}}
+	require.NoError(t, p.EnqueueBatch(ctx, batch))
+	require.Equal(t, taskqueue.Duplicate, batch[0].Enqueued)
+	require.NotEmpty(t, batch[1].TaskID)
+	require.Equal(t, taskqueue.Stored, batch[1].Enqueued)
+}
