@@ -96,7 +96,7 @@ func TestLargestAcceptedTaskKeepsItsRetries(t *testing.T) {
 				env, err := decodeEnvelope([]byte(dl.Envelope), s.q.cfg.Limits)
 				require.NoError(t, err, "the dead letter reads back")
 				require.Equal(t, StateDead, env.Status)
-				require.Equal(t, 2, env.Attempt)
+				require.Equal(t, 3, env.Attempt, "3 failed runs")
 				require.NotEmpty(t, env.LastError)
 
 				n, err := s.adm.RequeueDead(ctx, "big")

@@ -398,6 +398,7 @@ func (q *MemoryQueue) DeadLetter(_ context.Context, d *Delivery, cause error) er
 	}
 	q.remember(d.Spec.TaskID, d.Token, 2)
 	t.token, t.deliveries = 0, 0
+	t.spec.Attempt++ // a failed run, counted as RedisTaskQueue.DeadLetter counts it
 	t.spec.Status = StateDead
 	t.spec.LastError = errString(cause)
 	q.dead[t.spec.TaskID] = errString(cause)

@@ -51,11 +51,14 @@ func (q *RedisTaskQueue) Retry(ctx context.Context, d *Delivery, delay time.Dura
 	return q.settle(ctx, "retry", d.Spec.TaskID, d.Token, string(raw), delay, "", "")
 }
 
-// DeadLetter implements [TaskQueue]. The reason keeps up to 4096 bytes of cause; the rewritten envelope's
+// DeadLetter implements [TaskQueue]. It records a failed run, as Retry does: the envelope's attempt counts it, so a
+// task dead after 3 failed runs says "attempt":3, as its [ErrRetriesExhausted] reason ("after 3 attempts") and the
+// worker's log line ("attempt"=3) do. The reason keeps up to 4096 bytes of cause; the rewritten envelope's
 // last_error is cut shorter when the whole would not fit what pickup reads back (see [EnvelopeHeadroom]), and an
 // envelope that does not fit even without it is dead-lettered as it is stored.
 func (q *RedisTaskQueue) DeadLetter(ctx context.Context, d *Delivery, cause error) error {
 	env := *d.env
+	env.Attempt++
 	env.Status = StateDead
 	reason := truncate(errString(cause), maxLastError)
 	env.LastError = reason

@@ -259,7 +259,7 @@ func (q *RedisTaskQueue) rehydrateOne(ctx context.Context, d *Delivery, id, raw 
 		err = malformed(fmt.Sprintf("task_id %s does not match the id it is stored under", quote(env.TaskID)))
 	}
 	if err != nil {
-		q.park(ctx, id, d.Token, err, groupOfStored(env, raw, q.cfg.Limits))
+		q.park(ctx, id, d.Token, err, env, raw)
 		return false
 	}
 	d.Spec, d.env = spec, env
@@ -298,11 +298,22 @@ func (q *RedisTaskQueue) rehydrate(raw string) (*TaskSpec, *envelope, error) {
 	}, env, nil
 }
 
-// park dead-letters a delivery that cannot be run, keeping its raw envelope, with the reason; a group member
-// completes its group as failed.
-func (q *RedisTaskQueue) park(ctx context.Context, id string, token int64, cause error, groupID string) {
+// park dead-letters a delivery that cannot be run, with the reason; a group member completes its group as failed.
+// env is the decoded envelope when it decoded and, under signing, verified (nil otherwise): its status is then
+// rewritten to dead, re-marshalled (status is not signed, so a signature still verifies). An envelope that did not
+// decode or verify is kept byte-exact, as stored, for an operator: its status stays what it was, and the reason
+// says why it was parked.
+func (q *RedisTaskQueue) park(ctx context.Context, id string, token int64, cause error, env *envelope, raw string) {
 	q.cfg.Logger.WarnContext(ctx, "taskqueue: parked a task that cannot run", slog.String("task_id", truncate(id, 64)), slog.Any("error", cause))
-	err := q.settle(ctx, "dead", id, token, "", 0, cause.Error(), groupID)
+	rewritten := ""
+	if env != nil {
+		e := *env
+		e.Status = StateDead
+		if b, err := q.fitted(&e); err == nil && e.LastError == env.LastError {
+			rewritten = string(b)
+		}
+	}
+	err := q.settle(ctx, "dead", id, token, rewritten, 0, cause.Error(), groupOfStored(env, raw, q.cfg.Limits))
 	if err != nil {
 		q.cfg.Logger.ErrorContext(ctx, "taskqueue: could not park task; it returns after its lease", slog.String("task_id", truncate(id, 64)), slog.Any("error", err))
 	}

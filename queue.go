@@ -37,7 +37,8 @@ type TaskQueue interface {
 	Ack(ctx context.Context, ds ...*Delivery) error
 	// Retry schedules the task to run again after delay, recording cause as its last error and counting an attempt.
 	Retry(ctx context.Context, d *Delivery, delay time.Duration, cause error) error
-	// DeadLetter parks the task with cause as the reason, for an operator to inspect, requeue or delete.
+	// DeadLetter parks the task with cause as the reason, for an operator to inspect, requeue or delete. Like Retry
+	// it records a failed run and counts an attempt: a task dead after 3 failed runs has Attempt 3 in the dead set.
 	DeadLetter(ctx context.Context, d *Delivery, cause error) error
 	// Release hands the task back to the head of the queue at once, without counting a delivery or an attempt.
 	Release(ctx context.Context, d *Delivery) error

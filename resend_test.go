@@ -75,7 +75,7 @@ func TestWorkerLostOutcomeReply(t *testing.T) {
 	}{
 		{"ack", scriptCall(ackScript, ""), nil, EventSucceeded, Counts{}, 0},
 		{"retry", scriptCall(settleScript, "retry"), errors.New("boom"), EventRetried, Counts{Scheduled: 1}, 1},
-		{"dead", scriptCall(settleScript, "dead"), fmt.Errorf("%w: bad input", ErrSkipRetry), EventDead, Counts{Dead: 1}, 0},
+		{"dead", scriptCall(settleScript, "dead"), fmt.Errorf("%w: bad input", ErrSkipRetry), EventDead, Counts{Dead: 1}, 1}, // the dead letter counts its failed run
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -223,7 +223,8 @@ func TestListAndShowOutput(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	require.Equal(t, "dead tasks 1-2 of 3, oldest first", lines[0])
 	require.Regexp(t, `^ID\s+DIED\s+FUNCTION\s+ATTEMPT\s+REASON$`, lines[1])
-	require.Regexp(t, `^d1\s+\S+ ago\s+ops\.send\s+0\s+upstream 503$`, lines[2])
+	// ATTEMPT is the envelope's count of failed runs: DeadLetter counts the one it records.
+	require.Regexp(t, `^d1\s+\S+ ago\s+ops\.send\s+1\s+upstream 503$`, lines[2])
 	require.Equal(t, "next page: taskqueue list dead --offset 2 --limit 2", lines[len(lines)-1])
 
 	r = cliEnv(t, f.env, "list", "scheduled")
