@@ -57,7 +57,7 @@ func main() { _ = run }
 	require.NoError(t, err)
 	goMod, err := os.ReadFile("go.mod")
 	require.NoError(t, err)
-	redisReq := regexp.MustCompile(`(?m)^\s*github.com/redis/go-redis/v9 (v\S+)`).FindStringSubmatch(string(goMod))
+	redisReq := regexp.MustCompile(`(?m)^\s*github\.com/redis/go-redis/v9 (v\S+)`).FindStringSubmatch(string(goMod))
 	require.NotNil(t, redisReq, "go.mod requires go-redis")
 	dir := t.TempDir()
 	mod := "module example.com/newuser\n\ngo 1.26.0\n\nrequire (\n\tgithub.com/graflow-go/taskqueue v0.0.0\n\tgithub.com/redis/go-redis/v9 " +

@@ -156,7 +156,7 @@ func assignedKeys(code, name string, seen map[string]bool) (found, ok bool) {
 			return true, false
 		}
 		v := keyValueRe.FindStringSubmatch(values[pos])
-		if v == nil || !isKey(code, v[1], seen) {
+		if len(v) < 2 || !isKey(code, v[1], seen) {
 			return true, false
 		}
 	}

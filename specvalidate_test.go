@@ -73,14 +73,14 @@ func TestSpecMistakes(t *testing.T) {
 		require.ErrorIs(t, err, want)
 		require.LessOrEqual(t, len(err.Error()), maxErrorLen)
 		for _, other := range []error{ErrInvalidConfig, ErrInvalidTaskID, ErrUnknownResolver, ErrNotSerializable, ErrUnsafeStrategy, ErrNotRunnable} {
-			if other != want {
+			if !errors.Is(want, other) {
 				require.NotErrorIs(t, err, other, "one kind per mistake")
 			}
 		}
 		err = q.EnqueueBatch(ctx, []*TaskSpec{spec})
 		require.ErrorIs(t, err, want)
 		var ee *EnqueueError
-		require.True(t, errors.As(err, &ee))
+		require.ErrorAs(t, err, &ee)
 		require.Zero(t, ee.Index)
 	}
 	for _, tc := range common {
