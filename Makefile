@@ -23,10 +23,11 @@ BIN := $(CURDIR)/bin
 GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
 COVERPROFILE := $(BIN)/cover.out
 
-# The root module last, so that its test results are the last lines a run prints. Nested modules (cmd/..., contrib/...,
-# bench/) are tested, vetted, linted and tidy-checked too; tools/ holds no code of ours.
-MODULES := $(sort $(patsubst %/go.mod,%,$(shell find . -mindepth 2 -name go.mod -not -path './bin/*' \
-	-not -path './tools/*' -not -path '*/testdata/*' 2>/dev/null))) .
+# The root module first: its tests are the library's, and a failure there stops the run before the nested modules
+# (cmd/..., contrib/..., bench/) compile. Those are tested, vetted, linted and tidy-checked too; tools/ holds no
+# code of ours.
+MODULES := . $(sort $(patsubst %/go.mod,%,$(shell find . -mindepth 2 -name go.mod -not -path './bin/*' \
+	-not -path './tools/*' -not -path '*/testdata/*' 2>/dev/null)))
 
 # in_modules CMD: print and run CMD in every module, stop at the first failure.
 in_modules = @for m in $(MODULES); do echo "[$$m] $(1)"; (cd "$$m" && $(1)) || exit 1; done
@@ -47,11 +48,12 @@ demo: ## Run the quickstart example: a producer and a worker (embedded miniredis
 	$(GO) run ./examples/quickstart
 
 .PHONY: test
-test: ## go vet, a short fuzz of the envelope decoder, then every test under -race (what CI runs)
-	$(call in_modules,$(GO) vet ./...)
-	@$(MAKE) fuzz FUZZTIME=$(SHORT_FUZZTIME)
+# `go vet -race` reads the same -race builds of the dependencies that `go test -race` links, so they compile once, not
+# once for vet and again for the tests. The fuzz step's instrumented build is the one other compile.
+test: ## Each module's go vet and tests under -race (the root module first), then a short fuzz of the envelope decoder (what CI runs)
 	@$(MAKE) warn-no-redis
-	$(call in_modules,$(GO) test -race -count=1 -timeout=$(TEST_TIMEOUT) ./...)
+	$(call in_modules,$(GO) vet -race ./... && $(GO) test -race -count=1 -timeout=$(TEST_TIMEOUT) ./...)
+	$(GO) test -run='^$$' -fuzz='^$(FUZZ_TARGET)$$' -fuzztime=$(SHORT_FUZZTIME) .
 
 .PHONY: test-short
 test-short: ## Every test with -short and without -race: the quick loop while editing
@@ -69,8 +71,8 @@ fuzz: ## Fuzz the envelope decoder for FUZZTIME (skips, saying so, while the tar
 	fi
 
 .PHONY: compile
-compile: ## Compile every package and test binary (with and without -race), running nothing
-	$(call in_modules,$(GO) vet ./... && $(GO) test -race -c -o $(BIN)/tests/$$m/ ./...)
+compile: ## Compile every package and test binary under -race (what `make test` runs), running nothing
+	$(call in_modules,$(GO) vet -race ./... && $(GO) test -race -c -o $(BIN)/tests/$$m/ ./...)
 
 .PHONY: bench
 bench: ## Run the benchmarks with allocation counts (BENCH, BENCHTIME, BENCHCOUNT)
