@@ -1,36 +1,16 @@
 package taskqueue
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
-
-// lockedBuffer is a log sink that a worker's goroutines write to while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A task that fails 3 times with MaxRetries 2 is dead with "attempt":3 in its envelope: the number of failed runs,
 // which is also the run number its dead event logs (Event.Attempt+1, the failures before that run plus it) and
@@ -41,7 +21,7 @@ func TestDeadEnvelopeCountsEveryFailedRun(t *testing.T) {
 		ctx := context.Background()
 		require.NoError(t, Register(s.ref, "m", "fail", func(context.Context, addArgs) error { return errors.New("always") }))
 		require.NoError(t, s.q.Enqueue(ctx, &TaskSpec{TaskID: "fail", Executable: Ref("m", "fail", nil), MaxRetries: 2}))
-		rec, logs := &recorder{}, &lockedBuffer{}
+		rec, logs := &recorder{}, &syncBuffer{}
 		cfg := quietWorker(WorkerConfig{}, nil)
 		cfg.OnEvent = logEvents(slog.New(slog.NewTextHandler(logs, nil)), rec.on)
 		startWorker(t, s.q, cfg)

@@ -1,12 +1,10 @@
 package taskqueue
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,26 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// probeLog is a slog destination that tests read while the worker writes.
-type probeLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *probeLog) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *probeLog) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // waitFor waits up to 10s for the log to contain one of subs and returns the log.
-func (b *probeLog) waitFor(t *testing.T, subs ...string) string {
+func (b *syncBuffer) waitFor(t *testing.T, subs ...string) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -138,8 +118,8 @@ func TestWorkerWarnsOnMissingQueue(t *testing.T) {
 	s := newMini(t, nil)
 	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("t1", Ref("test", "noop", nil))))
 
-	start := func(q TaskQueue) (*TaskWorker, *probeLog) {
-		var logs probeLog
+	start := func(q TaskQueue) (*TaskWorker, *syncBuffer) {
+		var logs syncBuffer
 		w, err := NewTaskWorker(q, &WorkerConfig{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Name: "probe"})
 		require.NoError(t, err)
 		require.NoError(t, w.Start(ctx))

@@ -1,6 +1,7 @@
 package taskqueue
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -324,4 +325,22 @@ func waitForBlocked(t *testing.T, s *setup) {
 		info, err := s.rdb.Info(context.Background(), "clients").Result()
 		return err == nil && !strings.Contains(info, "blocked_clients:0")
 	})
+}
+
+// syncBuffer is a log sink that a worker's goroutines write to while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -3,7 +3,6 @@
 package taskqueue
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -186,24 +185,6 @@ type migArgs struct {
 	ID      string `json:"id"`
 	Result  bool   `json:"result"`
 	SleepMS int    `json:"sleep_ms"`
-}
-
-// syncBuffer is a bytes.Buffer for a logger shared by goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // scriptSpy is a go-redis hook that records, for each of the queue's scripts, when a call succeeded or failed, as
