@@ -252,7 +252,7 @@ func (q *RedisTaskQueue) runEnqueue(ctx context.Context, args []any) (enqueueRep
 	if d, ok := ctx.Deadline(); ok {
 		limit = d
 	}
-	for backoff := 10 * time.Millisecond; isSlotMoving(err) && time.Until(limit) > backoff; backoff = min(2*backoff, 200*time.Millisecond) {
+	for backoff := resendFirstBackoff; isSlotMoving(err) && time.Until(limit) > backoff; backoff = min(2*backoff, resendMaxBackoff) {
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

@@ -120,13 +120,11 @@ func isSlotMoving(err error) bool {
 	if err == nil {
 		return false
 	}
-	if _, ok := redis.IsMovedError(err); ok {
+	switch transientReason(err) { // the one reading of Redis's replies, classify's
+	case "TRYAGAIN", "ASK", "MOVED", "CLUSTERDOWN":
 		return true
 	}
-	if _, ok := redis.IsAskError(err); ok {
-		return true
-	}
-	return redis.IsTryAgainError(err) || redis.IsClusterDownError(err)
+	return false
 }
 
 // isNoScript reports Redis's answer to an EVALSHA of a script it does not have cached.
