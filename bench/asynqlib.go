@@ -7,18 +7,42 @@ import (
 	"github.com/hibiken/asynq"
 )
 
-// asynqLib drives github.com/hibiken/asynq v0.26.0 at its defaults, except the server's concurrency and a log
-// level that keeps its info lines off the table.
+// asynqConfig is one configuration of asynq: its documented knobs and how the harness feeds it.
+type asynqConfig struct {
+	// producers is how many goroutines enqueue one task per call (asynq has no batch enqueue).
+	producers int
+	// taskCheck is Config.TaskCheckInterval, the wait after an empty poll (0: asynq's 1 s default).
+	taskCheck time.Duration
+	// delayedCheck is Config.DelayedTaskCheckInterval, how often due tasks are moved to pending (0: asynq's 5 s).
+	delayedCheck time.Duration
+	// serverConc > 0 splits a worker of concurrency c into ceil(c/serverConc) Servers of at most serverConc each
+	// (asynq's documented way to scale a worker: more Servers, each with its own fetch loop).
+	serverConc int
+}
+
+var (
+	// asynqDefault is asynq at its defaults; the harness feeds it with eight producers, its fastest way to fill a
+	// backlog.
+	asynqDefault = asynqConfig{producers: producers}
+	// asynqTuned is asynq's best configuration on this harness: see the sweep (go run . -only sweep) and
+	// docs/benchmarks.md.
+	asynqTuned = asynqConfig{producers: 2, taskCheck: 10 * time.Millisecond, delayedCheck: 100 * time.Millisecond, serverConc: 25}
+)
+
+// asynqLib drives github.com/hibiken/asynq v0.26.0 in one configuration, with a log level that keeps its info
+// lines off the table.
 type asynqLib struct {
+	lib    string
 	addr   string
+	cfg    asynqConfig
 	client *asynq.Client
 }
 
-func newAsynq(addr string) *asynqLib {
-	return &asynqLib{addr: addr, client: asynq.NewClient(asynq.RedisClientOpt{Addr: addr})}
+func newAsynq(addr, name string, cfg asynqConfig) *asynqLib {
+	return &asynqLib{lib: name, addr: addr, cfg: cfg, client: asynq.NewClient(asynq.RedisClientOpt{Addr: addr})}
 }
 
-func (a *asynqLib) name() string { return libAsynq }
+func (a *asynqLib) name() string { return a.lib }
 
 func (a *asynqLib) enqueue(ctx context.Context, seq int, delay time.Duration) error {
 	var opts []asynq.Option
@@ -32,7 +56,6 @@ func (a *asynqLib) enqueue(ctx context.Context, seq int, delay time.Duration) er
 func (a *asynqLib) enqueueBatch(context.Context, int, int) error { return errUnsupported }
 
 func (a *asynqLib) startWorker(_ context.Context, conc int, onStart func(seq int)) (func(), error) {
-	srv := asynq.NewServer(asynq.RedisClientOpt{Addr: a.addr}, asynq.Config{Concurrency: conc, LogLevel: asynq.ErrorLevel})
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(taskType, func(_ context.Context, t *asynq.Task) error {
 		if onStart != nil {
@@ -40,10 +63,31 @@ func (a *asynqLib) startWorker(_ context.Context, conc int, onStart func(seq int
 		}
 		return nil
 	})
-	if err := srv.Start(mux); err != nil {
-		return nil, err
+	var servers []*asynq.Server
+	stop := func() {
+		for _, s := range servers {
+			s.Shutdown()
+		}
 	}
-	return srv.Shutdown, nil
+	for left := conc; left > 0; {
+		c := left
+		if a.cfg.serverConc > 0 {
+			c = min(left, a.cfg.serverConc)
+		}
+		left -= c
+		srv := asynq.NewServer(asynq.RedisClientOpt{Addr: a.addr}, asynq.Config{
+			Concurrency:              c,
+			TaskCheckInterval:        a.cfg.taskCheck,
+			DelayedTaskCheckInterval: a.cfg.delayedCheck,
+			LogLevel:                 asynq.ErrorLevel,
+		})
+		if err := srv.Start(mux); err != nil {
+			stop()
+			return nil, err
+		}
+		servers = append(servers, srv)
+	}
+	return stop, nil
 }
 
 func (a *asynqLib) close() { _ = a.client.Close() }

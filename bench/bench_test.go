@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,12 +53,19 @@ func TestTableAndJSON(t *testing.T) {
 	r.add(libAsynq, "pickup_p99_ms", 1400)
 	r.add(libOurs, "recovery_short_s", 2.1)
 
+	r.add(libFloor, "process_c100_tps", 200000)
+	r.add(libAsynqTuned, "process_c100_tps", 20000)
+	r.add(libAsynqTuned, "pickup_p99_ms", 5)
+	r.skip(libBullMQ, "node not on PATH")
+
 	var buf bytes.Buffer
 	r.writeTable(&buf)
 	out := buf.String()
-	require.Contains(t, out, "| process while producing, concurrency 100 | tasks/s | 120,000 [100,000–140,000] | 9,500 [9,000–10,000] | 12.6x |")
-	require.Contains(t, out, "| pickup latency at 500 tasks/s, p99 | ms | 0.80 | 1,400 | 1750.0x less |")
-	require.Contains(t, out, "| recovery after SIGKILL, lease 2s | s | 2.10 | n/a | – |")
+	require.Contains(t, out, "| measurement | unit | floor | ours | asynq | asynq-tuned | ours vs best peer | ours / floor |")
+	require.Contains(t, out, "| process while producing, concurrency 100 | tasks/s | 200,000 | 120,000 [100,000–140,000] | 9,500 [9,000–10,000] | 20,000 | 6.0x (asynq-tuned) | 60% |")
+	require.Contains(t, out, "| pickup latency at 500 tasks/s, p99 | ms | n/a | 0.80 | 1,400 | 5.00 | 6.2x less (asynq-tuned) | – |")
+	require.Contains(t, out, "| recovery after SIGKILL, lease 2s | s | n/a | 2.10 | n/a | n/a | – | – |")
+	require.Contains(t, out, "skipped: bullmq: node not on PATH")
 	require.NotContains(t, out, "drain", "a metric without samples has no row")
 
 	path := filepath.Join(t.TempDir(), "results", "latest.json")
@@ -67,7 +76,7 @@ func TestTableAndJSON(t *testing.T) {
 	require.NoError(t, json.Unmarshal(raw, &got))
 	require.Equal(t, map[string]float64{
 		"ours_process_tps": 120000, "asynq_process_tps": 9500, "process_ratio": 12.63,
-		"ours_pickup_p99_ms": 0.8, "asynq_pickup_p99_ms": 1400, "ours_recovery_s": 2.1,
+		"ours_pickup_p99_ms": 0.8, "asynq_pickup_p99_ms": 1400, "ours_recovery_s": 2.1, "asynq_tuned_process_tps": 20000,
 	}, got)
 }
 
@@ -111,7 +120,7 @@ func TestMeasurementsEndToEnd(t *testing.T) {
 		drainN: 300, pickupN: 20, delayN: 5, enqueueBatch: 100}
 	var log bytes.Buffer
 	b := &bench{srv: srv, sz: sz, res: newResults(), log: &log}
-	waitRecovery := b.recoveryRuns(ctx, 1, true)
+	waitRecovery := b.recoveryRuns(ctx, []string{libOurs, libAsynq}, 1, true)
 	for _, name := range []string{libOurs, libAsynq} {
 		require.NoError(t, b.enqueueRuns(ctx, name))
 		require.NoError(t, b.drainRun(ctx, name))
@@ -164,4 +173,20 @@ func TestRecoveryTrialEndsWithItsContext(t *testing.T) {
 	_, err := recoveryTrial(ctx, libAsynq, 0, 6*time.Minute)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.Less(t, time.Since(start), 15*time.Second)
+}
+
+// TestSelectLibsSkipsMissingRuntime checks that a library whose runtime is missing is reported as skipped with its
+// reason, not dropped, and that an unknown name is refused. Not parallel: it registers a library for a moment.
+func TestSelectLibsSkipsMissingRuntime(t *testing.T) {
+	libDefs["nowhere"] = libDef{check: func(context.Context) error { return errors.New("nowhere not on PATH") }}
+	t.Cleanup(func() { delete(libDefs, "nowhere") })
+	res := newResults()
+	libs, err := selectLibs(context.Background(), "ours,nowhere", res, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, []string{libOurs}, libs)
+	var buf bytes.Buffer
+	res.writeTable(&buf)
+	require.Contains(t, buf.String(), "skipped: nowhere: nowhere not on PATH")
+	_, err = selectLibs(context.Background(), "ours,nosuch", newResults(), io.Discard)
+	require.ErrorContains(t, err, `unknown library "nosuch"`)
 }

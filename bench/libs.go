@@ -3,16 +3,18 @@ package main
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// errUnsupported marks a measurement a library has no API for (asynq has no batch enqueue).
+// errUnsupported marks a measurement a library has no API for (asynq has no batch enqueue); the table shows n/a.
 var errUnsupported = errors.New("bench: not supported by this library")
 
-// lib is one task queue under test, connected to one Redis address. Both implementations are driven the same way:
-// tasks carry a 200-byte JSON payload with a sequence number, and onStart is called with it when a handler starts.
+// lib is one task queue under test. Every implementation is driven the same way: tasks carry a 200-byte JSON
+// payload with a sequence number, and onStart is called with it when a handler starts. A method a library has no
+// API for returns errUnsupported.
 type lib interface {
 	name() string
 	// enqueue adds one task, due after delay (0: now).
@@ -27,9 +29,88 @@ type lib interface {
 	close()
 }
 
+// Library names. libOrder is the order of the table's columns; a library is a column when it has results or was
+// skipped.
 const (
-	libOurs  = "ours"
-	libAsynq = "asynq"
+	libFloor      = "floor"
+	libOurs       = "ours"
+	libAsynq      = "asynq"
+	libAsynqTuned = "asynq-tuned"
+	libBullMQ     = "bullmq"
+	libRiver      = "river"
+)
+
+var libOrder = []string{libFloor, libOurs, libAsynq, libAsynqTuned, libBullMQ, libRiver}
+
+// libDef says how the harness runs one library. A peer registers its libDef in libDefs (from its own file's init
+// function, or here).
+type libDef struct {
+	// check reports why the library cannot run on this machine (its runtime is missing, say), nil if it can. A
+	// library whose check fails is reported under the table as skipped, with the reason. nil: always runs.
+	check func(ctx context.Context) error
+	// open connects a new instance to the bench's redis-server at addr.
+	open func(addr string, o libOptions) (lib, error)
+	// producers is how many goroutines enqueue one task per call where the library has no batch enqueue (0: 8).
+	producers int
+	// notRedis says the library keeps its tasks in a store other than the bench's Redis (River: PostgreSQL): the
+	// rows measured on that Redis (its CPU, memory and script calls) are n/a for it.
+	notRedis bool
+	// recovery is how long the recovery trial at the library's defaults may wait for the task to come back; 0:
+	// the trial is not run (n/a).
+	recovery time.Duration
+}
+
+// libOptions are the settings a measurement may change.
+type libOptions struct {
+	lease time.Duration // > 0: the lease (visibility timeout) of a library that has one
+}
+
+// libDefs holds every library the harness knows.
+var libDefs = map[string]libDef{
+	libOurs: {
+		open:     func(addr string, o libOptions) (lib, error) { return newOurs(addr, o.lease) },
+		recovery: 2 * time.Minute,
+	},
+	libAsynq: {
+		open:      func(addr string, _ libOptions) (lib, error) { return newAsynq(addr, libAsynq, asynqDefault), nil },
+		producers: asynqDefault.producers,
+		recovery:  6 * time.Minute,
+	},
+	libAsynqTuned: {
+		open:      func(addr string, _ libOptions) (lib, error) { return newAsynq(addr, libAsynqTuned, asynqTuned), nil },
+		producers: asynqTuned.producers,
+	},
+}
+
+// producersOf is how many goroutines feed the named library one task per call.
+func producersOf(name string) int {
+	if p := libDefs[name].producers; p > 0 {
+		return p
+	}
+	return producers
+}
+
+// onRedis reports whether the named library keeps its tasks in the bench's Redis.
+func onRedis(name string) bool { return !libDefs[name].notRedis }
+
+// knownLibs returns the registered libraries in the table's order: those of libOrder first, then any other, sorted.
+func knownLibs() []string {
+	var out, rest []string
+	for _, n := range libOrder {
+		if _, ok := libDefs[n]; ok {
+			out = append(out, n)
+		}
+	}
+	for n := range libDefs {
+		if !slices.Contains(libOrder, n) {
+			rest = append(rest, n)
+		}
+	}
+	slices.Sort(rest)
+	return append(out, rest...)
+}
+
+const (
 	// payloadSize is the size of every task's payload, the size of the figures.
 	payloadSize = 200
 	// taskType is the asynq task type and our registered function name.
@@ -71,13 +152,11 @@ func seqOf(p []byte) int {
 	return n
 }
 
-// newLib connects the named library to addr. lease > 0 sets our lease (asynq's is fixed at 30s).
+// newLib connects the named library to addr. lease > 0 sets the lease of a library that has one.
 func newLib(name, addr string, lease time.Duration) (lib, error) {
-	switch name {
-	case libOurs:
-		return newOurs(addr, lease)
-	case libAsynq:
-		return newAsynq(addr), nil
+	d, ok := libDefs[name]
+	if !ok {
+		return nil, errors.New("bench: unknown library " + strconv.Quote(name))
 	}
-	return nil, errors.New("bench: unknown library " + strconv.Quote(name))
+	return d.open(addr, libOptions{lease: lease})
 }

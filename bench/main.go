@@ -1,8 +1,9 @@
-// Command compare runs github.com/graflow-go/taskqueue and github.com/hibiken/asynq side by side on a
-// redis-server of its own (a free loopback port, no persistence), alternating the two libraries, for several
-// rounds, and prints a markdown table of medians with their range; the medians also go to a JSON file.
+// Command compare runs github.com/graflow-go/taskqueue, a floor (the same data movement with no guarantees) and
+// its peers side by side on a redis-server of its own (a free loopback port, no persistence), alternating the
+// libraries, for several rounds, and prints a markdown table of medians with their range, a column per library;
+// the medians also go to a JSON file. A library whose runtime is missing is listed under the table as skipped.
 //
-//	go run . [-rounds 3] [-quick] [-only process,drain] [-out results/latest.json]
+//	go run . [-rounds 5] [-quick] [-only process,drain] [-libs ours,asynq] [-out results/latest.json]
 //
 // BENCH_ROUNDS and BENCH_QUICK=1 set the defaults of -rounds and -quick (the Makefile's bench-compare passes them).
 // docs/benchmarks.md says what each figure measures.
@@ -10,6 +11,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -33,46 +35,92 @@ func main() {
 	}
 	rounds, _ := strconv.Atoi(os.Getenv("BENCH_ROUNDS"))
 	if rounds < 1 {
-		rounds = 3
+		rounds = defaultRounds
 	}
 	quick := os.Getenv("BENCH_QUICK") == "1"
-	flag.IntVar(&rounds, "rounds", rounds, "rounds (each runs both libraries)")
-	flag.BoolVar(&quick, "quick", quick, "small counts and short windows: a smoke test of about a minute")
-	out := flag.String("out", "", "JSON file of the medians (default results/latest.json, or results/quick.json with -quick)")
-	only := flag.String("only", "", "comma-separated steps to run (enqueue, process, drain, latency, proxy, recovery); default all")
+	var o options
+	flag.IntVar(&o.rounds, "rounds", rounds, "rounds (each runs every library)")
+	flag.BoolVar(&o.quick, "quick", quick, "small counts and short windows: a smoke test of a minute or two")
+	flag.StringVar(&o.out, "out", "", "JSON file of the medians (default results/latest.json, or results/quick.json with -quick)")
+	flag.StringVar(&o.only, "only", "", "comma-separated steps to run (enqueue, process, drain, latency, proxy, recovery); default all")
+	flag.StringVar(&o.libs, "libs", "", "comma-separated libraries to run ("+strings.Join(knownLibs(), ", ")+"); default all")
 	flag.Parse()
-	if *out == "" {
-		*out = "results/latest.json"
-		if quick {
-			*out = "results/quick.json"
+	if o.out == "" {
+		o.out = "results/latest.json"
+		if o.quick {
+			o.out = "results/quick.json"
 		}
-		if *only != "" {
-			*out = "results/partial.json" // a partial run never overwrites the figures of a whole one
+		if o.only != "" || o.libs != "" {
+			o.out = "results/partial.json" // a partial run never overwrites the figures of a whole one
 		}
 	}
-	if err := runMain(rounds, quick, *only, *out); err != nil {
+	if err := runMain(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-compare:", err)
 		os.Exit(1)
 	}
 }
 
-// runMain runs the comparison under a context that ends on SIGINT/SIGTERM or after 15 minutes, so that the
-// deferred cleanups (redis-server and worker subprocesses killed by pid) always run.
-func runMain(rounds int, quick bool, only, out string) error {
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 15*time.Minute)
-	defer cancelT()
-	return run(ctx, rounds, quick, only, out, os.Stdout, os.Stderr)
+// defaultRounds is the rounds of a run without BENCH_ROUNDS or -rounds.
+const defaultRounds = 5
+
+// options are the command line's settings.
+type options struct {
+	rounds int
+	quick  bool
+	only   string // steps to run, comma-separated; "" for all
+	libs   string // libraries to run, comma-separated; "" for all
+	out    string
 }
 
-// run measures both libraries for rounds rounds, writes the JSON summary to out and the table to w. A non-empty
-// only names the steps to run, separated by commas.
-func run(ctx context.Context, rounds int, quick bool, only, out string, w, log io.Writer) error {
+// runMain runs the comparison under a context that ends on SIGINT/SIGTERM or after 30 minutes, so that the
+// deferred cleanups (redis-server and worker subprocesses killed by pid) always run.
+func runMain(o options) error {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancelT()
+	return run(ctx, o, os.Stdout, os.Stderr)
+}
+
+// selectLibs returns the libraries to run, in the table's order, after recording in res those whose runtime is
+// missing as skipped.
+func selectLibs(ctx context.Context, only string, res *results, log io.Writer) ([]string, error) {
+	var libs []string
+	for _, name := range knownLibs() {
+		if only != "" && !slices.Contains(strings.Split(only, ","), name) {
+			continue
+		}
+		if check := libDefs[name].check; check != nil {
+			if err := check(ctx); err != nil {
+				res.skip(name, err.Error())
+				fmt.Fprintf(log, "skipping %s: %v\n", name, err)
+				continue
+			}
+		}
+		libs = append(libs, name)
+	}
+	for _, name := range strings.Split(only, ",") {
+		if _, ok := libDefs[name]; name != "" && !ok {
+			return nil, fmt.Errorf("unknown library %q (known: %s)", name, strings.Join(knownLibs(), ", "))
+		}
+	}
+	if len(libs) == 0 {
+		return nil, errors.New("no library to run")
+	}
+	return libs, nil
+}
+
+// run measures the selected libraries for o.rounds rounds, writes the JSON summary to o.out and the table to w.
+func run(ctx context.Context, o options, w, log io.Writer) error {
 	start := time.Now()
 	sz := fullSizes
-	if quick {
+	if o.quick {
 		sz = quickSizes
+	}
+	res := newResults()
+	libs, err := selectLibs(ctx, o.libs, res, log)
+	if err != nil {
+		return err
 	}
 	srv, err := startRedis(ctx)
 	if err != nil {
@@ -80,13 +128,13 @@ func run(ctx context.Context, rounds int, quick bool, only, out string, w, log i
 	}
 	defer srv.stop()
 	version, _ := srv.rdb.InfoMap(ctx, "server").Result()
-	b := &bench{srv: srv, sz: sz, res: newResults(), log: log}
+	b := &bench{srv: srv, sz: sz, res: res, log: log}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	selected := func(step string) bool { return only == "" || slices.Contains(strings.Split(only, ","), step) }
+	selected := func(step string) bool { return o.only == "" || slices.Contains(strings.Split(o.only, ","), step) }
 	waitRecovery := func() error { return nil }
 	if selected("recovery") {
-		waitRecovery = b.recoveryRuns(ctx, rounds, quick)
+		waitRecovery = b.recoveryRuns(ctx, libs, o.rounds, o.quick)
 	}
 	var steps []step
 	for _, s := range []step{
@@ -100,36 +148,48 @@ func run(ctx context.Context, rounds int, quick bool, only, out string, w, log i
 			steps = append(steps, s)
 		}
 	}
-	for r := range rounds {
-		order := []string{libOurs, libAsynq}
+	for r := range o.rounds {
+		order := slices.Clone(libs)
 		if r%2 == 1 {
-			order = []string{libAsynq, libOurs}
+			slices.Reverse(order)
 		}
+		load0 := loadAvg()
 		for _, s := range steps {
 			for _, name := range order {
 				t := time.Now()
-				if err := s.f(ctx, name); err != nil {
+				if err := s.f(ctx, name); err != nil && !errors.Is(err, errUnsupported) {
 					cancel() // ends the recovery trials, whose deferred cleanups kill their servers and workers
 					_ = waitRecovery()
 					return fmt.Errorf("round %d, %s: %w", r+1, s.name, err)
 				}
-				fmt.Fprintf(log, "round %d/%d %-16s %-5s %5.1fs\n", r+1, rounds, s.name, name, time.Since(t).Seconds())
+				fmt.Fprintf(log, "round %d/%d %-16s %-11s %5.1fs\n", r+1, o.rounds, s.name, name, time.Since(t).Seconds())
 			}
 		}
+		res.note("round %d: load average %s at the start, %s at the end", r+1, load0, loadAvg())
 	}
 	fmt.Fprintln(log, "waiting for the recovery trials")
 	if err := waitRecovery(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "taskqueue vs asynq v0.26.0: %d round(s)%s, Redis %s, %s, GOMAXPROCS %d, %s\n\n", rounds,
-		map[bool]string{true: " (quick mode: small counts)", false: ""}[quick], version["Server"]["redis_version"],
+	fmt.Fprintf(w, "taskqueue vs its peers: %d round(s)%s, Redis %s, %s, GOMAXPROCS %d, %s\n\n", o.rounds,
+		map[bool]string{true: " (quick mode: small counts)", false: ""}[o.quick], version["Server"]["redis_version"],
 		runtime.Version(), runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.DateOnly))
-	b.res.writeTable(w)
-	fmt.Fprintf(w, "\nwall time %.0fs; medians written to %s\n", time.Since(start).Seconds(), out)
-	return b.res.writeJSON(out)
+	res.writeTable(w)
+	fmt.Fprintf(w, "\nwall time %.0fs; medians written to %s\n", time.Since(start).Seconds(), o.out)
+	return res.writeJSON(o.out)
 }
 
-// step is one measurement of a round: key names it in -only, name in the progress lines.
+// loadAvg is the first three fields of /proc/loadavg (1, 5 and 15 minutes), "?" if it cannot be read.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
+}
+
+// step is one measurement of a round: key names it in -only, name in the progress lines. A step returns
+// errUnsupported when the library has no API for it (its cells stay n/a).
 type step struct {
 	key, name string
 	f         func(context.Context, string) error

@@ -69,8 +69,8 @@ func enqueueRate(ctx context.Context, l lib, n, batch int, window time.Duration)
 	return float64(total.Load()) / time.Since(start).Seconds(), total.Load(), firstErr
 }
 
-// produce enqueues at full speed until ctx ends: our EnqueueBatch from one goroutine, or, for a library without
-// batch enqueue, eight goroutines enqueueing one task each (the fastest way to feed asynq).
+// produce enqueues at full speed until ctx ends: the library's batch enqueue from one goroutine, or, for a library
+// without one, producersOf goroutines enqueueing one task each.
 func produce(ctx context.Context, l lib) (wait func()) {
 	var wg sync.WaitGroup
 	var seq atomic.Int64
@@ -83,7 +83,7 @@ func produce(ctx context.Context, l lib) (wait func()) {
 		})
 		return wg.Wait
 	}
-	for range producers {
+	for range producersOf(l.name()) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				_ = l.enqueue(ctx, int(seq.Add(1)), 0)
@@ -177,7 +177,7 @@ func percentile(sorted []time.Duration, p float64) float64 {
 	return float64(sorted[i].Microseconds()) / 1000
 }
 
-// fill enqueues n tasks as fast as the library allows: our batches, or eight producers for asynq.
+// fill enqueues n tasks as fast as the library allows: batches, or producersOf goroutines enqueueing one task each.
 func fill(ctx context.Context, l lib, n, batch int) error {
 	if l.batches() {
 		for i := 0; i < n; i += batch {
@@ -189,8 +189,8 @@ func fill(ctx context.Context, l lib, n, batch int) error {
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	errs := make([]error, producers)
-	for p := range producers {
+	errs := make([]error, producersOf(l.name()))
+	for p := range errs {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
 				if err := l.enqueue(ctx, i, 0); err != nil {

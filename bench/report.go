@@ -12,19 +12,62 @@ import (
 	"sync"
 )
 
-// results collects the samples of every round, keyed by library and metric.
+// results collects the samples of every round, keyed by library and metric, the libraries skipped with their
+// reasons, and notes printed under the table.
 type results struct {
 	mu      sync.Mutex
 	samples map[string][]float64
+	skipped map[string]string
+	notes   []string
 }
 
-func newResults() *results { return &results{samples: map[string][]float64{}} }
+func newResults() *results {
+	return &results{samples: map[string][]float64{}, skipped: map[string]string{}}
+}
 
 func (r *results) add(lib, metric string, v float64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := lib + "/" + metric
 	r.samples[k] = append(r.samples[k], v)
+}
+
+// skip records that lib was not measured, and why; the table lists it under the rows.
+func (r *results) skip(lib, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.skipped[lib] = reason
+}
+
+// note adds a line printed under the table.
+func (r *results) note(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.notes = append(r.notes, fmt.Sprintf(format, args...))
+}
+
+// libs returns the libraries with samples, in the table's order (libOrder, then any other sorted by name).
+func (r *results) libs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := map[string]bool{}
+	for k := range r.samples {
+		lib, _, _ := strings.Cut(k, "/")
+		seen[lib] = true
+	}
+	var out, rest []string
+	for _, n := range libOrder {
+		if seen[n] {
+			out = append(out, n)
+		}
+	}
+	for n := range seen {
+		if !slices.Contains(libOrder, n) {
+			rest = append(rest, n)
+		}
+	}
+	slices.Sort(rest)
+	return append(out, rest...)
 }
 
 // stat is the median and range of one metric's samples.
@@ -82,28 +125,102 @@ var rows = []row{
 	{"process_c100_1ms_tps", "process, concurrency 100, +1 ms RTT", "tasks/s", true},
 }
 
-// writeTable prints the markdown table: median [min–max] per library and the ratio of the medians.
+// writeTable prints the markdown table: a column per library with results (median [min–max], n/a where the
+// library has no figure for the row), ours against the best peer of each row (floor and ours aside), and ours as
+// a share of the floor (100% = as fast or as cheap as the floor); then the skipped libraries and the notes.
 func (r *results) writeTable(w io.Writer) {
-	fmt.Fprintln(w, "| measurement | unit | ours: median [min–max] | asynq: median [min–max] | ours vs asynq |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- |")
+	libs := r.libs()
+	fmt.Fprintf(w, "| measurement | unit | %s | ours vs best peer | ours / floor |\n", strings.Join(libs, " | "))
+	fmt.Fprintf(w, "| --- | --- |%s --- | --- |\n", strings.Repeat(" --- |", len(libs)))
 	for _, rw := range rows {
-		o, okO := r.stat(libOurs, rw.metric)
-		a, okA := r.stat(libAsynq, rw.metric)
-		if !okO && !okA {
+		cells := make([]string, len(libs))
+		found := false
+		for i, l := range libs {
+			s, ok := r.stat(l, rw.metric)
+			cells[i] = cell(s, ok)
+			found = found || ok
+		}
+		if !found {
 			continue
 		}
-		ratio := "–"
-		if okO && okA && o.median > 0 && a.median > 0 {
-			if rw.higher {
-				ratio = fmt.Sprintf("%.1fx", o.median/a.median)
-			} else {
-				ratio = fmt.Sprintf("%.1fx less", a.median/o.median)
-				if a.median < o.median {
-					ratio = fmt.Sprintf("%.1fx more", o.median/a.median)
-				}
-			}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", rw.label, rw.unit, strings.Join(cells, " | "),
+			r.versusBestPeer(rw, libs), r.shareOfFloor(rw))
+	}
+	r.writeFooter(w)
+}
+
+// versusBestPeer compares ours with the best peer of the row: "2.5x (asynq-tuned)", "3.0x less (asynq)".
+func (r *results) versusBestPeer(rw row, libs []string) string {
+	o, ok := r.stat(libOurs, rw.metric)
+	if !ok || o.median <= 0 {
+		return "–"
+	}
+	best, bestLib := 0.0, ""
+	for _, l := range libs {
+		s, ok := r.stat(l, rw.metric)
+		if l == libOurs || l == libFloor || !ok || s.median <= 0 {
+			continue
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", rw.label, rw.unit, cell(o, okO), cell(a, okA), ratio)
+		if bestLib == "" || (rw.higher && s.median > best) || (!rw.higher && s.median < best) {
+			best, bestLib = s.median, l
+		}
+	}
+	if bestLib == "" {
+		return "–"
+	}
+	return ratio(o.median, best, rw.higher) + " (" + bestLib + ")"
+}
+
+// ratio says how ours compares with a peer's figure: "2.5x" (higher is better) or "3.0x less"/"1.2x more".
+func ratio(ours, peer float64, higher bool) string {
+	switch {
+	case higher:
+		return fmt.Sprintf("%.1fx", ours/peer)
+	case ours <= peer:
+		return fmt.Sprintf("%.1fx less", peer/ours)
+	default:
+		return fmt.Sprintf("%.1fx more", ours/peer)
+	}
+}
+
+// shareOfFloor is ours as a share of the floor: ours/floor where higher is better, floor/ours where lower is.
+func (r *results) shareOfFloor(rw row) string {
+	o, ok1 := r.stat(libOurs, rw.metric)
+	f, ok2 := r.stat(libFloor, rw.metric)
+	if !ok1 || !ok2 || o.median <= 0 || f.median <= 0 {
+		return "–"
+	}
+	if rw.higher {
+		return fmt.Sprintf("%.0f%%", 100*o.median/f.median)
+	}
+	return fmt.Sprintf("%.0f%%", 100*f.median/o.median)
+}
+
+// writeFooter prints the drain as a share of the floor, the skipped libraries and the notes.
+func (r *results) writeFooter(w io.Writer) {
+	var lines []string
+	o, ok1 := r.stat(libOurs, "drain_tps")
+	f, ok2 := r.stat(libFloor, "drain_tps")
+	if ok1 && ok2 && f.median > 0 {
+		lines = append(lines, fmt.Sprintf("drain as a share of the floor: %.0f%% (ours %s tasks/s, floor %s; target >= 60%%)",
+			100*o.median/f.median, num(o.median), num(f.median)))
+	}
+	r.mu.Lock()
+	skipped := make([]string, 0, len(r.skipped))
+	for l := range r.skipped {
+		skipped = append(skipped, l)
+	}
+	slices.Sort(skipped)
+	for _, l := range skipped {
+		lines = append(lines, fmt.Sprintf("skipped: %s: %s", l, r.skipped[l]))
+	}
+	lines = append(lines, r.notes...)
+	r.mu.Unlock()
+	if len(lines) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
 	}
 }
 
@@ -172,6 +289,9 @@ var jsonKeys = []struct{ key, lib, metric string }{
 	{"asynq_delay_late_p99_ms", libAsynq, "delay_late_p99_ms"},
 	{"ours_process_tps_1ms", libOurs, "process_c100_1ms_tps"},
 	{"asynq_process_tps_1ms", libAsynq, "process_c100_1ms_tps"},
+	{"asynq_tuned_process_tps", libAsynqTuned, "process_c100_tps"},
+	{"asynq_tuned_process_c10_tps", libAsynqTuned, "process_c10_tps"},
+	{"floor_drain_tps", libFloor, "drain_tps"},
 	// More figures of the same run.
 	{"ours_enqueue_seq_redis_cpu_us", libOurs, "enqueue_seq_redis_cpu_us"},
 	{"asynq_enqueue_seq_redis_cpu_us", libAsynq, "enqueue_seq_redis_cpu_us"},

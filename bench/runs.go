@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 )
@@ -53,7 +54,7 @@ func (b *bench) enqueueRuns(ctx context.Context, name string) error {
 			if err != nil {
 				return err
 			}
-			if r.metric == "enqueue_seq_tps" && n > 0 {
+			if r.metric == "enqueue_seq_tps" && n > 0 && onRedis(name) {
 				cpu1, err := b.srv.cpuSeconds(ctx)
 				if err != nil {
 					return err
@@ -173,10 +174,12 @@ func (b *bench) drainRun(ctx context.Context, name string) error {
 		}
 		calls := func(m map[string]float64) float64 { return m["cmdstat_evalsha.calls"] + m["cmdstat_eval.calls"] }
 		b.res.add(name, "drain_tps", float64(n)/secs)
-		b.res.add(name, "bytes_per_task", (mem1-mem0)/float64(n))
-		b.res.add(name, "redis_cpu_us_per_task", (cpu1-cpu0)*1e6/float64(n))
-		b.res.add(name, "script_calls_per_task", (calls(cs1)-calls(cs0))/float64(n))
 		b.res.add(name, "rss_mib", rss)
+		if onRedis(name) {
+			b.res.add(name, "bytes_per_task", (mem1-mem0)/float64(n))
+			b.res.add(name, "redis_cpu_us_per_task", (cpu1-cpu0)*1e6/float64(n))
+			b.res.add(name, "script_calls_per_task", (calls(cs1)-calls(cs0))/float64(n))
+		}
 		return nil
 	})
 }
@@ -220,17 +223,23 @@ func recoveryTrial(ctx context.Context, name string, lease, timeout time.Duratio
 	return time.Since(killed).Seconds(), nil
 }
 
-// recoveryRuns runs the recovery trials in the background, each on its own server: they mostly wait (asynq's
+// recoveryRuns runs the recovery trials of libs (those whose libDef has a recovery timeout, and ours with a short
+// lease) in the background, each on its own server: they mostly wait (asynq's
 // take minutes), so they overlap the other measurements. The returned function waits for them.
-func (b *bench) recoveryRuns(ctx context.Context, trials int, quick bool) func() error {
+func (b *bench) recoveryRuns(ctx context.Context, libs []string, trials int, quick bool) func() error {
 	type cfg struct {
 		lib, metric string
 		lease       time.Duration
 		timeout     time.Duration
 	}
-	cfgs := []cfg{{libOurs, "recovery_short_s", 2 * time.Second, 30 * time.Second}}
-	if !quick {
-		cfgs = append(cfgs, cfg{libOurs, "recovery_s", 0, 2 * time.Minute}, cfg{libAsynq, "recovery_s", 0, 6 * time.Minute})
+	var cfgs []cfg
+	if slices.Contains(libs, libOurs) {
+		cfgs = append(cfgs, cfg{libOurs, "recovery_short_s", 2 * time.Second, 30 * time.Second})
+	}
+	for _, l := range libs {
+		if d := libDefs[l]; d.recovery > 0 && !quick {
+			cfgs = append(cfgs, cfg{l, "recovery_s", 0, d.recovery})
+		}
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
