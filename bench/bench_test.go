@@ -77,7 +77,13 @@ func TestTableAndJSON(t *testing.T) {
 	require.Equal(t, map[string]float64{
 		"ours_process_tps": 120000, "asynq_process_tps": 9500, "process_ratio": 12.63,
 		"ours_pickup_p99_ms": 0.8, "asynq_pickup_p99_ms": 1400, "ours_recovery_s": 2.1, "asynq_tuned_process_tps": 20000,
+		"asynq_tuned_pickup_p99_ms": 5, "floor_process_tps": 200000,
 	}, got)
+	keys := map[string]bool{}
+	for _, k := range jsonKeys {
+		require.False(t, keys[k.key], "duplicate key %s", k.key)
+		keys[k.key] = true
+	}
 }
 
 func TestParseInfo(t *testing.T) {
@@ -121,20 +127,29 @@ func TestMeasurementsEndToEnd(t *testing.T) {
 	var log bytes.Buffer
 	b := &bench{srv: srv, sz: sz, res: newResults(), log: &log}
 	waitRecovery := b.recoveryRuns(ctx, []string{libOurs, libAsynq}, 1, true)
-	for _, name := range []string{libOurs, libAsynq} {
+	for _, name := range []string{libFloor, libOurs, libAsynq} {
 		require.NoError(t, b.enqueueRuns(ctx, name))
 		require.NoError(t, b.drainRun(ctx, name))
 	}
 	require.NoError(t, b.latencyRuns(ctx, libOurs))
+	require.ErrorIs(t, b.latencyRuns(ctx, libFloor), errUnsupported, "the floor has no delayed tasks")
 	require.NoError(t, b.proxyRun(ctx, libOurs))
 	require.NoError(t, waitRecovery())
 
 	sum := b.res.summary()
 	for _, k := range []string{"ours_enqueue_seq_tps", "asynq_enqueue_seq_tps", "ours_enqueue_seq_redis_cpu_us", "asynq_enqueue_seq_redis_cpu_us", "ours_enqueue_batch_tps", "ours_drain_tps",
 		"ours_bytes_per_task", "asynq_bytes_per_task", "ours_redis_cpu_us_per_task", "asynq_redis_cpu_us_per_task",
-		"ours_rss_mib", "asynq_rss_mib", "ours_pickup_p50_ms", "ours_delay_late_p99_ms", "ours_process_tps_1ms", "ours_recovery_s"} {
+		"ours_rss_mib", "asynq_rss_mib", "ours_pickup_p50_ms", "ours_delay_late_p99_ms", "ours_process_tps_1ms", "ours_recovery_s",
+		"floor_drain_tps", "ours_worker_cpu_us_per_task", "asynq_worker_cpu_us_per_task", "ours_redis_cpu_us_per_task_single",
+		"ours_worker_redis_cpu_us_per_task", "ours_enqueue_batch_redis_cpu_us", "ours_drain_4x25_tps", "asynq_drain_4x25_tps",
+		"ours_delay_dev_p99_ms", "floor_redis_cpu_us_per_task"} {
 		require.Greater(t, sum[k], 0.0, k)
 	}
+	s, ok := b.res.stat(libFloor, "pickup_p99_ms")
+	require.True(t, ok)
+	require.Positive(t, s.median)
+	_, ok = b.res.stat(libFloor, "script_calls_per_task")
+	require.True(t, ok, "the floor's script calls are measured (none)")
 	require.NotContains(t, sum, "asynq_enqueue_batch_tps", "asynq has no batch enqueue")
 	// recoveryRuns' short trial has a lease of 2s: the task comes back once the lease has run out, a reap interval
 	// (lease/10) later, not after the default 30s lease; two leases leave the rest for a busy machine.
@@ -154,13 +169,17 @@ func startTestRedis(t *testing.T) *redisServer {
 
 func TestParseDone(t *testing.T) {
 	t.Parallel()
-	secs, rss, err := parseDone("done 1.500000 20480")
+	d, err := parseDone("done 1.500000 20480 0.250000")
 	require.NoError(t, err)
-	require.InDelta(t, 1.5, secs, 1e-9)
-	require.InDelta(t, 20.0, rss, 1e-9)
-	_, _, err = parseDone("done 1.5 0")
+	require.InDelta(t, 1.5, d.secs, 1e-9)
+	require.InDelta(t, 20.0, d.rssMiB, 1e-9)
+	require.InDelta(t, 0.25, d.cpu, 1e-9)
+	_, err = parseDone("done 1.5 0 0.25")
+	require.Error(t, err)
+	_, err = parseDone("done 1.5 20480")
 	require.Error(t, err)
 	require.Positive(t, peakRSSKiB())
+	require.Positive(t, cpuSeconds())
 }
 
 // TestRecoveryTrialEndsWithItsContext checks that an interrupted run does not wait minutes for asynq's recovery

@@ -26,6 +26,7 @@ type childConfig struct {
 	Addr    string `json:"addr"`
 	Mode    string `json:"mode"` // drain: run Expect tasks and exit; hang: block in the handler; run: run tasks
 	Conc    int    `json:"conc"`
+	Workers int    `json:"workers"` // workers of Conc each, on one connection of the library (0: 1)
 	Expect  int    `json:"expect"`
 	LeaseMS int64  `json:"lease_ms"`
 }
@@ -34,7 +35,7 @@ type childConfig struct {
 const (
 	lineReady   = "ready"
 	lineStarted = "started"
-	lineDone    = "done" // followed by the seconds from worker start to the last task's start
+	lineDone    = "done" // then the seconds from worker start to the last task's start, peak RSS (KiB), CPU seconds
 )
 
 // runChild is the subprocess: it runs one worker as cfg says and reports on stdout.
@@ -57,6 +58,7 @@ func runChild(raw string) error {
 	var count atomic.Int64
 	finished := make(chan struct{})
 	var start time.Time
+	var cpu0 float64
 	onStart := func(int) {
 		switch cfg.Mode {
 		case "hang":
@@ -66,16 +68,27 @@ func runChild(raw string) error {
 			say(lineStarted)
 		default:
 			if count.Add(1) == int64(cfg.Expect) {
-				say(fmt.Sprintf("%s %.6f %d", lineDone, time.Since(start).Seconds(), peakRSSKiB()))
+				secs := time.Since(start).Seconds()
+				say(fmt.Sprintf("%s %.6f %d %.6f", lineDone, secs, peakRSSKiB(), cpuSeconds()-cpu0))
 				close(finished)
 			}
 		}
 	}
 	ctx := context.Background()
-	start = time.Now()
-	stop, err := l.startWorker(ctx, cfg.Conc, onStart)
-	if err != nil {
-		return err
+	cpu0, start = cpuSeconds(), time.Now()
+	var stops []func()
+	stop := func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+	for range max(cfg.Workers, 1) {
+		s, err := l.startWorker(ctx, cfg.Conc, onStart)
+		if err != nil {
+			stop()
+			return err
+		}
+		stops = append(stops, s)
 	}
 	say(lineReady)
 	if cfg.Mode == "drain" {
@@ -179,6 +192,15 @@ func peakRSSKiB() int64 {
 	return 0
 }
 
+// cpuSeconds is the CPU time this process has used, user + system (getrusage RUSAGE_SELF); 0 if it cannot be read.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
 // wait reaps a child that exits by itself.
 func (c *child) wait(timeout time.Duration) error {
 	done := make(chan error, 1)
@@ -192,19 +214,31 @@ func (c *child) wait(timeout time.Duration) error {
 	}
 }
 
-// parseDone reads a "done" line: the seconds of the drain and the peak RSS in MiB.
-func parseDone(line string) (secs, rssMiB float64, err error) {
+// doneLine is what a drain child reports when its last task starts.
+type doneLine struct {
+	secs   float64 // from the worker's start to the last task's start
+	rssMiB float64 // peak RSS
+	cpu    float64 // CPU seconds (user + system) since the worker's start
+}
+
+// parseDone reads a "done" line: the seconds of the drain, the peak RSS in KiB and the CPU seconds.
+func parseDone(line string) (doneLine, error) {
 	f := strings.Fields(strings.TrimPrefix(line, lineDone))
-	if len(f) != 2 {
-		return 0, 0, fmt.Errorf("bad line %q", line)
+	if len(f) != 3 {
+		return doneLine{}, fmt.Errorf("bad line %q", line)
 	}
-	secs, err = strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return 0, 0, err
+	var d doneLine
+	var err error
+	if d.secs, err = strconv.ParseFloat(f[0], 64); err != nil {
+		return doneLine{}, err
 	}
 	kib, err := strconv.ParseFloat(f[1], 64)
 	if err != nil || kib <= 0 {
-		return 0, 0, fmt.Errorf("no peak RSS in %q", line)
+		return doneLine{}, fmt.Errorf("no peak RSS in %q", line)
 	}
-	return secs, kib / 1024, nil
+	d.rssMiB = kib / 1024
+	if d.cpu, err = strconv.ParseFloat(f[2], 64); err != nil {
+		return doneLine{}, err
+	}
+	return d, nil
 }

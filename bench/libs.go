@@ -67,6 +67,7 @@ type libOptions struct {
 
 // libDefs holds every library the harness knows.
 var libDefs = map[string]libDef{
+	libFloor: {open: func(addr string, _ libOptions) (lib, error) { return newFloor(addr), nil }},
 	libOurs: {
 		open:     func(addr string, o libOptions) (lib, error) { return newOurs(addr, o.lease) },
 		recovery: 2 * time.Minute,

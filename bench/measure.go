@@ -27,14 +27,15 @@ var (
 )
 
 const (
-	producers     = 8               // the "eight producers" of the enqueue run, and asynq's producer in processing runs
-	delayDue      = 2 * time.Second // delayed tasks are due this long after enqueue
-	pickupEvery   = 2 * time.Millisecond
-	delayEvery    = 5 * time.Millisecond
-	latencyConc   = 10  // worker concurrency of the latency runs
-	drainConc     = 100 // worker concurrency of the drain run
-	processBatch  = 500 // our producer's batch size while a worker processes
-	settleTimeout = 30 * time.Second
+	producers      = 8               // the "eight producers" of the enqueue run, and asynq's producer in processing runs
+	delayDue       = 2 * time.Second // delayed tasks are due this long after enqueue
+	pickupEvery    = 2 * time.Millisecond
+	delayEvery     = 5 * time.Millisecond
+	latencyConc    = 10   // worker concurrency of the latency runs
+	drainConc      = 100  // worker concurrency of the drain run
+	processBatch   = 500  // the producer's batch size while a worker processes (libraries with batch enqueue)
+	processBacklog = 5000 // the producer keeps the backlog of a processing run at about this many tasks
+	settleTimeout  = 30 * time.Second
 )
 
 // enqueueRate measures enqueue throughput for window: n goroutines each calling enqueue (batch 0) or
@@ -69,57 +70,91 @@ func enqueueRate(ctx context.Context, l lib, n, batch int, window time.Duration)
 	return float64(total.Load()) / time.Since(start).Seconds(), total.Load(), firstErr
 }
 
-// produce enqueues at full speed until ctx ends: the library's batch enqueue from one goroutine, or, for a library
-// without one, producersOf goroutines enqueueing one task each.
-func produce(ctx context.Context, l lib) (wait func()) {
+// produce feeds l until ctx ends, keeping the backlog (tasks enqueued, counted in enq, minus tasks started,
+// counted in started) at most about bound: the library's batch enqueue of processBatch tasks from one goroutine,
+// or, for a library without one, producersOf goroutines enqueueing one task per call. Every library gets the same
+// producer: fast enough to keep its worker busy, never flooding Redis with work the worker cannot take.
+func produce(ctx context.Context, l lib, enq, started *atomic.Int64, bound int64) (wait func()) {
 	var wg sync.WaitGroup
-	var seq atomic.Int64
+	full := func() bool {
+		if enq.Load()-started.Load() < bound {
+			return false
+		}
+		sleepCtx(ctx, 200*time.Microsecond)
+		return true
+	}
 	if l.batches() {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				s := int(seq.Add(processBatch)) - processBatch
-				_ = l.enqueueBatch(ctx, s, processBatch)
+				if full() {
+					continue
+				}
+				s := int(enq.Load())
+				if l.enqueueBatch(ctx, s, processBatch) == nil {
+					enq.Add(processBatch)
+				}
 			}
 		})
 		return wg.Wait
 	}
+	var seq atomic.Int64
 	for range producersOf(l.name()) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				_ = l.enqueue(ctx, int(seq.Add(1)), 0)
+				if full() {
+					continue
+				}
+				if l.enqueue(ctx, int(seq.Add(1)), 0) == nil {
+					enq.Add(1)
+				}
 			}
 		})
 	}
 	return wg.Wait
 }
 
-// processRate runs a producer at full speed and a worker of concurrency conc, and returns the tasks completed per
-// second over the measured window (after a warm-up).
-func processRate(ctx context.Context, l lib, conc int, sz sizes) (float64, error) {
-	var done atomic.Int64
+// procStats are the figures of one processing run.
+type procStats struct {
+	tps        float64 // tasks started per second in the window
+	produceTPS float64 // tasks enqueued per second in the window
+	backlog    float64 // the mean backlog (enqueued minus started) over the window
+}
+
+// processRate runs the paced producer and a worker of concurrency conc, and measures over a window (after a
+// warm-up) the tasks started per second, the producer's rate and the mean backlog.
+func processRate(ctx context.Context, l lib, conc int, sz sizes) (procStats, error) {
+	var done, enq atomic.Int64
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wait := produce(pctx, l)
-	// A small backlog first: a worker that finds the queue empty at its start may wait a poll interval (asynq's
-	// is 1s), which the warm-up also covers.
+	wait := produce(pctx, l, &enq, &done, processBacklog)
+	// A backlog first: a worker that finds the queue empty at its start may wait a poll interval (asynq's is 1s at
+	// its defaults), which the warm-up also covers.
 	sleepCtx(ctx, 100*time.Millisecond)
 	stop, err := l.startWorker(ctx, conc, func(int) { done.Add(1) })
 	if err != nil {
 		cancel()
 		wait()
-		return 0, err
+		return procStats{}, err
 	}
 	sleepCtx(ctx, sz.warmup)
-	c0, t0 := done.Load(), time.Now()
-	sleepCtx(ctx, sz.processWindow)
-	c1, t1 := done.Load(), time.Now()
+	c0, e0, t0 := done.Load(), enq.Load(), time.Now()
+	var backlog, samples float64
+	tick := time.NewTicker(10 * time.Millisecond)
+	for end := t0.Add(sz.processWindow); time.Now().Before(end) && ctx.Err() == nil; {
+		<-tick.C
+		backlog += float64(enq.Load() - done.Load())
+		samples++
+	}
+	tick.Stop()
+	c1, e1, t1 := done.Load(), enq.Load(), time.Now()
 	cancel()
 	wait()
 	stop()
 	if c1 == c0 {
-		return 0, errors.New("no task completed in the window")
+		return procStats{}, errors.New("no task completed in the window")
 	}
-	return float64(c1-c0) / t1.Sub(t0).Seconds(), ctx.Err()
+	secs := t1.Sub(t0).Seconds()
+	return procStats{tps: float64(c1-c0) / secs, produceTPS: float64(e1-e0) / secs, backlog: backlog / max(samples, 1)}, ctx.Err()
 }
 
 // latencies sends n tasks, one every `every`, each due after delay, to a running worker of concurrency
@@ -177,19 +212,24 @@ func percentile(sorted []time.Duration, p float64) float64 {
 	return float64(sorted[i].Microseconds()) / 1000
 }
 
-// fill enqueues n tasks as fast as the library allows: batches, or producersOf goroutines enqueueing one task each.
+// fill enqueues n tasks as fast as the library allows: batches, or producersOf goroutines of one task per call.
 func fill(ctx context.Context, l lib, n, batch int) error {
-	if l.batches() {
-		for i := 0; i < n; i += batch {
-			if err := l.enqueueBatch(ctx, i, min(batch, n-i)); err != nil {
-				return err
-			}
-		}
-		return nil
+	if !l.batches() {
+		return fillSingle(ctx, l, n, producersOf(l.name()))
 	}
+	for i := 0; i < n; i += batch {
+		if err := l.enqueueBatch(ctx, i, min(batch, n-i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fillSingle enqueues n tasks from p goroutines, one task per call.
+func fillSingle(ctx context.Context, l lib, n, p int) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	errs := make([]error, producersOf(l.name()))
+	errs := make([]error, p)
 	for p := range errs {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {

@@ -102,27 +102,42 @@ type row struct {
 	label  string
 	unit   string
 	higher bool // higher is better
+	plain  bool // a figure to read, not to rank: no comparison columns
 }
 
 var rows = []row{
-	{"enqueue_seq_tps", "enqueue, 1 producer, 1 task per call", "tasks/s", true},
-	{"enqueue_seq_redis_cpu_us", "Redis CPU per task, 1 producer, 1 task per call", "µs", false},
-	{"enqueue_par8_tps", "enqueue, 8 producers, 1 task per call", "tasks/s", true},
-	{"enqueue_batch_tps", "enqueue, 1 producer, batches of 1000", "tasks/s", true},
-	{"process_c10_tps", "process while producing, concurrency 10", "tasks/s", true},
-	{"process_c100_tps", "process while producing, concurrency 100", "tasks/s", true},
-	{"drain_tps", "drain a 100k backlog, concurrency 100", "tasks/s", true},
-	{"pickup_p50_ms", "pickup latency at 500 tasks/s, p50", "ms", false},
-	{"pickup_p99_ms", "pickup latency at 500 tasks/s, p99", "ms", false},
-	{"bytes_per_task", "Redis memory per pending task", "bytes", false},
-	{"redis_cpu_us_per_task", "Redis CPU per task lifecycle", "µs", false},
-	{"script_calls_per_task", "script calls (EVALSHA) per task lifecycle", "calls", false},
-	{"rss_mib", "worker peak RSS (VmHWM, drain run)", "MiB", false},
-	{"recovery_s", "recovery after SIGKILL, defaults", "s", false},
-	{"recovery_short_s", "recovery after SIGKILL, lease 2s", "s", false},
-	{"delay_late_p50_ms", "delayed task (due in 2s) lateness, p50", "ms", false},
-	{"delay_late_p99_ms", "delayed task (due in 2s) lateness, p99", "ms", false},
-	{"process_c100_1ms_tps", "process, concurrency 100, +1 ms RTT", "tasks/s", true},
+	{"enqueue_seq_tps", "enqueue, 1 producer, 1 task per call", "tasks/s", true, false},
+	{"enqueue_par8_tps", "enqueue, 8 producers, 1 task per call", "tasks/s", true, false},
+	{"enqueue_batch_tps", "enqueue, 1 producer, batches of 1000", "tasks/s", true, false},
+	{"enqueue_seq_redis_cpu_us", "Redis CPU per task, enqueue, 1 producer, 1 task per call", "µs", false, false},
+	{"enqueue_par8_redis_cpu_us", "Redis CPU per task, enqueue, 8 producers, 1 task per call", "µs", false, false},
+	{"enqueue_batch_redis_cpu_us", "Redis CPU per task, enqueue, batches of 1000", "µs", false, false},
+	{"process_c10_tps", "process while producing, concurrency 10", "tasks/s", true, false},
+	{"process_c10_produce_tps", "  producer rate (it keeps the backlog at ≤5000)", "tasks/s", true, true},
+	{"process_c10_backlog", "  mean backlog", "tasks", true, true},
+	{"process_c100_tps", "process while producing, concurrency 100", "tasks/s", true, false},
+	{"process_c100_produce_tps", "  producer rate (it keeps the backlog at ≤5000)", "tasks/s", true, true},
+	{"process_c100_backlog", "  mean backlog", "tasks", true, true},
+	{"drain_tps", "drain a 100k backlog, concurrency 100", "tasks/s", true, false},
+	{"drain_4x25_tps", "drain a 50k backlog, 4 workers (asynq: Servers) of 25 in one process", "tasks/s", true, false},
+	{"worker_cpu_us_per_task", "worker Go CPU per task (getrusage, drain run)", "µs", false, false},
+	{"worker_redis_cpu_us_per_task", "Redis CPU per task, pickup + ack (drain run)", "µs", false, false},
+	{"redis_cpu_us_per_task", "Redis CPU per task lifecycle, batch enqueue", "µs", false, false},
+	{"redis_cpu_us_per_task_single", "Redis CPU per task lifecycle, 1 task per enqueue call (8 producers)", "µs", false, false},
+	{"script_calls_per_task", "script calls (EVALSHA) per task lifecycle, batch enqueue", "calls", false, false},
+	{"script_calls_per_task_single", "script calls (EVALSHA) per task lifecycle, 1 task per enqueue call", "calls", false, false},
+	{"bytes_per_task", "Redis memory per pending task", "bytes", false, false},
+	{"rss_mib", "worker peak RSS (VmHWM, drain run)", "MiB", false, false},
+	{"pickup_p50_ms", "pickup latency at 500 tasks/s, p50", "ms", false, false},
+	{"pickup_p99_ms", "pickup latency at 500 tasks/s, p99", "ms", false, false},
+	{"delay_dev_p50_ms", "delayed task (due in 2s), |start - due|, p50", "ms", false, false},
+	{"delay_dev_p99_ms", "delayed task (due in 2s), |start - due|, p99", "ms", false, false},
+	{"delay_early_pct", "delayed task (due in 2s), started early", "%", false, false},
+	{"delay_late_p50_ms", "delayed task (due in 2s), start - due (signed), p50", "ms", false, true},
+	{"delay_late_p99_ms", "delayed task (due in 2s), start - due (signed), p99", "ms", false, true},
+	{"recovery_s", "recovery after SIGKILL, defaults", "s", false, false},
+	{"recovery_short_s", "recovery after SIGKILL, lease 2s", "s", false, false},
+	{"process_c100_1ms_tps", "process, concurrency 100, +1 ms RTT", "tasks/s", true, false},
 }
 
 // writeTable prints the markdown table: a column per library with results (median [min–max], n/a where the
@@ -143,8 +158,11 @@ func (r *results) writeTable(w io.Writer) {
 		if !found {
 			continue
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", rw.label, rw.unit, strings.Join(cells, " | "),
-			r.versusBestPeer(rw, libs), r.shareOfFloor(rw))
+		vs, share := "–", "–"
+		if !rw.plain {
+			vs, share = r.versusBestPeer(rw, libs), r.shareOfFloor(rw)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", rw.label, rw.unit, strings.Join(cells, " | "), vs, share)
 	}
 	r.writeFooter(w)
 }
@@ -277,7 +295,7 @@ var jsonKeys = []struct{ key, lib, metric string }{
 	{"ours_bytes_per_task", libOurs, "bytes_per_task"},
 	{"asynq_bytes_per_task", libAsynq, "bytes_per_task"},
 	{"ours_redis_cpu_us_per_task", libOurs, "redis_cpu_us_per_task"},
-	{"asynq_redis_cpu_us_per_task", libAsynq, "redis_cpu_us_per_task"},
+	{"asynq_redis_cpu_us_per_task", libAsynq, "redis_cpu_us_per_task_single"}, // asynq has no batch enqueue
 	{"ours_enqueue_batch_tps", libOurs, "enqueue_batch_tps"},
 	{"ours_enqueue_seq_tps", libOurs, "enqueue_seq_tps"},
 	{"asynq_enqueue_seq_tps", libAsynq, "enqueue_seq_tps"},
@@ -292,6 +310,7 @@ var jsonKeys = []struct{ key, lib, metric string }{
 	{"asynq_tuned_process_tps", libAsynqTuned, "process_c100_tps"},
 	{"asynq_tuned_process_c10_tps", libAsynqTuned, "process_c10_tps"},
 	{"floor_drain_tps", libFloor, "drain_tps"},
+	{"ours_worker_cpu_us_per_task", libOurs, "worker_cpu_us_per_task"},
 	// More figures of the same run.
 	{"ours_enqueue_seq_redis_cpu_us", libOurs, "enqueue_seq_redis_cpu_us"},
 	{"asynq_enqueue_seq_redis_cpu_us", libAsynq, "enqueue_seq_redis_cpu_us"},
@@ -305,7 +324,23 @@ var jsonKeys = []struct{ key, lib, metric string }{
 	{"ours_delay_late_p50_ms", libOurs, "delay_late_p50_ms"},
 	{"asynq_delay_late_p50_ms", libAsynq, "delay_late_p50_ms"},
 	{"ours_script_calls_per_task", libOurs, "script_calls_per_task"},
-	{"asynq_script_calls_per_task", libAsynq, "script_calls_per_task"},
+	{"asynq_script_calls_per_task", libAsynq, "script_calls_per_task_single"},
+	{"asynq_worker_cpu_us_per_task", libAsynq, "worker_cpu_us_per_task"},
+	{"asynq_tuned_worker_cpu_us_per_task", libAsynqTuned, "worker_cpu_us_per_task"},
+	{"ours_worker_redis_cpu_us_per_task", libOurs, "worker_redis_cpu_us_per_task"},
+	{"asynq_worker_redis_cpu_us_per_task", libAsynq, "worker_redis_cpu_us_per_task"},
+	{"ours_redis_cpu_us_per_task_single", libOurs, "redis_cpu_us_per_task_single"},
+	{"ours_enqueue_batch_redis_cpu_us", libOurs, "enqueue_batch_redis_cpu_us"},
+	{"asynq_tuned_drain_tps", libAsynqTuned, "drain_tps"},
+	{"ours_drain_4x25_tps", libOurs, "drain_4x25_tps"},
+	{"asynq_drain_4x25_tps", libAsynq, "drain_4x25_tps"},
+	{"asynq_tuned_pickup_p99_ms", libAsynqTuned, "pickup_p99_ms"},
+	{"ours_delay_dev_p99_ms", libOurs, "delay_dev_p99_ms"},
+	{"asynq_delay_dev_p99_ms", libAsynq, "delay_dev_p99_ms"},
+	{"asynq_tuned_delay_dev_p99_ms", libAsynqTuned, "delay_dev_p99_ms"},
+	{"asynq_delay_early_pct", libAsynq, "delay_early_pct"},
+	{"floor_process_tps", libFloor, "process_c100_tps"},
+	{"floor_redis_cpu_us_per_task", libFloor, "redis_cpu_us_per_task"},
 }
 
 // summary returns one number per key: the median of its samples (process_ratio: ours over asynq). Keys without

@@ -33,14 +33,15 @@ func (b *bench) withLib(ctx context.Context, name, addr string, f func(l lib) er
 	return nil
 }
 
-// enqueueRuns measures sequential, eight-producer and (ours) batch enqueue.
+// enqueueRuns measures sequential, eight-producer and (where the library has it) batch enqueue, each with the
+// Redis CPU per task it cost.
 func (b *bench) enqueueRuns(ctx context.Context, name string) error {
 	type run struct {
 		metric string
 		n      int
 		batch  int
 	}
-	for _, r := range []run{{"enqueue_seq_tps", 1, 0}, {"enqueue_par8_tps", producers, 0}, {"enqueue_batch_tps", 1, b.sz.enqueueBatch}} {
+	for _, r := range []run{{"enqueue_seq", 1, 0}, {"enqueue_par8", producers, 0}, {"enqueue_batch", 1, b.sz.enqueueBatch}} {
 		err := b.withLib(ctx, name, b.srv.addr, func(l lib) error {
 			if r.batch > 0 && !l.batches() {
 				return nil
@@ -50,16 +51,16 @@ func (b *bench) enqueueRuns(ctx context.Context, name string) error {
 				return err
 			}
 			tps, n, err := enqueueRate(ctx, l, r.n, r.batch, b.sz.enqueueWindow)
-			b.res.add(name, r.metric, tps)
+			b.res.add(name, r.metric+"_tps", tps)
 			if err != nil {
 				return err
 			}
-			if r.metric == "enqueue_seq_tps" && n > 0 && onRedis(name) {
+			if n > 0 && onRedis(name) {
 				cpu1, err := b.srv.cpuSeconds(ctx)
 				if err != nil {
 					return err
 				}
-				b.res.add(name, "enqueue_seq_redis_cpu_us", (cpu1-cpu0)*1e6/float64(n))
+				b.res.add(name, r.metric+"_redis_cpu_us", (cpu1-cpu0)*1e6/float64(n))
 			}
 			return nil
 		})
@@ -70,13 +71,19 @@ func (b *bench) enqueueRuns(ctx context.Context, name string) error {
 	return nil
 }
 
-// processRuns measures processing while a producer runs, at concurrency 10 and 100.
+// processRuns measures processing while the paced producer runs, at concurrency 10 and 100.
 func (b *bench) processRuns(ctx context.Context, name string) error {
 	for _, conc := range []int{10, 100} {
 		err := b.withLib(ctx, name, b.srv.addr, func(l lib) error {
-			tps, err := processRate(ctx, l, conc, b.sz)
-			b.res.add(name, fmt.Sprintf("process_c%d_tps", conc), tps)
-			return err
+			st, err := processRate(ctx, l, conc, b.sz)
+			if err != nil {
+				return err
+			}
+			m := fmt.Sprintf("process_c%d", conc)
+			b.res.add(name, m+"_tps", st.tps)
+			b.res.add(name, m+"_produce_tps", st.produceTPS)
+			b.res.add(name, m+"_backlog", st.backlog)
+			return nil
 		})
 		if err != nil {
 			return err
@@ -93,13 +100,17 @@ func (b *bench) proxyRun(ctx context.Context, name string) error {
 	}
 	defer p.close()
 	return b.withLib(ctx, name, p.addr(), func(l lib) error {
-		tps, err := processRate(ctx, l, 100, b.sz)
-		b.res.add(name, "process_c100_1ms_tps", tps)
-		return err
+		st, err := processRate(ctx, l, 100, b.sz)
+		if err != nil {
+			return err
+		}
+		b.res.add(name, "process_c100_1ms_tps", st.tps)
+		return nil
 	})
 }
 
-// latencyRuns measures pickup latency at 500 tasks/s and the lateness of tasks due 2s after enqueue.
+// latencyRuns measures pickup latency at 500 tasks/s and how far from their due time tasks due 2s after enqueue
+// start: signed (late is positive), absolute, and the share started early.
 func (b *bench) latencyRuns(ctx context.Context, name string) error {
 	err := b.withLib(ctx, name, b.srv.addr, func(l lib) error {
 		lat, err := latencies(ctx, l, b.sz.pickupN, pickupEvery, 0)
@@ -120,35 +131,103 @@ func (b *bench) latencyRuns(ctx context.Context, name string) error {
 		}
 		b.res.add(name, "delay_late_p50_ms", percentile(lat, 50))
 		b.res.add(name, "delay_late_p99_ms", percentile(lat, 99))
+		dev := make([]time.Duration, len(lat))
+		early := 0
+		for i, d := range lat {
+			if d < 0 {
+				early++
+			}
+			dev[i] = d.Abs()
+		}
+		slices.Sort(dev)
+		b.res.add(name, "delay_dev_p50_ms", percentile(dev, 50))
+		b.res.add(name, "delay_dev_p99_ms", percentile(dev, 99))
+		b.res.add(name, "delay_early_pct", 100*float64(early)/float64(len(lat)))
 		return nil
 	})
 }
 
-// drainRun enqueues a backlog, then drains it with a worker subprocess (concurrency 100): drain rate, Redis memory
-// per pending task, Redis CPU and script calls per lifecycle (enqueue + pickup + ack), and the worker's peak RSS.
+// drainRun drains a backlog with a worker subprocess at concurrency 100: first a backlog enqueued the library's
+// fastest way (batches where it has them, else producersOf goroutines of one task per call), which gives the
+// drain rate, the worker's peak RSS and Go CPU, Redis memory per pending task and the Redis figures of a lifecycle
+// with batch enqueue; then, for a library with batches, a backlog of single-task enqueues from eight producers,
+// drained the same way, so that the lifecycle rows compare single with single. Then 4 workers of 25 in one
+// process drain half the backlog.
 func (b *bench) drainRun(ctx context.Context, name string) error {
-	return b.withLib(ctx, name, b.srv.addr, func(l lib) error {
-		n := b.sz.drainN
-		mem0, err := b.srv.usedMemory(ctx)
+	single := ""
+	if err := b.withLib(ctx, name, b.srv.addr, func(l lib) error {
+		if !l.batches() {
+			single = "_single" // its only lifecycle is the single-enqueue one
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	d, err := b.drainOnce(ctx, name, drainSpec{n: b.sz.drainN, workers: 1, conc: drainConc, batched: single == ""})
+	if err != nil {
+		return err
+	}
+	n := float64(b.sz.drainN)
+	b.res.add(name, "drain_tps", n/d.secs)
+	b.res.add(name, "rss_mib", d.rssMiB)
+	b.res.add(name, "worker_cpu_us_per_task", d.cpu*1e6/n)
+	if onRedis(name) {
+		b.res.add(name, "bytes_per_task", d.bytes/n)
+		b.res.add(name, "worker_redis_cpu_us_per_task", d.drainCPU*1e6/n)
+		b.res.add(name, "redis_cpu_us_per_task"+single, (d.fillCPU+d.drainCPU)*1e6/n)
+		b.res.add(name, "script_calls_per_task"+single, d.calls/n)
+	}
+	if single == "" && onRedis(name) {
+		d, err := b.drainOnce(ctx, name, drainSpec{n: b.sz.drainN, workers: 1, conc: drainConc})
 		if err != nil {
 			return err
 		}
-		cpu0, err := b.srv.cpuSeconds(ctx)
+		b.res.add(name, "redis_cpu_us_per_task_single", (d.fillCPU+d.drainCPU)*1e6/n)
+		b.res.add(name, "script_calls_per_task_single", d.calls/n)
+	}
+	half := b.sz.drainN / 2
+	d, err = b.drainOnce(ctx, name, drainSpec{n: half, workers: drainConc / 25, conc: 25, batched: single == ""})
+	if err != nil {
+		return err
+	}
+	b.res.add(name, "drain_4x25_tps", float64(half)/d.secs)
+	return nil
+}
+
+// drainSpec is one drain: n tasks enqueued first (in batches, or by eight producers of one task per call), then
+// run by a subprocess of workers workers of concurrency conc each.
+type drainSpec struct {
+	n, workers, conc int
+	batched          bool
+}
+
+// drained is what one drain measured: the child's report, and on the bench's Redis the memory the backlog took,
+// the CPU of the fill and of the drain, and the script calls of both.
+type drained struct {
+	doneLine
+	bytes, fillCPU, drainCPU, calls float64
+}
+
+func (b *bench) drainOnce(ctx context.Context, name string, ds drainSpec) (drained, error) {
+	var d drained
+	err := b.withLib(ctx, name, b.srv.addr, func(l lib) error {
+		mem0, cpu0, calls0, err := b.redisFigures(ctx)
 		if err != nil {
 			return err
 		}
-		cs0, err := b.srv.info(ctx, "commandstats")
+		if ds.batched {
+			err = fill(ctx, l, ds.n, b.sz.enqueueBatch)
+		} else {
+			err = fillSingle(ctx, l, ds.n, producers)
+		}
 		if err != nil {
 			return err
 		}
-		if err := fill(ctx, l, n, b.sz.enqueueBatch); err != nil {
-			return err
-		}
-		mem1, err := b.srv.usedMemory(ctx)
+		mem1, cpu1, _, err := b.redisFigures(ctx)
 		if err != nil {
 			return err
 		}
-		c, err := startChild(ctx, childConfig{Lib: name, Addr: b.srv.addr, Mode: "drain", Conc: drainConc, Expect: n})
+		c, err := startChild(ctx, childConfig{Lib: name, Addr: b.srv.addr, Mode: "drain", Conc: ds.conc, Workers: ds.workers, Expect: ds.n})
 		if err != nil {
 			return err
 		}
@@ -160,28 +239,32 @@ func (b *bench) drainRun(ctx context.Context, name string) error {
 		if err := c.wait(30 * time.Second); err != nil {
 			return err
 		}
-		secs, rss, err := parseDone(line)
+		if d.doneLine, err = parseDone(line); err != nil {
+			return err
+		}
+		_, cpu2, calls2, err := b.redisFigures(ctx)
 		if err != nil {
 			return err
 		}
-		cpu1, err := b.srv.cpuSeconds(ctx)
-		if err != nil {
-			return err
-		}
-		cs1, err := b.srv.info(ctx, "commandstats")
-		if err != nil {
-			return err
-		}
-		calls := func(m map[string]float64) float64 { return m["cmdstat_evalsha.calls"] + m["cmdstat_eval.calls"] }
-		b.res.add(name, "drain_tps", float64(n)/secs)
-		b.res.add(name, "rss_mib", rss)
-		if onRedis(name) {
-			b.res.add(name, "bytes_per_task", (mem1-mem0)/float64(n))
-			b.res.add(name, "redis_cpu_us_per_task", (cpu1-cpu0)*1e6/float64(n))
-			b.res.add(name, "script_calls_per_task", (calls(cs1)-calls(cs0))/float64(n))
-		}
+		d.bytes, d.fillCPU, d.drainCPU, d.calls = mem1-mem0, cpu1-cpu0, cpu2-cpu1, calls2-calls0
 		return nil
 	})
+	return d, err
+}
+
+// redisFigures reads the bench's Redis: used memory, CPU seconds and script calls (EVALSHA + EVAL) so far.
+func (b *bench) redisFigures(ctx context.Context) (mem, cpu, calls float64, err error) {
+	if mem, err = b.srv.usedMemory(ctx); err != nil {
+		return 0, 0, 0, err
+	}
+	if cpu, err = b.srv.cpuSeconds(ctx); err != nil {
+		return 0, 0, 0, err
+	}
+	cs, err := b.srv.info(ctx, "commandstats")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return mem, cpu, cs["cmdstat_evalsha.calls"] + cs["cmdstat_eval.calls"], nil
 }
 
 // recoveryTrial measures, on a server of its own, the time from the SIGKILL of a worker that is running a task
