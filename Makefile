@@ -15,8 +15,8 @@ TEST_TIMEOUT ?= 10m## go test -timeout for each package
 BENCH ?= .## the -bench pattern of `make bench`
 BENCHTIME ?= 1s## the -benchtime of `make bench`
 BENCHCOUNT ?= 1## the -count of `make bench` (use 10 for benchstat)
-BENCH_ROUNDS ?= 3## the rounds of `make bench-compare` (each runs both libraries)
-BENCH_QUICK ?= 0## 1 makes `make bench-compare` a smoke test of about a minute (small counts)
+BENCH_ROUNDS ?= 5## the rounds of `make bench-compare` (each runs every library, in alternating order)
+BENCH_QUICK ?= 0## 1 makes `make bench-compare` a smoke test of a minute or two (small counts)
 
 BIN := $(CURDIR)/bin
 # The version is part of the path, so changing GOLANGCI_LINT_VERSION installs the new release.
@@ -79,7 +79,7 @@ bench: ## Run the benchmarks with allocation counts (BENCH, BENCHTIME, BENCHCOUN
 	$(call in_modules,$(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -benchtime=$(BENCHTIME) -count=$(BENCHCOUNT) ./...)
 
 .PHONY: bench-compare
-bench-compare: ## Compare with asynq v0.26.0 on a redis-server of its own (bench/): table, bench/results/latest.json
+bench-compare: ## Compare with a floor and the peers on a redis-server of its own (bench/): table, bench/results/latest.json
 	cd bench && BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_QUICK=$(BENCH_QUICK) $(GO) run .
 
 .PHONY: lint

@@ -93,3 +93,5 @@ func (a *asynqLib) startWorker(_ context.Context, conc int, onStart func(seq int
 func (a *asynqLib) close() { _ = a.client.Close() }
 
 func (a *asynqLib) batches() bool { return false }
+
+func (a *asynqLib) producers() int { return a.cfg.producers }

@@ -50,8 +50,6 @@ type libDef struct {
 	check func(ctx context.Context) error
 	// open connects a new instance to the bench's redis-server at addr.
 	open func(addr string, o libOptions) (lib, error)
-	// producers is how many goroutines enqueue one task per call where the library has no batch enqueue (0: 8).
-	producers int
 	// notRedis says the library keeps its tasks in a store other than the bench's Redis (River: PostgreSQL): the
 	// rows measured on that Redis (its CPU, memory and script calls) are n/a for it.
 	notRedis bool
@@ -73,20 +71,22 @@ var libDefs = map[string]libDef{
 		recovery: 2 * time.Minute,
 	},
 	libAsynq: {
-		open:      func(addr string, _ libOptions) (lib, error) { return newAsynq(addr, libAsynq, asynqDefault), nil },
-		producers: asynqDefault.producers,
-		recovery:  6 * time.Minute,
+		open:     func(addr string, _ libOptions) (lib, error) { return newAsynq(addr, libAsynq, asynqDefault), nil },
+		recovery: 6 * time.Minute,
 	},
 	libAsynqTuned: {
-		open:      func(addr string, _ libOptions) (lib, error) { return newAsynq(addr, libAsynqTuned, asynqTuned), nil },
-		producers: asynqTuned.producers,
+		open: func(addr string, _ libOptions) (lib, error) { return newAsynq(addr, libAsynqTuned, asynqTuned), nil },
 	},
 }
 
-// producersOf is how many goroutines feed the named library one task per call.
-func producersOf(name string) int {
-	if p := libDefs[name].producers; p > 0 {
-		return p
+// producerCounter is implemented by a library configuration that says how many goroutines should feed it one
+// task per call (asynq-tuned: the best count of the sweep).
+type producerCounter interface{ producers() int }
+
+// producersOf is how many goroutines feed l one task per call where it has no batch enqueue: its own count, or 8.
+func producersOf(l lib) int {
+	if p, ok := l.(producerCounter); ok && p.producers() > 0 {
+		return p.producers()
 	}
 	return producers
 }

@@ -4,6 +4,7 @@
 // the medians also go to a JSON file. A library whose runtime is missing is listed under the table as skipped.
 //
 //	go run . [-rounds 5] [-quick] [-only process,drain] [-libs ours,asynq] [-out results/latest.json]
+//	go run . -only sweep [-rounds 3]   # asynq's configurations, the source of asynq-tuned
 //
 // BENCH_ROUNDS and BENCH_QUICK=1 set the defaults of -rounds and -quick (the Makefile's bench-compare passes them).
 // docs/benchmarks.md says what each figure measures.
@@ -42,7 +43,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", rounds, "rounds (each runs every library)")
 	flag.BoolVar(&o.quick, "quick", quick, "small counts and short windows: a smoke test of a minute or two")
 	flag.StringVar(&o.out, "out", "", "JSON file of the medians (default results/latest.json, or results/quick.json with -quick)")
-	flag.StringVar(&o.only, "only", "", "comma-separated steps to run (enqueue, process, drain, latency, proxy, recovery); default all")
+	flag.StringVar(&o.only, "only", "", "comma-separated steps to run (enqueue, process, drain, latency, proxy, recovery); default all; \"sweep\" alone runs asynq's configuration sweep instead")
 	flag.StringVar(&o.libs, "libs", "", "comma-separated libraries to run ("+strings.Join(knownLibs(), ", ")+"); default all")
 	flag.Parse()
 	if o.out == "" {
@@ -129,6 +130,9 @@ func run(ctx context.Context, o options, w, log io.Writer) error {
 	defer srv.stop()
 	version, _ := srv.rdb.InfoMap(ctx, "server").Result()
 	b := &bench{srv: srv, sz: sz, res: res, log: log}
+	if o.only == "sweep" {
+		return b.sweep(ctx, o.rounds, w)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	selected := func(step string) bool { return o.only == "" || slices.Contains(strings.Split(o.only, ","), step) }

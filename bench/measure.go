@@ -98,7 +98,7 @@ func produce(ctx context.Context, l lib, enq, started *atomic.Int64, bound int64
 		return wg.Wait
 	}
 	var seq atomic.Int64
-	for range producersOf(l.name()) {
+	for range producersOf(l) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				if full() {
@@ -215,7 +215,7 @@ func percentile(sorted []time.Duration, p float64) float64 {
 // fill enqueues n tasks as fast as the library allows: batches, or producersOf goroutines of one task per call.
 func fill(ctx context.Context, l lib, n, batch int) error {
 	if !l.batches() {
-		return fillSingle(ctx, l, n, producersOf(l.name()))
+		return fillSingle(ctx, l, n, producersOf(l))
 	}
 	for i := 0; i < n; i += batch {
 		if err := l.enqueueBatch(ctx, i, min(batch, n-i)); err != nil {
