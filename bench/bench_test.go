@@ -131,6 +131,7 @@ func TestMeasurementsEndToEnd(t *testing.T) {
 		require.NoError(t, b.enqueueRuns(ctx, name))
 		require.NoError(t, b.drainRun(ctx, name))
 	}
+	require.NoError(t, b.processRuns(ctx, libFloor))
 	require.NoError(t, b.latencyRuns(ctx, libOurs))
 	require.ErrorIs(t, b.latencyRuns(ctx, libFloor), errUnsupported, "the floor has no delayed tasks")
 	require.NoError(t, b.proxyRun(ctx, libOurs))
@@ -148,6 +149,12 @@ func TestMeasurementsEndToEnd(t *testing.T) {
 	s, ok := b.res.stat(libFloor, "pickup_p99_ms")
 	require.True(t, ok)
 	require.Positive(t, s.median)
+	// The paced producer keeps the backlog at about processBacklog: it may overshoot by at most one batch.
+	for _, m := range []string{"process_c10_backlog", "process_c100_backlog"} {
+		s, ok := b.res.stat(libFloor, m)
+		require.True(t, ok, m)
+		require.LessOrEqual(t, s.hi, float64(processBacklog+processBatch), m)
+	}
 	_, ok = b.res.stat(libFloor, "script_calls_per_task")
 	require.True(t, ok, "the floor's script calls are measured (none)")
 	require.NotContains(t, sum, "asynq_enqueue_batch_tps", "asynq has no batch enqueue")

@@ -152,6 +152,9 @@ func run(ctx context.Context, o options, w, log io.Writer) error {
 			steps = append(steps, s)
 		}
 	}
+	if slices.Contains(libs, libAsynqTuned) {
+		res.note("asynq-tuned: %s", asynqTuned)
+	}
 	for r := range o.rounds {
 		order := slices.Clone(libs)
 		if r%2 == 1 {

@@ -132,7 +132,7 @@ var rows = []row{
 	{"pickup_p99_ms", "pickup latency at 500 tasks/s, p99", "ms", false, false},
 	{"delay_dev_p50_ms", "delayed task (due in 2s), |start - due|, p50", "ms", false, false},
 	{"delay_dev_p99_ms", "delayed task (due in 2s), |start - due|, p99", "ms", false, false},
-	{"delay_early_pct", "delayed task (due in 2s), started early", "%", false, false},
+	{"delay_early_pct", "delayed task (due in 2s), started early", "%", false, true},
 	{"delay_late_p50_ms", "delayed task (due in 2s), start - due (signed), p50", "ms", false, true},
 	{"delay_late_p99_ms", "delayed task (due in 2s), start - due (signed), p99", "ms", false, true},
 	{"recovery_s", "recovery after SIGKILL, defaults", "s", false, false},

@@ -26,6 +26,9 @@ var sweepConfigs = []asynqConfig{
 
 func (c asynqConfig) String() string {
 	s := fmt.Sprintf("%d producer(s), TaskCheckInterval %s", c.producers, orDefault(c.taskCheck, time.Second))
+	if c.delayedCheck > 0 {
+		s += fmt.Sprintf(", DelayedTaskCheckInterval %s", c.delayedCheck)
+	}
 	if c.serverConc > 0 {
 		s += fmt.Sprintf(", Servers of %d", c.serverConc)
 	}
