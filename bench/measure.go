@@ -80,7 +80,7 @@ func produce(ctx context.Context, l lib, enq, started *atomic.Int64, bound int64
 		if enq.Load()-started.Load() < bound {
 			return false
 		}
-		sleepCtx(ctx, 200*time.Microsecond)
+		sleepCtx(ctx, time.Millisecond) // at 100k tasks/s the backlog loses at most 100 tasks meanwhile
 		return true
 	}
 	if l.batches() {
