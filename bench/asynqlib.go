@@ -25,10 +25,11 @@ var (
 	// backlog.
 	asynqDefault = asynqConfig{producers: producers}
 	// asynqTuned is asynq's best configuration on this harness, from the sweep (go run . -only sweep; see
-	// docs/benchmarks.md): 4 producers keep the paced backlog full where 1 or 2 fall behind a worker of 4
-	// Servers; a 10 ms TaskCheckInterval (1 ms was no faster); Servers of 25 sharing the concurrency, which
-	// drained fastest (asynq's documented way to scale a worker); and due tasks moved every 100 ms instead of 5 s.
-	asynqTuned = asynqConfig{producers: 4, taskCheck: 10 * time.Millisecond, delayedCheck: 100 * time.Millisecond, serverConc: 25}
+	// docs/benchmarks.md): Servers of 25 sharing the concurrency, which drained fastest (asynq's documented way to
+	// scale a worker), fed by 8 producers (1, 2 or 4 let the paced backlog run low in front of 4 Servers; paced
+	// producers cost nothing while the backlog is full); a 10 ms TaskCheckInterval (1 ms was no faster); and due
+	// tasks moved every 100 ms instead of 5 s.
+	asynqTuned = asynqConfig{producers: 8, taskCheck: 10 * time.Millisecond, delayedCheck: 100 * time.Millisecond, serverConc: 25}
 )
 
 // asynqLib drives github.com/hibiken/asynq v0.26.0 in one configuration, with a log level that keeps its info

@@ -73,12 +73,12 @@ type options struct {
 	out    string
 }
 
-// runMain runs the comparison under a context that ends on SIGINT/SIGTERM or after 30 minutes, so that the
+// runMain runs the comparison under a context that ends on SIGINT/SIGTERM or after an hour, so that the
 // deferred cleanups (redis-server and worker subprocesses killed by pid) always run.
 func runMain(o options) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 30*time.Minute)
+	ctx, cancelT := context.WithTimeout(ctx, time.Hour)
 	defer cancelT()
 	return run(ctx, o, os.Stdout, os.Stderr)
 }

@@ -150,9 +150,9 @@ func (b *bench) latencyRuns(ctx context.Context, name string) error {
 // drainRun drains a backlog with a worker subprocess at concurrency 100: first a backlog enqueued the library's
 // fastest way (batches where it has them, else producersOf goroutines of one task per call), which gives the
 // drain rate, the worker's peak RSS and Go CPU, Redis memory per pending task and the Redis figures of a lifecycle
-// with batch enqueue; then, for a library with batches, a backlog of single-task enqueues from eight producers,
-// drained the same way, so that the lifecycle rows compare single with single. Then 4 workers of 25 in one
-// process drain half the backlog.
+// with batch enqueue; then, for a library with batches, half that backlog enqueued by eight producers one task
+// per call, drained the same way, so that the lifecycle rows compare single with single. Then 4 workers of 25 in
+// one process drain half the backlog.
 func (b *bench) drainRun(ctx context.Context, name string) error {
 	single := ""
 	if err := b.withLib(ctx, name, b.srv.addr, func(l lib) error {
@@ -177,15 +177,15 @@ func (b *bench) drainRun(ctx context.Context, name string) error {
 		b.res.add(name, "redis_cpu_us_per_task"+single, (d.fillCPU+d.drainCPU)*1e6/n)
 		b.res.add(name, "script_calls_per_task"+single, d.calls/n)
 	}
+	half := b.sz.drainN / 2
 	if single == "" && onRedis(name) {
-		d, err := b.drainOnce(ctx, name, drainSpec{n: b.sz.drainN, workers: 1, conc: drainConc})
+		d, err := b.drainOnce(ctx, name, drainSpec{n: half, workers: 1, conc: drainConc})
 		if err != nil {
 			return err
 		}
-		b.res.add(name, "redis_cpu_us_per_task_single", (d.fillCPU+d.drainCPU)*1e6/n)
-		b.res.add(name, "script_calls_per_task_single", d.calls/n)
+		b.res.add(name, "redis_cpu_us_per_task_single", (d.fillCPU+d.drainCPU)*1e6/float64(half))
+		b.res.add(name, "script_calls_per_task_single", d.calls/float64(half))
 	}
-	half := b.sz.drainN / 2
 	d, err = b.drainOnce(ctx, name, drainSpec{n: half, workers: drainConc / 25, conc: 25, batched: single == ""})
 	if err != nil {
 		return err
