@@ -56,6 +56,16 @@ type libDef struct {
 	// recovery is how long the recovery trial at the library's defaults may wait for the task to come back; 0:
 	// the trial is not run (n/a).
 	recovery time.Duration
+	// steps replaces the harness's measurement of a step, by its key (enqueue, process, drain, latency, proxy),
+	// for a peer that runs whole scenarios in its own runtime (BullMQ in Node) or needs its own plumbing (River
+	// behind the latency proxy). A missing key: the harness drives the lib interface.
+	steps map[string]func(ctx context.Context, b *bench) error
+	// describe returns a line for the notes under the table saying how the library was set up (versions,
+	// configuration); it runs after a successful check. nil or "": no line.
+	describe func(ctx context.Context) string
+	// cleanup releases what check set up (River's database); it runs at the end of the run, also after an error
+	// or an interrupt. nil: nothing to release.
+	cleanup func()
 }
 
 // libOptions are the settings a measurement may change.

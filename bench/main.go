@@ -98,6 +98,11 @@ func selectLibs(ctx context.Context, only string, res *results, log io.Writer) (
 				continue
 			}
 		}
+		if describe := libDefs[name].describe; describe != nil {
+			if line := describe(ctx); line != "" {
+				res.note("%s", line)
+			}
+		}
 		libs = append(libs, name)
 	}
 	for _, name := range strings.Split(only, ",") {
@@ -120,6 +125,7 @@ func run(ctx context.Context, o options, w, log io.Writer) error {
 	}
 	res := newResults()
 	libs, err := selectLibs(ctx, o.libs, res, log)
+	defer cleanupLibs()
 	if err != nil {
 		return err
 	}
@@ -164,7 +170,11 @@ func run(ctx context.Context, o options, w, log io.Writer) error {
 		for _, s := range steps {
 			for _, name := range order {
 				t := time.Now()
-				if err := s.f(ctx, name); err != nil && !errors.Is(err, errUnsupported) {
+				f := s.f
+				if own, ok := libDefs[name].steps[s.key]; ok {
+					f = func(ctx context.Context, _ string) error { return own(ctx, b) }
+				}
+				if err := f(ctx, name); err != nil && !errors.Is(err, errUnsupported) {
 					cancel() // ends the recovery trials, whose deferred cleanups kill their servers and workers
 					_ = waitRecovery()
 					return fmt.Errorf("round %d, %s: %w", r+1, s.name, err)
@@ -184,6 +194,16 @@ func run(ctx context.Context, o options, w, log io.Writer) error {
 	res.writeTable(w)
 	fmt.Fprintf(w, "\nwall time %.0fs; medians written to %s\n", time.Since(start).Seconds(), o.out)
 	return res.writeJSON(o.out)
+}
+
+// cleanupLibs runs the cleanup of every library that has one (those whose check did not run have nothing to
+// release).
+func cleanupLibs() {
+	for _, d := range libDefs {
+		if d.cleanup != nil {
+			d.cleanup()
+		}
+	}
 }
 
 // loadAvg is the first three fields of /proc/loadavg (1, 5 and 15 minutes), "?" if it cannot be read.
