@@ -59,6 +59,7 @@ func runChild(raw string) error {
 	finished := make(chan struct{})
 	var start time.Time
 	var cpu0 float64
+	var done string // the "done" line, printed after "ready": the drain can end before the last worker has started
 	onStart := func(int) {
 		switch cfg.Mode {
 		case "hang":
@@ -69,7 +70,7 @@ func runChild(raw string) error {
 		default:
 			if count.Add(1) == int64(cfg.Expect) {
 				secs := time.Since(start).Seconds()
-				say(fmt.Sprintf("%s %.6f %d %.6f", lineDone, secs, peakRSSKiB(), cpuSeconds()-cpu0))
+				done = fmt.Sprintf("%s %.6f %d %.6f", lineDone, secs, peakRSSKiB(), cpuSeconds()-cpu0)
 				close(finished)
 			}
 		}
@@ -94,6 +95,7 @@ func runChild(raw string) error {
 	if cfg.Mode == "drain" {
 		select {
 		case <-finished:
+			say(done)
 		case <-time.After(5 * time.Minute):
 			return errors.New("drain did not finish in 5 minutes")
 		}
