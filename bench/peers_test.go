@@ -51,15 +51,36 @@ func postgresOrSkip(t *testing.T) string {
 	return pgAdmin()
 }
 
+// TestRiverEndToEnd creates the run's River database as the harness does, runs the enqueue and drain steps on it
+// (the drain's worker subprocess finds the database through the environment) and a worker in this process, and
+// checks that the cleanup drops the database.
 func TestRiverEndToEnd(t *testing.T) {
 	admin := postgresOrSkip(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	db, err := createRiverDB(ctx, admin)
+	require.NoError(t, riverCheck(ctx))
+	t.Cleanup(riverCleanup)
+	name := riverDBName(os.Getpid())
+	require.Contains(t, riverNote(ctx), "river "+riverVersion+" on PostgreSQL ")
+
+	b := &bench{srv: startTestRedis(t), sz: sizes{enqueueWindow: 50 * time.Millisecond, drainN: 200, enqueueBatch: 100},
+		res: newResults(), log: io.Discard}
+	require.NoError(t, b.enqueueRuns(ctx, libRiver))
+	require.NoError(t, b.drainRun(ctx, libRiver))
+	for _, m := range []string{"enqueue_seq_tps", "enqueue_par8_tps", "enqueue_batch_tps", "drain_tps", "drain_4x25_tps",
+		"rss_mib", "worker_cpu_us_per_task"} {
+		s, ok := b.res.stat(libRiver, m)
+		require.True(t, ok, m)
+		require.Greater(t, s.median, 0.0, m)
+	}
+	for _, m := range []string{"enqueue_seq_redis_cpu_us", "bytes_per_task", "redis_cpu_us_per_task", "script_calls_per_task"} {
+		_, ok := b.res.stat(libRiver, m)
+		require.False(t, ok, "River keeps nothing in Redis: %s is n/a", m)
+	}
+
+	l, err := newLib(libRiver, "", 0) // empties River's tables first
 	require.NoError(t, err)
-	require.Equal(t, riverDBName(os.Getpid()), db.name)
-	l, err := newRiver(db.url)
-	require.NoError(t, err)
+	defer l.close()
 	require.NoError(t, l.enqueue(ctx, 1, 0))
 	require.NoError(t, l.enqueueBatch(ctx, 2, 99))
 	var n atomic.Int64
@@ -76,14 +97,13 @@ func TestRiverEndToEnd(t *testing.T) {
 		t.Fatalf("only %d of 100 jobs ran", n.Load())
 	}
 	stop()
-	require.NoError(t, db.reset(ctx))
-	l.close()
-	db.drop()
+
+	riverCleanup()
 	conn, err := pgx.Connect(ctx, admin)
 	require.NoError(t, err)
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	var count int
-	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", db.name).Scan(&count))
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", name).Scan(&count))
 	require.Zero(t, count, "the database is dropped")
 }
 

@@ -83,6 +83,12 @@ func newRiver(dbURL string) (*riverLib, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Open the pool's connections now, as a running application has them: a measurement's first calls would
+	// otherwise pay for PostgreSQL's connection start-up (a process per connection).
+	if err := warmPool(ctx, pool, riverPoolConns/2); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	r := &riverLib{pool: pool, quiet: slog.New(slog.DiscardHandler)}
 	r.client, err = river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: r.quiet})
 	if err != nil {
@@ -90,6 +96,24 @@ func newRiver(dbURL string) (*riverLib, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// warmPool opens n connections of pool at once and returns them to it idle.
+func warmPool(ctx context.Context, pool *pgxpool.Pool, n int) error {
+	conns := make([]*pgxpool.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	for range n {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, c)
+	}
+	return nil
 }
 
 func (r *riverLib) name() string { return libRiver }

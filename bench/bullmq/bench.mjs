@@ -84,22 +84,28 @@ async function redisCPU(client) {
   return get('used_cpu_user') + get('used_cpu_sys');
 }
 
-// rate runs `callers` concurrent loops of step() for warmupMs, then counts the tasks they add in windowMs.
+// rate runs `callers` concurrent loops of step() until each has finished one step (the first call of a script
+// loads it into Redis) and warmupMs more, then counts the tasks they add in windowMs.
 async function rate(callers, warmupMs, windowMs, step, onWindow) {
   let counting = false;
   let count = 0;
   let stop = false;
+  let warm = 0;
   const loops = [];
   for (let c = 0; c < callers; c++) {
     loops.push(
       (async () => {
+        let first = true;
         while (!stop) {
           const n = await step();
           if (counting) count += n;
+          if (first) warm++;
+          first = false;
         }
       })(),
     );
   }
+  while (warm < callers) await sleep(1);
   await sleep(warmupMs);
   const before = onWindow ? await onWindow() : 0;
   counting = true;
@@ -197,6 +203,11 @@ async function processRate(addr, p) {
     const w = newWorker(addr, p.conc, () => {
       done++;
     });
+    // The warm-up starts once the worker runs jobs: a Node process on a loaded machine can take seconds to get
+    // there, which the other libraries' in-process workers do not.
+    for (const t = performance.now(); done === 0; await sleep(5)) {
+      if (performance.now() - t > 60000) throw new Error('the worker started no job in 60 s');
+    }
     await sleep(p.warmup_ms);
     const c0 = done;
     const e0 = enq;
