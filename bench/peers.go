@@ -70,8 +70,8 @@ func peerJSONKeys() []struct{ key, lib, metric string } {
 	return out
 }
 
-// riverCheck creates the run's River database (the reason River is skipped when PostgreSQL cannot be reached)
-// and notes its configuration under the table.
+// riverCheck creates the run's River database (its error is the reason River is skipped: PostgreSQL unreachable,
+// say) and passes its URL on to the worker subprocesses through the environment.
 func riverCheck(ctx context.Context) error {
 	db, err := createRiverDB(ctx, pgAdmin())
 	if err != nil {
@@ -80,10 +80,7 @@ func riverCheck(ctx context.Context) error {
 	peerState.mu.Lock()
 	peerState.river = db
 	peerState.mu.Unlock()
-	if err := os.Setenv(riverURLEnv, db.url); err != nil {
-		return err
-	}
-	return nil
+	return os.Setenv(riverURLEnv, db.url)
 }
 
 // riverNote describes River's setup for the notes under the table.
@@ -105,6 +102,7 @@ func riverNote(ctx context.Context) string {
 		riverFetchCooldown, riverFetchPollInterval, riverPoolConns)
 }
 
+// riverCleanup drops the run's River database, if its check made one.
 func riverCleanup() {
 	peerState.mu.Lock()
 	db := peerState.river
