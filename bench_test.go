@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/graflow-go/taskqueue/internal/redistest"
 )
 
 // payload200 is a 200-byte argument, the size the peer comparison uses.
@@ -35,20 +38,85 @@ func benchSetup(b testing.TB) (*setup, *atomic.Int64) {
 	return s, &done
 }
 
-// BenchmarkEnqueue measures enqueue throughput on a real redis-server: one task per call, and batches of 100.
+// BenchmarkEnqueue measures enqueue throughput on a real redis-server: one task per call, and batches of 100; and
+// the Redis CPU that each task costs (INFO cpu, user + system), a figure that the machine's load hardly moves.
 func BenchmarkEnqueue(b *testing.B) {
 	for _, batch := range []int{1, 100} {
 		b.Run(fmt.Sprint("batch=", batch), func(b *testing.B) {
 			s, _ := benchSetup(b)
 			ctx := context.Background()
 			specs := benchSpecs(b.N, "e")
+			cpu0 := redisCPU(b, s)
 			b.ResetTimer()
 			for i := 0; i < b.N; i += batch {
 				require.NoError(b, s.q.EnqueueBatch(ctx, specs[i:min(i+batch, b.N)]))
 			}
+			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+			b.ReportMetric((redisCPU(b, s)-cpu0).Seconds()*1e6/float64(b.N), "redis-µs/task")
 		})
 	}
+}
+
+// memTasks is the backlog BenchmarkMemoryPerTask enqueues: the size of the peer comparison's (bench/, drainN).
+const memTasks = 100_000
+
+// harnessArgs are the arguments of the peer comparison's tasks (bench/ours.go): with its padding, 200 bytes of
+// JSON.
+type harnessArgs struct {
+	Seq  int    `json:"seq"`
+	Data string `json:"data"`
+}
+
+// BenchmarkMemoryPerTask measures the Redis memory that one pending task takes, as the peer comparison does
+// (ours_bytes_per_task): used_memory after enqueueing a backlog of memTasks tasks with generated ids and
+// 200-byte arguments, in batches of 1000, less used_memory before, per task. Each iteration fills a fresh
+// redis-server of its own (FLUSHALL between iterations); the figure depends on the envelope's size class, the
+// id's length and Redis's own per-entry costs, not on the machine's load.
+func BenchmarkMemoryPerTask(b *testing.B) {
+	srv := redistest.Run(b, redistest.Options{Args: redistest.NoPersistence})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	b.Cleanup(func() { _ = rdb.Close() })
+	reg, ref := testRegistry(b)
+	require.NoError(b, Register(ref, "bench", "noop", func(context.Context, harnessArgs) error { return nil }))
+	q, err := NewRedisTaskQueue(rdb, "bench", reg, quiet(nil))
+	require.NoError(b, err)
+	ctx := context.Background()
+	var perTask float64
+	for b.Loop() {
+		b.StopTimer()
+		require.NoError(b, rdb.FlushAll(ctx).Err())
+		specs := make([]*TaskSpec, memTasks)
+		for i := range specs {
+			pad := strings.Repeat("x", 200-len(`{"seq":,"data":""}`)-len(strconv.Itoa(i)))
+			specs[i] = NewTaskSpec("", Ref("bench", "noop", harnessArgs{Seq: i, Data: pad}))
+		}
+		mem0 := usedMemory(b, rdb)
+		b.StartTimer()
+		for i := 0; i < memTasks; i += 1000 {
+			require.NoError(b, q.EnqueueBatch(ctx, specs[i:i+1000]))
+		}
+		b.StopTimer()
+		perTask = float64(usedMemory(b, rdb)-mem0) / memTasks
+		b.StartTimer()
+	}
+	b.ReportMetric(perTask, "B/task")
+	b.ReportMetric(0, "ns/op")
+}
+
+// usedMemory returns INFO memory's used_memory.
+func usedMemory(b *testing.B, rdb *redis.Client) int64 {
+	info, err := rdb.Info(context.Background(), "memory").Result()
+	require.NoError(b, err)
+	for line := range strings.SplitSeq(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			require.NoError(b, err)
+			return n
+		}
+	}
+	b.Fatal("INFO memory has no used_memory")
+	return 0
 }
 
 // BenchmarkProcess measures end-to-end throughput on a real redis-server: a producer enqueues in batches of 100
