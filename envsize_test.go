@@ -252,7 +252,7 @@ func TestLargestGroupMemberKeepsItsRetries(t *testing.T) {
 	backends(t, &RedisConfig{Limits: Limits{MaxEnvelopeBytes: 16 << 10}}, func(t *testing.T, s *setup) {
 		ctx := context.Background()
 		require.NoError(t, Register(s.ref, "m", "big", func(context.Context, padArgs) error { return nil }))
-		gid := "g@" + strings.Repeat("0", 32) // every run id has 32 hex digits: the size is that of any run
+		gid := "g@" + strings.Repeat("0", idLen) // every run id has idLen characters: the size is that of any run
 		spec := sizedSpec(t, s.q, gid+":0", gid, s.q.cfg.Limits.MaxEnvelopeBytes)
 		spec.TaskID, spec.GroupID = "", ""
 		run, err := s.q.DispatchGroup(ctx, "g", []*TaskSpec{spec}, nil)

@@ -30,7 +30,7 @@ type GroupOptions struct {
 type GroupRun struct {
 	// Name is the group's name, as given to DispatchGroup.
 	Name string
-	// RunID identifies this run: 32 hex digits, new for every dispatch.
+	// RunID identifies this run: a generated id (22 letters and digits), new for every dispatch.
 	RunID string
 	// MemberIDs are the members' ids, in dispatch order (each spec's TaskID, or its index when it had none).
 	MemberIDs []string
@@ -118,7 +118,7 @@ func groupTTL(opts *GroupOptions) (time.Duration, error) {
 // process can wait for it. Its MemberIDs and TaskIDs are empty: [GroupRun.Wait] reads the members from Redis.
 func (q *RedisTaskQueue) OpenGroup(groupID string) (*GroupRun, error) {
 	if !isGroupRun(groupID) {
-		return nil, fmt.Errorf("%w: group id %s must be <name>@<32 hex digits>", ErrInvalidConfig, quote(groupID))
+		return nil, fmt.Errorf("%w: group id %s must be <name>@<run id>", ErrInvalidConfig, quote(groupID))
 	}
 	name, run, _ := strings.Cut(groupID, "@")
 	return &GroupRun{Name: name, RunID: run, q: q}, nil

@@ -8,12 +8,14 @@ import (
 // The delivery side of parallel groups: which KEYS and ARGV the scripts that finish a task get when the task is
 // a group member or has a result. Tasks that are neither take the same path as before groups existed.
 
-// groupRunPattern matches the group_id of a dispatched group member: "<name>@<run id>", the run id being 32 hex
-// digits. A group_id without "@<run id>" (the seed's plain label) is no barrier member and costs nothing.
-var groupRunPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}@[0-9a-f]{32}$`)
+// groupRunPattern matches the group_id of a dispatched group member: "<name>@<run id>", the run id being a
+// generated id (idLen letters and digits) or, for runs dispatched before 2026-12, 32 hex digits. A group_id
+// without "@<run id>" (the seed's plain label) is no barrier member and costs nothing.
+var groupRunPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}@(?:[A-Za-z0-9]{22}|[0-9a-f]{32})$`)
 
 func isGroupRun(groupID string) bool {
-	return len(groupID) > 33 && groupID[len(groupID)-33] == '@' && groupRunPattern.MatchString(groupID)
+	n := len(groupID)
+	return (n > idLen+1 && groupID[n-idLen-1] == '@' || n > 33 && groupID[n-33] == '@') && groupRunPattern.MatchString(groupID)
 }
 
 // groupKeys is the queue's key set followed by one group run's hash and done list (KEYS[14], KEYS[15]).

@@ -59,7 +59,7 @@ func TestGroupDispatchAndWait(t *testing.T) {
 		registerSquare(t, s)
 		run, err := s.q.DispatchGroup(ctx, "transforms", squares(5), nil)
 		require.NoError(t, err)
-		require.Len(t, run.RunID, 32)
+		require.Len(t, run.RunID, idLen)
 		require.Equal(t, []string{"0", "1", "2", "3", "4"}, run.MemberIDs)
 		require.Equal(t, run.GroupID()+":3", run.TaskIDs[3])
 		raw, err := envelopeOf(ctx, s.q, run.TaskIDs[0])

@@ -2,7 +2,6 @@ package taskqueue
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"regexp"
 	"unicode"
@@ -50,9 +49,31 @@ func validKeyID(id string) bool {
 	return true
 }
 
-// newID returns a random id of 32 hex digits: a task id when the spec names none, a group's run id.
+// idLen is the length of a generated id: a task id when the spec names none ([TaskSpec.TaskID]), a group's run
+// id ([GroupRun.RunID]).
+const idLen = 22
+
+// idAlphabet is the alphabet of generated ids, in ASCII order: letters and digits only, so that an id is a valid
+// name (see namePattern), never starts with a dash (the CLI would read it as a flag), and needs no escaping in a
+// URL, a shell or a Redis key.
+const idAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// newID returns a random id of idLen letters and digits: 22 characters, each uniform over 62, carry 130 bits
+// (32 hex digits carried 128 in 10 more bytes, which a queue stores three times per task: as the task hash's
+// field, in a list, in the envelope). Each character takes the low 6 bits of a random byte; 62 and 63 are drawn
+// again.
 func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	var id [idLen]byte
+	var buf [32]byte // 22 accepted draws out of 32 fail with a probability below 1e-9: one read, almost always
+	n := 0
+	for n < idLen {
+		_, _ = rand.Read(buf[:]) // never fails (crypto/rand)
+		for _, c := range buf {
+			if c &= 63; c < 62 && n < idLen {
+				id[n] = idAlphabet[c]
+				n++
+			}
+		}
+	}
+	return string(id[:])
 }
