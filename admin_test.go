@@ -115,7 +115,7 @@ func TestAdminShardedQueue(t *testing.T) {
 	sched, err := adm.List(ctx, StateScheduled, 0, 1)
 	require.NoError(t, err)
 	require.Equal(t, base.Add(time.Hour), sched[0].Score)
-	require.Contains(t, sched[0].Envelope, `"task_id":"`+x+`"`)
+	require.Contains(t, sched[0].Record, `"task_id":"`+x+`"`)
 
 	// Lookups go to the task's shard.
 	for id, want := range map[string]State{a0: StatePending, c2: StatePending, z: StateScheduled} {

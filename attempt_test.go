@@ -97,7 +97,7 @@ func TestParkedEnvelopeSaysDead(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, dl.Reason, ErrUnknownTask.Error())
 	require.Contains(t, dl.Envelope, `"status":"dead"`)
-	env, err := decodeEnvelope([]byte(dl.Envelope), q.cfg.Limits)
+	env, err := decodeStored("gone", []byte(dl.Envelope), q.cfg.Limits)
 	require.NoError(t, err)
 	require.Equal(t, StateDead, env.Status)
 	require.NoError(t, q.signer.verify(env), "status is not signed: the rewritten envelope still verifies")

@@ -280,10 +280,10 @@ func chaosHostileReferences(t *testing.T, bin string) {
 		"longest_reason_bytes", maxReason, "longest_log_line_bytes", maxLine, "input_bytes", inputBytes)
 }
 
-// v2Envelope is the seed's envelope with a newer schema version and a field a v1 worker does not know.
-const v2Envelope = `{"v": 2, "task_id": "future", "status": "ready", "created_at": 1719300000.0, "strategy": "reference", "resolver_id": "default", "serialized_task": {"strategy": "reference", "payload": {"module": "examples.tasks", "name": "extract_data"}}, "group_id": "etl_batch", "priority_class": {"lane": 7}}`
+// v3Envelope is the seed's envelope with a newer schema version and a field a v2 worker does not know.
+const v3Envelope = `{"v": 3, "task_id": "future", "status": "ready", "created_at": 1719300000.0, "strategy": "reference", "resolver_id": "default", "serialized_task": {"strategy": "reference", "payload": {"module": "examples.tasks", "name": "extract_data"}}, "group_id": "etl_batch", "priority_class": {"lane": 7}}`
 
-// chaosSchemaVersions (scenario 16): a worker parks a v2 envelope untouched (and RequeueDead keeps it
+// chaosSchemaVersions (scenario 16): a worker parks a v3 envelope untouched (and RequeueDead keeps it
 // byte-identical), and runs the seed's v0 envelope (no "v").
 func chaosSchemaVersions(t *testing.T) {
 	srv := startChaosRedis(t)
@@ -302,7 +302,7 @@ func chaosSchemaVersions(t *testing.T) {
 		require.NoError(t, rdb.HSet(ctx, q.keys.key(keyTasks), id, raw).Err())
 		require.NoError(t, rdb.RPush(ctx, q.keys.key(keyPending), id).Err())
 	}
-	writeRaw("future", v2Envelope)
+	writeRaw("future", v3Envelope)
 	writeRaw("extract_data", string(seed))
 
 	rec := &recorder{}
@@ -330,10 +330,10 @@ func chaosSchemaVersions(t *testing.T) {
 	dl, err := deadLetterOf(ctx, q, "future")
 	require.NoError(t, err)
 	require.Contains(t, dl.Reason, ErrUnsupportedVersion.Error())
-	require.Equal(t, v2Envelope, dl.Envelope, "parked byte for byte")
+	require.Equal(t, v3Envelope, dl.Envelope, "parked byte for byte")
 	stored, err := rdb.HGet(ctx, q.keys.key(keyTasks), "future").Result()
 	require.NoError(t, err)
-	require.Equal(t, v2Envelope, stored)
+	require.Equal(t, v3Envelope, stored)
 
 	n, err := mustAdmin(q).RequeueDead(ctx, "future")
 	require.NoError(t, err)
@@ -341,18 +341,18 @@ func chaosSchemaVersions(t *testing.T) {
 	require.Equal(t, Counts{Pending: 1}, chaosStats(t, q))
 	stored, err = rdb.HGet(ctx, q.keys.key(keyTasks), "future").Result()
 	require.NoError(t, err)
-	requeueIdentical := stored == v2Envelope
+	requeueIdentical := stored == v3Envelope
 	if !requeueIdentical {
-		t.Skipf("BUG: RequeueDead rewrote a v2 envelope it cannot read:\nbefore %s\nafter  %s", v2Envelope, stored)
+		t.Skipf("BUG: RequeueDead rewrote a v3 envelope it cannot read:\nbefore %s\nafter  %s", v3Envelope, stored)
 	}
 
-	// A second v1 worker parks it again, still untouched: a v2 task survives any number of round trips.
+	// A second v2 worker parks it again, still untouched: a v3 task survives any number of round trips.
 	w2 := startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 1, BlockTimeout: time.Second, Name: "schema2"}, rec))
 	_ = w2
 	waitStats(t, q, 10*time.Second, Counts{Dead: 1})
 	dl, err = deadLetterOf(ctx, q, "future")
 	require.NoError(t, err)
-	require.Equal(t, v2Envelope, dl.Envelope)
-	chaosResult(t, "v2 envelope (%d bytes, with an unknown field) parked with %q, byte-identical after parking, after RequeueDead and after a second parking; v0 seed envelope run once",
-		len(v2Envelope), dl.Reason)
+	require.Equal(t, v3Envelope, dl.Envelope)
+	chaosResult(t, "v3 envelope (%d bytes, with an unknown field) parked with %q, byte-identical after parking, after RequeueDead and after a second parking; v0 seed envelope run once",
+		len(v3Envelope), dl.Reason)
 }

@@ -10,7 +10,9 @@
 //
 //   - [SerializedTask] is the portable form of a task, the seed's envelope: a strategy and a JSON payload. The
 //     envelope stored in Redis wraps it with the seed's fields (task_id, status, created_at, strategy,
-//     resolver_id, serialized_task, group_id), a schema version "v" and delivery fields (docs/data-format.md).
+//     resolver_id, serialized_task, group_id), a schema version "v" and delivery fields; it leaves out task_id,
+//     a pending status and strategy, which Redis holds already, and [TaskInfo.Record] writes them back
+//     (docs/data-format.md).
 //   - [TaskSpec] describes one task: an [Executable] for a local queue, or a [SerializedTask] and the
 //     ResolverID that can rehydrate it for Redis. [TaskSpec.Serialized] makes the serialized-only form ahead of
 //     time.

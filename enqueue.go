@@ -186,6 +186,7 @@ func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error
 		LastError:      s.LastError, // likewise
 		Meta:           ser.Metadata,
 		payloadOK:      true, // checked above, or empty (written as {})
+		key:            s.TaskID,
 	}, delay, nil
 }
 
@@ -212,7 +213,7 @@ func (q *RedisTaskQueue) seal(spec *TaskSpec) (*envelope, []byte, time.Duration,
 // sameTask reports whether a stored envelope describes the same task as a new one: everything but timestamps,
 // status and delivery counters.
 func sameTask(stored string, env *envelope, lim Limits) bool {
-	old, err := decodeEnvelope([]byte(stored), lim)
+	old, err := decodeStored(env.TaskID, []byte(stored), lim)
 	if err != nil {
 		return false
 	}

@@ -18,7 +18,12 @@ import (
 // EnvelopeVersion is the schema version this package writes in the envelope's "v" field. Envelopes without "v"
 // are the seed's version 0 and are read as such; envelopes with a higher version are parked with
 // [ErrUnsupportedVersion].
-const EnvelopeVersion = 1
+//
+// Version 2 leaves out what it stores elsewhere: "task_id" when it is the hash field the envelope is stored
+// under, "status" when it is pending, "strategy" when it is serialized_task's. Readers take them from there; see
+// docs/data-format.md. Versions 0 and 1 are still read, and a rewrite keeps an envelope's version (a version-0
+// one becomes 1), so that a signature over it still verifies and an older worker can still read it.
+const EnvelopeVersion = 2
 
 // envelope is the JSON record stored in Redis for one task: the seed's "Data Format Example", field for field,
 // plus the schema version and what delivery needs. See docs/data-format.md.
@@ -38,6 +43,10 @@ type envelope struct {
 	FailedAt       float64
 	Meta           map[string]string // [TaskSpec.Metadata]; nil when empty
 	Sig            *envSig           // the signature, made and checked in signing.go; nil when unsigned
+
+	// key is the hash field the envelope is stored under, when known (encode, decodeStored): marshal leaves out a
+	// task_id equal to it (version 2). Unknown (""), task_id is written.
+	key string
 
 	extra map[string]json.RawMessage // unknown top-level fields, kept when the envelope is rewritten
 	// payloadOK says SerializedTask.Payload was checked to be a valid JSON object (by encode), so marshal does not
@@ -106,17 +115,41 @@ func decodeEnvelope(data []byte, lim Limits) (*envelope, error) {
 	if d.fieldErr != "" {
 		return nil, malformed(d.fieldErr)
 	}
-	if missing := requiredFields &^ d.seen; missing != 0 {
+	required := requiredFields
+	if d.e.V >= 2 { // version 2 leaves out what is stored elsewhere (see marshal)
+		required &^= fieldTaskID | fieldStrategy
+		if d.seen&fieldStrategy == 0 {
+			d.e.Strategy = d.e.SerializedTask.Strategy
+		}
+		if d.seen&fieldStatus == 0 {
+			d.e.Status = StatePending
+		}
+	}
+	if missing := required &^ d.seen; missing != 0 {
 		for i, name := range envelopeFields {
 			if missing&(1<<i) != 0 {
 				return nil, malformed(fmt.Sprintf("missing field %q", name))
 			}
 		}
 	}
-	if err := d.e.check(); err != nil {
+	if err := d.e.check(required&fieldTaskID == 0 && d.seen&fieldTaskID == 0); err != nil {
 		return nil, err
 	}
 	return d.e, nil
+}
+
+// decodeStored is decodeEnvelope for an envelope read from the hash field id: the task id of a version-2 envelope
+// that leaves it out (it is the field's), and the field that marshal compares task_id with.
+func decodeStored(id string, data []byte, lim Limits) (*envelope, error) {
+	e, err := decodeEnvelope(data, lim)
+	if err != nil {
+		return nil, err
+	}
+	if e.TaskID == "" {
+		e.TaskID = id
+	}
+	e.key = id
+	return e, nil
 }
 
 // envDecoder holds the state of one decodeEnvelope. Syntax errors end the walk at once; a field of the wrong
@@ -467,9 +500,11 @@ func metaKey(key []byte) string {
 	return string(key)
 }
 
-// check validates field values that the JSON types do not.
-func (e *envelope) check() error {
-	if err := validateTaskID(e.TaskID); err != nil {
+// check validates field values that the JSON types do not. noID says a version-2 envelope left task_id out.
+func (e *envelope) check(noID bool) error {
+	if noID {
+		// the id it is stored under (decodeStored)
+	} else if err := validateTaskID(e.TaskID); err != nil {
 		return malformed("task_id: " + err.Error())
 	}
 	if e.ResolverID == "" || e.SerializedTask.Strategy == "" {
@@ -494,11 +529,23 @@ func malformed(detail string) error {
 	return &EnvelopeError{Kind: ErrMalformedEnvelope, Detail: detail}
 }
 
-// marshal encodes the envelope: the known fields in their fixed order (see envelopeFields), then the unknown
-// fields that decoding kept, sorted by name. HTML characters are not escaped, so the stored JSON reads as
-// written. The payload and the kept fields must be valid JSON (they are compacted); a payload that is not an
-// object is refused with [ErrNotSerializable], since no decoder would read it back.
+// marshal encodes the envelope as it is stored: in its version (a version-0 one as version 1, the oldest this
+// package writes), the known fields in their fixed order (see envelopeFields), then the unknown fields that
+// decoding kept, sorted by name. Version 2 leaves out what readers find elsewhere: a task_id equal to e.key (the
+// hash field), a pending status, a strategy equal to serialized_task's. HTML characters are not escaped, so the
+// stored JSON reads as written. The payload and the kept fields must be valid JSON (they are compacted); a
+// payload that is not an object is refused with [ErrNotSerializable], since no decoder would read it back.
 func (e *envelope) marshal() ([]byte, error) {
+	return e.marshalAs(false)
+}
+
+// record encodes the envelope as the seed's record: like marshal, but with task_id, status and strategy always
+// written (what [TaskInfo.Record] shows).
+func (e *envelope) record() ([]byte, error) {
+	return e.marshalAs(true)
+}
+
+func (e *envelope) marshalAs(full bool) ([]byte, error) {
 	payload := e.SerializedTask.Payload
 	if len(payload) == 0 {
 		payload = json.RawMessage("{}")
@@ -530,17 +577,25 @@ func (e *envelope) marshal() ([]byte, error) {
 	if e.Sig != nil {
 		size += 128
 	}
+	v := min(max(e.V, 1), EnvelopeVersion)
+	full = full || v < 2
 	b := make([]byte, 0, size)
 	b = append(b, `{"v":`...)
-	b = strconv.AppendInt(b, EnvelopeVersion, 10)
-	b = append(b, `,"task_id":`...)
-	b = appendString(b, e.TaskID)
-	b = append(b, `,"status":`...)
-	b = appendString(b, string(e.Status))
+	b = strconv.AppendInt(b, int64(v), 10)
+	if full || e.TaskID != e.key {
+		b = append(b, `,"task_id":`...)
+		b = appendString(b, e.TaskID)
+	}
+	if full || e.Status != StatePending {
+		b = append(b, `,"status":`...)
+		b = appendString(b, string(e.Status))
+	}
 	b = append(b, `,"created_at":`...)
 	b = appendFloat(b, e.CreatedAt)
-	b = append(b, `,"strategy":`...)
-	b = appendString(b, e.Strategy)
+	if full || e.Strategy != e.SerializedTask.Strategy {
+		b = append(b, `,"strategy":`...)
+		b = appendString(b, e.Strategy)
+	}
 	b = append(b, `,"resolver_id":`...)
 	b = appendString(b, e.ResolverID)
 	b = append(b, `,"serialized_task":{"strategy":`...)

@@ -51,6 +51,12 @@ type TaskInfo struct {
 	// Envelope is the stored JSON, untouched (a dead letter's may be the malformed input that got it parked);
 	// empty if the task left between the two reads of a List (it finished).
 	Envelope string
+	// Record is Envelope as the seed's record, what an operator reads (the taskqueue CLI's show prints it): the
+	// fields that an envelope of version 2 leaves out because they are stored elsewhere written back in, in the
+	// seed's order (task_id, the id it is stored under; status, pending when left out; strategy, that of
+	// serialized_task), as compact JSON. When Envelope does not decode (a dead letter's malformed input), Record
+	// is Envelope as it is; empty when Envelope is.
+	Record string
 	// Score is the time of the task's sorted-set score, by the Redis server clock: when a scheduled or retry task
 	// is due, when an active delivery's lease ends, when a dead letter died. Zero for pending tasks.
 	Score time.Time
@@ -165,6 +171,7 @@ func (q *RedisTaskQueue) describe(ctx context.Context, state State, ids []string
 			out[i].Reason, _ = reasons.Val()[i].(string)
 		}
 		out[i].State = q.delayedState(out[i].State, out[i].Envelope)
+		out[i].Record = q.record(id, out[i].Envelope)
 	}
 	return out, nil
 }
@@ -215,7 +222,24 @@ func (q *RedisTaskQueue) inspect(ctx context.Context, taskID string) (TaskInfo, 
 		return TaskInfo{}, fmt.Errorf("%w: %s", ErrNotFound, quote(taskID))
 	}
 	info.State = q.delayedState(info.State, info.Envelope)
+	info.Record = q.record(taskID, info.Envelope)
 	return info, nil
+}
+
+// record returns [TaskInfo.Record] for the envelope raw stored under id.
+func (q *RedisTaskQueue) record(id, raw string) string {
+	if raw == "" {
+		return ""
+	}
+	env, err := decodeStored(id, []byte(raw), q.cfg.Limits)
+	if err != nil {
+		return raw
+	}
+	b, err := env.record()
+	if err != nil {
+		return raw
+	}
+	return string(b)
 }
 
 // oldestPendingAge is [Admin.OldestPendingAge] for one queue.

@@ -173,7 +173,8 @@ func TestList(t *testing.T) {
 			require.Equal(t, fmt.Sprint("p", i+1), ti.TaskID)
 			require.Equal(t, StatePending, ti.State)
 			require.True(t, ti.Score.IsZero())
-			require.Contains(t, ti.Envelope, `"task_id":"`+ti.TaskID+`"`)
+			require.Contains(t, ti.Record, `"task_id":"`+ti.TaskID+`"`)
+			require.NotContains(t, ti.Envelope, `"task_id"`, "stored under its id, the envelope leaves it out")
 		}
 		page, err := s.adm.List(ctx, StatePending, 1, 1)
 		require.NoError(t, err)
@@ -253,7 +254,7 @@ func TestInspect(t *testing.T) {
 			ti, err := s.adm.Inspect(ctx, id)
 			require.NoError(t, err, id)
 			require.Equal(t, want, ti.State, id)
-			require.Contains(t, ti.Envelope, `"task_id":"`+id+`"`)
+			require.Contains(t, ti.Record, `"task_id":"`+id+`"`)
 			require.Equal(t, want == StatePending, ti.Score.IsZero(), id)
 			require.Equal(t, want == StateDead, ti.Reason == "why", id)
 		}

@@ -92,7 +92,7 @@ func (q *RedisTaskQueue) requeueDead(ctx context.Context, taskIDs ...string) (in
 	for i, id := range taskIDs {
 		fresh := ""
 		if raw, ok := envs[i].(string); ok {
-			if env, err := decodeEnvelope([]byte(raw), q.cfg.Limits); err == nil {
+			if env, err := decodeStored(id, []byte(raw), q.cfg.Limits); err == nil {
 				env.Attempt, env.Status, env.LastError, env.FailedAt = 0, StatePending, "", 0
 				if b, err := env.marshal(); err == nil && len(b) <= q.cfg.Limits.readLimit() {
 					fresh = string(b)

@@ -41,7 +41,7 @@ func BenchmarkRehydrate(b *testing.B) {
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {
-		spec, _, err := s.q.rehydrate(string(raw))
+		spec, _, err := s.q.rehydrate("b-1", string(raw))
 		if err != nil || spec.Executable == nil {
 			b.Fatal(err)
 		}

@@ -254,7 +254,7 @@ func (q *RedisTaskQueue) rehydrateLeased(ctx context.Context, l leased) []*Deliv
 
 // rehydrateOne decodes and resolves one leased delivery into d; one that cannot run is parked (false).
 func (q *RedisTaskQueue) rehydrateOne(ctx context.Context, d *Delivery, id, raw string) bool {
-	spec, env, err := q.rehydrate(raw)
+	spec, env, err := q.rehydrate(id, raw)
 	if err == nil && env.TaskID != id {
 		err = malformed(fmt.Sprintf("task_id %s does not match the id it is stored under", quote(env.TaskID)))
 	}
@@ -266,9 +266,10 @@ func (q *RedisTaskQueue) rehydrateOne(ctx context.Context, d *Delivery, id, raw 
 	return true
 }
 
-// rehydrate decodes an envelope and resolves it into a runnable spec (the seed's dequeue).
-func (q *RedisTaskQueue) rehydrate(raw string) (*TaskSpec, *envelope, error) {
-	env, err := decodeEnvelope([]byte(raw), q.cfg.Limits)
+// rehydrate decodes an envelope stored under the task id id and resolves it into a runnable spec (the seed's
+// dequeue).
+func (q *RedisTaskQueue) rehydrate(id, raw string) (*TaskSpec, *envelope, error) {
+	env, err := decodeStored(id, []byte(raw), q.cfg.Limits)
 	if err != nil {
 		return nil, nil, err
 	}

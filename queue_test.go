@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,11 +36,7 @@ func TestRoundTripTypedArgs(t *testing.T) {
 		require.NoError(t, err)
 		require.Contains(t, raw, `"a<b>&c"`, "stored JSON is not HTML-escaped")
 		require.Contains(t, raw, `"big":9223372036854775807`)
-		var fields map[string]any
-		require.NoError(t, json.Unmarshal([]byte(raw), &fields))
-		for _, k := range []string{"v", "task_id", "status", "created_at", "strategy", "resolver_id", "serialized_task", "group_id"} {
-			require.Contains(t, fields, k)
-		}
+		requireSeedRecord(t, s, "o-7", raw)
 
 		d := s.lease(t, 1)[0]
 		require.Equal(t, "o-7", d.Spec.TaskID)
@@ -864,4 +861,31 @@ func TestOutcomeResendAfterItRan(t *testing.T) {
 		require.ErrorIs(t, s.q.Retry(ctx, dd, time.Hour, cause), ErrLeaseLost)
 		require.Equal(t, Counts{Scheduled: 1, Dead: 1}, s.counts(t))
 	})
+}
+
+// requireSeedRecord checks the envelope stored under id: it keeps the seed's field names for what it holds and
+// leaves out what is stored elsewhere (task_id, a pending status, a strategy equal to serialized_task's), and
+// Inspect presents the seed's record, every field of the seed's "Data Format Example" there.
+func requireSeedRecord(t *testing.T, s *setup, id, stored string) {
+	t.Helper()
+	var fields map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(stored), &fields))
+	for _, k := range []string{"v", "created_at", "resolver_id", "serialized_task", "group_id"} {
+		require.Contains(t, fields, k)
+	}
+	for _, k := range []string{"task_id", "status", "strategy"} {
+		require.NotContains(t, fields, k)
+	}
+	info, err := s.adm.Inspect(context.Background(), id)
+	require.NoError(t, err)
+	require.Equal(t, stored, info.Envelope)
+	var rec map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(info.Record), &rec))
+	for _, k := range []string{"v", "task_id", "status", "created_at", "strategy", "resolver_id", "serialized_task", "group_id"} {
+		require.Contains(t, rec, k)
+	}
+	require.JSONEq(t, strconv.Quote(id), string(rec["task_id"]))
+	require.JSONEq(t, `"pending"`, string(rec["status"]))
+	require.JSONEq(t, string(rec["strategy"]), `"`+StrategyReference+`"`)
+	require.True(t, strings.HasPrefix(info.Record, `{"v":2,"task_id":`), "the seed's order: %s", info.Record)
 }

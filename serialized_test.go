@@ -268,12 +268,12 @@ func TestDecodeEnvelopeRejects(t *testing.T) {
 		{"negative timeout", v1With(t, `"timeout_ms":1500`, `"timeout_ms":-1`), ErrMalformedEnvelope, "out of range"},
 
 		// Newer versions are parked as such, even when the rest is not this version's format.
-		{"version 2", v1With(t, `"v":1`, `"v":2`), ErrUnsupportedVersion, "version 2, this build reads up to 1"},
-		{"version 2 with another layout", `{"v":2,"task":{"id":"t1"},"status":7}`, ErrUnsupportedVersion, "version 2"},
-		{"version 2 written last", `{"task_id":1,"Status":[],"v":2}`, ErrUnsupportedVersion, "version 2"},
+		{"version 3", v1With(t, `"v":1`, `"v":3`), ErrUnsupportedVersion, "version 3, this build reads up to 2"},
+		{"version 3 with another layout", `{"v":3,"task":{"id":"t1"},"status":7}`, ErrUnsupportedVersion, "version 3"},
+		{"version 3 written last", `{"task_id":1,"Status":[],"v":3}`, ErrUnsupportedVersion, "version 3"},
 		{"version 20 digits", v1With(t, `"v":1`, `"v":12345678901234567890`), ErrUnsupportedVersion, "version 12345678901234567890"},
-		{"version 2 but not JSON", `{"v":2,`, ErrMalformedEnvelope, "unexpected end"},
-		{"version 2 with duplicate keys", `{"v":2,"a":1,"a":2}`, ErrMalformedEnvelope, "duplicate"},
+		{"version 3 but not JSON", `{"v":3,`, ErrMalformedEnvelope, "unexpected end"},
+		{"version 3 with duplicate keys", `{"v":3,"a":1,"a":2}`, ErrMalformedEnvelope, "duplicate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -435,7 +435,7 @@ func encodingJSON(t *testing.T, e *envelope) string {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	require.NoError(t, enc.Encode(referenceEnvelope{V: EnvelopeVersion, TaskID: e.TaskID, Status: e.Status,
+	require.NoError(t, enc.Encode(referenceEnvelope{V: max(e.V, 1), TaskID: e.TaskID, Status: e.Status,
 		CreatedAt: e.CreatedAt, Strategy: e.Strategy, ResolverID: e.ResolverID, SerializedTask: e.SerializedTask,
 		GroupID: e.GroupID, Attempt: e.Attempt, MaxRetries: e.MaxRetries, TimeoutMS: e.TimeoutMS,
 		LastError: e.LastError, FailedAt: e.FailedAt, Meta: e.Meta}))

@@ -157,7 +157,8 @@ func TestSigningRefusesAndParks(t *testing.T) {
 		{"unknown-kid", "", SignatureUnknownKey},
 		{"payload", tamper(signed, `"amount":10`, `"amount":1000`), SignatureMismatch},
 		{"resolver", tamper(signed, `"resolver_id":"rec"`, `"resolver_id":"default"`), SignatureMismatch},
-		{"task-id", tamper(signed, `"task_id":"orig"`, `"task_id":"task-id"`), SignatureMismatch},
+		{"task-id", signed, SignatureMismatch}, // the same bytes under another id: the id is signed
+		{"task-id-field", tamper(signed, `{"v":2,`, `{"v":2,"task_id":"task-id-field",`), SignatureMismatch},
 		{"group", tamper(signed, `"group_id":"g"`, `"group_id":"h"`), SignatureMismatch},
 		{"retries", tamper(signed, `"max_retries":3`, `"max_retries":-1`), SignatureMismatch},
 		{"timeout", tamper(signed, `"max_retries":3`, `"max_retries":3,"timeout_ms":1`), SignatureMismatch},
@@ -216,7 +217,7 @@ func TestSigningErrorsAreTyped(t *testing.T) {
 	unsigned, _ := s.withQueue(t, nil)
 	require.NoError(t, unsigned.Enqueue(ctx, recTask("t1")))
 	worker, rec := s.withQueue(t, &RedisConfig{Signing: signing("k1")})
-	_, _, err := worker.rehydrate(s.stored(t, "t1"))
+	_, _, err := worker.rehydrate("t1", s.stored(t, "t1"))
 	require.ErrorIs(t, err, ErrSignature)
 	var se *SignatureError
 	require.ErrorAs(t, err, &se)

@@ -265,7 +265,7 @@ func TestListAndShowOutput(t *testing.T) {
 	require.Equal(t, exitOK, r.code, r)
 	require.Regexp(t, `(?m)^state\s+dead$`, r.stdout)
 	require.Regexp(t, `(?m)^reason\s+bad input$`, r.stdout)
-	require.Contains(t, r.stdout, "envelope:\n{\n  \"v\": 1,\n  \"task_id\": \"d3\",")
+	require.Contains(t, r.stdout, "envelope:\n{\n  \"v\": 2,\n  \"task_id\": \"d3\",\n  \"status\": \"dead\",")
 
 	r = cliEnv(t, f.env, "show", "nope")
 	require.Equal(t, exitNotFound, r.code, r)

@@ -91,7 +91,7 @@ type taskJSON struct {
 	LeaseDeadline *time.Time      `json:"lease_deadline,omitempty"`
 	DiedAt        *time.Time      `json:"died_at,omitempty"`
 	Reason        string          `json:"reason,omitempty"`
-	Envelope      json.RawMessage `json:"envelope,omitempty"`     // the stored JSON, when it is valid JSON
+	Envelope      json.RawMessage `json:"envelope,omitempty"`     // the seed's record of the stored JSON (TaskInfo.Record), when it is valid JSON
 	EnvelopeRaw   *string         `json:"envelope_raw,omitempty"` // the stored bytes otherwise
 }
 
@@ -108,8 +108,8 @@ func toJSON(t taskqueue.TaskInfo) taskJSON {
 			out.DiedAt = &at
 		}
 	}
-	if json.Valid([]byte(t.Envelope)) {
-		out.Envelope = json.RawMessage(t.Envelope)
+	if json.Valid([]byte(t.Record)) {
+		out.Envelope = json.RawMessage(t.Record)
 	} else if t.Envelope != "" {
 		raw := t.Envelope
 		out.EnvelopeRaw = &raw
@@ -231,8 +231,10 @@ func (c *cli) writeShow(t taskqueue.TaskInfo, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	// The seed's record: the stored envelope with what it leaves out because it is stored elsewhere (task_id,
+	// status, strategy) written back in; the stored bytes when they do not decode.
 	var pretty bytes.Buffer
-	if err := json.Indent(&pretty, []byte(t.Envelope), "", "  "); err != nil {
+	if err := json.Indent(&pretty, []byte(t.Record), "", "  "); err != nil {
 		fmt.Fprintf(c.stdout, "envelope (not valid JSON: %v), as stored:\n%s\n", err, clip(t.Envelope, 64<<10))
 		return nil
 	}
