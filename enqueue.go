@@ -99,10 +99,12 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 		index int
 		env   *envelope
 	}
+	envs := make([]envelope, len(specs)) // one allocation for the batch's envelopes
 	batch := make([]sent, 0, len(specs))
 	for i, spec := range specs {
 		prepare(spec)
-		env, raw, delay, err := q.seal(spec)
+		env := &envs[i]
+		raw, delay, err := q.sealInto(spec, env)
 		if err != nil {
 			errs = append(errs, &EnqueueError{Index: i, TaskID: specID(spec), Err: err})
 			continue
@@ -143,17 +145,28 @@ func specID(s *TaskSpec) string {
 
 // encode builds the envelope of a spec and its delay.
 func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error) {
-	if err := spec.validate(); err != nil {
+	env := &envelope{}
+	delay, err := q.encodeInto(spec, env)
+	if err != nil {
 		return nil, 0, err
+	}
+	return env, delay, nil
+}
+
+// encodeInto is encode into env, which it overwrites: the enqueue path's, without an allocation of its own.
+func (q *RedisTaskQueue) encodeInto(spec *TaskSpec, env *envelope) (time.Duration, error) {
+	if err := spec.validate(); err != nil {
+		return 0, err
 	}
 	s := *spec
 	if s.TaskID == "" {
 		s.TaskID = newID()
 	}
-	// The payload's one syntax scan, under the depth a worker accepts.
-	ser, err := s.serialize(q.reg, q.cfg.DefaultResolverID, q.cfg.Limits.MaxDepth-2)
+	// The payload's one syntax scan, under the depth a worker accepts. The envelope is marshalled before the
+	// enqueue returns, so it may share the spec's payload and metadata.
+	resolverID, st, err := s.serializeTask(q.reg, q.cfg.DefaultResolverID, q.cfg.Limits.MaxDepth-2, false)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	delay := s.ProcessIn
 	if delay == 0 && !s.ProcessAt.IsZero() {
@@ -171,31 +184,46 @@ func (q *RedisTaskQueue) encode(spec *TaskSpec) (*envelope, time.Duration, error
 	if created.IsZero() {
 		created = time.Now()
 	}
-	return &envelope{
+	meta := s.Metadata
+	if len(meta) == 0 {
+		meta = nil
+	}
+	*env = envelope{
 		V:              EnvelopeVersion,
 		TaskID:         s.TaskID,
 		Status:         status,
 		CreatedAt:      unixSeconds(created),
-		Strategy:       ser.SerializedTask.Strategy,
-		ResolverID:     ser.ResolverID,
-		SerializedTask: *ser.SerializedTask,
+		Strategy:       st.Strategy,
+		ResolverID:     resolverID,
+		SerializedTask: st,
 		GroupID:        s.GroupID,
 		MaxRetries:     s.MaxRetries,
 		TimeoutMS:      s.Timeout.Milliseconds(),
 		Attempt:        s.Attempt,   // carried over by migrations; 0 for new tasks
 		LastError:      s.LastError, // likewise
-		Meta:           ser.Metadata,
+		Meta:           meta,
 		payloadOK:      true, // checked above, or empty (written as {})
 		key:            s.TaskID,
-	}, delay, nil
+	}
+	return delay, nil
 }
 
 // seal encodes a spec into the envelope that is stored: signed when the queue signs, marshalled, and within the
 // enqueue size limit. Every enqueue path (Enqueue, EnqueueBatch, DispatchGroup) goes through it.
 func (q *RedisTaskQueue) seal(spec *TaskSpec) (*envelope, []byte, time.Duration, error) {
-	env, delay, err := q.encode(spec)
+	env := &envelope{}
+	raw, delay, err := q.sealInto(spec, env)
 	if err != nil {
 		return nil, nil, 0, err
+	}
+	return env, raw, delay, nil
+}
+
+// sealInto is seal into env, which it overwrites.
+func (q *RedisTaskQueue) sealInto(spec *TaskSpec, env *envelope) ([]byte, time.Duration, error) {
+	delay, err := q.encodeInto(spec, env)
+	if err != nil {
+		return nil, 0, err
 	}
 	if q.signer != nil {
 		q.signer.sign(env)
@@ -205,9 +233,9 @@ func (q *RedisTaskQueue) seal(spec *TaskSpec) (*envelope, []byte, time.Duration,
 		err = &EnvelopeError{Kind: ErrEnvelopeTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", len(raw), q.cfg.Limits.MaxEnvelopeBytes)}
 	}
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, 0, err
 	}
-	return env, raw, delay, nil
+	return raw, delay, nil
 }
 
 // sameTask reports whether a stored envelope describes the same task as a new one: everything but timestamps,

@@ -265,34 +265,61 @@ func (r *ReferenceResolver) Serialize(exe Executable) (SerializedTask, error) {
 	if err := validateRef(module, name); err != nil {
 		return SerializedTask{}, fmt.Errorf("%w: %v", ErrNotSerializable, err)
 	}
-	var raw json.RawMessage
-	if args != nil {
-		var err error
-		if raw, err = marshalNoEscape(args); err != nil {
-			return SerializedTask{}, fmt.Errorf("%w: arguments of %s.%s: %s", ErrNotSerializable, module, name, truncate(err.Error(), 200))
-		}
-		if string(raw) == "null" { // a typed nil is no arguments, as nil is
-			raw = nil
-		}
+	payload, err := encodeReferencePayload(module, name, args)
+	if err != nil {
+		return SerializedTask{}, fmt.Errorf("%w: arguments of %s.%s: %s", ErrNotSerializable, module, name, truncate(err.Error(), 200))
 	}
-	return SerializedTask{Strategy: StrategyReference, Payload: referencePayloadJSON(module, name, raw)}, nil
+	return SerializedTask{Strategy: StrategyReference, Payload: payload}, nil
 }
 
-// referencePayloadJSON writes the payload json.Marshal(referencePayload{...}) would, byte for byte, without
-// scanning args again: module and name are identifiers (nothing to escape) and args is encoding/json's own
-// compact output.
-func referencePayloadJSON(module, name string, args json.RawMessage) json.RawMessage {
-	b := make([]byte, 0, len(`{"module":"","name":"","args":}`)+len(module)+len(name)+len(args))
-	b = append(b, `{"module":"`...)
-	b = append(b, module...)
-	b = append(b, `","name":"`...)
-	b = append(b, name...)
-	b = append(b, '"')
-	if len(args) > 0 {
-		b = append(b, `,"args":`...)
-		b = append(b, args...)
+// payloadBuf is a buffer with an encoder writing into it, reused by encodeReferencePayload.
+type payloadBuf struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+var payloadBufs = sync.Pool{New: func() any {
+	p := &payloadBuf{}
+	p.enc = json.NewEncoder(&p.buf)
+	p.enc.SetEscapeHTML(false)
+	return p
+}}
+
+// maxPooledPayload is the largest buffer encodeReferencePayload keeps for reuse: a rare huge payload is not held.
+const maxPooledPayload = 64 << 10
+
+// encodeReferencePayload writes the payload json.Marshal(referencePayload{...}) would, HTML characters not
+// escaped, byte for byte, with one allocation, the payload's own: module and name are identifiers (nothing to
+// escape) and args are encoded by encoding/json into a reused buffer right after the payload's head, not scanned
+// again. args that encode as null (nil, a typed nil) are left out, as no arguments.
+func encodeReferencePayload(module, name string, args any) (json.RawMessage, error) {
+	p := payloadBufs.Get().(*payloadBuf)
+	defer func() {
+		if p.buf.Cap() <= maxPooledPayload {
+			payloadBufs.Put(p)
+		}
+	}()
+	b := &p.buf
+	b.Reset()
+	b.WriteString(`{"module":"`)
+	b.WriteString(module)
+	b.WriteString(`","name":"`)
+	b.WriteString(name)
+	b.WriteByte('"')
+	if args != nil {
+		head := b.Len()
+		b.WriteString(`,"args":`)
+		start := b.Len()
+		if err := p.enc.Encode(args); err != nil {
+			return nil, err
+		}
+		b.Truncate(len(bytes.TrimRight(b.Bytes(), "\n")))
+		if string(b.Bytes()[start:]) == "null" { // a typed nil is no arguments, as nil is
+			b.Truncate(head)
+		}
 	}
-	return append(b, '}')
+	b.WriteByte('}')
+	return bytes.Clone(b.Bytes()), nil
 }
 
 // Resolve implements [TaskResolver]: it finds the function the payload names and decodes its arguments. The

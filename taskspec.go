@@ -142,29 +142,45 @@ func (s *TaskSpec) validate() error {
 // ResolverID takes defaultResolver), with its Metadata copied, and checked as a worker would read it: the
 // payload's one syntax scan runs here, under maxDepth.
 func (s *TaskSpec) serialize(reg *ResolverRegistry, defaultResolver string, maxDepth int) (*TaskSpec, error) {
-	out := *s
-	if out.ResolverID == "" {
-		out.ResolverID = defaultResolver
-	}
-	out.Metadata = maps.Clone(out.Metadata)
-	var st SerializedTask
-	if out.SerializedTask != nil {
-		st = SerializedTask{Strategy: out.SerializedTask.Strategy, Payload: bytes.Clone(out.SerializedTask.Payload)}
-	} else {
-		res, err := reg.Lookup(out.ResolverID)
-		if err != nil {
-			return nil, err
-		}
-		if st, err = res.Serialize(out.Executable); err != nil {
-			return nil, err
-		}
-	}
-	if err := checkSerialized(st, maxDepth); err != nil {
+	resolverID, st, err := s.serializeTask(reg, defaultResolver, maxDepth, true)
+	if err != nil {
 		return nil, err
 	}
+	out := *s
+	out.ResolverID = resolverID
+	out.Metadata = maps.Clone(out.Metadata)
 	out.SerializedTask = &st
 	out.Executable = nil
 	return &out, nil
+}
+
+// serializeTask is serialize without the copy of the spec: the resolver id (defaultResolver when the spec names
+// none) and the serialized task, checked. An already serialized payload is cloned when clone is set; the enqueue
+// path, which only marshals it before it returns, reads it in place.
+func (s *TaskSpec) serializeTask(reg *ResolverRegistry, defaultResolver string, maxDepth int, clone bool) (string, SerializedTask, error) {
+	resolverID := s.ResolverID
+	if resolverID == "" {
+		resolverID = defaultResolver
+	}
+	var st SerializedTask
+	if s.SerializedTask != nil {
+		st = *s.SerializedTask
+		if clone {
+			st.Payload = bytes.Clone(st.Payload)
+		}
+	} else {
+		res, err := reg.Lookup(resolverID)
+		if err != nil {
+			return "", SerializedTask{}, err
+		}
+		if st, err = res.Serialize(s.Executable); err != nil {
+			return "", SerializedTask{}, err
+		}
+	}
+	if err := checkSerialized(st, maxDepth); err != nil {
+		return "", SerializedTask{}, err
+	}
+	return resolverID, st, nil
 }
 
 // checkSerialized refuses what a worker would park: an unsafe or empty strategy, a payload that is not a JSON
