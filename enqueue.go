@@ -133,6 +133,9 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 			}
 		}
 	}
+	if len(errs) == 0 {
+		return reply.notReplicated // nil, or a *ReplicationError: no join to allocate
+	}
 	return errors.Join(append(errs, reply.notReplicated)...)
 }
 
