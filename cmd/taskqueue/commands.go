@@ -43,8 +43,8 @@ Examples:
   taskqueue list dead --limit 1000 --json | jq -r '.tasks[].task_id'
 `},
 		{name: "show", args: "ID", summary: "one task: its state, times, reason and envelope, pretty-printed", run: runShow,
-			help: `Shows one task: where it is, its time, a dead letter's reason, and its stored JSON envelope,
-pretty-printed (numbers kept exact). Exits 3 when no task has that id.
+			help: `Shows one task: where it is, its time, a dead letter's reason, and its JSON envelope as the
+seed's record (task_id, status and strategy written back in), pretty-printed (numbers kept exact). Exits 3 when no task has that id.
 
 Examples:
   taskqueue show 2024-06-25-extract
