@@ -886,6 +886,6 @@ func requireSeedRecord(t *testing.T, s *setup, id, stored string) {
 	}
 	require.JSONEq(t, strconv.Quote(id), string(rec["task_id"]))
 	require.JSONEq(t, `"pending"`, string(rec["status"]))
-	require.JSONEq(t, string(rec["strategy"]), `"`+StrategyReference+`"`)
+	require.JSONEq(t, `"`+StrategyReference+`"`, string(rec["strategy"]))
 	require.True(t, strings.HasPrefix(info.Record, `{"v":2,"task_id":`), "the seed's order: %s", info.Record)
 }
