@@ -86,7 +86,7 @@ func (w *TaskWorker) stuckAfter() time.Duration { return 2*w.cfg.BlockTimeout + 
 func (w *TaskWorker) Health() WorkerHealth {
 	w.mu.Lock()
 	running := w.state == stateRunning
-	inFlight := len(w.running)
+	inFlight := w.inflightCount()
 	w.mu.Unlock()
 	h := WorkerHealth{
 		Running:            running,

@@ -61,13 +61,11 @@ func (r resend) do(call func(ctx context.Context) error) error {
 // resend harmless, and the settled window lets it learn what happened.
 func (w *TaskWorker) outcomeResend(fs ...*inflight) resend {
 	var ends time.Time
-	w.mu.Lock()
 	for _, f := range fs {
-		if f.ends.After(ends) {
-			ends = f.ends
+		if e := f.leaseEnds(w); e.After(ends) {
+			ends = e
 		}
 	}
-	w.mu.Unlock()
 	return resend{until: later(ends.Add(-w.cfg.Heartbeat/2), time.Now().Add(outcomeResendFloor))}
 }
 

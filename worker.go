@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -151,21 +152,28 @@ func DefaultBackoff(attempt int, _ error) time.Duration {
 //
 // Inside, each background loop is a part of its own, started by Start and stopped by Stop: the picker makes the
 // pickups (worker_pickup.go), the acker acknowledges succeeded tasks in batches (worker_ack.go), the lease keeper
-// renews leases (worker_lease.go), the reaper reclaims the leases of crashed workers (worker_reap.go). Each task
-// runs on a goroutine of its own (worker_run.go), behind the suspect gate (worker_gate.go), and ends with its
-// outcome recorded (worker_outcome.go).
+// renews leases (worker_lease.go), the reaper reclaims the leases of crashed workers (worker_reap.go). A fixed pool
+// of Concurrency goroutines runs the tasks (worker_run.go), each behind the suspect gate (worker_gate.go) and within
+// its timeout (worker_timeout.go: one timer for all of them), and each task ends with its outcome recorded
+// (worker_outcome.go).
 type TaskWorker struct {
 	q       TaskQueue
 	cfg     WorkerConfig
 	handler Handler
 
-	mu      sync.Mutex
-	state   int                     // stateNew, stateRunning, stateStopping, stateStopped
-	running map[*Delivery]*inflight // the deliveries this worker holds
-	slots   chan struct{}           // one token per task that may start
-	baseCtx context.Context         // the values of Start's context, without its cancellation: every task's context derives from it
-	tasks   sync.WaitGroup          // task goroutines
-	gate    suspectGate
+	mu       sync.Mutex
+	state    int       // stateNew, stateRunning, stateStopping, stateStopped
+	heldHead *inflight // the deliveries this worker holds, a list (worker_run.go)
+	heldTail *inflight
+	heldN    atomic.Int64    // how many it holds; written under mu
+	epoch    time.Time       // the origin of inflight.ends
+	slots    chan struct{}   // one token per task that may start
+	work     chan *inflight  // launched tasks, for the task pool
+	baseCtx  context.Context // the values of Start's context, without its cancellation: every task's context derives from it
+	tasks    sync.WaitGroup  // tasks launched and not yet ended
+	pool     sync.WaitGroup  // the task pool's goroutines
+	timeouts *taskTimeouts   // the tasks' timeouts
+	gate     suspectGate
 
 	picker *picker
 	acker  *acker
@@ -203,7 +211,7 @@ func NewTaskWorker(q TaskQueue, cfg *WorkerConfig) (*TaskWorker, error) {
 		h = c.Middleware[i](h)
 	}
 	warnSlowRenewal(q, &c)
-	return &TaskWorker{q: q, cfg: c, handler: h, running: make(map[*Delivery]*inflight), gate: newSuspectGate()}, nil
+	return &TaskWorker{q: q, cfg: c, handler: h, gate: newSuspectGate(), epoch: time.Now()}, nil
 }
 
 // Name returns the worker's name.
@@ -235,6 +243,12 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	w.slots = make(chan struct{}, w.cfg.Concurrency)
 	w.freeSlots(w.cfg.Concurrency)
 	w.baseCtx = context.WithoutCancel(ctx)
+	w.timeouts = newTaskTimeouts()
+	w.work = make(chan *inflight, w.cfg.Concurrency)
+	w.pool.Add(w.cfg.Concurrency)
+	for range w.cfg.Concurrency {
+		go w.taskLoop()
+	}
 	w.acker, w.leases, w.reaper, w.picker = newAcker(w), newLeaseKeeper(w), newReaper(w), newPicker(w)
 	w.acker.start()
 	w.leases.start()
@@ -273,7 +287,12 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	w.probe.stop()
 	w.reaper.stop()
 	w.picker.stop(ctx)
-	err := w.drainTasks(ctx)
+	all, err := w.drainTasks(ctx)
+	close(w.work) // no more launches: the picker has stopped
+	if all {
+		w.pool.Wait() // each pool goroutine is past its last task
+	}
+	w.timeouts.stop()
 	w.acker.stop()  // no more acks can come: the last are sent
 	w.leases.stop() // no task runs any more
 	w.reaper.wait()

@@ -122,8 +122,11 @@ func (a *acker) flush(batch []*inflight) {
 		w.health.ackDone()
 	}
 	if err == nil || !errors.Is(err, ErrLeaseLost) {
+		w.forgetAll(batch)
 		for _, f := range batch {
-			w.forget(f, err)
+			if err != nil {
+				w.reportForgotten(f, err)
+			}
 			w.unlockGate(f)
 		}
 		return

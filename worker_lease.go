@@ -50,22 +50,18 @@ func (k *leaseKeeper) heartbeat() {
 		return
 	}
 	lost, err := k.renew(fl)
-	w.mu.Lock()
 	for _, f := range fl {
 		if !f.d.localEnds.IsZero() {
-			f.ends = f.d.localEnds
+			f.setEnds(w, f.d.localEnds)
 		}
 	}
-	w.mu.Unlock()
 	if err != nil {
 		w.emit(Event{Kind: EventQueueError, Err: err})
 		w.cfg.Logger.Warn("taskqueue: lease renewal failed", slog.String("worker", w.cfg.Name), slog.Any("error", err))
 	} else {
 		w.health.heartbeatDone()
 	}
-	for _, d := range lost {
-		w.cancelTask(d, ErrLeaseLost)
-	}
+	cancelLost(fl, lost)
 	// Cancel what the next heartbeat could not save in time.
 	limit := time.Now().Add(w.cfg.Heartbeat)
 	for _, f := range fl {
@@ -96,4 +92,20 @@ func (k *leaseKeeper) renew(fl []*inflight) ([]*Delivery, error) {
 		return err
 	})
 	return lost, err
+}
+
+// cancelLost cancels, with [ErrLeaseLost], the runs of fl whose deliveries are in lost.
+func cancelLost(fl []*inflight, lost []*Delivery) {
+	if len(lost) == 0 {
+		return
+	}
+	isLost := make(map[*Delivery]bool, len(lost))
+	for _, d := range lost {
+		isLost[d] = true
+	}
+	for _, f := range fl {
+		if isLost[f.d] {
+			f.cancel(ErrLeaseLost)
+		}
+	}
 }

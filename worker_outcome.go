@@ -13,11 +13,8 @@ import (
 // goroutine ends at once, while its hold lasts until the ack is recorded (a suspect runs only after every other
 // task's outcome is in Redis). A run handed back by Stop records nothing.
 func (w *TaskWorker) recordOutcome(f *inflight, runErr error, took time.Duration) {
-	w.mu.Lock()
-	handed := f.handed
-	w.mu.Unlock()
 	switch {
-	case handed:
+	case f.handed.Load():
 		w.forget(f, nil)
 		w.freeSlots(1)
 		w.unlockGate(f)
@@ -81,11 +78,25 @@ func (w *TaskWorker) deadLetterCause(spec *TaskSpec, runErr error) (dead bool, c
 
 // forget drops a delivery whose outcome is recorded (or could not be), reporting a lost lease or a queue error.
 func (w *TaskWorker) forget(f *inflight, err error) {
+	w.mu.Lock()
+	w.unhold(f)
+	w.mu.Unlock()
+	w.reportForgotten(f, err)
+}
+
+// forgetAll drops the deliveries of an ack batch, all recorded, in one step.
+func (w *TaskWorker) forgetAll(fs []*inflight) {
+	w.mu.Lock()
+	for _, f := range fs {
+		w.unhold(f)
+	}
+	w.mu.Unlock()
+}
+
+// reportForgotten reports what became of a delivery that was dropped: a lost lease or a queue error.
+func (w *TaskWorker) reportForgotten(f *inflight, err error) {
 	d := f.d
 	spec := d.Spec
-	w.mu.Lock()
-	delete(w.running, d)
-	w.mu.Unlock()
 	if errors.Is(err, ErrLeaseLost) {
 		w.emit(Event{Kind: EventLeaseLost, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: err})
 	} else if err != nil {

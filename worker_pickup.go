@@ -117,9 +117,7 @@ func (p *picker) decode(jobs <-chan decodeJob, done chan<- struct{}) {
 	for j := range jobs {
 		ds := w.q.rehydrateLeased(context.WithoutCancel(p.ctx), j.l)
 		w.freeSlots(len(j.l.ds) - len(ds))
-		for _, d := range ds {
-			w.launch(d)
-		}
+		w.launch(ds)
 		if j.launched != nil {
 			close(j.launched)
 		}
