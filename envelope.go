@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // EnvelopeVersion is the schema version this package writes in the envelope's "v" field. Envelopes without "v"
@@ -150,6 +151,12 @@ func decodeStored(id string, data []byte, lim Limits) (*envelope, error) {
 	}
 	e.key = id
 	return e, nil
+}
+
+// stringBytes returns the bytes of a string (a pickup's reply) without a copy, for the envelope decoder, which
+// only reads its input and keeps no reference to it.
+func stringBytes(raw string) []byte {
+	return unsafe.Slice(unsafe.StringData(raw), len(raw))
 }
 
 // envDecoder holds the state of one decodeEnvelope. Syntax errors end the walk at once; a field of the wrong

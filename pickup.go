@@ -269,7 +269,7 @@ func (q *RedisTaskQueue) rehydrateOne(ctx context.Context, d *Delivery, id, raw 
 // rehydrate decodes an envelope stored under the task id id and resolves it into a runnable spec (the seed's
 // dequeue).
 func (q *RedisTaskQueue) rehydrate(id, raw string) (*TaskSpec, *envelope, error) {
-	env, err := decodeStored(id, []byte(raw), q.cfg.Limits)
+	env, err := decodeStored(id, stringBytes(raw), q.cfg.Limits)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -282,11 +282,11 @@ func (q *RedisTaskQueue) rehydrate(id, raw string) (*TaskSpec, *envelope, error)
 	if err != nil {
 		return nil, env, err
 	}
-	st := env.SerializedTask
-	return &TaskSpec{
+	r := &resolvedSpec{st: env.SerializedTask} // the spec and its own copy of the serialized task, in one allocation
+	r.spec = TaskSpec{
 		TaskID:         env.TaskID,
 		Executable:     exe,
-		SerializedTask: &st,
+		SerializedTask: &r.st,
 		ResolverID:     env.ResolverID,
 		GroupID:        env.GroupID,
 		MaxRetries:     env.MaxRetries,
@@ -296,7 +296,14 @@ func (q *RedisTaskQueue) rehydrate(id, raw string) (*TaskSpec, *envelope, error)
 		Attempt:        env.Attempt,
 		LastError:      env.LastError,
 		Metadata:       maps.Clone(env.Meta), // the handler's own copy: retries rewrite env.Meta
-	}, env, nil
+	}
+	return &r.spec, env, nil
+}
+
+// resolvedSpec is a rehydrated spec with the serialized task it points to.
+type resolvedSpec struct {
+	spec TaskSpec
+	st   SerializedTask
 }
 
 // park dead-letters a delivery that cannot be run, with the reason; a group member completes its group as failed.

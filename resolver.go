@@ -136,10 +136,11 @@ type refFunc struct {
 	module, name string
 	argType      reflect.Type
 	shape        *argShape // how raw arguments are checked before they are decoded
-	// bind decodes raw arguments (nil for none) into the function's type and returns the bound call.
-	bind func(raw json.RawMessage) (func(ctx context.Context) error, error)
+	// bind decodes raw arguments (nil for none) into the function's type and returns the bound call, its
+	// Reference not yet filled in.
+	bind func(raw json.RawMessage) (*boundCall, error)
 	// bindValue binds an argument value that the caller already holds.
-	bindValue func(args any) (func(ctx context.Context) error, error)
+	bindValue func(args any) (*boundCall, error)
 }
 
 // NewReferenceResolver returns an empty reference resolver.
@@ -173,33 +174,49 @@ func Register[T any](r *ReferenceResolver, module, name string, fn func(ctx cont
 	// Without interface values or ambiguous names anywhere, the shape check has already refused every key that
 	// DisallowUnknownFields would, and UseNumber changes nothing: plain Unmarshal does, with fewer allocations.
 	plain := !f.shape.loose(map[*argShape]bool{})
-	f.bind = func(raw json.RawMessage) (func(context.Context) error, error) {
-		var args T
-		if len(raw) > 0 && string(raw) != "null" {
-			if err := f.shape.check(raw); err != nil {
-				return nil, err
-			}
-			if plain {
-				if err := json.Unmarshal(raw, &args); err != nil {
-					return nil, err
-				}
-				return func(ctx context.Context) error { return fn(ctx, args) }, nil
-			}
-			dec := json.NewDecoder(bytes.NewReader(raw))
-			dec.DisallowUnknownFields()
-			dec.UseNumber()
-			if err := dec.Decode(&args); err != nil {
-				return nil, err
-			}
-		}
-		return func(ctx context.Context) error { return fn(ctx, args) }, nil
+	// A type that holds nothing encoding/json treats specially decodes in one pass of our scanner (argdecode.go):
+	// the shape check and encoding/json's validation and decoding, in one.
+	var direct *argDec
+	if plain {
+		direct = newArgDecoder(argType)
 	}
-	f.bindValue = func(v any) (func(context.Context) error, error) {
+	f.bind = func(raw json.RawMessage) (*boundCall, error) {
+		c := &typedCall[T]{fn: fn} // the call, its function and its arguments in one allocation
+		c.boundCall.runner = c
+		if len(raw) == 0 || string(raw) == "null" {
+			return &c.boundCall, nil
+		}
+		if direct != nil {
+			if err := direct.decodeArgs(raw, reflect.ValueOf(&c.args).Elem()); err != nil {
+				return nil, err
+			}
+			return &c.boundCall, nil
+		}
+		if err := f.shape.check(raw); err != nil {
+			return nil, err
+		}
+		if plain {
+			if err := json.Unmarshal(raw, &c.args); err != nil {
+				return nil, err
+			}
+			return &c.boundCall, nil
+		}
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		dec.UseNumber()
+		if err := dec.Decode(&c.args); err != nil {
+			return nil, err
+		}
+		return &c.boundCall, nil
+	}
+	f.bindValue = func(v any) (*boundCall, error) {
 		args, ok := v.(T)
 		if !ok && v != nil {
 			return nil, fmt.Errorf("arguments are %T, want %s", v, argType)
 		}
-		return func(ctx context.Context) error { return fn(ctx, args) }, nil
+		c := &typedCall[T]{fn: fn, args: args}
+		c.boundCall.runner = c
+		return &c.boundCall, nil
 	}
 	key := module + "." + name
 	r.mu.Lock()
@@ -247,11 +264,12 @@ func (r *ReferenceResolver) Call(module, name string, args any) (Executable, err
 	if err != nil {
 		return nil, err
 	}
-	run, err := f.bindValue(args)
+	call, err := f.bindValue(args)
 	if err != nil {
 		return nil, &ResolveError{Kind: ErrInvalidArgs, Detail: module + "." + name, Err: err}
 	}
-	return &boundCall{Reference: Reference{Module: module, Name: name, Args: args}, run: run}, nil
+	call.Reference = Reference{Module: module, Name: name, Args: args}
+	return call, nil
 }
 
 // Serialize implements [TaskResolver] for executables that implement [Referencer], such as [Ref] and the
@@ -340,11 +358,11 @@ func (r *ReferenceResolver) Resolve(st SerializedTask) (Executable, error) {
 	if err != nil {
 		return nil, err
 	}
-	run, err := f.bind(args)
+	call, err := f.bind(args)
 	if err != nil {
 		return nil, &ResolveError{Kind: ErrInvalidArgs, Detail: f.module + "." + f.name + " takes " + f.argType.String(), Err: err}
 	}
-	call := &boundCall{Reference: Reference{Module: f.module, Name: f.name}, run: run}
+	call.Module, call.Name = f.module, f.name
 	if len(args) > 0 {
 		call.Args = args
 	}
@@ -408,10 +426,19 @@ func decodeReferencePayload(payload json.RawMessage) (module, name []byte, args 
 // boundCall is a reference resolved to its function.
 type boundCall struct {
 	Reference
-	run func(ctx context.Context) error
+	runner interface{ call(ctx context.Context) error }
 }
 
-func (c *boundCall) Run(ctx context.Context) error { return c.run(ctx) }
+func (c *boundCall) Run(ctx context.Context) error { return c.runner.call(ctx) }
+
+// typedCall is a bound call with its function and its decoded arguments.
+type typedCall[T any] struct {
+	boundCall
+	fn   func(ctx context.Context, args T) error
+	args T
+}
+
+func (c *typedCall[T]) call(ctx context.Context) error { return c.fn(ctx, c.args) }
 
 func marshalNoEscape(v any) (json.RawMessage, error) {
 	var buf bytes.Buffer
