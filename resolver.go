@@ -426,7 +426,9 @@ func decodeReferencePayload(payload json.RawMessage) (module, name []byte, args 
 // boundCall is a reference resolved to its function.
 type boundCall struct {
 	Reference
-	runner interface{ call(ctx context.Context) error }
+	runner interface {
+		call(ctx context.Context) error
+	}
 }
 
 func (c *boundCall) Run(ctx context.Context) error { return c.runner.call(ctx) }
