@@ -130,6 +130,7 @@ func BenchmarkProcess(b *testing.B) {
 			w, err := NewTaskWorker(s.q, quietWorker(WorkerConfig{Concurrency: conc}, nil))
 			require.NoError(b, err)
 			require.NoError(b, w.Start(ctx))
+			calls0 := scriptCalls(b, s)
 			b.ResetTimer()
 			go func() {
 				for i := 0; i < b.N; i += 100 {
@@ -141,6 +142,8 @@ func BenchmarkProcess(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+			// Script calls of the producer and the worker together: the round trips a task costs.
+			b.ReportMetric(float64(scriptCalls(b, s)-calls0)/float64(b.N), "scripts/task")
 			require.NoError(b, stopWorker(nil, w, 10*time.Second))
 		})
 	}

@@ -14,15 +14,24 @@ const (
 	maxPickupBackoff = 5 * time.Second
 )
 
-// picker makes the worker's pickups, one at a time: a blocking pickup of as many tasks as there are free slots (up
-// to a batch), none while a suspect is admitted to the gate. A pickup's envelopes are decoded and its tasks
-// launched on a goroutine of its own, while the next pickup is on its way: decoding is Go CPU and the pickup's
-// round trip is waiting, so the two overlap. Both goroutines run from Start until Stop.
+// picker makes the worker's pickups: a blocking pickup of as many tasks as there are free slots (up to a batch),
+// none while a suspect is admitted to the gate. A pickup's envelopes are decoded and its tasks launched on a
+// goroutine of its own, while the next pickup is on its way: decoding is Go CPU and the pickup's round trip is
+// waiting, so the two overlap.
+//
+// While the queue has tasks, a second lane makes pickups too, so that two are on their way at once: slots that
+// free while one pickup waits for its reply are filled by the other, rather than sitting idle for a round trip
+// (what bounds a worker of low concurrency whose tasks are short). The second lane never blocks: it leases what is
+// ready, and after a pickup that found fewer tasks than it asked for it waits until a pickup of the first lane
+// finds some. A pickup that arrives while a suspect is admitted (the other lane's) is handed back at once, not
+// counted as a delivery, so that no task is leased while a suspect may crash the worker. The goroutines run from
+// Start until Stop.
 type picker struct {
 	w      *TaskWorker
 	ctx    context.Context // ends the pickups at Stop
 	cancel context.CancelFunc
-	done   chan struct{} // closed once both goroutines have ended
+	done   chan struct{} // closed once the goroutines have ended
+	found  chan struct{} // a first-lane pickup found tasks: the second lane may pick up (capacity 1)
 }
 
 // decodeJob is a pickup for the decoding goroutine; launched, when not nil, is closed once its deliveries started.
@@ -33,7 +42,7 @@ type decodeJob struct {
 
 func newPicker(w *TaskWorker) *picker {
 	ctx, cancel := context.WithCancel(w.baseCtx)
-	return &picker{w: w, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &picker{w: w, ctx: ctx, cancel: cancel, done: make(chan struct{}), found: make(chan struct{}, 1)}
 }
 
 func (p *picker) start() { go p.run() }
@@ -57,7 +66,9 @@ func (p *picker) run() {
 	jobs := make(chan decodeJob, 1)
 	decoded := make(chan struct{})
 	go p.decode(jobs, decoded)
-	defer func() { close(jobs); <-decoded }()
+	second := make(chan struct{})
+	go p.secondLane(jobs, second)
+	defer func() { <-second; close(jobs); <-decoded }()
 	var failing pickupFailures
 	for {
 		if !w.gate.waitClear(p.ctx) {
@@ -95,18 +106,63 @@ func (p *picker) pickup(n int, jobs chan<- decodeJob) error {
 	w.health.pickupBegin()
 	l, err := w.q.dequeueRaw(p.ctx, DequeueOptions{Max: n, Wait: w.cfg.BlockTimeout, Consumer: w.cfg.Name})
 	if len(l.ds) > 0 {
-		j := decodeJob{l: l}
-		if slices.ContainsFunc(l.ds, isSuspect) {
-			j.launched = make(chan struct{})
-		}
-		jobs <- j
-		if j.launched != nil {
-			<-j.launched
-		}
+		p.hand(l, jobs)
 	}
 	w.health.pickupEnd(err)
 	w.freeSlots(n - len(l.ds))
+	if len(l.ds) > 0 {
+		select {
+		case p.found <- struct{}{}:
+		default:
+		}
+	}
 	return err
+}
+
+// secondLane makes the second lane's pickups (see [picker]) until Stop.
+func (p *picker) secondLane(jobs chan<- decodeJob, done chan<- struct{}) {
+	defer close(done)
+	w := p.w
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.found:
+		}
+		for full := true; full; {
+			if !w.gate.waitClear(p.ctx) {
+				return
+			}
+			select {
+			case <-p.ctx.Done():
+				return
+			case <-w.slots:
+			}
+			n := p.gatherSlots(1)
+			l, err := w.q.dequeueRaw(p.ctx, DequeueOptions{Max: n, Consumer: w.cfg.Name}) // no Wait: it never blocks
+			if len(l.ds) > 0 {
+				p.hand(l, jobs)
+			}
+			w.freeSlots(n - len(l.ds))
+			if err != nil {
+				// The first lane's pickups meet the same failure and report it.
+				w.cfg.Logger.Debug("taskqueue: second-lane pickup failed", slog.String("worker", w.cfg.Name), slog.Any("error", err))
+			}
+			full = err == nil && len(l.ds) == n
+		}
+	}
+}
+
+// hand gives a pickup to the decoding goroutine, and waits until it is launched when it holds a suspect.
+func (p *picker) hand(l leased, jobs chan<- decodeJob) {
+	j := decodeJob{l: l}
+	if slices.ContainsFunc(l.ds, isSuspect) {
+		j.launched = make(chan struct{})
+	}
+	jobs <- j
+	if j.launched != nil {
+		<-j.launched
+	}
 }
 
 // decode decodes and resolves each pickup's envelopes (the queue parks those that cannot run, whose slots it
@@ -117,7 +173,12 @@ func (p *picker) decode(jobs <-chan decodeJob, done chan<- struct{}) {
 	for j := range jobs {
 		ds := w.q.rehydrateLeased(context.WithoutCancel(p.ctx), j.l)
 		w.freeSlots(len(j.l.ds) - len(ds))
-		w.launch(ds)
+		if w.gate.suspects.Load() > 0 {
+			// The other lane's suspect was admitted while this pickup was on its way: hand it back.
+			w.releaseNew(ds)
+		} else {
+			w.launch(ds)
+		}
 		if j.launched != nil {
 			close(j.launched)
 		}

@@ -71,6 +71,21 @@ func (w *TaskWorker) launch(ds []*Delivery) {
 	}
 }
 
+// releaseNew hands back deliveries that were leased but not launched, the newest first (each goes to the head of
+// the queue, so the oldest ends up first), and frees their slots.
+func (w *TaskWorker) releaseNew(ds []*Delivery) {
+	ds = slices.Clone(ds)
+	slices.SortFunc(ds, func(a, b *Delivery) int { return cmp.Compare(b.Token, a.Token) })
+	ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+	defer c()
+	for _, d := range ds {
+		if err := w.q.Release(ctx, d); err != nil {
+			w.emit(Event{Kind: EventQueueError, TaskID: d.Spec.TaskID, Spec: d.Spec, Err: err})
+		}
+	}
+	w.freeSlots(len(ds))
+}
+
 // releaseAtOnce hands back a delivery that arrived while the worker was stopping.
 func (w *TaskWorker) releaseAtOnce(f *inflight) {
 	f.cancel(errStopping)
