@@ -26,7 +26,7 @@ type wideArgs struct {
 	MP    map[string]*wideArgs  `json:"mp"`
 	Kids  []wideArgs            `json:"kids"`
 	Bad   string                `json:"bad tag!"` // an invalid tag name: the field keeps its Go name
-	Dash  int                   `json:"-,"`       // named "-"
+	Dash  int                   `json:"-,"`       //nolint:staticcheck // named "-", on purpose
 	Skip  int                   `json:"-"`
 	Untag int
 	priv  int //nolint:unused // left alone

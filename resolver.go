@@ -182,7 +182,7 @@ func Register[T any](r *ReferenceResolver, module, name string, fn func(ctx cont
 	}
 	f.bind = func(raw json.RawMessage) (*boundCall, error) {
 		c := &typedCall[T]{fn: fn} // the call, its function and its arguments in one allocation
-		c.boundCall.runner = c
+		c.runner = c
 		if len(raw) == 0 || string(raw) == "null" {
 			return &c.boundCall, nil
 		}
@@ -215,7 +215,7 @@ func Register[T any](r *ReferenceResolver, module, name string, fn func(ctx cont
 			return nil, fmt.Errorf("arguments are %T, want %s", v, argType)
 		}
 		c := &typedCall[T]{fn: fn, args: args}
-		c.boundCall.runner = c
+		c.runner = c
 		return &c.boundCall, nil
 	}
 	key := module + "." + name
