@@ -50,13 +50,23 @@ func (g *suspectGate) unlock(d *Delivery) {
 	}
 }
 
-// waitClear waits while a suspect is admitted. It reports false if ctx ended first.
+// waitClear waits while a suspect is admitted. It reports false if ctx ended first. Both pickup lanes wait here: a
+// waiter woken by a suspect's exit passes the wake-up on, so that the other lane wakes too (a wake-up left over
+// costs a later waiter one more look at the count).
 func (g *suspectGate) waitClear(ctx context.Context) bool {
+	waited := false
 	for g.suspects.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			return false
 		case <-g.out:
+			waited = true
+		}
+	}
+	if waited {
+		select {
+		case g.out <- struct{}{}:
+		default:
 		}
 	}
 	return true
