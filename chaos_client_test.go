@@ -120,7 +120,7 @@ func chaosLongTaskSilentConnection(t *testing.T, bin string) {
 	b := startChaosWorker(t, bin, chaosWorkerOpts{Name: "reaper", Addr: srv.addr, Prefix: prefix, Ledger: ledger, Lease: lease, Concurrency: 2})
 	var deadlines []float64
 	es := waitLedger(t, ledger, long+20*time.Second, "the long task done", func(es []ledgerEntry) bool {
-		if s, err := rdb.ZScore(ctx, q.keys.key(keyActive), "long").Result(); err == nil {
+		if s, err := leaseDeadline(ctx, q, "long"); err == nil {
 			if len(deadlines) == 0 || deadlines[len(deadlines)-1] != s {
 				deadlines = append(deadlines, s)
 			}
@@ -152,7 +152,7 @@ func chaosLongTaskSilentConnection(t *testing.T, bin string) {
 		es := waitLedger(t, ledger, 2*lease+5*time.Second, id+" cancelled", func(es []ledgerEntry) bool { return len(ledgerOf(es, "cancel", id)) == 1 })
 		cancel := ledgerOf(es, "cancel", id)[0]
 		require.Contains(t, cancel.Detail, ErrLeaseExpired.Error(), "cancelled because the lease could not be renewed")
-		deadlineMS, err := rdb.ZScore(ctx, q.keys.key(keyActive), id).Result()
+		deadlineMS, err := leaseDeadline(ctx, q, id)
 		require.NoError(t, err, "still leased: nothing reached Redis from the silent worker")
 		deadline := time.UnixMilli(int64(deadlineMS))
 		// The worker gives a renewal until half a heartbeat (lease/6) before the lease ends; a quarter of a heartbeat
@@ -382,7 +382,7 @@ func chaosClockSkew(t *testing.T) {
 	after = serverNowMS(t, rdb)
 	require.Equal(t, []string{"behind"}, ids(ds))
 	d := ds[0]
-	deadline, err := rdb.ZScore(ctx, q.keys.key(keyActive), "behind").Result()
+	deadline, err := leaseDeadline(ctx, q, "behind")
 	require.NoError(t, err)
 	require.InDelta(t, float64(before+lease.Milliseconds()), deadline, float64(after-before+20))
 	require.Equal(t, int64(deadline), d.LeaseDeadline.UnixMilli(), "the delivery reports the server-clock deadline")

@@ -247,7 +247,7 @@ func TestClassifyTransient(t *testing.T) {
 		mr.SetError(reply)
 		for call, err := range map[string]error{
 			"ack":    q.Ack(ctx, d),
-			"retry":  q.settle(ctx, "retry", "t", 1, "", 0, "", ""),
+			"retry":  q.settle(ctx, "retry", "t", d, "", 0, "", ""),
 			"extend": func() error { _, err := q.ExtendLeases(ctx, []*Delivery{d}); return err }(),
 			"pickup": func() error { _, err := q.Dequeue(ctx, DequeueOptions{}); return err }(),
 		} {

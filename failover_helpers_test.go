@@ -209,7 +209,7 @@ func (r *failoverRun) whereAre(ids []string, n int) string {
 		n--
 		_, errTask := q.rdb.HGet(ctx, q.keys.key(keyTasks), id).Result()
 		pos, errPos := q.rdb.LPos(ctx, q.keys.key(keyPending), id, redis.LPosArgs{}).Result()
-		act, errAct := q.rdb.ZScore(ctx, q.keys.key(keyActive), id).Result()
+		act, errAct := leaseDeadline(ctx, q, id)
 		sch, errSch := q.rdb.ZScore(ctx, q.keys.key(keyScheduled), id).Result()
 		_, errDead := q.rdb.ZScore(ctx, q.keys.key(keyDead), id).Result()
 		reason, _ := q.rdb.HGet(ctx, q.keys.key(keyErrors), id).Result()

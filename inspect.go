@@ -1,11 +1,14 @@
 package taskqueue
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -67,11 +70,12 @@ type TaskInfo struct {
 // stats reads the queue's [Stats] in two round trips, with read-only commands.
 func (q *RedisTaskQueue) stats(ctx context.Context) (Stats, error) {
 	var pending, active, scheduled, dead *redis.IntCmd
-	var paused, seq, head *redis.StringCmd
+	var paused, seq, head, inflight *redis.StringCmd
 	var now *redis.TimeCmd
 	cmds, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		pending = p.LLen(ctx, q.keys.key(keyPending))
-		active = p.ZCard(ctx, q.keys.key(keyActive))
+		active = p.ZCard(ctx, q.keys.key(keyActive)) // deliveries of the previous layout (docs/migration.md)
+		inflight = p.Get(ctx, q.keys.key(keyInflight))
 		scheduled = p.ZCard(ctx, q.keys.key(keyScheduled))
 		dead = p.ZCard(ctx, q.keys.key(keyDead))
 		paused = p.Get(ctx, q.keys.key(keyPaused))
@@ -84,7 +88,7 @@ func (q *RedisTaskQueue) stats(ctx context.Context) (Stats, error) {
 		return Stats{}, fmt.Errorf("taskqueue: stats: %w", classify(err))
 	}
 	st := Stats{
-		Counts:     Counts{Pending: pending.Val(), Active: active.Val(), Scheduled: scheduled.Val(), Dead: dead.Val()},
+		Counts:     Counts{Pending: pending.Val(), Active: active.Val() + intOf(inflight.Val()), Scheduled: scheduled.Val(), Dead: dead.Val()},
 		Paused:     paused.Err() == nil,
 		ServerTime: now.Val(),
 	}
@@ -102,13 +106,33 @@ func (q *RedisTaskQueue) stats(ctx context.Context) (Stats, error) {
 	return st, nil
 }
 
+// intOf reads a counter's value; a missing key ("") is 0.
+func intOf(v string) int64 {
+	n, _ := strconv.ParseInt(v, 10, 64)
+	return n
+}
+
+// isTombstone reports whether a value of the tasks hash is a tombstone, '~' and the token of the delivery that
+// acked the task (ack.lua), kept for the settled window: the task finished, and every reader treats it as absent.
+func isTombstone(raw string) bool { return strings.HasPrefix(raw, "~") }
+
 // count returns how many tasks a state holds (scheduled and retry together).
 func (q *RedisTaskQueue) count(ctx context.Context, state State) (int, error) {
 	var n int64
 	var err error
-	if state == StatePending {
+	switch state {
+	case StatePending:
 		n, err = q.rdb.LLen(ctx, q.keys.key(keyPending)).Result()
-	} else {
+	case StateActive:
+		var old *redis.IntCmd
+		var cur *redis.StringCmd
+		cmds, perr := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			old = p.ZCard(ctx, q.keys.key(keyActive))
+			cur = p.Get(ctx, q.keys.key(keyInflight))
+			return nil
+		})
+		n, err = old.Val()+intOf(cur.Val()), pipeErr(cmds, perr)
+	default:
 		n, err = q.rdb.ZCard(ctx, q.keys.key(stateKey(state))).Result()
 	}
 	return int(n), err
@@ -123,6 +147,74 @@ func (q *RedisTaskQueue) list(ctx context.Context, state State, start, stop int6
 	return q.describe(ctx, state, ids, scores)
 }
 
+// leasedTask is one task in flight: its id, its lease deadline (ms, server clock), and its pickup batch.
+type leasedTask struct {
+	id       string
+	deadline float64
+	base     string
+}
+
+// leasedTasks reads every task in flight, by lease deadline: those leased in batches (each live position of a
+// record in batches, with its batch's deadline in leases) and those of the previous layout (active). It reads
+// everything in flight, which workers and their concurrency bound.
+func (q *RedisTaskQueue) leasedTasks(ctx context.Context) ([]leasedTask, error) {
+	var bs, old *redis.ZSliceCmd
+	cmds, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		bs = p.ZRangeWithScores(ctx, q.keys.key(keyLeases), 0, -1)
+		old = p.ZRangeWithScores(ctx, q.keys.key(keyActive), 0, -1)
+		return nil
+	})
+	if err := pipeErr(cmds, err); err != nil {
+		return nil, err
+	}
+	recs := map[string]string{}
+	if len(bs.Val()) > 0 {
+		bases := make([]string, len(bs.Val()))
+		for i, z := range bs.Val() {
+			bases[i], _ = z.Member.(string)
+		}
+		vals, err := q.rdb.HMGet(ctx, q.keys.key(keyBatches), bases...).Result()
+		if err != nil {
+			return nil, err
+		}
+		for i, v := range vals {
+			recs[bases[i]], _ = v.(string)
+		}
+	}
+	var out []leasedTask
+	for _, z := range bs.Val() {
+		base, _ := z.Member.(string)
+		mask, ids, ok := parseRecord(recs[base])
+		if !ok {
+			continue
+		}
+		for i, id := range ids {
+			if i < len(mask) && mask[i] == '-' {
+				out = append(out, leasedTask{id: id, deadline: z.Score, base: base})
+			}
+		}
+	}
+	for _, z := range old.Val() {
+		id, _ := z.Member.(string)
+		out = append(out, leasedTask{id: id, deadline: z.Score})
+	}
+	slices.SortStableFunc(out, func(a, b leasedTask) int { return cmp.Compare(a.deadline, b.deadline) })
+	return out, nil
+}
+
+// parseRecord splits a batch's lease record (dequeue.lua) into its mask and its ids.
+func parseRecord(rec string) (string, []string, bool) {
+	k := strings.IndexByte(rec, '[')
+	if k < 0 {
+		return "", nil, false
+	}
+	var ids []string
+	if err := json.Unmarshal([]byte(rec[k:]), &ids); err != nil {
+		return "", nil, false
+	}
+	return rec[:k], ids, true
+}
+
 // rangeIDs reads the ids of a listable state from start to stop, and their scores (nil for pending).
 func (q *RedisTaskQueue) rangeIDs(ctx context.Context, state State, start, stop int64) ([]string, []float64, error) {
 	if state == StatePending {
@@ -131,6 +223,19 @@ func (q *RedisTaskQueue) rangeIDs(ctx context.Context, state State, start, stop 
 			return nil, nil, fmt.Errorf("taskqueue: list: %w", classify(err))
 		}
 		return ids, nil, nil
+	}
+	if state == StateActive {
+		all, err := q.leasedTasks(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("taskqueue: list: %w", classify(err))
+		}
+		start, stop = min(start, int64(len(all))), min(stop+1, int64(len(all)))
+		var ids []string
+		var scores []float64
+		for _, t := range all[start:max(start, stop)] {
+			ids, scores = append(ids, t.id), append(scores, t.deadline)
+		}
+		return ids, scores, nil
 	}
 	zs, err := q.rdb.ZRangeWithScores(ctx, q.keys.key(stateKey(state)), start, stop).Result()
 	if err != nil {
@@ -164,6 +269,9 @@ func (q *RedisTaskQueue) describe(ctx context.Context, state State, ids []string
 	for i, id := range ids {
 		out[i] = TaskInfo{TaskID: id, State: state}
 		out[i].Envelope, _ = envs.Val()[i].(string)
+		if isTombstone(out[i].Envelope) {
+			out[i].Envelope = "" // the task finished between the two reads
+		}
 		if scores != nil {
 			out[i].Score = time.UnixMilli(int64(scores[i]))
 		}
@@ -189,8 +297,9 @@ func (q *RedisTaskQueue) delayedState(place State, raw string) State {
 }
 
 // inspect returns where one task is, its envelope and a dead letter's reason, or [ErrNotFound]. It reads in one
-// round trip: the task's score in active, scheduled and dead, its envelope and its reason; a task with an
-// envelope in none of these sorted sets is pending.
+// round trip the task's score in scheduled, dead and (the previous layout's) active, its envelope and its reason;
+// a task with an envelope in none of these sorted sets is active when a batch's lease record holds it, else
+// pending. A tombstone (a task acked recently) is not found.
 func (q *RedisTaskQueue) inspect(ctx context.Context, taskID string) (TaskInfo, error) {
 	var env, reason *redis.StringCmd
 	var scores [3]*redis.FloatCmd
@@ -206,6 +315,9 @@ func (q *RedisTaskQueue) inspect(ctx context.Context, taskID string) (TaskInfo, 
 	if err := pipeErr(cmds, err); err != nil {
 		return TaskInfo{}, fmt.Errorf("taskqueue: inspect: %w", classify(err))
 	}
+	if env.Err() == nil && isTombstone(env.Val()) {
+		return TaskInfo{}, fmt.Errorf("%w: %s", ErrNotFound, quote(taskID))
+	}
 	info := TaskInfo{TaskID: taskID, Envelope: env.Val()}
 	for i, s := range states {
 		if scores[i].Err() == nil {
@@ -213,11 +325,22 @@ func (q *RedisTaskQueue) inspect(ctx context.Context, taskID string) (TaskInfo, 
 			break
 		}
 	}
+	if info.State == "" && env.Err() == nil {
+		all, err := q.leasedTasks(ctx)
+		if err != nil {
+			return TaskInfo{}, fmt.Errorf("taskqueue: inspect: %w", classify(err))
+		}
+		info.State = StatePending
+		for _, t := range all {
+			if t.id == taskID {
+				info.State, info.Score = StateActive, time.UnixMilli(int64(t.deadline))
+				break
+			}
+		}
+	}
 	switch {
 	case info.State == StateDead:
 		info.Reason = reason.Val()
-	case info.State == "" && env.Err() == nil:
-		info.State = StatePending
 	case info.State == "":
 		return TaskInfo{}, fmt.Errorf("%w: %s", ErrNotFound, quote(taskID))
 	}
@@ -271,7 +394,7 @@ func (q *RedisTaskQueue) oldestPendingAge(ctx context.Context) (time.Duration, e
 // pendingAge returns the age of a pending task at now, and false if its envelope is gone.
 func (q *RedisTaskQueue) pendingAge(ctx context.Context, id string, now time.Time) (time.Duration, bool, error) {
 	raw, err := q.rdb.HGet(ctx, q.keys.key(keyTasks), id).Result()
-	if errors.Is(err, redis.Nil) {
+	if errors.Is(err, redis.Nil) || (err == nil && isTombstone(raw)) {
 		return 0, false, nil
 	}
 	if err != nil {

@@ -24,21 +24,25 @@ func validateKeyPrefix(prefix string) error {
 const (
 	keyTasks      = iota // HASH   task id -> envelope JSON
 	keyPending           // LIST   task ids ready to run, oldest at the head
-	keyActive            // ZSET   task id -> lease deadline (ms, server clock)
-	keyLease             // HASH   task id -> fencing token of the current delivery
+	keyActive            // ZSET   previous layout: task id -> lease deadline; only drained (reap.lua) after an upgrade
+	keyLease             // HASH   previous layout: task id -> fencing token; only drained (reap.lua) after an upgrade
 	keyDeliveries        // HASH   task id -> leases that expired since the task last settled (crash-loop detection)
 	keyScheduled         // ZSET   task id -> due time (ms, server clock): delayed tasks and retries
 	keyDead              // ZSET   task id -> time it was dead-lettered (ms)
 	keyErrors            // HASH   task id -> why it was dead-lettered
-	keySettled           // ZSET   task id -> token of its last settled delivery; bounded (idempotent replies)
+	keySettled           // ZSET   previous layout: task id -> token*4+outcome; converted to tombstones by reap.lua
 	keySeq               // STRING fencing-token counter
 	keyWake              // LIST   wake-up tokens for blocked consumers; carries no task data
 	keyPaused            // STRING present while pickup is paused: the time it was paused (ms, server clock)
 	keyEpoch             // STRING base of the fencing tokens: the server time (ms) x 256 when the counter started
+	keyLeases            // ZSET   base token of a pickup batch -> its lease deadline (ms, server clock)
+	keyBatches           // HASH   base token of a pickup batch -> its record: a mask (one char per task) + the ids
+	keyInflight          // STRING number of tasks leased in batches and not yet settled (Stats' Active)
+	keyWindow            // LIST   ids whose tasks value is a tombstone (acked recently), oldest at the head
 	numKeys
 )
 
-var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "deliveries", "scheduled", "dead", "errors", "settled", "seq", "wake", "paused", "epoch"}
+var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "deliveries", "scheduled", "dead", "errors", "settled", "seq", "wake", "paused", "epoch", "leases", "batches", "inflight", "window"}
 
 // keySet holds every key of one queue. All share the hash tag {prefix}, so a queue lives in one Cluster slot and
 // every script can touch all of them.
@@ -52,11 +56,11 @@ type keySet struct {
 	tag string   // "{prefix}"
 	all []string // the whole key set, in the order of the key* constants: KEYS of every other script
 
-	enqueue        []string // enqueue.lua: tasks, pending, settled, wake
+	enqueue        []string // enqueue.lua: tasks, pending, wake
 	enqueueDelayed []string // enqueue.lua for a call with a delayed task: the same, then scheduled
-	ack            []string // ack.lua: tasks, active, lease, settled
+	ack            []string // ack.lua: tasks, batches, leases, inflight, window
 	ackRedelivered []string // ack.lua for a batch with a delivery whose lease expired before: the same, then deliveries
-	extend         []string // extend.lua: active, lease
+	extend         []string // extend.lua: leases, batches
 }
 
 func newKeySet(prefix string) keySet {
@@ -71,11 +75,11 @@ func newKeySet(prefix string) keySet {
 		}
 		return out
 	}
-	ks.enqueue = pick(keyTasks, keyPending, keySettled, keyWake)
-	ks.enqueueDelayed = pick(keyTasks, keyPending, keySettled, keyWake, keyScheduled)
-	ks.ack = pick(keyTasks, keyActive, keyLease, keySettled)
-	ks.ackRedelivered = pick(keyTasks, keyActive, keyLease, keySettled, keyDeliveries)
-	ks.extend = pick(keyActive, keyLease)
+	ks.enqueue = pick(keyTasks, keyPending, keyWake)
+	ks.enqueueDelayed = pick(keyTasks, keyPending, keyWake, keyScheduled)
+	ks.ack = pick(keyTasks, keyBatches, keyLeases, keyInflight, keyWindow)
+	ks.ackRedelivered = pick(keyTasks, keyBatches, keyLeases, keyInflight, keyWindow, keyDeliveries)
+	ks.extend = pick(keyLeases, keyBatches)
 	return ks
 }
 

@@ -12,10 +12,16 @@ func (q *RedisTaskQueue) ExtendLeases(ctx context.Context, ds []*Delivery) ([]*D
 		return nil, nil
 	}
 	sent := time.Now()
-	args := make([]any, 1, 1+2*len(ds))
+	order, counts := byBatch(ds)
+	args := make([]any, 1, 1+2*len(counts)+len(ds))
 	args[0] = q.cfg.Lease.Milliseconds()
-	for _, d := range ds {
-		args = append(args, d.Spec.TaskID, d.Token)
+	at := 0
+	for _, c := range counts {
+		args = append(args, ds[order[at]].base, c)
+		for _, i := range order[at : at+c] {
+			args = append(args, ds[i].pos)
+		}
+		at += c
 	}
 	res, err := extendScript.Run(ctx, q.rdb, q.keys.extend, args...).Int64Slice()
 	if err != nil {
@@ -26,8 +32,9 @@ func (q *RedisTaskQueue) ExtendLeases(ctx context.Context, ds []*Delivery) ([]*D
 	}
 	deadline := time.UnixMilli(res[0]).Add(q.cfg.Lease)
 	var lost []*Delivery
-	for i, d := range ds {
-		if res[i+1] == 1 {
+	for k, i := range order {
+		d := ds[i]
+		if res[k+1] == 1 {
 			d.LeaseDeadline = deadline
 			d.localEnds = sent.Add(q.cfg.Lease)
 		} else {

@@ -91,7 +91,7 @@ func (q *RedisTaskQueue) requeueDead(ctx context.Context, taskIDs ...string) (in
 	args[0] = "requeue"
 	for i, id := range taskIDs {
 		fresh := ""
-		if raw, ok := envs[i].(string); ok {
+		if raw, ok := envs[i].(string); ok && !isTombstone(raw) {
 			if env, err := decodeStored(id, []byte(raw), q.cfg.Limits); err == nil {
 				env.Attempt, env.Status, env.LastError, env.FailedAt = 0, StatePending, "", 0
 				if b, err := env.marshal(); err == nil && len(b) <= q.cfg.Limits.readLimit() {

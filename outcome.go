@@ -10,20 +10,46 @@ import (
 	"unicode/utf8"
 )
 
-// Ack implements [TaskQueue]: every delivery in one script call.
+// Ack implements [TaskQueue]: every delivery in one script call, named by its pickup batch and its position in it.
+// A delivery whose batch's record is gone (every delivery of the batch settled, or its lease was reclaimed) is
+// asked about again by id and token, in a second call: a resent ack finds its task's tombstone.
 func (q *RedisTaskQueue) Ack(ctx context.Context, ds ...*Delivery) error {
 	if len(ds) == 0 {
 		return nil
 	}
-	keys, args := q.ackArgs(ds)
+	keys, args, order := q.ackArgs(ds)
 	res, err := ackScript.Run(ctx, q.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return fmt.Errorf("taskqueue: ack: %w", classify(err))
 	}
+	if len(res) != len(ds) {
+		return fmt.Errorf("taskqueue: ack: unexpected reply of %d items", len(res))
+	}
 	var errs []error
+	var unknown []*Delivery
 	for i, r := range res {
-		if r != 1 && i < len(ds) {
-			errs = append(errs, fmt.Errorf("%w: ack of %s", ErrLeaseLost, quote(ds[i].Spec.TaskID)))
+		switch d := ds[order[i]]; r {
+		case 1:
+		case 2:
+			unknown = append(unknown, d)
+		default:
+			errs = append(errs, fmt.Errorf("%w: ack of %s", ErrLeaseLost, quote(d.Spec.TaskID)))
+		}
+	}
+	if len(unknown) > 0 {
+		args := make([]any, 4, 4+2*len(unknown))
+		args[0], args[1], args[2], args[3] = q.cfg.SettledWindow, 0, 0, 0
+		for _, d := range unknown {
+			args = append(args, d.Spec.TaskID, d.Token)
+		}
+		res, err := ackScript.Run(ctx, q.rdb, q.keys.ack, args...).Int64Slice()
+		if err != nil {
+			return fmt.Errorf("taskqueue: ack: %w", classify(err))
+		}
+		for i, d := range unknown {
+			if i >= len(res) || res[i] != 1 {
+				errs = append(errs, fmt.Errorf("%w: ack of %s", ErrLeaseLost, quote(d.Spec.TaskID)))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -43,12 +69,12 @@ func (q *RedisTaskQueue) Retry(ctx context.Context, d *Delivery, delay time.Dura
 	if errors.Is(err, ErrEnvelopeTooLarge) {
 		reason := fmt.Errorf("%w; could not retry it after: %w", err, cause)
 		q.cfg.Logger.WarnContext(ctx, "taskqueue: parked a task whose retry would not fit", slog.String("task_id", truncate(d.Spec.TaskID, 64)), slog.Any("error", err))
-		return q.settle(ctx, "dead", d.Spec.TaskID, d.Token, "", 0, reason.Error(), d.env.GroupID)
+		return q.settle(ctx, "dead", d.Spec.TaskID, d, "", 0, reason.Error(), d.env.GroupID)
 	}
 	if err != nil {
 		return err
 	}
-	return q.settle(ctx, "retry", d.Spec.TaskID, d.Token, string(raw), delay, "", "")
+	return q.settle(ctx, "retry", d.Spec.TaskID, d, string(raw), delay, "", "")
 }
 
 // DeadLetter implements [TaskQueue]. It records a failed run, as Retry does: the envelope's attempt counts it, so a
@@ -70,7 +96,7 @@ func (q *RedisTaskQueue) DeadLetter(ctx context.Context, d *Delivery, cause erro
 	if err != nil {
 		return err
 	}
-	return q.settle(ctx, "dead", d.Spec.TaskID, d.Token, string(raw), 0, reason, env.GroupID)
+	return q.settle(ctx, "dead", d.Spec.TaskID, d, string(raw), 0, reason, env.GroupID)
 }
 
 // maxLastError is the longest error text recorded, in an envelope's last_error and as a dead letter's reason;
@@ -128,18 +154,19 @@ func (d *Delivery) failed() time.Time {
 
 // Release implements [TaskQueue].
 func (q *RedisTaskQueue) Release(ctx context.Context, d *Delivery) error {
-	return q.settle(ctx, "release", d.Spec.TaskID, d.Token, "", 0, "", "")
+	return q.settle(ctx, "release", d.Spec.TaskID, d, "", 0, "", "")
 }
 
-// settle runs settle.lua. A dead letter of a group member (groupID names a run) also completes its group.
-func (q *RedisTaskQueue) settle(ctx context.Context, mode, id string, token int64, env string, delay time.Duration, reason, groupID string) error {
+// settle runs settle.lua for the delivery d of the task id. A dead letter of a group member (groupID names a run)
+// also completes its group.
+func (q *RedisTaskQueue) settle(ctx context.Context, mode, id string, d *Delivery, env string, delay time.Duration, reason, groupID string) error {
 	ms := delay.Milliseconds()
 	if delay > 0 && ms == 0 {
 		ms = 1
 	}
-	keys, args := q.keys.all, []any{mode, q.cfg.SettledWindow, id, token, env, ms, truncate(reason, maxLastError)}
+	keys, args := q.keys.all, []any{mode, id, d.base, d.pos, env, ms, truncate(reason, maxLastError), 0}
 	if mode == "dead" && isGroupRun(groupID) {
-		keys, args = q.groupKeys(groupID), append(args, numKeys+1)
+		keys, args[7] = q.groupKeys(groupID), numKeys+1
 	}
 	n, err := settleScript.Run(ctx, q.rdb, keys, args...).Int64()
 	if err != nil {
@@ -151,13 +178,51 @@ func (q *RedisTaskQueue) settle(ctx context.Context, mode, id string, token int6
 	return nil
 }
 
-// ackArgs returns the KEYS and ARGV of ack.lua for a batch. A batch without group members or results sends
-// pairs (id, token); otherwise every delivery sends five values and each group run's keys (or result key) are
-// appended once. The deliveries hash is passed only when a delivery of the batch is not its task's first since it
-// last settled: only such a task can have an entry there (reap.lua counts a lease that expired, and the next
-// pickup reports it in Delivery.Deliveries), and the hash usually does not exist, which a Cluster refuses in a
-// call's KEYS while the queue's slot moves (keySet in keys.go).
-func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any) {
+// byBatch returns the indexes of ds grouped by pickup batch, each batch where its first delivery is, and the
+// deliveries of a batch in the order of ds: the order in which ack.lua and extend.lua name them and answer.
+func byBatch(ds []*Delivery) (order []int, counts []int) {
+	order = make([]int, 0, len(ds))
+	if len(ds) > 0 && ds[0].base == ds[len(ds)-1].base { // usually one batch: no map
+		same := true
+		for _, d := range ds {
+			if d.base != ds[0].base {
+				same = false
+				break
+			}
+		}
+		if same {
+			for i := range ds {
+				order = append(order, i)
+			}
+			return order, []int{len(ds)}
+		}
+	}
+	at := map[int64]int{}
+	var groups [][]int
+	for i, d := range ds {
+		g, ok := at[d.base]
+		if !ok {
+			g = len(groups)
+			at[d.base] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	for _, g := range groups {
+		order = append(order, g...)
+		counts = append(counts, len(g))
+	}
+	return order, counts
+}
+
+// ackArgs returns the KEYS and ARGV of ack.lua for a batch, and the index in ds of each of the script's answers.
+// A batch without group members or results sends per pickup batch its base token, a count and positions;
+// otherwise every delivery sends four values and each group run's keys (or result key) are appended once. The
+// deliveries hash is passed only when a delivery of the batch is not its task's first since it last settled: only
+// such a task can have an entry there (reap.lua counts a lease that expired, and the next pickup reports it in
+// Delivery.Deliveries), and the hash usually does not exist, which a Cluster refuses in a call's KEYS while the
+// queue's slot moves (keySet in keys.go).
+func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any, []int) {
 	plain, redelivered := true, false
 	for _, d := range ds {
 		if d.result != nil || isGroupRun(d.Spec.GroupID) {
@@ -171,31 +236,38 @@ func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any) {
 	if redelivered {
 		keys, dk = q.keys.ackRedelivered, len(q.keys.ackRedelivered)
 	}
-	if plain {
-		args := make([]any, 4, 4+2*len(ds))
-		args[0], args[1], args[2], args[3] = q.cfg.SettledWindow, 2, 0, dk
-		for _, d := range ds {
-			args = append(args, d.Spec.TaskID, d.Token)
-		}
-		return keys, args
+	order, counts := byBatch(ds)
+	stride := 1
+	if !plain {
+		stride = 4
+		keys = slices.Clone(keys)
 	}
-	keys = slices.Clone(keys)
-	args := make([]any, 4, 4+5*len(ds))
-	args[0], args[1], args[2], args[3] = q.cfg.SettledWindow, 5, q.cfg.ResultTTL.Milliseconds(), dk
+	args := make([]any, 4, 4+2*len(counts)+stride*len(ds))
+	args[0], args[1], args[2], args[3] = q.cfg.SettledWindow, stride, q.cfg.ResultTTL.Milliseconds(), dk
 	runs := map[string]int{}
-	for _, d := range ds {
-		g, r := 0, 0
-		if gid := d.Spec.GroupID; isGroupRun(gid) {
-			if g = runs[gid]; g == 0 {
-				keys = append(keys, q.keys.group(gid), q.keys.groupDone(gid))
-				g = len(keys) - 1 // KEYS is 1-based: the hash is KEYS[g], the done list KEYS[g+1]
-				runs[gid] = g
+	at := 0
+	for _, c := range counts {
+		args = append(args, ds[order[at]].base, c)
+		for _, i := range order[at : at+c] {
+			d := ds[i]
+			if plain {
+				args = append(args, d.pos)
+				continue
 			}
-		} else if d.result != nil {
-			keys = append(keys, q.keys.result(d.Spec.TaskID))
-			r = len(keys)
+			g, r := 0, 0
+			if gid := d.Spec.GroupID; isGroupRun(gid) {
+				if g = runs[gid]; g == 0 {
+					keys = append(keys, q.keys.group(gid), q.keys.groupDone(gid))
+					g = len(keys) - 1 // KEYS is 1-based: the hash is KEYS[g], the done list KEYS[g+1]
+					runs[gid] = g
+				}
+			} else if d.result != nil {
+				keys = append(keys, q.keys.result(d.Spec.TaskID))
+				r = len(keys)
+			}
+			args = append(args, d.pos, g, r, d.result)
 		}
-		args = append(args, d.Spec.TaskID, d.Token, g, r, d.result)
+		at += c
 	}
-	return keys, args
+	return keys, args, order
 }

@@ -217,7 +217,7 @@ func (q *RedisTaskQueue) dequeueOnce(ctx context.Context, n int) (leased, time.D
 	if err != nil {
 		return leased{}, 0, fmt.Errorf("taskqueue: dequeue: %w", classify(err))
 	}
-	if len(res) < 2 || (len(res)-2)%4 != 0 {
+	if len(res) < 3 || (len(res)-3)%3 != 0 {
 		return leased{}, 0, fmt.Errorf("taskqueue: dequeue: unexpected reply of %d items", len(res))
 	}
 	now, _ := res[0].(int64)
@@ -225,15 +225,17 @@ func (q *RedisTaskQueue) dequeueOnce(ctx context.Context, n int) (leased, time.D
 	if ms, _ := res[1].(int64); ms >= 0 {
 		nextDue = time.Duration(ms) * time.Millisecond
 	}
+	base, _ := res[2].(int64)
 	deadline := time.UnixMilli(now).Add(q.cfg.Lease)
-	k := (len(res) - 2) / 4
+	k := (len(res) - 3) / 3
 	l := leased{ds: make([]*Delivery, 0, k), ids: make([]string, 0, k), raws: make([]string, 0, k)}
-	for i := 2; i < len(res); i += 4 {
+	for i := 3; i < len(res); i += 3 {
 		id, _ := res[i].(string)
-		token, _ := res[i+1].(int64)
-		deliveries, _ := res[i+2].(int64)
-		raw, _ := res[i+3].(string)
-		l.ds = append(l.ds, &Delivery{Token: token, Deliveries: int(deliveries), LeaseDeadline: deadline, localEnds: sent.Add(q.cfg.Lease)})
+		deliveries, _ := res[i+1].(int64)
+		raw, _ := res[i+2].(string)
+		pos := len(l.ds) + 1
+		l.ds = append(l.ds, &Delivery{Token: base + int64(pos) - 1, Deliveries: int(deliveries), LeaseDeadline: deadline,
+			base: base, pos: pos, localEnds: sent.Add(q.cfg.Lease)})
 		l.ids = append(l.ids, id)
 		l.raws = append(l.raws, raw)
 	}
@@ -259,7 +261,7 @@ func (q *RedisTaskQueue) rehydrateOne(ctx context.Context, d *Delivery, id, raw 
 		err = malformed(fmt.Sprintf("task_id %s does not match the id it is stored under", quote(env.TaskID)))
 	}
 	if err != nil {
-		q.park(ctx, id, d.Token, err, env, raw)
+		q.park(ctx, id, d, err, env, raw)
 		return false
 	}
 	d.Spec, d.env = spec, env
@@ -311,7 +313,7 @@ type resolvedSpec struct {
 // rewritten to dead, re-marshalled (status is not signed, so a signature still verifies). An envelope that did not
 // decode or verify is kept byte-exact, as stored, for an operator: its status stays what it was, and the reason
 // says why it was parked.
-func (q *RedisTaskQueue) park(ctx context.Context, id string, token int64, cause error, env *envelope, raw string) {
+func (q *RedisTaskQueue) park(ctx context.Context, id string, d *Delivery, cause error, env *envelope, raw string) {
 	q.cfg.Logger.WarnContext(ctx, "taskqueue: parked a task that cannot run", slog.String("task_id", truncate(id, 64)), slog.Any("error", cause))
 	rewritten := ""
 	if env != nil {
@@ -321,7 +323,7 @@ func (q *RedisTaskQueue) park(ctx context.Context, id string, token int64, cause
 			rewritten = string(b)
 		}
 	}
-	err := q.settle(ctx, "dead", id, token, rewritten, 0, cause.Error(), groupOfStored(env, raw, q.cfg.Limits))
+	err := q.settle(ctx, "dead", id, d, rewritten, 0, cause.Error(), groupOfStored(env, raw, q.cfg.Limits))
 	if err != nil {
 		q.cfg.Logger.ErrorContext(ctx, "taskqueue: could not park task; it returns after its lease", slog.String("task_id", truncate(id, 64)), slog.Any("error", err))
 	}

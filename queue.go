@@ -98,6 +98,8 @@ type Delivery struct {
 	LeaseDeadline time.Time
 
 	env       *envelope
+	base      int64     // the first token of the delivery's pickup batch, whose lease record fences it (Redis)
+	pos       int       // the delivery's position in its pickup batch, 1-based: Token is base + pos - 1 (Redis)
 	localEnds time.Time // the lease deadline estimated on the local monotonic clock (lower bound)
 	result    []byte    // the handler's result (SetResult), stored by Ack
 	failedAt  time.Time // set by the first Retry or DeadLetter: a resend writes the same envelope (settle.lua)

@@ -20,12 +20,12 @@ func (q *RedisTaskQueue) reap(ctx context.Context) (ReapResult, error) {
 	keys := q.keys.all
 	var claims []any
 	for range 3 {
-		args := append([]any{q.cfg.ReapBatch, q.cfg.MaxDeliveries, q.cfg.PromoteBatch, ErrMaxDeliveries.Error()}, claims...)
+		args := append([]any{q.cfg.ReapBatch, q.cfg.MaxDeliveries, q.cfg.PromoteBatch, ErrMaxDeliveries.Error(), q.cfg.SettledWindow}, claims...)
 		res, err := reapScript.Run(ctx, q.rdb, keys, args...).Slice()
 		if err != nil {
 			return total, fmt.Errorf("taskqueue: reap: %w", classify(err))
 		}
-		if len(res) < 3 || (len(res)-3)%2 != 0 {
+		if len(res) < 3 || (len(res)-3)%4 != 0 {
 			return total, fmt.Errorf("taskqueue: reap: unexpected reply of %d items", len(res))
 		}
 		for i, n := range []*int{&total.Requeued, &total.Dead, &total.Promoted} {
@@ -41,15 +41,16 @@ func (q *RedisTaskQueue) reap(ctx context.Context) (ReapResult, error) {
 	return total, nil
 }
 
-// claims turns the held (id, envelope) pairs of reap.lua into its claims (id, KEYS index of the group's hash)
-// and the KEYS that go with them.
+// claims turns the held (id, envelope, base, position) quads of reap.lua into its claims (base, position, id,
+// KEYS index of the group's hash) and the KEYS that go with them.
 func (q *RedisTaskQueue) claims(held []any) ([]string, []any) {
 	keys := slices.Clone(q.keys.all)
 	claims := make([]any, 0, len(held))
 	runs := map[string]int{}
-	for i := 0; i+1 < len(held); i += 2 {
+	for i := 0; i+3 < len(held); i += 4 {
 		id, _ := held[i].(string)
 		raw, _ := held[i+1].(string)
+		base, pos := held[i+2], held[i+3]
 		env, err := decodeEnvelope([]byte(raw), q.cfg.Limits)
 		if err != nil {
 			env = nil
@@ -62,7 +63,7 @@ func (q *RedisTaskQueue) claims(held []any) ([]string, []any) {
 				runs[gid] = g
 			}
 		}
-		claims = append(claims, id, g)
+		claims = append(claims, base, pos, id, g)
 	}
 	return keys, claims
 }

@@ -441,7 +441,9 @@ func TestWorkerStopLeavesOnlyBookkeepingKeys(t *testing.T) {
 	require.NoError(t, stopWorker(t, w, time.Second))
 	keys, err := s.rdb.Keys(ctx, "{"+s.q.KeyPrefix()+"}*").Result()
 	require.NoError(t, err)
-	require.ElementsMatch(t, []string{s.q.keys.key(keySeq), s.q.keys.key(keyEpoch), s.q.keys.key(keySettled)}, keys)
+	// The settled window: the acked task's tombstone in tasks, its id in window.
+	require.ElementsMatch(t, []string{s.q.keys.key(keySeq), s.q.keys.key(keyEpoch), s.q.keys.key(keyInflight),
+		s.q.keys.key(keyTasks), s.q.keys.key(keyWindow)}, keys)
 }
 
 func TestWorkerRunsSuspectsAlone(t *testing.T) {

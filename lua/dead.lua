@@ -1,12 +1,12 @@
 -- dead: act on dead letters.
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled (passed on to
--- place, which does not touch it here), dead, errors, settled and wake.
+-- place, which does not touch it here), dead, errors and wake.
 -- ARGV[1] = "requeue" or "delete"; then pairs id, envelope ("" keeps the stored one; ignored by delete).
--- requeue moves each dead task to the tail of pending with a fresh delivery count; delete removes it (and its
--- settled entry, so the id can be enqueued again).
+-- requeue moves each dead task to the tail of pending with a fresh delivery count; delete removes it (so the id
+-- can be enqueued again).
 -- Returns the number of tasks acted on (ids that were not dead are skipped).
 local tasks, pending, deliveries, scheduled, dead = KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7]
-local errors, settled, wake = KEYS[8], KEYS[9], KEYS[11]
+local errors, wake = KEYS[8], KEYS[11]
 local mode = ARGV[1]
 local n = 0
 local ready = {}
@@ -17,7 +17,6 @@ for i = 2, #ARGV, 2 do
     redis.call('HDEL', deliveries, id)
     if mode == 'delete' then
       redis.call('HDEL', tasks, id)
-      redis.call('ZREM', settled, id)
     else
       if ARGV[i + 1] ~= '' then redis.call('HSET', tasks, id, ARGV[i + 1]) end
       ready[#ready + 1] = id

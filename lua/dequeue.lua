@@ -1,23 +1,29 @@
--- dequeue: promote due scheduled tasks, then lease up to n pending tasks. A constant number of Redis calls per
--- batch, whatever its size.
--- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, active, lease, deliveries, scheduled,
--- seq, wake, paused and epoch.
+-- dequeue: promote due scheduled tasks, then lease up to n pending tasks as one batch. A constant number of Redis
+-- calls per batch, whatever its size.
+-- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled, seq, wake,
+-- paused, epoch, leases, batches and inflight.
 -- ARGV[1] = n, the most tasks to lease; ARGV[2] = lease in ms; ARGV[3] = most scheduled tasks to promote.
--- Returns {now_ms, next_due_in_ms (-1: nothing scheduled), id1, token1, deliveries1, envelope1, ...}, where
--- deliveries counts this delivery and the ones lost before it (deliveries holds the lost count).
+-- Returns {now_ms, next_due_in_ms (-1: nothing scheduled), base, id1, deliveries1, envelope1, ...}: the tasks of
+-- the batch in order, the i-th (1-based) holding the fencing token base + i - 1; deliveries counts this delivery
+-- and the ones lost before it (deliveries holds the lost count). base is 0 when nothing was leased.
+-- One lease for the whole batch: leases scores base by the deadline, and batches holds its record under base: a
+-- mask of one '-' (leased) per task, then the JSON array of the ids (record_of, prelude.lua). inflight counts the
+-- tasks leased. A task whose value in tasks is missing or a tombstone ('~': acked) is dropped from pending, not
+-- leased.
 -- Wakes one more consumer when it took a full batch and tasks remain.
 -- A suspect (a task whose lease expired before: it may crash its worker) is leased alone: the batch is cut
 -- before the first suspect, or right after it when it comes first, and the rest goes back to the head. A worker
 -- that crashes running a suspect then takes no batch-mates down with it.
 -- While pickup is paused (paused exists) it still promotes due scheduled tasks but leases nothing and returns
--- {now_ms, -1}: a paused consumer blocks on the wake list until Resume pushes a wake-up (or its wait ends), rather
--- than waking up for each delayed task that falls due.
-local tasks, pending, active, lease, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local scheduled, seq, wake, paused, epoch = KEYS[6], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+-- {now_ms, -1, 0}: a paused consumer blocks on the wake list until Resume pushes a wake-up (or its wait ends),
+-- rather than waking up for each delayed task that falls due.
+local tasks, pending, deliveries, scheduled = KEYS[1], KEYS[2], KEYS[5], KEYS[6]
+local seq, wake, paused, epoch = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+local leases, batches, inflight = KEYS[14], KEYS[15], KEYS[16]
 local n, lease_ms, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 promote_due(scheduled, pending, now, promote)
-local out = {now, -1}
+local out = {now, -1, 0}
 if redis.call('EXISTS', paused) == 1 then return out end
 local ids = redis.call('LPOP', pending, n)
 if ids then
@@ -42,40 +48,32 @@ if ids then
     end
   end
   local envs = redis.call('HMGET', tasks, unpack(ids))
-  -- Formatted once: a number would be formatted again for each task when passed to ZADD.
-  local deadline = string.format('%.0f', now + lease_ms)
-  -- Tokens are epoch + seq. A missing epoch (a new queue, or a Redis restarted empty) is set from the server
-  -- clock x 256, so tokens never repeat one handed out before a restart (unless deliveries averaged more than
-  -- 256 per ms), and seq stays a plain count of deliveries.
-  local base = redis.call('GET', epoch)
-  if not base then
-    base = string.format('%.0f', now * 256)
-    redis.call('SET', epoch, base)
-  end
-  local count = redis.call('INCRBY', seq, #ids)
-  local tok = tonumber(base) + count - #ids
-  local zargs, hargs = {}, {}
-  local k, o = 0, 2
+  local live, o = {}, 3
   for i = 1, #ids do
-    tok = tok + 1
     local env = envs[i]
-    if env then
-      local id = ids[i]
-      zargs[k + 1] = deadline
-      zargs[k + 2] = id
-      hargs[k + 1] = id
-      hargs[k + 2] = string.format('%.0f', tok)
-      k = k + 2
-      out[o + 1] = id
-      out[o + 2] = tok
-      out[o + 3] = (tonumber(lost[i]) or 0) + 1
-      out[o + 4] = env
-      o = o + 4
+    if env and string.byte(env, 1) ~= 126 then
+      live[#live + 1] = ids[i]
+      out[o + 1] = ids[i]
+      out[o + 2] = (tonumber(lost[i]) or 0) + 1
+      out[o + 3] = env
+      o = o + 3
     end
   end
-  if k > 0 then
-    redis.call('ZADD', active, unpack(zargs))
-    redis.call('HSET', lease, unpack(hargs))
+  if #live > 0 then
+    -- Tokens are epoch + seq. A missing epoch (a new queue, or a Redis restarted empty) is set from the server
+    -- clock x 256, so tokens never repeat one handed out before a restart (unless deliveries averaged more than
+    -- 256 per ms), and seq stays a plain count of deliveries.
+    local e = redis.call('GET', epoch)
+    if not e then
+      e = string.format('%.0f', now * 256)
+      redis.call('SET', epoch, e)
+    end
+    local base = tonumber(e) + redis.call('INCRBY', seq, #live) - #live + 1
+    local b = string.format('%.0f', base)
+    redis.call('ZADD', leases, now + lease_ms, b)
+    redis.call('HSET', batches, b, string.rep('-', #live) .. cjson.encode(live))
+    redis.call('INCRBY', inflight, #live)
+    out[3] = base
   end
   if full and redis.call('LLEN', pending) > 0 then
     wake_one(wake)

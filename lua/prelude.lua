@@ -49,15 +49,35 @@ local function promote_due(scheduled, pending, now, limit)
   return #due
 end
 
--- settled_as(settled, id, score): whether the settled window holds id with this score (token*4 + outcome), that
--- is whether the call that settles it so already ran: a resend.
-local function settled_as(settled, id, score)
-  return tonumber(redis.call('ZSCORE', settled, id)) == score
+-- record_of(batches, base): the lease record of the pickup batch whose first token is base, split into its mask
+-- (one character per task: '-' leased, 'a' acked, 'r' retried, 'd' dead-lettered, 'l' released, 'x' reclaimed)
+-- and the rest (the JSON array of its ids, decoded by the caller only when needed). nil when there is none.
+local function record_of(batches, base)
+  local rec = redis.call('HGET', batches, base)
+  if not rec then return nil, nil end
+  local k = string.find(rec, '[', 1, true)
+  return string.sub(rec, 1, k - 1), string.sub(rec, k)
 end
 
--- remember(settled, window, entries): add entries (pairs score, id) to the settled window, unless it is off
--- (window 0), and trim it to its newest window ids.
-local function remember(settled, window, entries)
-  if window > 0 then redis.call('ZADD', settled, unpack(entries)) end
-  redis.call('ZREMRANGEBYRANK', settled, 0, -window - 1)
+-- entomb(tasks, recent, window, ids, tombs): the settled window. Unless it is off (window 0), overwrites each
+-- acked task's envelope with its tombstone (tombs: pairs id, '~' .. token), appends the ids to the FIFO list
+-- recent and trims it to window ids, deleting the values of the ids it drops that are still tombstones; with the
+-- window off, deletes the envelopes.
+local function entomb(tasks, recent, window, ids, tombs)
+  if window <= 0 then
+    redis.call('HDEL', tasks, unpack(ids))
+    return
+  end
+  redis.call('HSET', tasks, unpack(tombs))
+  -- At most 1000 dropped per call (a window made much smaller shrinks over several calls).
+  local over = math.min(redis.call('RPUSH', recent, unpack(ids)) - window, 1000)
+  if over > 0 then
+    local old = redis.call('LPOP', recent, over)
+    local vals = redis.call('HMGET', tasks, unpack(old))
+    local gone = {}
+    for i = 1, #old do
+      if vals[i] and string.byte(vals[i], 1) == 126 then gone[#gone + 1] = old[i] end
+    end
+    if #gone > 0 then redis.call('HDEL', tasks, unpack(gone)) end
+  end
 end

@@ -1,14 +1,14 @@
 -- purge: remove up to n tasks of one state, oldest first, with everything stored about them. Bounded per call;
 -- the caller loops.
--- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled, dead, errors
--- and settled.
+-- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled, dead and
+-- errors.
 -- ARGV[1] = "pending", "scheduled" or "dead"; ARGV[2] = n, the most tasks to remove in this call (1 to 1000).
 -- Each removed id leaves its state's key (pending, scheduled or dead) and tasks (envelope), deliveries (lost
--- deliveries), settled (the id can be enqueued again) and, for dead letters, errors (reason). Active tasks are
--- not purged: workers hold their leases.
+-- deliveries) and, for dead letters, errors (reason); the id can be enqueued again. Active tasks are not purged:
+-- workers hold their leases. Tombstones (ids acked recently) are not tasks: a purge leaves them.
 -- Returns {removed, left}, left being the number of tasks still in that state.
 local tasks, pending, deliveries, scheduled, dead = KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7]
-local errors, settled = KEYS[8], KEYS[9]
+local errors = KEYS[8]
 local state, n = ARGV[1], tonumber(ARGV[2])
 local ids, key
 if state == 'pending' then
@@ -25,7 +25,6 @@ end
 if #ids > 0 then
   redis.call('HDEL', tasks, unpack(ids))
   redis.call('HDEL', deliveries, unpack(ids))
-  redis.call('ZREM', settled, unpack(ids))
   if state == 'dead' then redis.call('HDEL', errors, unpack(ids)) end
 end
 local left

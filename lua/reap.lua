@@ -1,25 +1,34 @@
 -- reap: return deliveries whose lease expired, and promote due scheduled tasks. Bounded per call; safe to run
--- from any number of processes at once (each expired delivery is removed from active exactly once).
+-- from any number of processes at once (each expired batch is taken out of leases exactly once).
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, active, lease, deliveries, scheduled,
--- dead, errors and wake, then the group run keys that the claims name (hash, done list).
+-- dead, errors, settled, wake, leases, batches, inflight and window, then the group run keys that the claims name
+-- (hash, done list).
 -- ARGV[1] = most leases to reap; ARGV[2] = max deliveries (a task whose lease expired this many deliveries in a
 --           row is dead-lettered; deliveries counts the expired ones); ARGV[3] = most scheduled tasks to promote;
---           ARGV[4] = reason prefix for dead letters; ARGV[5..] = claims: pairs id, KEYS index of its group run
---           hash (0 = none).
+--           ARGV[4] = reason prefix for dead letters; ARGV[5] = settled window (as ack.lua's);
+--           ARGV[6..] = claims: quads base, position, id, KEYS index of its group run hash (0 = none); base ""
+--           names a delivery of the previous layout (below).
+-- An expired batch (leases, batches: dequeue.lua) gives each task still leased in it ('-' in its mask) back to
+-- the head of pending, in batch order, with its count in deliveries + 1, or dead-letters it when that count
+-- reaches max deliveries; then the record goes. A record whose deliveries all settled (kept for resends:
+-- settle.lua) just goes.
 -- A task due for the dead letters whose envelope may name a group run ('"group_id":"…@') is held: left as it is
 -- and returned with its envelope, since its group's keys were not passed. The caller calls again with it as a
 -- claim and its group's keys: if its lease is still expired, that call dead-letters it and completes its group
 -- as failed (group_done, group.lua), in one script.
--- Returns {requeued, dead, promoted, held id1, envelope1, ...}.
+-- The previous layout: deliveries leased before an upgrade (a member per task in active, its token in lease) are
+-- reaped the same way once expired, and entries of the previous settled window (settled, score token*4 +
+-- outcome) become tombstones (an ack's: '~' .. token, appended to window) or are dropped (other outcomes), up to
+-- ARGV[1] per call. See docs/migration.md.
+-- Returns {requeued, dead, promoted, held id1, envelope1, base1, position1, ...}.
 local tasks, pending, active, lease, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local scheduled, dead, errors, wake = KEYS[6], KEYS[7], KEYS[8], KEYS[11]
-local limit, maxd, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local scheduled, dead, errors, settled, wake = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[11]
+local leases, batches, inflight, recent = KEYS[14], KEYS[15], KEYS[16], KEYS[17]
+local limit, maxd, promote, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local now = now_ms()
 local was_empty = redis.call('LLEN', pending) == 0
-local requeued, buried = 0, 0
+local requeued, buried, settled_now = 0, 0, 0
 local function bury(id, d)
-  redis.call('ZREM', active, id)
-  redis.call('HDEL', lease, id)
   redis.call('HDEL', deliveries, id)
   redis.call('ZADD', dead, now, id)
   local why = ARGV[4] .. ' (' .. d .. ' deliveries, each lease expired)'
@@ -27,41 +36,113 @@ local function bury(id, d)
   buried = buried + 1
   return why
 end
-for i = 5, #ARGV, 2 do
-  local id, g = ARGV[i], tonumber(ARGV[i + 1])
-  local score = tonumber(redis.call('ZSCORE', active, id))
-  local d = tonumber(redis.call('HGET', deliveries, id) or '0') + 1
-  if score and score <= now and d >= maxd and redis.call('HEXISTS', tasks, id) == 1 then
-    local why = bury(id, d)
-    if g > 0 then group_done(KEYS[g], KEYS[g + 1], id, '0' .. why) end
-  end
+local function lost_count(id)
+  return tonumber(redis.call('HGET', deliveries, id) or '0') + 1
 end
+
+-- Claims: held members of group runs, dead-lettered with their group's keys.
+for i = 6, #ARGV, 4 do
+  local b, pos, id, g = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
+  local d = lost_count(id)
+  local why
+  if b == '' then
+    local score = tonumber(redis.call('ZSCORE', active, id))
+    if score and score <= now and d >= maxd and redis.call('HEXISTS', tasks, id) == 1 then
+      redis.call('ZREM', active, id)
+      redis.call('HDEL', lease, id)
+      why = bury(id, d)
+    end
+  else
+    local score = tonumber(redis.call('ZSCORE', leases, b))
+    local mask, rest = record_of(batches, b)
+    if score and score <= now and mask and string.sub(mask, pos, pos) == '-' and cjson.decode(rest)[pos] == id
+        and d >= maxd and redis.call('HEXISTS', tasks, id) == 1 then
+      redis.call('HSET', batches, b, string.sub(mask, 1, pos - 1) .. 'x' .. string.sub(mask, pos + 1) .. rest)
+      settled_now = settled_now + 1
+      why = bury(id, d)
+    end
+  end
+  if why and g > 0 then group_done(KEYS[g], KEYS[g + 1], id, '0' .. why) end
+end
+
 local promoted = promote_due(scheduled, pending, now, promote)
-local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
 local held = {}
-for i = #ids, 1, -1 do
-  local id = ids[i]
-  local d = tonumber(redis.call('HGET', deliveries, id) or '0') + 1
+-- returns one leased task: false when it is held (left leased).
+local function give_back(id, b, pos)
+  local d = lost_count(id)
   if redis.call('HEXISTS', tasks, id) == 0 then
-    redis.call('ZREM', active, id)
-    redis.call('HDEL', lease, id)
     redis.call('HDEL', deliveries, id)
   elseif d >= maxd then
     local env = redis.call('HGET', tasks, id)
     if string.find(env, '"group_id":"[^"]*@') then
       held[#held + 1] = id
       held[#held + 1] = env
-    else
-      bury(id, d)
+      held[#held + 1] = b
+      held[#held + 1] = pos
+      return false
     end
+    bury(id, d)
   else
-    redis.call('ZREM', active, id)
-    redis.call('HDEL', lease, id)
     redis.call('HSET', deliveries, id, d)
     redis.call('LPUSH', pending, id)
     requeued = requeued + 1
   end
+  return true
 end
+
+-- Expired batches, the latest deadline first, each from its last task to its first: the earliest ends at the
+-- head of pending.
+local bs = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)
+for i = #bs, 1, -1 do
+  local b = bs[i]
+  local mask, rest = record_of(batches, b)
+  local keep = false
+  if mask and string.find(mask, '-', 1, true) then
+    local ids = cjson.decode(rest)
+    local marks = {string.byte(mask, 1, -1)}
+    for pos = #ids, 1, -1 do
+      if marks[pos] == 45 then -- '-'
+        if give_back(ids[pos], b, pos) then
+          marks[pos] = 120 -- 'x'
+          settled_now = settled_now + 1
+        else
+          keep = true
+        end
+      end
+    end
+    if keep then redis.call('HSET', batches, b, string.char(unpack(marks)) .. rest) end
+  end
+  if not keep then
+    redis.call('HDEL', batches, b)
+    redis.call('ZREM', leases, b)
+  end
+end
+if settled_now > 0 then redis.call('INCRBY', inflight, -settled_now) end
+
+-- The previous layout's leases.
+local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
+for i = #ids, 1, -1 do
+  if give_back(ids[i], '', 0) then
+    redis.call('ZREM', active, ids[i])
+    redis.call('HDEL', lease, ids[i])
+  end
+end
+
+-- The previous layout's settled window.
+local old = redis.call('ZRANGE', settled, 0, limit - 1, 'WITHSCORES')
+if #old > 0 then
+  local gone, acked = {}, {}
+  for i = #old - 1, 1, -2 do
+    local id, score = old[i], tonumber(old[i + 1])
+    gone[#gone + 1] = id
+    if window > 0 and score % 4 == 0 and redis.call('HSETNX', tasks, id, '~' .. string.format('%.0f', score / 4)) == 1 then
+      acked[#acked + 1] = id
+    end
+  end
+  redis.call('ZREM', settled, unpack(gone))
+  if #acked > 0 then redis.call('LPUSH', recent, unpack(acked)) end
+end
+
 if was_empty and (requeued > 0 or promoted > 0) then
   wake_one(wake)
 end
