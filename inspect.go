@@ -338,10 +338,10 @@ func (q *RedisTaskQueue) inspect(ctx context.Context, taskID string) (TaskInfo, 
 			}
 		}
 	}
-	switch {
-	case info.State == StateDead:
+	switch info.State {
+	case StateDead:
 		info.Reason = reason.Val()
-	case info.State == "":
+	case "":
 		return TaskInfo{}, fmt.Errorf("%w: %s", ErrNotFound, quote(taskID))
 	}
 	info.State = q.delayedState(info.State, info.Envelope)
