@@ -22,15 +22,3 @@ func leaseDeadline(ctx context.Context, q *RedisTaskQueue, id string) (float64, 
 	}
 	return 0, redis.Nil
 }
-
-// envelopesLeft counts the values of the tasks hash that are envelopes, not tombstones.
-func envelopesLeft(ctx context.Context, q *RedisTaskQueue) (int, error) {
-	vals, err := q.rdb.HVals(ctx, q.keys.key(keyTasks)).Result()
-	n := 0
-	for _, v := range vals {
-		if !isTombstone(v) {
-			n++
-		}
-	}
-	return n, err
-}
