@@ -70,8 +70,8 @@
 //     with [ErrLeaseLost] unless the token still owns the task, so a stalled worker never settles a task that
 //     another worker now runs.
 //   - Idempotent enqueue by task id. The same id with the same content is a no-op, the same id with other content
-//     is [ErrTaskIDConflict] while the task exists, and an id that settled recently ([RedisConfig.SettledWindow])
-//     is taken as a replay. Ack and settle calls repeated after a lost reply succeed the same way, and a worker
+//     is [ErrTaskIDConflict] while the task exists, and an id acked recently ([RedisConfig.SettledWindow]: its
+//     envelope is replaced by a short tombstone) is taken as a replay. Ack and settle calls repeated after a lost reply succeed the same way, and a worker
 //     resends them (and lease renewals) on a transient Redis error ([ErrTransient]: a lost reply, a Cluster slot
 //     on the move, a failover) until shortly before the lease ends, reporting the outcome once it is known.
 //   - Blocking pickup. Idle workers block on a wake-up list that carries no task data; an enqueue into an empty

@@ -88,7 +88,7 @@ func single(err error) error {
 //
 // Enqueue is idempotent by task id: while a task exists (pending, scheduled, running, retrying or dead), the same
 // id with the same content is a no-op ([Duplicate]) and with other content [ErrTaskIDConflict]. After a task
-// completes, its id stays in the settled window ([RedisConfig.SettledWindow], the last 10000 settled ids by
+// completes, its id stays in the settled window ([RedisConfig.SettledWindow], the last 10000 acked ids by
 // default), and enqueueing it again is also a no-op ([AlreadyCompleted]): that is what makes a producer's retry
 // after a lost reply safe even when a fast worker already ran the task. To run the same work again, use a new
 // task id.

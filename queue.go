@@ -114,8 +114,9 @@ type RedisConfig struct {
 	// MaxDeliveries dead-letters a task whose lease expired this many deliveries in a row (a task that keeps
 	// crashing its worker). Default 5.
 	MaxDeliveries int
-	// SettledWindow is how many settled task ids the queue remembers, so that a repeated ack, retry or enqueue
-	// after a lost reply is recognised. Default 10000; -1 remembers none.
+	// SettledWindow is how many acked task ids the queue remembers (a tombstone in place of each envelope), so
+	// that a repeated ack or enqueue after a lost reply is recognised. Default 10000; -1 remembers none. (A
+	// repeated retry or dead letter is recognised by the envelope it wrote, whatever the window.)
 	SettledWindow int
 	// ReapBatch bounds the expired leases one Reap handles. Default 1000.
 	ReapBatch int
