@@ -118,7 +118,7 @@ type RedisConfig struct {
 	// that a repeated ack or enqueue after a lost reply is recognised. Default 10000; -1 remembers none. (A
 	// repeated retry or dead letter is recognised by the envelope it wrote, whatever the window.)
 	SettledWindow int
-	// ReapBatch bounds the expired leases one Reap handles. Default 1000.
+	// ReapBatch bounds the leased tasks whose lease expired that one Reap handles. Default 1000.
 	ReapBatch int
 	// PromoteBatch bounds the due delayed tasks one call makes ready. Default 1000.
 	PromoteBatch int

@@ -3,14 +3,14 @@
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, active, lease, deliveries, scheduled,
 -- dead, errors, settled, wake, leases, batches, inflight and window, then the group run keys that the claims name
 -- (hash, done list).
--- ARGV[1] = most leases to reap; ARGV[2] = max deliveries (a task whose lease expired this many deliveries in a
+-- ARGV[1] = most leased tasks to reap (a batch is reaped in part when it does not fit); ARGV[2] = max deliveries (a task whose lease expired this many deliveries in a
 --           row is dead-lettered; deliveries counts the expired ones); ARGV[3] = most scheduled tasks to promote;
 --           ARGV[4] = reason prefix for dead letters; ARGV[5] = settled window (as ack.lua's);
 --           ARGV[6..] = claims: quads base, position, id, KEYS index of its group run hash (0 = none); base ""
 --           names a delivery of the previous layout (below).
 -- An expired batch (leases, batches: dequeue.lua) gives each task still leased in it ('-' in its mask) back to
--- the head of pending, in batch order, with its count in deliveries + 1, or dead-letters it when that count
--- reaches max deliveries; then the record goes. A record whose deliveries all settled (kept for resends:
+-- the head of pending, in batch order (the earliest expired batch first), with its count in deliveries + 1, or
+-- dead-letters it when that count reaches max deliveries; then the record goes. A record whose deliveries all settled (kept for resends:
 -- settle.lua) just goes.
 -- A task due for the dead letters whose envelope may name a group run ('"group_id":"…@') is held: left as it is
 -- and returned with its envelope, since its group's keys were not passed. The caller calls again with it as a
@@ -67,7 +67,9 @@ end
 
 local promoted = promote_due(scheduled, pending, now, promote)
 local held = {}
--- returns one leased task: false when it is held (left leased).
+-- give_back handles one leased task whose lease expired: back to pending (collected in back, in order, pushed
+-- to the head below), dead-lettered, or dropped when its envelope is gone; false when it is held (left leased).
+local back = {}
 local function give_back(id, b, pos)
   local d = lost_count(id)
   if redis.call('HEXISTS', tasks, id) == 0 then
@@ -84,29 +86,34 @@ local function give_back(id, b, pos)
     bury(id, d)
   else
     redis.call('HSET', deliveries, id, d)
-    redis.call('LPUSH', pending, id)
-    requeued = requeued + 1
+    back[#back + 1] = id
   end
   return true
 end
 
--- Expired batches, the latest deadline first, each from its last task to its first: the earliest ends at the
--- head of pending.
+-- Expired batches, the earliest deadline first, each in batch order, up to limit tasks in all: a batch that does
+-- not fit keeps the rest of its tasks leased (and expired) for the next call.
+local budget = limit
 local bs = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)
-for i = #bs, 1, -1 do
-  local b = bs[i]
+for _, b in ipairs(bs) do
+  if budget <= 0 then break end
   local mask, rest = record_of(batches, b)
   local keep = false
   if mask and string.find(mask, '-', 1, true) then
     local ids = cjson.decode(rest)
     local marks = {string.byte(mask, 1, -1)}
-    for pos = #ids, 1, -1 do
+    for pos = 1, #ids do
       if marks[pos] == 45 then -- '-'
-        if give_back(ids[pos], b, pos) then
-          marks[pos] = 120 -- 'x'
-          settled_now = settled_now + 1
-        else
+        if budget <= 0 then
           keep = true
+        else
+          budget = budget - 1
+          if give_back(ids[pos], b, pos) then
+            marks[pos] = 120 -- 'x'
+            settled_now = settled_now + 1
+          else
+            keep = true
+          end
         end
       end
     end
@@ -119,13 +126,23 @@ for i = #bs, 1, -1 do
 end
 if settled_now > 0 then redis.call('INCRBY', inflight, -settled_now) end
 
--- The previous layout's leases.
-local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
-for i = #ids, 1, -1 do
-  if give_back(ids[i], '', 0) then
-    redis.call('ZREM', active, ids[i])
-    redis.call('HDEL', lease, ids[i])
+-- The previous layout's leases, within what is left of limit.
+if budget > 0 then
+  local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, budget)
+  for _, id in ipairs(ids) do
+    if give_back(id, '', 0) then
+      redis.call('ZREM', active, id)
+      redis.call('HDEL', lease, id)
+    end
   end
+end
+
+-- Reclaimed tasks go back to the head of pending, the earliest expired first.
+if #back > 0 then
+  local rev = {}
+  for i = #back, 1, -1 do rev[#rev + 1] = back[i] end
+  redis.call('LPUSH', pending, unpack(rev))
+  requeued = #back
 end
 
 -- The previous layout's settled window.
