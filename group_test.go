@@ -563,7 +563,7 @@ func TestGroupAckBatchAcrossRuns(t *testing.T) {
 		ds[2].result = nil
 		keys, args, _ := s.q.ackArgs(ds)
 		require.Len(t, keys, len(s.q.keys.ack)+5, "two runs' keys once each, and one result key")
-		require.Len(t, args, 4+2+4*6, "one pickup batch: its base, a count, then four values per delivery")
+		require.Len(t, args, 4+2+5*6, "one pickup batch: its base, a count, then five values per delivery")
 		require.NoError(t, s.q.Ack(ctx, ds...))
 		ra, err := a.Wait(ctx, &WaitOptions{Timeout: 5 * time.Second})
 		require.NoError(t, err)

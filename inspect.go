@@ -167,25 +167,30 @@ func (q *RedisTaskQueue) leasedTasks(ctx context.Context) ([]leasedTask, error) 
 	if err := pipeErr(cmds, err); err != nil {
 		return nil, err
 	}
-	recs := map[string]string{}
+	recs := map[string][2]string{} // base -> mask, ids
 	if len(bs.Val()) > 0 {
-		bases := make([]string, len(bs.Val()))
-		for i, z := range bs.Val() {
-			bases[i], _ = z.Member.(string)
+		fields := make([]string, 0, 2*len(bs.Val()))
+		for _, z := range bs.Val() {
+			base, _ := z.Member.(string)
+			fields = append(fields, base, base+":ids")
 		}
-		vals, err := q.rdb.HMGet(ctx, q.keys.key(keyBatches), bases...).Result()
+		vals, err := q.rdb.HMGet(ctx, q.keys.key(keyBatches), fields...).Result()
 		if err != nil {
 			return nil, err
 		}
-		for i, v := range vals {
-			recs[bases[i]], _ = v.(string)
+		for i := 0; i+1 < len(vals); i += 2 {
+			mask, _ := vals[i].(string)
+			ids, _ := vals[i+1].(string)
+			recs[fields[i]] = [2]string{mask, ids}
 		}
 	}
 	var out []leasedTask
 	for _, z := range bs.Val() {
 		base, _ := z.Member.(string)
-		mask, ids, ok := parseRecord(recs[base])
-		if !ok {
+		rec := recs[base]
+		mask := rec[0]
+		var ids []string
+		if err := json.Unmarshal([]byte(rec[1]), &ids); err != nil {
 			continue
 		}
 		for i, id := range ids {
@@ -200,19 +205,6 @@ func (q *RedisTaskQueue) leasedTasks(ctx context.Context) ([]leasedTask, error) 
 	}
 	slices.SortStableFunc(out, func(a, b leasedTask) int { return cmp.Compare(a.deadline, b.deadline) })
 	return out, nil
-}
-
-// parseRecord splits a batch's lease record (dequeue.lua) into its mask and its ids.
-func parseRecord(rec string) (string, []string, bool) {
-	k := strings.IndexByte(rec, '[')
-	if k < 0 {
-		return "", nil, false
-	}
-	var ids []string
-	if err := json.Unmarshal([]byte(rec[k:]), &ids); err != nil {
-		return "", nil, false
-	}
-	return rec[:k], ids, true
 }
 
 // rangeIDs reads the ids of a listable state from start to stop, and their scores (nil for pending).

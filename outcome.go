@@ -216,8 +216,8 @@ func byBatch(ds []*Delivery) (order []int, counts []int) {
 }
 
 // ackArgs returns the KEYS and ARGV of ack.lua for a batch, and the index in ds of each of the script's answers.
-// A batch without group members or results sends per pickup batch its base token, a count and positions;
-// otherwise every delivery sends four values and each group run's keys (or result key) are appended once. The
+// A batch without group members or results sends per pickup batch its base token, a count and per delivery its
+// position and task id; otherwise every delivery sends five values and each group run's keys (or result key) are appended once. The
 // deliveries hash is passed only when a delivery of the batch is not its task's first since it last settled: only
 // such a task can have an entry there (reap.lua counts a lease that expired, and the next pickup reports it in
 // Delivery.Deliveries), and the hash usually does not exist, which a Cluster refuses in a call's KEYS while the
@@ -237,9 +237,9 @@ func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any, []int) {
 		keys, dk = q.keys.ackRedelivered, len(q.keys.ackRedelivered)
 	}
 	order, counts := byBatch(ds)
-	stride := 1
+	stride := 2
 	if !plain {
-		stride = 4
+		stride = 5
 		keys = slices.Clone(keys)
 	}
 	args := make([]any, 4, 4+2*len(counts)+stride*len(ds))
@@ -251,7 +251,7 @@ func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any, []int) {
 		for _, i := range order[at : at+c] {
 			d := ds[i]
 			if plain {
-				args = append(args, d.pos)
+				args = append(args, d.pos, d.Spec.TaskID)
 				continue
 			}
 			g, r := 0, 0
@@ -265,7 +265,7 @@ func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any, []int) {
 				keys = append(keys, q.keys.result(d.Spec.TaskID))
 				r = len(keys)
 			}
-			args = append(args, d.pos, g, r, d.result)
+			args = append(args, d.pos, d.Spec.TaskID, g, r, d.result)
 		}
 		at += c
 	}

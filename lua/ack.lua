@@ -4,11 +4,13 @@
 -- docs/scaling.md tells why); then deliveries, only for a call with a delivery whose lease expired before (ARGV[4]
 -- names its index), and for calls with group members or results (stride 4) the keys that ARGV names by index: a
 -- group run's hash and its done list (two consecutive KEYS), or a result key.
--- ARGV[1] = settled window (how many acked ids keep a tombstone, 0 = none); ARGV[2] = stride: 1, 4, or 0 for the
+-- ARGV[1] = settled window (how many acked ids keep a tombstone, 0 = none); ARGV[2] = stride: 2, 5, or 0 for the
 -- check of a replay (below); ARGV[3] = TTL of a result key in ms; ARGV[4] = the KEYS index of deliveries, 0 when
 -- not passed; then per pickup batch: its base token, the number c of its deliveries acked here, and per delivery
--- its position in the batch (1-based: token = base + position - 1) and, with stride 4, the KEYS index of its
--- group's hash (0 = none), the KEYS index of its result key (0 = none) and its result ("" = none).
+-- its position in the batch (1-based: token = base + position - 1), its task id (as the pickup returned it at
+-- that position: the fence is the position's mark, and the ids under base .. ':ids' are not read) and, with
+-- stride 5, the KEYS index of its group's hash (0 = none), the KEYS index of its result key (0 = none) and its
+-- result ("" = none).
 -- An ack overwrites the task's envelope with its tombstone, '~' .. token, and appends the id to window (entomb,
 -- prelude.lua): enqueue.lua tells a replay of a completed task by it, and a resent ack by its token.
 -- A group member's completion (with its result) is recorded by group_done (group.lua) when its ack happens now,
@@ -37,28 +39,24 @@ while a <= #ARGV do
   local b, c = ARGV[a], tonumber(ARGV[a + 1])
   local base = tonumber(b)
   a = a + 2
-  local mask, rest = record_of(batches, b)
-  local ids, marks
+  local mask = record_of(batches, b)
+  local marks
   for _ = 1, c do
-    local pos = tonumber(ARGV[a])
+    local pos, id = tonumber(ARGV[a]), ARGV[a + 1]
     local st = mask and string.sub(mask, pos, pos)
     if st == '-' then
-      if not ids then
-        ids = cjson.decode(rest)
-        marks = {string.byte(mask, 1, -1)}
-      end
-      local id = ids[pos]
+      marks = marks or {string.byte(mask, 1, -1)}
       marks[pos] = 97 -- 'a'
       done[#done + 1] = id
       tombs[#tombs + 1] = id
       tombs[#tombs + 1] = '~' .. string.format('%.0f', base + pos - 1)
       out[#out + 1] = 1
-      if stride == 4 then
-        local g, r = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+      if stride == 5 then
+        local g, r = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
         if g > 0 then
-          group_done(KEYS[g], KEYS[g + 1], id, '1' .. ARGV[a + 3])
+          group_done(KEYS[g], KEYS[g + 1], id, '1' .. ARGV[a + 4])
         elseif r > 0 then
-          redis.call('SET', KEYS[r], ARGV[a + 3], 'PX', rttl)
+          redis.call('SET', KEYS[r], ARGV[a + 4], 'PX', rttl)
         end
       end
     elseif st == 'a' then
@@ -74,10 +72,10 @@ while a <= #ARGV do
     local m = string.char(unpack(marks))
     if not string.find(m, '[^a]') then
       -- Every delivery of the batch acked: its resends are told by the tombstones.
-      redis.call('HDEL', batches, b)
+      redis.call('HDEL', batches, b, b .. ':ids')
       redis.call('ZREM', leases, b)
     else
-      redis.call('HSET', batches, b, m .. rest)
+      redis.call('HSET', batches, b, m)
     end
   end
 end

@@ -6,8 +6,8 @@
 -- Returns {now_ms, next_due_in_ms (-1: nothing scheduled), base, id1, deliveries1, envelope1, ...}: the tasks of
 -- the batch in order, the i-th (1-based) holding the fencing token base + i - 1; deliveries counts this delivery
 -- and the ones lost before it (deliveries holds the lost count). base is 0 when nothing was leased.
--- One lease for the whole batch: leases scores base by the deadline, and batches holds its record under base: a
--- mask of one '-' (leased) per task, then the JSON array of the ids (record_of, prelude.lua). inflight counts the
+-- One lease for the whole batch: leases scores base by the deadline, and batches holds its record: under base a
+-- mask of one '-' (leased) per task, under base .. ':ids' the JSON array of the ids (record_of, prelude.lua). inflight counts the
 -- tasks leased. A task whose value in tasks is missing or a tombstone ('~': acked) is dropped from pending, not
 -- leased.
 -- Wakes one more consumer when it took a full batch and tasks remain.
@@ -71,7 +71,7 @@ if ids then
     local base = tonumber(e) + redis.call('INCRBY', seq, #live) - #live + 1
     local b = string.format('%.0f', base)
     redis.call('ZADD', leases, now + lease_ms, b)
-    redis.call('HSET', batches, b, string.rep('-', #live) .. cjson.encode(live))
+    redis.call('HSET', batches, b, string.rep('-', #live), b .. ':ids', cjson.encode(live))
     redis.call('INCRBY', inflight, #live)
     out[3] = base
   end

@@ -49,14 +49,17 @@ local function promote_due(scheduled, pending, now, limit)
   return #due
 end
 
--- record_of(batches, base): the lease record of the pickup batch whose first token is base, split into its mask
--- (one character per task: '-' leased, 'a' acked, 'r' retried, 'd' dead-lettered, 'l' released, 'x' reclaimed)
--- and the rest (the JSON array of its ids, decoded by the caller only when needed). nil when there is none.
+-- record_of(batches, base): the mask of the lease record of the pickup batch whose first token is base: one
+-- character per task ('-' leased, 'a' acked, 'r' retried, 'd' dead-lettered, 'l' released, 'x' reclaimed), or nil
+-- when there is none. The batch's ids are beside it, under base .. ':ids' (ids_of).
 local function record_of(batches, base)
-  local rec = redis.call('HGET', batches, base)
-  if not rec then return nil, nil end
-  local k = string.find(rec, '[', 1, true)
-  return string.sub(rec, 1, k - 1), string.sub(rec, k)
+  return redis.call('HGET', batches, base)
+end
+
+-- ids_of(batches, base): the ids of the pickup batch whose first token is base, in batch order (a JSON array under
+-- base .. ':ids').
+local function ids_of(batches, base)
+  return cjson.decode(redis.call('HGET', batches, base .. ':ids'))
 end
 
 -- entomb(tasks, recent, window, ids, tombs): the settled window. Unless it is off (window 0), overwrites each

@@ -54,10 +54,10 @@ for i = 6, #ARGV, 4 do
     end
   else
     local score = tonumber(redis.call('ZSCORE', leases, b))
-    local mask, rest = record_of(batches, b)
-    if score and score <= now and mask and string.sub(mask, pos, pos) == '-' and cjson.decode(rest)[pos] == id
+    local mask = record_of(batches, b)
+    if score and score <= now and mask and string.sub(mask, pos, pos) == '-' and ids_of(batches, b)[pos] == id
         and d >= maxd and redis.call('HEXISTS', tasks, id) == 1 then
-      redis.call('HSET', batches, b, string.sub(mask, 1, pos - 1) .. 'x' .. string.sub(mask, pos + 1) .. rest)
+      redis.call('HSET', batches, b, string.sub(mask, 1, pos - 1) .. 'x' .. string.sub(mask, pos + 1))
       settled_now = settled_now + 1
       why = bury(id, d)
     end
@@ -97,10 +97,10 @@ local budget = limit
 local bs = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)
 for _, b in ipairs(bs) do
   if budget <= 0 then break end
-  local mask, rest = record_of(batches, b)
+  local mask = record_of(batches, b)
   local keep = false
   if mask and string.find(mask, '-', 1, true) then
-    local ids = cjson.decode(rest)
+    local ids = ids_of(batches, b)
     local marks = {string.byte(mask, 1, -1)}
     for pos = 1, #ids do
       if marks[pos] == 45 then -- '-'
@@ -117,10 +117,10 @@ for _, b in ipairs(bs) do
         end
       end
     end
-    if keep then redis.call('HSET', batches, b, string.char(unpack(marks)) .. rest) end
+    if keep then redis.call('HSET', batches, b, string.char(unpack(marks))) end
   end
   if not keep then
-    redis.call('HDEL', batches, b)
+    redis.call('HDEL', batches, b, b .. ':ids')
     redis.call('ZREM', leases, b)
   end
 end

@@ -19,9 +19,9 @@ local dead, errors, wake, batches, inflight = KEYS[7], KEYS[8], KEYS[11], KEYS[1
 local mode, id, b, pos, env = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local mark = ({retry = 'r', dead = 'd', release = 'l'})[mode]
 if not mark then return redis.error_reply('unknown mode') end
-local mask, rest = record_of(batches, b)
+local mask = record_of(batches, b)
 local st = mask and string.sub(mask, pos, pos)
-if st ~= '-' or cjson.decode(rest)[pos] ~= id then
+if st ~= '-' or ids_of(batches, b)[pos] ~= id then
   if env ~= '' then
     if redis.call('HGET', tasks, id) == env then return 1 end
   elseif st == mark then
@@ -29,7 +29,7 @@ if st ~= '-' or cjson.decode(rest)[pos] ~= id then
   end
   return 0
 end
-redis.call('HSET', batches, b, string.sub(mask, 1, pos - 1) .. mark .. string.sub(mask, pos + 1) .. rest)
+redis.call('HSET', batches, b, string.sub(mask, 1, pos - 1) .. mark .. string.sub(mask, pos + 1))
 redis.call('INCRBY', inflight, -1)
 if env ~= '' then redis.call('HSET', tasks, id, env) end
 local now = now_ms()
