@@ -102,3 +102,11 @@ func (k keySet) groupWaiter(groupID, waiter string) string {
 
 // result holds the result of a task that is not a group member (group members keep theirs in the run's hash).
 func (k keySet) result(taskID string) string { return k.tag + ":result:" + taskID }
+
+// schedules are the keys of the queue's periodic schedules (schedule.go, lua/schedule_*.lua), in the order those
+// scripts take them: the definitions (HASH name -> JSON), the due index (ZSET name -> when a scheduler looks at
+// it next, ms, server clock) and the states (HASH name -> JSON written by the scripts). They are not in the
+// whole key set: no task script touches them.
+func (k keySet) schedules() []string {
+	return []string{k.tag + ":schedules", k.tag + ":schedules:due", k.tag + ":schedules:state"}
+}

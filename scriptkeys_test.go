@@ -34,6 +34,7 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 	sent := map[string]string{
 		"enqueue": enqueueSrc, "dequeue": dequeueSrc, "dispatch": dispatchSrc, "ack": ackSrc, "settle": settleSrc,
 		"extend": extendSrc, "reap": reapSrc, "dead": deadSrc, "pause": pauseSrc, "purge": purgeSrc,
+		"schedule_put": schedulePutSrc, "schedule_due": scheduleDueSrc, "schedule_advance": scheduleAdvanceSrc, "schedule_ctl": scheduleCtlSrc,
 	}
 	for name, src := range sent {
 		problems := scriptKeyProblems(src)

@@ -46,6 +46,15 @@ var (
 	pauseLua string
 	//go:embed lua/purge.lua
 	purgeLua string
+
+	//go:embed lua/schedule_put.lua
+	schedulePutLua string
+	//go:embed lua/schedule_due.lua
+	scheduleDueLua string
+	//go:embed lua/schedule_advance.lua
+	scheduleAdvanceLua string
+	//go:embed lua/schedule_ctl.lua
+	scheduleCtlLua string
 )
 
 var (
@@ -60,6 +69,11 @@ var (
 	pauseSrc    = withPrelude(pauseLua)
 	purgeSrc    = withPrelude(purgeLua)
 
+	schedulePutSrc     = withPrelude(schedulePutLua)
+	scheduleDueSrc     = withPrelude(scheduleDueLua)
+	scheduleAdvanceSrc = withPrelude(scheduleAdvanceLua)
+	scheduleCtlSrc     = withPrelude(scheduleCtlLua)
+
 	enqueueScript  = redis.NewScript(enqueueSrc)
 	dequeueScript  = redis.NewScript(dequeueSrc)
 	dispatchScript = redis.NewScript(dispatchSrc)
@@ -70,6 +84,11 @@ var (
 	deadScript     = redis.NewScript(deadSrc)
 	pauseScript    = redis.NewScript(pauseSrc)
 	purgeScript    = redis.NewScript(purgeSrc)
+
+	schedulePutScript     = redis.NewScript(schedulePutSrc)
+	scheduleDueScript     = redis.NewScript(scheduleDueSrc)
+	scheduleAdvanceScript = redis.NewScript(scheduleAdvanceSrc)
+	scheduleCtlScript     = redis.NewScript(scheduleCtlSrc)
 )
 
 // luaFunc is one function of the prelude: its name and its text (the comment lines right above it, its
