@@ -170,12 +170,12 @@ type scheduleDef struct {
 
 // scheduleTempl is the stored task template: the serialized task and the options copied to each tick's task.
 type scheduleTempl struct {
-	ResolverID     string            `json:"resolver_id"`
-	Strategy       string            `json:"strategy"`
-	Payload        json.RawMessage   `json:"payload"`
-	MaxRetries     int               `json:"max_retries,omitempty"`
-	TimeoutMS      int64             `json:"timeout_ms,omitempty"`
-	Meta           map[string]string `json:"meta,omitempty"`
+	ResolverID string            `json:"resolver_id"`
+	Strategy   string            `json:"strategy"`
+	Payload    json.RawMessage   `json:"payload"`
+	MaxRetries int               `json:"max_retries,omitempty"`
+	TimeoutMS  int64             `json:"timeout_ms,omitempty"`
+	Meta       map[string]string `json:"meta,omitempty"`
 }
 
 const scheduleVersion = 1
