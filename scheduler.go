@@ -371,3 +371,31 @@ func (s *Scheduler) emit(e ScheduleEvent) {
 		s.cfg.OnEvent(e)
 	}
 }
+
+// startScheduler starts the scheduler of a worker binary when c.Scheduler asks for one; the returned channel is
+// closed once it has stopped (at once without one). It stops when ctx is done.
+func (c *WorkerMainConfig) startScheduler(ctx context.Context, q *RedisTaskQueue, logger *slog.Logger) (<-chan struct{}, error) {
+	done := make(chan struct{})
+	if !c.Scheduler {
+		close(done)
+		return done, nil
+	}
+	cfg := SchedulerConfig{}
+	if c.SchedulerConfig != nil {
+		cfg = *c.SchedulerConfig
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logger
+	}
+	s, err := NewScheduler(q, &cfg)
+	if err != nil {
+		close(done)
+		return done, err
+	}
+	logger.Info("taskqueue: scheduler running", slog.Duration("poll", s.cfg.PollInterval))
+	go func() {
+		defer close(done)
+		_ = s.Run(ctx)
+	}()
+	return done, nil
+}

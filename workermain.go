@@ -59,6 +59,10 @@ type WorkerMainConfig struct {
 	// WorkerID names the worker in logs and in Redis (--worker-id; [WorkerConfig.Name]). Empty means
 	// "<hostname>-<pid>-<random>".
 	WorkerID string
+	// Scheduler runs a [Scheduler] beside the worker, which fires the queue's periodic schedules (--scheduler,
+	// on by default from ParseWorkerMainConfig; --scheduler=false turns it off). Any number of processes may run
+	// one: each tick still makes one task (docs/periodic.md).
+	Scheduler bool
 
 	// The TLS flags (--tls-ca, --tls-server-name, --tls-cert, --tls-key, --tls-insecure-skip-verify) have no
 	// fields of their own: they are applied to Redis.TLSConfig, which is nil without TLS.
@@ -69,6 +73,9 @@ type WorkerMainConfig struct {
 	Middleware []Middleware
 	// OnEvent, if set, is called for every [Event], as [WorkerConfig.OnEvent].
 	OnEvent func(Event)
+	// SchedulerConfig configures the scheduler that Scheduler runs; nil takes the defaults (its Logger, if
+	// unset, is the worker's).
+	SchedulerConfig *SchedulerConfig
 }
 
 // workerFlag describes one command-line flag of a worker binary: its environment fallback (none for the Redis
@@ -94,6 +101,7 @@ var workerFlags = []workerFlag{
 	{"worker-id", "TASKQUEUE_WORKER_ID", "ID", "", "Name of this worker in logs and in Redis; unique per process.\nDefault <hostname>-<pid>-<random>.", false},
 	{"log-level", "TASKQUEUE_LOG_LEVEL", "LEVEL", "info", "debug, info, warn or error.", false},
 	{"log-format", "TASKQUEUE_LOG_FORMAT", "FORMAT", "text", "text or json (one JSON object per line, on standard error).", false},
+	{name: "scheduler", env: "TASKQUEUE_SCHEDULER", def: "true", boolean: true, help: "On by default: fire the queue's periodic schedules from this process too\n(docs/periodic.md). Every worker may; each tick still makes one task.\n--scheduler=false (or TASKQUEUE_SCHEDULER=false) turns it off."},
 	{name: "signing-keys-file", env: "TASKQUEUE_SIGNING_KEYS_FILE", arg: "FILE", help: "Keys to verify task signatures with (HMAC-SHA256), one \"<key id>=<base64 key>\"\nper line, the first one active (it signs tasks this worker enqueues). Tasks\nunsigned or signed otherwise are parked. Keys are 32 to 1024 bytes."},
 	{name: "signing-allow-unsigned", env: "TASKQUEUE_SIGNING_ALLOW_UNSIGNED", def: "false", boolean: true, help: "With --signing-keys-file, run unsigned tasks too (while rolling signing out);\ntasks with a bad signature are still parked."},
 	{name: "tls-ca", env: "TASKQUEUE_TLS_CA", arg: "FILE", help: "PEM file of the CA certificates to trust for Redis's certificate, instead of the\nsystem's. Turns TLS on (needed with --redis-host; with a URL, use rediss://)."},
@@ -156,6 +164,12 @@ func ParseWorkerMainConfig(args []string, getenv func(string) string) (*WorkerMa
 	c.LogLevel = p.logLevel(&err)
 	c.LogFormat = p.oneOf("log-format", &err, "text", "json")
 	if err != nil {
+		return nil, err
+	}
+	schedStr, _ := p.value("scheduler")
+	if c.Scheduler, err = strconv.ParseBool(schedStr); err != nil {
+		err = nil
+		p.bad(&err, "scheduler", schedStr, "true or false")
 		return nil, err
 	}
 	if c.Signing, err = p.signing(); err != nil {
@@ -595,6 +609,11 @@ func (c *WorkerMainConfig) run(ctx context.Context, rdb redis.UniversalClient, r
 	}
 	logger.Info("taskqueue: worker ready", slog.String("worker", w.Name()), slog.String("key_prefix", prefix),
 		slog.String("resolvers", strings.Join(reg.IDs(), ",")), slog.Duration("lease", q.LeaseDuration()))
+	schedDone, err := c.startScheduler(ctx, q, logger)
+	if err != nil {
+		return err
+	}
+	defer func() { <-schedDone }()
 	// A stuck consumer (pickup cannot reach Redis) shows in the log: see TaskWorker.Health.
 	watched := make(chan struct{})
 	go func() { defer close(watched); w.watchHealth(ctx, logger) }()
