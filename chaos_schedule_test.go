@@ -110,7 +110,9 @@ func chaosScheduleTicks(t *testing.T) {
 	for i, n := range names {
 		procs[i] = startChaosScheduler(t, bin, srv.addr, prefix, n, envs[n]...)
 	}
-	restart := func(i int) { procs[i] = startChaosScheduler(t, bin, srv.addr, prefix, names[i]+"-r"+fmt.Sprint(time.Now().UnixNano()%1e6), envs[names[i]]...) }
+	restart := func(i int) {
+		procs[i] = startChaosScheduler(t, bin, srv.addr, prefix, names[i]+"-r"+fmt.Sprint(time.Now().UnixNano()%1e6), envs[names[i]]...)
+	}
 	kill := func(idx ...int) {
 		for _, i := range idx {
 			procs[i].signal(t, syscall.SIGKILL)
