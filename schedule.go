@@ -12,8 +12,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/graflow-go/taskqueue/internal/cron"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/graflow-go/taskqueue/internal/cron"
 )
 
 // Errors of periodic schedules (docs/periodic.md). Every error about a schedule's definition is a

@@ -133,7 +133,7 @@ func runSchedule(ctx context.Context, c *cli, opts any, args []string) error {
 		if err != nil {
 			return err
 		}
-		now, err := q.rq.Admin.ServerTime(ctx)
+		now, err := q.rq.ServerTime(ctx)
 		if err != nil {
 			return err
 		}
@@ -143,7 +143,7 @@ func runSchedule(ctx context.Context, c *cli, opts any, args []string) error {
 		if err != nil {
 			return scheduleErr(err)
 		}
-		now, err := q.rq.Admin.ServerTime(ctx)
+		now, err := q.rq.ServerTime(ctx)
 		if err != nil {
 			return err
 		}
@@ -292,7 +292,8 @@ func taskName(s *taskqueue.TaskSpec) string {
 func (c *cli) writeSchedules(prefix string, list []taskqueue.ScheduleInfo, now time.Time) error {
 	if c.g.json {
 		out := make([]scheduleJSON, 0, len(list))
-		for _, in := range list {
+		for i := range list {
+			in := &list[i]
 			j := scheduleJSON{Name: in.Schedule.Name, Cron: in.Schedule.Cron, TimeZone: in.Schedule.TimeZone, Paused: in.Paused,
 				Next: optTime(in.Next), LastTick: optTime(in.LastTick), LastRun: optTime(in.LastRun), LastTaskID: in.LastTaskID,
 				Revision: in.Revision, Task: taskName(in.Schedule.Task)}
@@ -303,7 +304,7 @@ func (c *cli) writeSchedules(prefix string, list []taskqueue.ScheduleInfo, now t
 				j.Error = in.Err.Error()
 			} else {
 				j.Misfire = in.Schedule.Misfire.String()
-				p := json.RawMessage(in.Schedule.Task.SerializedTask.Payload)
+				p := in.Schedule.Task.SerializedTask.Payload
 				j.Template, j.Meta = &p, in.Schedule.Task.Metadata
 			}
 			out = append(out, j)
@@ -316,7 +317,8 @@ func (c *cli) writeSchedules(prefix string, list []taskqueue.ScheduleInfo, now t
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tWHEN\tTASK\tSTATE\tLAST RUN\tNEXT RUN")
-	for _, in := range list {
+	for i := range list {
+		in := &list[i]
 		if in.Err != nil {
 			fmt.Fprintf(tw, "%s\t-\t-\tUNREADABLE\t%s\t%s\n", clip(in.Schedule.Name, 64), relTime(in.LastRun, now), clip(in.Err.Error(), 200))
 			continue

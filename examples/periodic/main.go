@@ -139,7 +139,8 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, s := range list {
+	for i := range list {
+		s := &list[i]
 		next := "paused"
 		if !s.Paused {
 			next = "next " + s.Next.In(time.UTC).Format(time.RFC3339)
