@@ -65,7 +65,7 @@ func startChaosScheduler(t testing.TB, bin, addr, prefix, name string, env ...st
 	return p
 }
 
-// chaosScheduleTicks (scenario 17 of docs/periodic.md): five scheduler processes fire a 1-second schedule for a
+// chaosScheduleTicks (scenario 21 of docs/reliability.md and docs/periodic.md): five scheduler processes fire a 1-second schedule for a
 // 12-second window while they are SIGKILLed and restarted (one at a time, two at once, all five at once for
 // 2.5 s), one of them with a local clock an hour ahead. A worker in the test process, never killed, runs every
 // task and counts the runs per task id. Every tick of the window runs exactly once: none missing (the ticks of
@@ -194,7 +194,7 @@ func chaosScheduleTicks(t *testing.T) {
 		require.True(t, grid[id], "task %s (ran %d times) is no tick of the schedule", id, n)
 	}
 	require.GreaterOrEqual(t, ticks, 13)
-	figure(t, "17_ScheduleKilledSchedulers", "schedulers", len(names), "kills", kills, "ticks", ticks, "runs", len(runs),
+	figure(t, "21_ScheduleKilledSchedulers", "schedulers", len(names), "kills", kills, "ticks", ticks, "runs", len(runs),
 		"duplicates", 0, "missing", 0, "lateness_p50_ms", ms(percentile(lateness, 0.5)), "lateness_max_ms", ms(maxDur(lateness)))
 	chaosResult(t, "%d ticks over %s with %d SIGKILLs of 5 schedulers (one skewed +1h, all down for 2.5s): each ran once; lateness %s",
 		ticks, time.Since(start).Round(time.Second), kills, durStats(lateness))

@@ -31,5 +31,5 @@ func TestChaos(t *testing.T) {
 	t.Run("14_HostileEnvelopes", func(t *testing.T) { t.Parallel(); chaosHostileEnvelopes(t, bin) })
 	t.Run("15_HostileReferences", func(t *testing.T) { t.Parallel(); chaosHostileReferences(t, bin) })
 	t.Run("16_SchemaVersions", func(t *testing.T) { t.Parallel(); chaosSchemaVersions(t) })
-	t.Run("17_ScheduleKilledSchedulers", func(t *testing.T) { t.Parallel(); chaosScheduleTicks(t) })
+	t.Run("21_ScheduleKilledSchedulers", func(t *testing.T) { t.Parallel(); chaosScheduleTicks(t) })
 }

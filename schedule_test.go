@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -412,4 +413,51 @@ func TestSchedulerRealRedis(t *testing.T) {
 		require.Empty(t, l.of(ScheduleFailed))
 	}
 	require.Equal(t, len(got), stored)
+}
+
+// TestScheduleWorkerACL: a user with the worker allowlist of docs/operations.md creates, pauses, resumes,
+// triggers, updates, deletes and fires schedules; listing them needs +hgetall besides.
+func TestScheduleWorkerACL(t *testing.T) {
+	t.Parallel()
+	addr := realRedis(t)
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	defer admin.Close()
+	prefix := "acls-" + newID()[:8]
+	user := "tq-" + prefix
+	args := []any{"ACL", "SETUSER", user, "reset", "on", ">secret", "~{" + prefix + "}:*"}
+	for _, c := range strings.Fields(workerACL) {
+		args = append(args, c)
+	}
+	require.NoError(t, admin.Do(ctx, args...).Err())
+	t.Cleanup(func() { admin.Do(context.Background(), "ACL", "DELUSER", user) })
+	rdb := redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: "secret"})
+	defer rdb.Close()
+	reg, ref := testRegistry(t)
+	require.NoError(t, Register(ref, "test", "tick", func(context.Context, struct{}) error { return nil }))
+	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(nil))
+	require.NoError(t, err)
+
+	require.NoError(t, q.CreateSchedule(ctx, &Schedule{Name: "a", Every: time.Second, Task: &TaskSpec{Executable: Ref("test", "tick", nil)}}))
+	_, err = q.PauseSchedule(ctx, "a")
+	require.NoError(t, err)
+	_, err = q.ResumeSchedule(ctx, "a")
+	require.NoError(t, err)
+	_, err = q.TriggerSchedule(ctx, "a")
+	require.NoError(t, err)
+	log := &eventLog{}
+	sc := newTestScheduler(t, q, log)
+	waitFor(t, 10*time.Second, "a tick", func() bool {
+		_, err := sc.pass(ctx)
+		require.NoError(t, err)
+		return len(log.of(ScheduleFired)) > 0
+	})
+	require.NoError(t, q.UpdateSchedule(ctx, &Schedule{Name: "a", Cron: "@daily", Task: &TaskSpec{Executable: Ref("test", "tick", nil)}}))
+	_, err = q.ListSchedules(ctx)
+	require.ErrorIs(t, err, ErrPermission, "listing needs +hgetall")
+	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", user, "+hgetall").Err())
+	list, err := q.ListSchedules(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.NoError(t, q.DeleteSchedule(ctx, "a"))
 }
