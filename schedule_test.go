@@ -177,8 +177,10 @@ func TestSchedulerEachTickOnce(t *testing.T) {
 	require.NoError(t, err)
 	now := start.Add(12 * time.Second)
 	s.setTime(now)
-	require.NoError(t, scheds[0].fire(ctx, now, "every", def, st))
-	require.NoError(t, scheds[1].fire(ctx, now, "every", def, st))
+	_, err = scheds[0].fire(ctx, now, "every", def, st)
+	require.NoError(t, err)
+	_, err = scheds[1].fire(ctx, now, "every", def, st)
+	require.NoError(t, err)
 	want = append(want, ScheduleTaskID("every", now))
 	require.Equal(t, want, s.pendingIDs(t))
 	last := logs[1].of(ScheduleFired)
@@ -460,4 +462,50 @@ func TestScheduleWorkerACL(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, list, 1)
 	require.NoError(t, q.DeleteSchedule(ctx, "a"))
+}
+
+// TestScheduleClaimOnlySavesWork: a scheduler that claimed a schedule and died delays its tick by at most the
+// claim; then another fires it. A claim that ended while its holder still works lets two fire the same tick:
+// one task all the same.
+func TestScheduleClaimOnlySavesWork(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := schedSetup(t, start)
+	ctx := context.Background()
+	require.NoError(t, s.q.CreateSchedule(ctx, &Schedule{Name: "c", Every: 10 * time.Second, Task: tickTask()}))
+	log := &eventLog{}
+	sc := newTestScheduler(t, s.q, log) // claim 5s
+	tick := start.Add(10 * time.Second)
+	s.setTime(tick)
+
+	// A scheduler claims the schedule and dies before firing it.
+	res, err := scheduleDueScript.Run(ctx, s.rdb, s.q.keys.schedules(), 100, 5000).Slice()
+	require.NoError(t, err)
+	require.Len(t, res, 5, "claimed")
+	_, err = sc.pass(ctx)
+	require.NoError(t, err)
+	require.Empty(t, s.pendingIDs(t), "the others skip a claimed schedule")
+	s.setTime(tick.Add(5 * time.Second))
+	wait, err := sc.pass(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{ScheduleTaskID("c", tick)}, s.pendingIDs(t), "fired once the claim ended")
+	require.Equal(t, time.Second, wait, "its next tick is 5s away: it sleeps PollInterval")
+	s.setTime(tick.Add(9500 * time.Millisecond))
+	wait, err = sc.pass(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 501*time.Millisecond, wait, "it sleeps until the next tick (server time)")
+
+	// The dead scheduler was only stalled: it fires the same tick now. One task, and the schedule stays put.
+	def, err := s.rdb.HGet(ctx, s.q.keys.schedules()[0], "c").Result()
+	require.NoError(t, err)
+	stale, ok := res[4].(string)
+	require.True(t, ok)
+	_, err = sc.fire(ctx, tick, "c", def, stale)
+	require.NoError(t, err)
+	require.Equal(t, []string{ScheduleTaskID("c", tick)}, s.pendingIDs(t))
+	info, err := s.q.GetSchedule(ctx, "c")
+	require.NoError(t, err)
+	require.Equal(t, tick.Add(10*time.Second), info.Next)
+	fired := log.of(ScheduleFired)
+	require.Equal(t, Duplicate, fired[len(fired)-1].Outcome)
 }

@@ -167,7 +167,11 @@ func (s *Scheduler) pass(ctx context.Context) (time.Duration, error) {
 		name, _ := res[i].(string)
 		def, _ := res[i+1].(string)
 		st, _ := res[i+2].(string)
-		if err := s.fire(ctx, time.UnixMilli(now).UTC(), name, def, st); err != nil {
+		next, err := s.fire(ctx, time.UnixMilli(now).UTC(), name, def, st)
+		if !next.IsZero() && (earliest < 0 || next.UnixMilli() < earliest) {
+			earliest = next.UnixMilli() // the due index held this one's claim: wake for its next tick instead
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return 0, err
 			}
@@ -186,13 +190,14 @@ func (s *Scheduler) pass(ctx context.Context) (time.Duration, error) {
 	return wait, nil
 }
 
-// fire fires the due ticks of one claimed schedule and moves it to its next tick.
-func (s *Scheduler) fire(ctx context.Context, now time.Time, name, rawDef, rawState string) error {
+// fire fires the due ticks of one claimed schedule and moves it to its next tick, which it returns (zero when it
+// did not move it).
+func (s *Scheduler) fire(ctx context.Context, now time.Time, name, rawDef, rawState string) (time.Time, error) {
 	d, err := decodeScheduleDef(name, rawDef)
 	if err != nil {
 		// Left claimed: the others skip it too until the claim ends, and it is looked at again then.
 		s.reportUndecodable(name, rawDef, err)
-		return nil
+		return time.Time{}, nil
 	}
 	s.forget(name)
 	st := decodeScheduleState(rawState)
@@ -243,7 +248,7 @@ func (s *Scheduler) fire(ctx context.Context, now time.Time, name, rawDef, rawSt
 		}
 		if failed >= 0 {
 			if failed == 0 {
-				return failure // nothing fired: the claim ends and a pass tries again
+				return time.Time{}, failure // nothing fired: the claim ends and a pass tries again
 			}
 			next = ticks[failed] // the next pass starts from the tick that failed
 			s.cfg.Logger.Warn("taskqueue: schedule fired in part; trying again", slog.String("schedule", name), slog.Any("error", failure))
@@ -256,12 +261,13 @@ func (s *Scheduler) fire(ctx context.Context, now time.Time, name, rawDef, rawSt
 	}
 	moved, err := scheduleAdvanceScript.Run(ctx, s.q.rdb, s.q.keys.schedules(), name, expected, next.UnixMilli(), lastMS, lastID).Int()
 	if err != nil {
-		return fmt.Errorf("taskqueue: schedule %s: advance: %w", quote(name), classify(err))
+		return time.Time{}, fmt.Errorf("taskqueue: schedule %s: advance: %w", quote(name), classify(err))
 	}
 	if moved == 0 {
 		s.cfg.Logger.Debug("taskqueue: schedule moved on by another scheduler or changed meanwhile", slog.String("schedule", name))
+		return time.Time{}, nil
 	}
-	return nil
+	return next, nil
 }
 
 // firstEnqueueFailure returns the index of the first spec whose enqueue failed for a reason other than a task
