@@ -99,8 +99,8 @@ func chaosScheduleTicks(t *testing.T) {
 	defer func() { require.NoError(t, w.Stop(context.Background())) }()
 
 	bin := buildChaosScheduler(t, t.TempDir())
-	require.NoError(t, q.CreateSchedule(ctx, &Schedule{Name: "sec", Every: time.Second, Task: &TaskSpec{Executable: Ref("chaossched", "tick", nil)}}))
-	created, err := q.GetSchedule(ctx, "sec")
+	require.NoError(t, mustSchedules(q).Create(ctx, &Schedule{Name: "sec", Every: time.Second, Task: &TaskSpec{Executable: Ref("chaossched", "tick", nil)}}))
+	created, err := mustSchedules(q).Get(ctx, "sec")
 	require.NoError(t, err)
 	firstTick := created.Next
 
@@ -165,7 +165,7 @@ func chaosScheduleTicks(t *testing.T) {
 	for _, p := range procs {
 		require.Equal(t, 0, p.wait(t, 10*time.Second), "scheduler %s exits cleanly on SIGTERM", p.name)
 	}
-	info, err := q.GetSchedule(ctx, "sec")
+	info, err := mustSchedules(q).Get(ctx, "sec")
 	require.NoError(t, err)
 	waitFor(t, 10*time.Second, "every tick fired to run", func() bool {
 		mu.Lock()

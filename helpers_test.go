@@ -344,3 +344,12 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// mustSchedules returns the [Schedules] of q.
+func mustSchedules(q *RedisTaskQueue) *Schedules {
+	s, err := NewSchedules(q)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}

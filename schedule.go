@@ -24,13 +24,13 @@ var (
 	// unknown time zone, an interval below [MinScheduleInterval], a bad name, a task template that does not
 	// serialize. Nothing is stored.
 	ErrInvalidSchedule = errors.New("taskqueue: invalid schedule")
-	// ErrScheduleExists is returned by [RedisTaskQueue.CreateSchedule] for a name already taken. Nothing is
-	// stored; [RedisTaskQueue.UpdateSchedule] replaces a definition.
+	// ErrScheduleExists is returned by [Schedules.Create] for a name already taken. Nothing is
+	// stored; [Schedules.Update] replaces a definition.
 	ErrScheduleExists = errors.New("taskqueue: schedule already exists")
 	// ErrScheduleNotFound is returned for a schedule name that does not exist.
 	ErrScheduleNotFound = errors.New("taskqueue: schedule not found")
 	// ErrScheduleUndecodable is reported for a stored schedule that this build cannot read (written by hand or
-	// by a newer version): schedulers skip it, and [RedisTaskQueue.ListSchedules] shows it with this error.
+	// by a newer version): schedulers skip it, and [Schedules.List] shows it with this error.
 	ErrScheduleUndecodable = errors.New("taskqueue: stored schedule cannot be decoded")
 )
 
@@ -130,7 +130,7 @@ type Schedule struct {
 	MaxCatchUp int
 }
 
-// ScheduleInfo is a stored schedule with its state, as [RedisTaskQueue.ListSchedules] reports it.
+// ScheduleInfo is a stored schedule with its state, as [Schedules.List] reports it.
 type ScheduleInfo struct {
 	// Schedule is the definition; only Name is set when Err is.
 	Schedule Schedule
@@ -140,7 +140,7 @@ type ScheduleInfo struct {
 	Next time.Time
 	// LastTick is the instant of the last tick fired; zero if none yet.
 	LastTick time.Time
-	// LastRun is when the last task was enqueued (a tick, or [RedisTaskQueue.TriggerSchedule]), server clock.
+	// LastRun is when the last task was enqueued (a tick, or [Schedules.Trigger]), server clock.
 	LastRun time.Time
 	// LastTaskID is the id of that task.
 	LastTaskID string
@@ -186,7 +186,7 @@ const (
 	// ScheduleMetaName is the metadata key holding the schedule's name.
 	ScheduleMetaName = "taskqueue.schedule"
 	// ScheduleMetaTick is the metadata key holding the tick's instant (RFC 3339, UTC, milliseconds); "manual" for
-	// a run of [RedisTaskQueue.TriggerSchedule].
+	// a run of [Schedules.Trigger].
 	ScheduleMetaTick = "taskqueue.tick"
 )
 
@@ -427,17 +427,38 @@ func msTime(ms float64) time.Time {
 	return time.UnixMilli(int64(ms)).UTC()
 }
 
-// CreateSchedule stores a new schedule, which the queue's [Scheduler]s fire from its first tick after now
-// (server clock). A definition that cannot work is a [*ScheduleError] wrapping [ErrInvalidSchedule] and naming
-// the field; a name already taken wraps [ErrScheduleExists]. Either way nothing is stored.
-func (q *RedisTaskQueue) CreateSchedule(ctx context.Context, s *Schedule) error {
-	return q.putSchedule(ctx, s, "create")
+// Schedules administers a queue's periodic schedules (docs/periodic.md): create, update, pause, resume, trigger,
+// delete, and read them with their state. Like [Admin], it is kept apart from the queue's own methods, which are
+// what producers and workers call; the [Scheduler]s that fire the ticks run in workers (every worker binary runs
+// one). Every change wakes the queue's idle schedulers, in any process, so that they act on it at once.
+//
+// It is safe for concurrent use and holds nothing but the queue; make one whenever it is needed.
+type Schedules struct {
+	q *RedisTaskQueue
 }
 
-// UpdateSchedule replaces the definition of an existing schedule ([ErrScheduleNotFound] otherwise). Its next
+// NewSchedules returns the [Schedules] of q; a nil queue is [ErrInvalidConfig].
+func NewSchedules(q *RedisTaskQueue) (*Schedules, error) {
+	if q == nil {
+		return nil, fmt.Errorf("%w: NewSchedules needs a queue", ErrInvalidConfig)
+	}
+	return &Schedules{q: q}, nil
+}
+
+// KeyPrefix returns the key prefix of the queue whose schedules these are.
+func (sc *Schedules) KeyPrefix() string { return sc.q.KeyPrefix() }
+
+// Create stores a new schedule, which the queue's [Scheduler]s fire from its first tick after now
+// (server clock). A definition that cannot work is a [*ScheduleError] wrapping [ErrInvalidSchedule] and naming
+// the field; a name already taken wraps [ErrScheduleExists]. Either way nothing is stored.
+func (sc *Schedules) Create(ctx context.Context, s *Schedule) error {
+	return sc.q.putSchedule(ctx, s, "create")
+}
+
+// Update replaces the definition of an existing schedule ([ErrScheduleNotFound] otherwise). Its next
 // tick is recomputed from now (an interval restarts from now); its run history and paused flag are kept.
-func (q *RedisTaskQueue) UpdateSchedule(ctx context.Context, s *Schedule) error {
-	return q.putSchedule(ctx, s, "update")
+func (sc *Schedules) Update(ctx context.Context, s *Schedule) error {
+	return sc.q.putSchedule(ctx, s, "update")
 }
 
 func (q *RedisTaskQueue) putSchedule(ctx context.Context, s *Schedule, mode string) error {
@@ -466,21 +487,22 @@ func (q *RedisTaskQueue) putSchedule(ctx context.Context, s *Schedule, mode stri
 	return nil
 }
 
-// DeleteSchedule removes a schedule; tasks it already enqueued stay. [ErrScheduleNotFound] if there is none.
-func (q *RedisTaskQueue) DeleteSchedule(ctx context.Context, name string) error {
-	_, err := q.scheduleCtl(ctx, "delete", name, "")
+// Delete removes a schedule; tasks it already enqueued stay. [ErrScheduleNotFound] if there is none.
+func (sc *Schedules) Delete(ctx context.Context, name string) error {
+	_, err := sc.q.scheduleCtl(ctx, "delete", name, "")
 	return err
 }
 
-// PauseSchedule stops a schedule from firing until [RedisTaskQueue.ResumeSchedule]. It reports whether it was
+// Pause stops a schedule from firing until [Schedules.Resume]. It reports whether it was
 // running; pausing a paused schedule is a no-op.
-func (q *RedisTaskQueue) PauseSchedule(ctx context.Context, name string) (changed bool, err error) {
-	return q.scheduleCtl(ctx, "pause", name, "")
+func (sc *Schedules) Pause(ctx context.Context, name string) (changed bool, err error) {
+	return sc.q.scheduleCtl(ctx, "pause", name, "")
 }
 
-// ResumeSchedule lets a paused schedule fire again, from its first tick after now: the ticks of the pause are
+// Resume lets a paused schedule fire again, from its first tick after now: the ticks of the pause are
 // skipped, whatever the misfire policy. It reports whether it was paused.
-func (q *RedisTaskQueue) ResumeSchedule(ctx context.Context, name string) (changed bool, err error) {
+func (sc *Schedules) Resume(ctx context.Context, name string) (changed bool, err error) {
+	q := sc.q
 	info, err := q.getSchedule(ctx, name)
 	if err != nil {
 		return false, err
@@ -498,9 +520,10 @@ func (q *RedisTaskQueue) ResumeSchedule(ctx context.Context, name string) (chang
 	return q.scheduleCtl(ctx, "resume", name, strconv.FormatInt(info.def.next(now).UnixMilli(), 10))
 }
 
-// TriggerSchedule enqueues one run of the schedule's task now, beside its ticks (which it does not move), and
+// Trigger enqueues one run of the schedule's task now, beside its ticks (which it does not move), and
 // returns the task's id: "sched:<name>:manual-<server time in ms>". It works on a paused schedule too.
-func (q *RedisTaskQueue) TriggerSchedule(ctx context.Context, name string) (taskID string, err error) {
+func (sc *Schedules) Trigger(ctx context.Context, name string) (taskID string, err error) {
+	q := sc.q
 	info, err := q.getSchedule(ctx, name)
 	if err != nil {
 		return "", err
@@ -555,10 +578,10 @@ func newScheduleInfo(name, rawDef, rawState string) scheduleInfo {
 	return info
 }
 
-// GetSchedule returns one schedule and its state; [ErrScheduleNotFound] if there is none. A stored definition
+// Get returns one schedule and its state; [ErrScheduleNotFound] if there is none. A stored definition
 // this build cannot read is returned with ScheduleInfo.Err set, not as an error.
-func (q *RedisTaskQueue) GetSchedule(ctx context.Context, name string) (*ScheduleInfo, error) {
-	info, err := q.getSchedule(ctx, name)
+func (sc *Schedules) Get(ctx context.Context, name string) (*ScheduleInfo, error) {
+	info, err := sc.q.getSchedule(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -583,9 +606,10 @@ func (q *RedisTaskQueue) getSchedule(ctx context.Context, name string) (*schedul
 	return &info, nil
 }
 
-// ListSchedules returns every schedule of the queue with its state, sorted by name. A stored definition this
+// List returns every schedule of the queue with its state, sorted by name. A stored definition this
 // build cannot read is listed with ScheduleInfo.Err set.
-func (q *RedisTaskQueue) ListSchedules(ctx context.Context) ([]ScheduleInfo, error) {
+func (sc *Schedules) List(ctx context.Context) ([]ScheduleInfo, error) {
+	q := sc.q
 	keys := q.keys.schedules()
 	var defs, states *redis.MapStringStringCmd
 	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {

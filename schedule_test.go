@@ -104,34 +104,34 @@ func TestScheduleBadInputStoresNothing(t *testing.T) {
 		{"catch-up bound", Schedule{Name: "a", Every: time.Hour, Task: tickTask(), Misfire: MisfireCatchUp, MaxCatchUp: MaxCatchUpLimit + 1}, "MaxCatchUp"},
 	}
 	for _, c := range cases {
-		err := s.q.CreateSchedule(ctx, &c.sched)
+		err := mustSchedules(s.q).Create(ctx, &c.sched)
 		require.ErrorIs(t, err, ErrInvalidSchedule, c.name)
 		var se *ScheduleError
 		require.ErrorAs(t, err, &se, c.name)
 		require.Equal(t, c.field, se.Field, "%s: %v", c.name, err)
 	}
-	require.ErrorIs(t, s.q.CreateSchedule(ctx, nil), ErrInvalidSchedule)
+	require.ErrorIs(t, mustSchedules(s.q).Create(ctx, nil), ErrInvalidSchedule)
 	n, err := s.rdb.Exists(ctx, s.q.keys.schedules()...).Result()
 	require.NoError(t, err)
 	require.Zero(t, n, "nothing stored")
 
 	// A name that collides: the first definition stays as it was.
-	require.NoError(t, s.q.CreateSchedule(ctx, &Schedule{Name: "dup", Every: time.Hour, Task: tickTask()}))
-	err = s.q.CreateSchedule(ctx, &Schedule{Name: "dup", Cron: "@daily", Task: tickTask()})
+	require.NoError(t, mustSchedules(s.q).Create(ctx, &Schedule{Name: "dup", Every: time.Hour, Task: tickTask()}))
+	err = mustSchedules(s.q).Create(ctx, &Schedule{Name: "dup", Cron: "@daily", Task: tickTask()})
 	require.ErrorIs(t, err, ErrScheduleExists)
 	var se *ScheduleError
 	require.ErrorAs(t, err, &se)
 	require.Equal(t, "Name", se.Field)
-	info, err := s.q.GetSchedule(ctx, "dup")
+	info, err := mustSchedules(s.q).Get(ctx, "dup")
 	require.NoError(t, err)
 	require.Equal(t, time.Hour, info.Schedule.Every)
 	require.Equal(t, 1, info.Revision)
 
-	_, err = s.q.GetSchedule(ctx, "nope")
+	_, err = mustSchedules(s.q).Get(ctx, "nope")
 	require.ErrorIs(t, err, ErrScheduleNotFound)
-	require.ErrorIs(t, s.q.UpdateSchedule(ctx, &Schedule{Name: "nope", Every: time.Hour, Task: tickTask()}), ErrScheduleNotFound)
-	require.ErrorIs(t, s.q.DeleteSchedule(ctx, "nope"), ErrScheduleNotFound)
-	_, err = s.q.PauseSchedule(ctx, "nope")
+	require.ErrorIs(t, mustSchedules(s.q).Update(ctx, &Schedule{Name: "nope", Every: time.Hour, Task: tickTask()}), ErrScheduleNotFound)
+	require.ErrorIs(t, mustSchedules(s.q).Delete(ctx, "nope"), ErrScheduleNotFound)
+	_, err = mustSchedules(s.q).Pause(ctx, "nope")
 	require.ErrorIs(t, err, ErrScheduleNotFound)
 }
 
@@ -143,7 +143,7 @@ func TestSchedulerEachTickOnce(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	s := schedSetup(t, start)
 	ctx := context.Background()
-	require.NoError(t, s.q.CreateSchedule(ctx, &Schedule{Name: "every", Every: 2 * time.Second, Task: tickTask()}))
+	require.NoError(t, mustSchedules(s.q).Create(ctx, &Schedule{Name: "every", Every: 2 * time.Second, Task: tickTask()}))
 	logs := []*eventLog{{}, {}, {}}
 	scheds := []*Scheduler{newTestScheduler(t, s.q, logs[0]), newTestScheduler(t, s.q, logs[1]), newTestScheduler(t, s.q, logs[2])}
 
@@ -186,7 +186,7 @@ func TestSchedulerEachTickOnce(t *testing.T) {
 	last := logs[1].of(ScheduleFired)
 	require.Equal(t, Duplicate, last[len(last)-1].Outcome)
 
-	info, err := s.q.GetSchedule(ctx, "every")
+	info, err := mustSchedules(s.q).Get(ctx, "every")
 	require.NoError(t, err)
 	require.Equal(t, now, info.LastTick)
 	require.Equal(t, now.Add(2*time.Second), info.Next)
@@ -205,8 +205,8 @@ func TestScheduleMisfire(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	s := schedSetup(t, start)
 	ctx := context.Background()
-	require.NoError(t, s.q.CreateSchedule(ctx, &Schedule{Name: "skip", Every: 10 * time.Second, MisfireGrace: 30 * time.Second, Task: tickTask()}))
-	require.NoError(t, s.q.CreateSchedule(ctx, &Schedule{Name: "catch", Cron: "0 * * * *", Misfire: MisfireCatchUp, MaxCatchUp: 3, Task: tickTask()}))
+	require.NoError(t, mustSchedules(s.q).Create(ctx, &Schedule{Name: "skip", Every: 10 * time.Second, MisfireGrace: 30 * time.Second, Task: tickTask()}))
+	require.NoError(t, mustSchedules(s.q).Create(ctx, &Schedule{Name: "catch", Cron: "0 * * * *", Misfire: MisfireCatchUp, MaxCatchUp: 3, Task: tickTask()}))
 	log := &eventLog{}
 	sc := newTestScheduler(t, s.q, log)
 
@@ -234,7 +234,7 @@ func TestScheduleMisfire(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"skip", "catch"} {
-		info, err := s.q.GetSchedule(ctx, name)
+		info, err := mustSchedules(s.q).Get(ctx, name)
 		require.NoError(t, err)
 		require.True(t, info.Next.After(now), name)
 	}
@@ -247,13 +247,13 @@ func TestSchedulePauseResumeTriggerDelete(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	s := schedSetup(t, start)
 	ctx := context.Background()
-	require.NoError(t, s.q.CreateSchedule(ctx, &Schedule{Name: "p", Every: time.Minute, Task: tickTask()}))
+	require.NoError(t, mustSchedules(s.q).Create(ctx, &Schedule{Name: "p", Every: time.Minute, Task: tickTask()}))
 	sc := newTestScheduler(t, s.q, nil)
 
-	changed, err := s.q.PauseSchedule(ctx, "p")
+	changed, err := mustSchedules(s.q).Pause(ctx, "p")
 	require.NoError(t, err)
 	require.True(t, changed)
-	changed, err = s.q.PauseSchedule(ctx, "p")
+	changed, err = mustSchedules(s.q).Pause(ctx, "p")
 	require.NoError(t, err)
 	require.False(t, changed)
 	s.setTime(start.Add(5 * time.Minute))
@@ -261,21 +261,21 @@ func TestSchedulePauseResumeTriggerDelete(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, s.pendingIDs(t), "paused: nothing fires")
 
-	id, err := s.q.TriggerSchedule(ctx, "p")
+	id, err := mustSchedules(s.q).Trigger(ctx, "p")
 	require.NoError(t, err)
 	require.Equal(t, "sched:p:manual-"+strconv.FormatInt(start.Add(5*time.Minute).UnixMilli(), 10), id)
 	require.Equal(t, []string{id}, s.pendingIDs(t))
-	info, err := s.q.GetSchedule(ctx, "p")
+	info, err := mustSchedules(s.q).Get(ctx, "p")
 	require.NoError(t, err)
 	require.True(t, info.Paused)
 	require.True(t, info.Next.IsZero())
 	require.Equal(t, id, info.LastTaskID)
 	require.Equal(t, start.Add(5*time.Minute), info.LastRun)
 
-	changed, err = s.q.ResumeSchedule(ctx, "p")
+	changed, err = mustSchedules(s.q).Resume(ctx, "p")
 	require.NoError(t, err)
 	require.True(t, changed)
-	info, err = s.q.GetSchedule(ctx, "p")
+	info, err = mustSchedules(s.q).Get(ctx, "p")
 	require.NoError(t, err)
 	require.Equal(t, start.Add(6*time.Minute), info.Next, "the ticks of the pause are skipped")
 	s.setTime(start.Add(6 * time.Minute))
@@ -283,19 +283,19 @@ func TestSchedulePauseResumeTriggerDelete(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{id, ScheduleTaskID("p", start.Add(6*time.Minute))}, s.pendingIDs(t))
 
-	require.NoError(t, s.q.UpdateSchedule(ctx, &Schedule{Name: "p", Cron: "*/5 * * * *", Task: tickTask()}))
-	info, err = s.q.GetSchedule(ctx, "p")
+	require.NoError(t, mustSchedules(s.q).Update(ctx, &Schedule{Name: "p", Cron: "*/5 * * * *", Task: tickTask()}))
+	info, err = mustSchedules(s.q).Get(ctx, "p")
 	require.NoError(t, err)
 	require.Equal(t, 2, info.Revision)
 	require.Equal(t, "*/5 * * * *", info.Schedule.Cron)
 	require.Equal(t, start.Add(10*time.Minute), info.Next)
 	require.Equal(t, start.Add(6*time.Minute), info.LastTick, "the history is kept")
 
-	list, err := s.q.ListSchedules(ctx)
+	list, err := mustSchedules(s.q).List(ctx)
 	require.NoError(t, err)
 	require.Len(t, list, 1)
-	require.NoError(t, s.q.DeleteSchedule(ctx, "p"))
-	list, err = s.q.ListSchedules(ctx)
+	require.NoError(t, mustSchedules(s.q).Delete(ctx, "p"))
+	list, err = mustSchedules(s.q).List(ctx)
 	require.NoError(t, err)
 	require.Empty(t, list)
 }
@@ -307,7 +307,7 @@ func TestScheduleUndecodableIsSkipped(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	s := schedSetup(t, start)
 	ctx := context.Background()
-	require.NoError(t, s.q.CreateSchedule(ctx, &Schedule{Name: "good", Every: time.Second, Task: tickTask()}))
+	require.NoError(t, mustSchedules(s.q).Create(ctx, &Schedule{Name: "good", Every: time.Second, Task: tickTask()}))
 	keys := s.q.keys.schedules()
 	for name, raw := range map[string]string{
 		"garbage": "{not json",
@@ -330,7 +330,7 @@ func TestScheduleUndecodableIsSkipped(t *testing.T) {
 	for _, e := range bad {
 		require.ErrorIs(t, e.Err, ErrScheduleUndecodable)
 	}
-	list, err := s.q.ListSchedules(ctx)
+	list, err := mustSchedules(s.q).List(ctx)
 	require.NoError(t, err)
 	require.Len(t, list, 4)
 	for _, in := range list {
@@ -340,7 +340,7 @@ func TestScheduleUndecodableIsSkipped(t *testing.T) {
 			require.ErrorIs(t, in.Err, ErrScheduleUndecodable, in.Schedule.Name)
 		}
 	}
-	_, err = s.q.TriggerSchedule(ctx, "garbage")
+	_, err = mustSchedules(s.q).Trigger(ctx, "garbage")
 	require.ErrorIs(t, err, ErrScheduleUndecodable)
 }
 
@@ -353,7 +353,7 @@ func TestScheduleCronDST(t *testing.T) {
 	start := time.Date(2027, 3, 13, 12, 0, 0, 0, ny)
 	s := schedSetup(t, start)
 	ctx := context.Background()
-	require.NoError(t, s.q.CreateSchedule(ctx, &Schedule{Name: "spring", Cron: "30 2 * * *", TimeZone: "America/New_York", Task: tickTask()}))
+	require.NoError(t, mustSchedules(s.q).Create(ctx, &Schedule{Name: "spring", Cron: "30 2 * * *", TimeZone: "America/New_York", Task: tickTask()}))
 	sc := newTestScheduler(t, s.q, nil)
 	step := func(to time.Time) {
 		for now := s.serverNow(t); now.Before(to); {
@@ -366,9 +366,9 @@ func TestScheduleCronDST(t *testing.T) {
 	step(time.Date(2027, 3, 15, 12, 0, 0, 0, ny))
 	require.Equal(t, []string{"sched:spring:2027-03-14T07:00:00Z", "sched:spring:2027-03-15T06:30:00Z"}, s.pendingIDs(t))
 
-	require.NoError(t, s.q.DeleteSchedule(ctx, "spring"))
+	require.NoError(t, mustSchedules(s.q).Delete(ctx, "spring"))
 	s.setTime(time.Date(2027, 11, 6, 12, 0, 0, 0, ny))
-	require.NoError(t, s.q.CreateSchedule(ctx, &Schedule{Name: "fall", Cron: "30 1 * * *", TimeZone: "America/New_York", Task: tickTask()}))
+	require.NoError(t, mustSchedules(s.q).Create(ctx, &Schedule{Name: "fall", Cron: "30 1 * * *", TimeZone: "America/New_York", Task: tickTask()}))
 	step(time.Date(2027, 11, 8, 12, 0, 0, 0, ny))
 	require.Equal(t, []string{"sched:spring:2027-03-14T07:00:00Z", "sched:spring:2027-03-15T06:30:00Z",
 		"sched:fall:2027-11-07T05:30:00Z", "sched:fall:2027-11-08T06:30:00Z"}, s.pendingIDs(t))
@@ -388,7 +388,7 @@ func TestSchedulerRealRedis(t *testing.T) {
 	s := newReal(t, nil)
 	require.NoError(t, Register(s.ref, "test", "tick", func(context.Context, struct{}) error { return nil }))
 	ctx, cancel := context.WithCancel(context.Background())
-	require.NoError(t, s.q.CreateSchedule(ctx, &Schedule{Name: "sec", Every: time.Second, Task: &TaskSpec{Executable: Ref("test", "tick", nil)}}))
+	require.NoError(t, mustSchedules(s.q).Create(ctx, &Schedule{Name: "sec", Every: time.Second, Task: &TaskSpec{Executable: Ref("test", "tick", nil)}}))
 	var wg sync.WaitGroup
 	logs := []*eventLog{{}, {}}
 	for _, l := range logs {
@@ -399,7 +399,7 @@ func TestSchedulerRealRedis(t *testing.T) {
 	cancel()
 	wg.Wait()
 	got := s.pendingIDs(t)
-	info, err := s.q.GetSchedule(context.Background(), "sec")
+	info, err := mustSchedules(s.q).Get(context.Background(), "sec")
 	require.NoError(t, err)
 	first := info.LastTick.Add(-time.Duration(len(got)-1) * time.Second)
 	for i, id := range got {
@@ -440,12 +440,12 @@ func TestScheduleWorkerACL(t *testing.T) {
 	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(nil))
 	require.NoError(t, err)
 
-	require.NoError(t, q.CreateSchedule(ctx, &Schedule{Name: "a", Every: time.Second, Task: &TaskSpec{Executable: Ref("test", "tick", nil)}}))
-	_, err = q.PauseSchedule(ctx, "a")
+	require.NoError(t, mustSchedules(q).Create(ctx, &Schedule{Name: "a", Every: time.Second, Task: &TaskSpec{Executable: Ref("test", "tick", nil)}}))
+	_, err = mustSchedules(q).Pause(ctx, "a")
 	require.NoError(t, err)
-	_, err = q.ResumeSchedule(ctx, "a")
+	_, err = mustSchedules(q).Resume(ctx, "a")
 	require.NoError(t, err)
-	_, err = q.TriggerSchedule(ctx, "a")
+	_, err = mustSchedules(q).Trigger(ctx, "a")
 	require.NoError(t, err)
 	log := &eventLog{}
 	sc := newTestScheduler(t, q, log)
@@ -454,14 +454,14 @@ func TestScheduleWorkerACL(t *testing.T) {
 		require.NoError(t, err)
 		return len(log.of(ScheduleFired)) > 0
 	})
-	require.NoError(t, q.UpdateSchedule(ctx, &Schedule{Name: "a", Cron: "@daily", Task: &TaskSpec{Executable: Ref("test", "tick", nil)}}))
-	_, err = q.ListSchedules(ctx)
+	require.NoError(t, mustSchedules(q).Update(ctx, &Schedule{Name: "a", Cron: "@daily", Task: &TaskSpec{Executable: Ref("test", "tick", nil)}}))
+	_, err = mustSchedules(q).List(ctx)
 	require.ErrorIs(t, err, ErrPermission, "listing needs +hgetall")
 	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", user, "+hgetall").Err())
-	list, err := q.ListSchedules(ctx)
+	list, err := mustSchedules(q).List(ctx)
 	require.NoError(t, err)
 	require.Len(t, list, 1)
-	require.NoError(t, q.DeleteSchedule(ctx, "a"))
+	require.NoError(t, mustSchedules(q).Delete(ctx, "a"))
 }
 
 // TestScheduleClaimOnlySavesWork: a scheduler that claimed a schedule and died delays its tick by at most the
@@ -472,7 +472,7 @@ func TestScheduleClaimOnlySavesWork(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	s := schedSetup(t, start)
 	ctx := context.Background()
-	require.NoError(t, s.q.CreateSchedule(ctx, &Schedule{Name: "c", Every: 10 * time.Second, Task: tickTask()}))
+	require.NoError(t, mustSchedules(s.q).Create(ctx, &Schedule{Name: "c", Every: 10 * time.Second, Task: tickTask()}))
 	log := &eventLog{}
 	sc := newTestScheduler(t, s.q, log) // claim 5s
 	tick := start.Add(10 * time.Second)
@@ -503,7 +503,7 @@ func TestScheduleClaimOnlySavesWork(t *testing.T) {
 	_, err = sc.fire(ctx, tick, "c", def, stale)
 	require.NoError(t, err)
 	require.Equal(t, []string{ScheduleTaskID("c", tick)}, s.pendingIDs(t))
-	info, err := s.q.GetSchedule(ctx, "c")
+	info, err := mustSchedules(s.q).Get(ctx, "c")
 	require.NoError(t, err)
 	require.Equal(t, tick.Add(10*time.Second), info.Next)
 	fired := log.of(ScheduleFired)

@@ -99,7 +99,7 @@ type ScheduleEvent struct {
 	Err      error
 }
 
-// Scheduler fires the ticks of a queue's schedules ([RedisTaskQueue.CreateSchedule]). Any number of schedulers
+// Scheduler fires the ticks of a queue's schedules ([Schedules.Create]). Any number of schedulers
 // may run against one queue, in any processes (every worker binary runs one): each tick enqueues a task whose id
 // is derived from the schedule and the tick's instant ([ScheduleTaskID]) through the idempotent enqueue, so a
 // tick makes one task however many schedulers fire it, through restarts, crashes and clock skew between hosts.

@@ -51,7 +51,7 @@ func TestWorkerMainFiresSchedules(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	require.NoError(t, pq.CreateSchedule(ctx, &Schedule{Name: "beat", Every: time.Second, Task: &TaskSpec{Executable: Ref("ops", "beat", nil)}}))
+	require.NoError(t, mustSchedules(pq).Create(ctx, &Schedule{Name: "beat", Every: time.Second, Task: &TaskSpec{Executable: Ref("ops", "beat", nil)}}))
 
 	// Without a scheduler, nothing fires: the schedule's first tick passes unfired.
 	off, offCancel := context.WithCancel(ctx)
@@ -61,7 +61,7 @@ func TestWorkerMainFiresSchedules(t *testing.T) {
 			envMap("TASKQUEUE_LOG_LEVEL", "error"), io.Discard)
 	}()
 	waitFor(t, 10*time.Second, "the first tick to pass", func() bool {
-		info, err := pq.GetSchedule(ctx, "beat")
+		info, err := mustSchedules(pq).Get(ctx, "beat")
 		require.NoError(t, err)
 		now, err := rdb.Time(ctx).Result()
 		require.NoError(t, err)
@@ -85,7 +85,7 @@ func TestWorkerMainFiresSchedules(t *testing.T) {
 	}
 	cancel()
 	require.NoError(t, <-done)
-	info, err := pq.GetSchedule(context.Background(), "beat")
+	info, err := mustSchedules(pq).Get(context.Background(), "beat")
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(info.LastTaskID, "sched:beat:"), info.LastTaskID)
 }

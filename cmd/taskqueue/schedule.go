@@ -129,7 +129,7 @@ func runSchedule(ctx context.Context, c *cli, opts any, args []string) error {
 	}
 	switch action {
 	case "list":
-		list, err := q.ListSchedules(ctx)
+		list, err := q.List(ctx)
 		if err != nil {
 			return err
 		}
@@ -139,7 +139,7 @@ func runSchedule(ctx context.Context, c *cli, opts any, args []string) error {
 		}
 		return c.writeSchedules(q.rq.KeyPrefix(), list, now)
 	case "show":
-		info, err := q.GetSchedule(ctx, args[1])
+		info, err := q.Get(ctx, args[1])
 		if err != nil {
 			return scheduleErr(err)
 		}
@@ -149,24 +149,24 @@ func runSchedule(ctx context.Context, c *cli, opts any, args []string) error {
 		}
 		return c.writeSchedules(q.rq.KeyPrefix(), []taskqueue.ScheduleInfo{*info}, now)
 	case "create":
-		err = q.CreateSchedule(ctx, def)
+		err = q.Create(ctx, def)
 	case "update":
-		err = q.UpdateSchedule(ctx, def)
+		err = q.Update(ctx, def)
 	case "delete":
-		err = q.DeleteSchedule(ctx, args[1])
+		err = q.Delete(ctx, args[1])
 	case "pause", "resume":
 		var changed bool
 		if action == "pause" {
-			changed, err = q.PauseSchedule(ctx, args[1])
+			changed, err = q.Pause(ctx, args[1])
 		} else {
-			changed, err = q.ResumeSchedule(ctx, args[1])
+			changed, err = q.Resume(ctx, args[1])
 		}
 		if err == nil && !changed {
 			fmt.Fprintf(c.stderr, "taskqueue: schedule %s was already %s\n", clip(args[1], 64), map[string]string{"pause": "paused", "resume": "running"}[action])
 		}
 	case "trigger":
 		var id string
-		if id, err = q.TriggerSchedule(ctx, args[1]); err == nil {
+		if id, err = q.Trigger(ctx, args[1]); err == nil {
 			if c.g.json {
 				return c.writeJSON(map[string]string{"schedule": args[1], "task_id": id})
 			}
@@ -226,10 +226,10 @@ func (o *scheduleOpts) schedule(name string) (*taskqueue.Schedule, error) {
 	return s, nil
 }
 
-// scheduleQueue is the queue with a registry that serializes references (the CLI runs no task, so it needs none
-// of the workers' functions).
+// scheduleQueue is the schedules of a queue with a registry that serializes references (the CLI runs no task, so
+// it needs none of the workers' functions).
 type scheduleQueue struct {
-	*taskqueue.RedisTaskQueue
+	*taskqueue.Schedules
 	rq *queue
 }
 
@@ -247,7 +247,11 @@ func (c *cli) scheduleQueue(ctx context.Context, resolverID string) (*scheduleQu
 	if err != nil {
 		return nil, err
 	}
-	return &scheduleQueue{RedisTaskQueue: rq, rq: q}, nil
+	sc, err := taskqueue.NewSchedules(rq)
+	if err != nil {
+		return nil, err
+	}
+	return &scheduleQueue{Schedules: sc, rq: q}, nil
 }
 
 // scheduleJSON is one schedule of list --json.

@@ -65,17 +65,21 @@ func run(ctx context.Context) error {
 	}
 
 	// 1. Schedules live in Redis: create them once, from any process (or with `taskqueue schedule create`).
-	if err := q.CreateSchedule(ctx, &taskqueue.Schedule{Name: "heartbeat", Every: time.Second,
+	schedules, err := taskqueue.NewSchedules(q)
+	if err != nil {
+		return err
+	}
+	if err := schedules.Create(ctx, &taskqueue.Schedule{Name: "heartbeat", Every: time.Second,
 		Task: &taskqueue.TaskSpec{Executable: taskqueue.Ref("ops", "heartbeat", nil)}}); err != nil {
 		return err
 	}
-	if err := q.CreateSchedule(ctx, &taskqueue.Schedule{Name: "nightly-report", Cron: "30 2 * * *", TimeZone: "Europe/Berlin",
+	if err := schedules.Create(ctx, &taskqueue.Schedule{Name: "nightly-report", Cron: "30 2 * * *", TimeZone: "Europe/Berlin",
 		Misfire: taskqueue.MisfireCatchUp, MaxCatchUp: 3,
 		Task: &taskqueue.TaskSpec{Executable: taskqueue.Ref("reports", "nightly", ReportArgs{Format: "pdf"}), MaxRetries: 5}}); err != nil {
 		return err
 	}
 	// Bad input is refused with an error naming the field, and nothing is stored.
-	err = q.CreateSchedule(ctx, &taskqueue.Schedule{Name: "too-fast", Every: 100 * time.Millisecond,
+	err = schedules.Create(ctx, &taskqueue.Schedule{Name: "too-fast", Every: 100 * time.Millisecond,
 		Task: &taskqueue.TaskSpec{Executable: taskqueue.Ref("ops", "heartbeat", nil)}})
 	var se *taskqueue.ScheduleError
 	if errors.As(err, &se) && errors.Is(err, taskqueue.ErrInvalidSchedule) {
@@ -116,7 +120,7 @@ func run(ctx context.Context) error {
 	}
 
 	// 3. Trigger a run now, beside the schedule's ticks.
-	id, err := q.TriggerSchedule(ctx, "nightly-report")
+	id, err := schedules.Trigger(ctx, "nightly-report")
 	if err != nil {
 		stop()
 		return err
@@ -124,7 +128,7 @@ func run(ctx context.Context) error {
 	fmt.Printf("triggered %s: report format %s\n", id, <-reports)
 
 	// 4. Pause the heartbeat; stop the schedulers and the worker.
-	if _, err := q.PauseSchedule(ctx, "heartbeat"); err != nil {
+	if _, err := schedules.Pause(ctx, "heartbeat"); err != nil {
 		stop()
 		return err
 	}
@@ -135,7 +139,7 @@ func run(ctx context.Context) error {
 	}
 
 	// 5. The schedules with their last and next runs (as `taskqueue schedules` shows them).
-	list, err := q.ListSchedules(ctx)
+	list, err := schedules.List(ctx)
 	if err != nil {
 		return err
 	}
