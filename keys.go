@@ -103,6 +103,10 @@ func (k keySet) groupWaiter(groupID, waiter string) string {
 // result holds the result of a task that is not a group member (group members keep theirs in the run's hash).
 func (k keySet) result(taskID string) string { return k.tag + ":result:" + taskID }
 
+// scheduleWake is the pub/sub channel on which the schedule scripts announce every change to the queue's
+// schedules (schedules() plus ":wake", computed in Lua from KEYS[1]), so that idle [Scheduler]s wake at once.
+func (k keySet) scheduleWake() string { return k.tag + ":schedules:wake" }
+
 // schedules are the keys of the queue's periodic schedules (schedule.go, lua/schedule_*.lua), in the order those
 // scripts take them: the definitions (HASH name -> JSON), the due index (ZSET name -> when a scheduler looks at
 // it next, ms, server clock) and the states (HASH name -> JSON written by the scripts). They are not in the

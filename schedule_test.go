@@ -489,7 +489,7 @@ func TestScheduleClaimOnlySavesWork(t *testing.T) {
 	wait, err := sc.pass(ctx)
 	require.NoError(t, err)
 	require.Equal(t, []string{ScheduleTaskID("c", tick)}, s.pendingIDs(t), "fired once the claim ended")
-	require.Equal(t, time.Second, wait, "its next tick is 5s away: it sleeps PollInterval")
+	require.Equal(t, 5001*time.Millisecond, wait, "its next tick is 5s away: it sleeps until then")
 	s.setTime(tick.Add(9500 * time.Millisecond))
 	wait, err = sc.pass(ctx)
 	require.NoError(t, err)

@@ -9,15 +9,19 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // SchedulerConfig configures a [Scheduler]. The zero value of each field takes its default; the config is
 // copied.
 type SchedulerConfig struct {
-	// PollInterval is the longest a scheduler waits between two passes: how soon it notices a schedule created,
-	// resumed or updated by another process. Between passes it sleeps until the earliest due tick, so a tick
-	// fires within milliseconds of its time. Default 1s; 10ms to 1m.
-	PollInterval time.Duration
+	// Recheck is the longest a scheduler sleeps between two passes. It does not poll: it sleeps until the
+	// earliest due tick it knows of (with no schedule, until woken), and every change to the queue's schedules
+	// ([Schedules.Create], Update, Resume, Trigger, Pause, Delete, from any process) wakes it through a Redis
+	// pub/sub message, as does its own (re)subscription after a reconnect. Recheck is only a safety net for a
+	// message lost all the same (a subscriber that could not subscribe, for one). Default 1m; 100ms to 24h.
+	Recheck time.Duration
 	// Claim is how long a scheduler holds the schedules it is firing, so that the others skip them meanwhile. It
 	// only saves work (correctness never depends on it): a scheduler that dies holding a claim delays the
 	// schedule's tick by at most Claim. Default 5s; 100ms to 1m.
@@ -40,8 +44,8 @@ func (c *SchedulerConfig) withDefaults(q *RedisTaskQueue) SchedulerConfig {
 	if c != nil {
 		out = *c
 	}
-	if out.PollInterval == 0 {
-		out.PollInterval = time.Second
+	if out.Recheck == 0 {
+		out.Recheck = time.Minute
 	}
 	if out.Claim == 0 {
 		out.Claim = 5 * time.Second
@@ -60,8 +64,8 @@ func (c *SchedulerConfig) withDefaults(q *RedisTaskQueue) SchedulerConfig {
 
 func (c *SchedulerConfig) validate() error {
 	switch {
-	case c.PollInterval < 10*time.Millisecond || c.PollInterval > time.Minute:
-		return fmt.Errorf("%w: PollInterval must be between 10ms and 1m", ErrInvalidConfig)
+	case c.Recheck < 100*time.Millisecond || c.Recheck > 24*time.Hour:
+		return fmt.Errorf("%w: Recheck must be between 100ms and 24h", ErrInvalidConfig)
 	case c.Claim < 100*time.Millisecond || c.Claim > time.Minute:
 		return fmt.Errorf("%w: Claim must be between 100ms and 1m", ErrInvalidConfig)
 	case c.Batch < 1 || c.Batch > 1000:
@@ -124,9 +128,15 @@ func NewScheduler(q *RedisTaskQueue, cfg *SchedulerConfig) (*Scheduler, error) {
 	return &Scheduler{q: q, cfg: c, reported: map[string][32]byte{}}, nil
 }
 
-// Run fires due ticks until ctx is done, then returns nil. A failed pass (Redis unreachable) is logged, reported
-// as [ScheduleFailed] and tried again after PollInterval.
+// schedulerRetry is how soon a scheduler tries again after a failed pass (at most Recheck).
+const schedulerRetry = time.Second
+
+// Run fires due ticks until ctx is done, then returns nil. Between passes it sleeps until the earliest due tick,
+// or until a change to the schedules wakes it (see [SchedulerConfig.Recheck]). A failed pass (Redis unreachable)
+// is logged, reported as [ScheduleFailed] and tried again a second later.
 func (s *Scheduler) Run(ctx context.Context) error {
+	wake, closeWake := s.subscribe(ctx)
+	defer closeWake()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -134,6 +144,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-wake:
+			drain(wake) // one pass answers every change announced so far
 		}
 		wait, err := s.pass(ctx)
 		if err != nil {
@@ -142,9 +154,38 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 			s.cfg.Logger.Warn("taskqueue: scheduler pass failed", slog.Any("error", err))
 			s.emit(ScheduleEvent{Kind: ScheduleFailed, Err: err})
-			wait = s.cfg.PollInterval
+			wait = min(schedulerRetry, s.cfg.Recheck)
 		}
 		t.Reset(wait)
+	}
+}
+
+// subscribe subscribes to the queue's schedule wake-up channel, which the schedule scripts publish to on every
+// change, and returns a channel that receives on each message and on each (re)subscription: a pass after a
+// reconnect catches what was published while the connection was down. A subscription that fails (a user whose
+// ACL has no +subscribe or channel pattern) is logged; the scheduler then relies on Recheck. The health-check
+// ping of go-redis runs every Recheck, so that an idle scheduler costs Redis nothing measurable.
+func (s *Scheduler) subscribe(ctx context.Context) (<-chan any, func()) {
+	ps := s.q.rdb.Subscribe(ctx, s.q.keys.scheduleWake())
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := ps.Receive(rctx) // the subscription's confirmation: the first pass starts after it
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		s.cfg.Logger.Warn("taskqueue: scheduler cannot subscribe to schedule changes; it notices them within Recheck",
+			slog.String("channel", s.q.keys.scheduleWake()), slog.Duration("recheck", s.cfg.Recheck), slog.Any("error", classify(err)))
+	}
+	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(16), redis.WithChannelHealthCheckInterval(s.cfg.Recheck))
+	return ch, func() { _ = ps.Close() }
+}
+
+// drain empties ch without blocking.
+func drain(ch <-chan any) {
+	for {
+		select {
+		case <-ch:
+		default:
+			return
+		}
 	}
 }
 
@@ -182,7 +223,7 @@ func (s *Scheduler) pass(ctx context.Context) (time.Duration, error) {
 	if claimed == s.cfg.Batch {
 		return 0, nil // more may be due
 	}
-	wait := s.cfg.PollInterval
+	wait := s.cfg.Recheck // no schedule due: until woken by a change
 	if earliest >= 0 {
 		// Server time to the earliest entry, slept on the local clock: a duration, so skew does not matter.
 		wait = min(wait, time.Duration(max(earliest-now+1, 0))*time.Millisecond)
@@ -398,7 +439,7 @@ func (c *WorkerMainConfig) startScheduler(ctx context.Context, q *RedisTaskQueue
 		close(done)
 		return done, err
 	}
-	logger.Info("taskqueue: scheduler running", slog.Duration("poll", s.cfg.PollInterval))
+	logger.Info("taskqueue: scheduler running", slog.Duration("recheck", s.cfg.Recheck))
 	go func() {
 		defer close(done)
 		_ = s.Run(ctx)

@@ -5,6 +5,7 @@
 -- pause takes the schedule out of due (no scheduler looks at it) and sets the paused flag; resume clears it and
 -- puts the schedule back at ARGV[3]; delete removes all three entries; ran records the run's time and task id.
 -- Returns 1 when the state changed, 0 when it already was as asked (pause, resume), -1 when no such schedule.
+-- A change is published on KEYS[1] .. ':wake' (see schedule_put.lua), which wakes the idle schedulers.
 local defs, due, states = KEYS[1], KEYS[2], KEYS[3]
 local op, name = ARGV[1], ARGV[2]
 if redis.call('HEXISTS', defs, name) == 0 then return -1 end
@@ -12,6 +13,7 @@ if op == 'delete' then
   redis.call('HDEL', defs, name)
   redis.call('HDEL', states, name)
   redis.call('ZREM', due, name)
+  redis.pcall('PUBLISH', defs .. ':wake', name)
   return 1
 end
 local raw = redis.call('HGET', states, name)
@@ -36,4 +38,5 @@ else
   return redis.error_reply('unknown mode')
 end
 redis.call('HSET', states, name, cjson.encode(st))
+redis.pcall('PUBLISH', defs .. ':wake', name)
 return changed

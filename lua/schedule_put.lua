@@ -6,6 +6,8 @@
 -- create refuses a name that exists; update refuses one that does not and keeps the run history and the paused
 -- flag (a paused schedule stays paused, with its next tick recomputed). The state's rev counts the definitions.
 -- Returns "ok", "exists" (create) or "missing" (update). Nothing is written unless it returns "ok".
+-- A change is published on KEYS[1] .. ':wake' (the name), which wakes the idle schedulers of every process;
+-- pcall: a user whose ACL refuses PUBLISH still stores the schedule (the schedulers then notice it at Recheck).
 local defs, due, states = KEYS[1], KEYS[2], KEYS[3]
 local name, def, nxt, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local exists = redis.call('HEXISTS', defs, name) == 1
@@ -33,4 +35,5 @@ if st.paused == 1 then
 else
   redis.call('ZADD', due, nxt, name)
 end
+redis.pcall('PUBLISH', defs .. ':wake', name)
 return 'ok'
