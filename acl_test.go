@@ -12,10 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// workerACL is the allowlist docs/operations.md gives producers and workers: these commands, on the queue's keys.
+// workerACL is the allowlist docs/operations.md gives producers and workers: these commands, on the queue's keys
+// (~{prefix}:*) and pub/sub channels (&{prefix}:*, the schedulers' wake-up channel).
 const workerACL = "+ping +hello +auth +evalsha +eval +blpop +rpush +pexpire +multi +exec +del +time " +
 	"+llen +zcard +hget +hmget +zrange +zscore +hdel +hexists +hset +incrby +lpop +lpush +ltrim +zadd " +
-	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info +hsetnx +zmscore +lindex"
+	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info +hsetnx +zmscore +lindex +publish +subscribe"
 
 func TestACLAllowlistForWorkers(t *testing.T) {
 	t.Parallel()
@@ -25,7 +26,7 @@ func TestACLAllowlistForWorkers(t *testing.T) {
 	defer admin.Close()
 	prefix := "acl-" + newID()[:8]
 	user := "tq-" + prefix
-	args := []any{"ACL", "SETUSER", user, "reset", "on", ">secret", "~{" + prefix + "}:*"}
+	args := []any{"ACL", "SETUSER", user, "reset", "on", ">secret", "~{" + prefix + "}:*", "&{" + prefix + "}:*"}
 	for _, c := range strings.Fields(workerACL) {
 		args = append(args, c)
 	}

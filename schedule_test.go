@@ -418,7 +418,8 @@ func TestSchedulerRealRedis(t *testing.T) {
 }
 
 // TestScheduleWorkerACL: a user with the worker allowlist of docs/operations.md creates, pauses, resumes,
-// triggers, updates, deletes and fires schedules; listing them needs +hgetall besides.
+// triggers, updates, deletes and fires schedules, and subscribes to their wake-up channel; listing them needs
+// +hgetall besides.
 func TestScheduleWorkerACL(t *testing.T) {
 	t.Parallel()
 	addr := realRedis(t)
@@ -427,7 +428,7 @@ func TestScheduleWorkerACL(t *testing.T) {
 	defer admin.Close()
 	prefix := "acls-" + newID()[:8]
 	user := "tq-" + prefix
-	args := []any{"ACL", "SETUSER", user, "reset", "on", ">secret", "~{" + prefix + "}:*"}
+	args := []any{"ACL", "SETUSER", user, "reset", "on", ">secret", "~{" + prefix + "}:*", "&{" + prefix + "}:*"}
 	for _, c := range strings.Fields(workerACL) {
 		args = append(args, c)
 	}
@@ -440,7 +441,17 @@ func TestScheduleWorkerACL(t *testing.T) {
 	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(nil))
 	require.NoError(t, err)
 
+	// The schedulers' wake-up channel: this user may subscribe to it, and the scripts publish on it.
+	ps := rdb.Subscribe(ctx, q.keys.scheduleWake())
+	defer ps.Close()
+	_, err = ps.Receive(ctx)
+	require.NoError(t, err, "subscribed")
 	require.NoError(t, mustSchedules(q).Create(ctx, &Schedule{Name: "a", Every: time.Second, Task: &TaskSpec{Executable: Ref("test", "tick", nil)}}))
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	msg, err := ps.ReceiveMessage(rctx)
+	require.NoError(t, err)
+	require.Equal(t, "a", msg.Payload, "the create woke the schedulers")
 	_, err = mustSchedules(q).Pause(ctx, "a")
 	require.NoError(t, err)
 	_, err = mustSchedules(q).Resume(ctx, "a")
