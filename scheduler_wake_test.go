@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// scriptCounter is a go-redis hook that counts the script calls (EVALSHA, EVAL) of a client, and keeps the
-// earliest due entry that the last schedule_due.lua call of a scheduler's pass replied.
+// scriptCounter is a go-redis hook that counts the script calls (EVALSHA, EVAL) a client made (once answered),
+// and keeps the earliest due entry that the last schedule_due.lua call of a scheduler's pass replied.
 type scriptCounter struct {
 	n        atomic.Int64
 	earliest atomic.Int64
@@ -42,8 +42,8 @@ func (c *scriptCounter) DialHook(next redis.DialHook) redis.DialHook { return ne
 
 func (c *scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.count(cmd)
 		err := next(ctx, cmd)
+		c.count(cmd)
 		c.noteDue(cmd)
 		return err
 	}
@@ -51,10 +51,11 @@ func (c *scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (c *scriptCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
 		for _, cmd := range cmds {
 			c.count(cmd)
 		}
-		return next(ctx, cmds)
+		return err
 	}
 }
 
@@ -65,6 +66,7 @@ func idleScheduler(t *testing.T, s *setup, cfg SchedulerConfig) (*scriptCounter,
 	rdb := redis.NewClient(&redis.Options{Addr: s.rdb.Options().Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	calls := &scriptCounter{}
+	calls.earliest.Store(-2)
 	rdb.AddHook(calls)
 	q, err := NewRedisTaskQueue(rdb, s.q.KeyPrefix(), s.reg, quiet(nil))
 	require.NoError(t, err)
@@ -80,7 +82,8 @@ func idleScheduler(t *testing.T, s *setup, cfg SchedulerConfig) (*scriptCounter,
 	waitFor(t, 5*time.Second, "the scheduler's first pass and subscription", func() bool {
 		subs, err := s.rdb.PubSubNumSub(context.Background(), ch).Result()
 		require.NoError(t, err)
-		return calls.n.Load() >= 1 && subs[ch] >= 1
+		// A due reply noted: the first pass is done (its EVALSHA, or the EVAL after a NOSCRIPT, was answered).
+		return calls.earliest.Load() == -1 && subs[ch] >= 1
 	})
 	return calls, log
 }

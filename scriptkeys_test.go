@@ -15,6 +15,14 @@ import (
 // keyless lists the commands our scripts run that take no key.
 var keyless = map[string]bool{"TIME": true}
 
+// channelOfKey lists commands whose argument is a pub/sub channel, not a key: a classic PUBLISH reaches every node
+// of a cluster, whatever the slot. A script of ours names a channel after one of its keys (a key from KEYS, a
+// suffix in quotes), so that it stays under the queue's hash tag, where the worker ACL's &{prefix}:* allows it.
+var channelOfKey = map[string]bool{"PUBLISH": true}
+
+// channelRe is a channel named after a key: a name or KEYS[i], then .. and a quoted suffix.
+var channelRe = regexp.MustCompile(`^(KEYS\[[^\[\]]+\]|[A-Za-z_]\w*)\s*\.\.\s*'[^']*'$`)
+
 var (
 	redisCallRe = regexp.MustCompile(`redis\.p?call\(\s*'([A-Za-z]+)'\s*(?:,\s*([^,)]+))?`)
 	keysRefRe   = regexp.MustCompile(`^KEYS\[[^\[\]]+\]$`) // KEYS[1], or KEYS[g + 1] with an index from ARGV
@@ -81,6 +89,10 @@ func scriptKeyProblems(src string) []string {
 			}
 		case multiKey[cmd]:
 			problems = append(problems, cmd+" takes several keys")
+		case channelOfKey[cmd]:
+			if m := channelRe.FindStringSubmatch(arg); m == nil || !isKey(code, m[1], map[string]bool{}) {
+				problems = append(problems, cmd+" on a channel not named after a key: "+arg)
+			}
 		case isKey(code, arg, map[string]bool{}):
 		default:
 			problems = append(problems, cmd+" "+arg)
