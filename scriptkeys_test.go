@@ -90,7 +90,7 @@ func scriptKeyProblems(src string) []string {
 		case multiKey[cmd]:
 			problems = append(problems, cmd+" takes several keys")
 		case channelOfKey[cmd]:
-			if m := channelRe.FindStringSubmatch(arg); m == nil || !isKey(code, m[1], map[string]bool{}) {
+			if m := channelRe.FindStringSubmatch(arg); len(m) < 2 || !isKey(code, m[1], map[string]bool{}) {
 				problems = append(problems, cmd+" on a channel not named after a key: "+arg)
 			}
 		case isKey(code, arg, map[string]bool{}):
