@@ -304,6 +304,28 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("ScheduleWake", func(t *testing.T) {
+		// A scheduler on a Cluster client of its own, idle with its safety recheck an hour away, fires a schedule
+		// created through another client at once: the script's PUBLISH reaches its subscription.
+		sc := c.client(nil)
+		calls := &scriptCounter{}
+		calls.earliest.Store(-2)
+		sc.AddHook(calls)
+		q, _ := clQueue(t, sc, "schedwake", nil)
+		other, _ := clQueue(t, cc, "schedwake", nil)
+		log := &eventLog{}
+		s, err := NewScheduler(q, &SchedulerConfig{Recheck: time.Hour, Logger: quiet(nil).Logger, OnEvent: log.add})
+		require.NoError(t, err)
+		rctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = s.Run(rctx) })
+		defer func() { cancel(); wg.Wait() }()
+		waitFor(t, 10*time.Second, "the scheduler's first pass", func() bool { return calls.earliest.Load() == -1 })
+		require.NoError(t, mustSchedules(other).Create(ctx, &Schedule{Name: "sec", Every: time.Second, Task: &TaskSpec{Executable: Ref("cl", "ok", clArgs{ID: "s"})}}))
+		waitFor(t, 5*time.Second, "the first tick fired by the idle scheduler", func() bool { return len(log.of(ScheduleFired)) >= 1 })
+		require.Empty(t, log.of(ScheduleFailed))
+	})
+
 	t.Run("DurableEnqueue", func(t *testing.T) {
 		// Healthy: the replica confirms. Replica frozen (SIGSTOP): a typed error after the timeout, and the task
 		// is enqueued on the primary all the same. Replica back: confirmed again.
