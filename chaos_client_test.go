@@ -160,7 +160,8 @@ func chaosLongTaskSilentConnection(t *testing.T, bin string) {
 		require.GreaterOrEqual(t, deadline.Sub(cancel.At), lease/12, "%s: cancelled at %s, only %s before the lease deadline %s (cut at %s); log:\n%s", id, cancel.At, deadline.Sub(cancel.At), deadline, cutAt, a.logTail(25))
 		cutToCancel = append(cutToCancel, cancel.At.Sub(cutAt))
 		margins = append(margins, deadline.Sub(cancel.At))
-		require.Less(t, cancel.At.Sub(cutAt), lease+500*time.Millisecond, "cancelled within a lease of the cut")
+		// No bound on cut-to-cancel itself (a duration): the deadline Redis holds was set by a renewal before the
+		// cut, so cancelling before it, with the margin asserted above, is what "within a lease of the cut" means.
 
 		proxy.release()
 		backAt := time.Now()

@@ -279,21 +279,7 @@ func (r *bullmqRuns) latency(ctx context.Context, b *bench) error {
 	if err != nil {
 		return err
 	}
-	lat = durations(res.Samples)
-	b.res.add(libBullMQ, "delay_late_p50_ms", percentile(lat, 50))
-	b.res.add(libBullMQ, "delay_late_p99_ms", percentile(lat, 99))
-	dev := make([]time.Duration, len(lat))
-	early := 0
-	for i, d := range lat {
-		if d < 0 {
-			early++
-		}
-		dev[i] = d.Abs()
-	}
-	slices.Sort(dev)
-	b.res.add(libBullMQ, "delay_dev_p50_ms", percentile(dev, 50))
-	b.res.add(libBullMQ, "delay_dev_p99_ms", percentile(dev, 99))
-	b.res.add(libBullMQ, "delay_early_pct", 100*float64(early)/float64(max(len(lat), 1)))
+	b.addDelayed(libBullMQ, durations(res.Samples))
 	return nil
 }
 

@@ -129,20 +129,7 @@ func (b *bench) latencyRuns(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		b.res.add(name, "delay_late_p50_ms", percentile(lat, 50))
-		b.res.add(name, "delay_late_p99_ms", percentile(lat, 99))
-		dev := make([]time.Duration, len(lat))
-		early := 0
-		for i, d := range lat {
-			if d < 0 {
-				early++
-			}
-			dev[i] = d.Abs()
-		}
-		slices.Sort(dev)
-		b.res.add(name, "delay_dev_p50_ms", percentile(dev, 50))
-		b.res.add(name, "delay_dev_p99_ms", percentile(dev, 99))
-		b.res.add(name, "delay_early_pct", 100*float64(early)/float64(len(lat)))
+		b.addDelayed(name, lat)
 		return nil
 	})
 }
@@ -351,4 +338,23 @@ func (b *bench) recoveryRuns(ctx context.Context, libs []string, trials int, qui
 		}
 		return nil
 	}
+}
+
+// addDelayed records a library's delayed-task figures from lat, each task's start minus its due time: the signed
+// percentiles, the percentiles of the absolute deviation, and the share of tasks started early.
+func (b *bench) addDelayed(name string, lat []time.Duration) {
+	b.res.add(name, "delay_late_p50_ms", percentile(lat, 50))
+	b.res.add(name, "delay_late_p99_ms", percentile(lat, 99))
+	dev := make([]time.Duration, len(lat))
+	early := 0
+	for i, d := range lat {
+		if d < 0 {
+			early++
+		}
+		dev[i] = d.Abs()
+	}
+	slices.Sort(dev)
+	b.res.add(name, "delay_dev_p50_ms", percentile(dev, 50))
+	b.res.add(name, "delay_dev_p99_ms", percentile(dev, 99))
+	b.res.add(name, "delay_early_pct", 100*float64(early)/float64(max(len(lat), 1)))
 }
