@@ -18,23 +18,29 @@ const workerACL = "+ping +hello +auth +evalsha +eval +blpop +rpush +pexpire +mul
 	"+llen +zcard +hget +hmget +zrange +zscore +hdel +hexists +hset +incrby +lpop +lpush +ltrim +zadd " +
 	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info +hsetnx +zmscore +lindex +publish +subscribe"
 
-func TestACLAllowlistForWorkers(t *testing.T) {
-	t.Parallel()
-	addr := realRedis(t)
-	ctx := context.Background()
-	admin := redis.NewClient(&redis.Options{Addr: addr})
-	defer admin.Close()
-	prefix := "acl-" + newID()[:8]
-	user := "tq-" + prefix
+// workerACLUser creates a Redis user on addr holding the worker allowlist (workerACL) on prefix's keys and
+// channels, deleted when the test ends, and returns an admin client, a client logged in as the user, and its name.
+func workerACLUser(t *testing.T, addr, prefix string) (admin, rdb *redis.Client, user string) {
+	t.Helper()
+	admin = redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	user = "tq-" + prefix
 	args := []any{"ACL", "SETUSER", user, "reset", "on", ">secret", "~{" + prefix + "}:*", "&{" + prefix + "}:*"}
 	for _, c := range strings.Fields(workerACL) {
 		args = append(args, c)
 	}
-	require.NoError(t, admin.Do(ctx, args...).Err())
+	require.NoError(t, admin.Do(context.Background(), args...).Err())
 	t.Cleanup(func() { admin.Do(context.Background(), "ACL", "DELUSER", user) })
+	rdb = redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: "secret"})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return admin, rdb, user
+}
 
-	rdb := redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: "secret"})
-	defer rdb.Close()
+func TestACLAllowlistForWorkers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prefix := "acl-" + newID()[:8]
+	_, rdb, _ := workerACLUser(t, realRedis(t), prefix)
 	reg, ref := testRegistry(t)
 	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(&RedisConfig{Lease: time.Second}))
 	require.NoError(t, err)

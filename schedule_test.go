@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -422,20 +421,9 @@ func TestSchedulerRealRedis(t *testing.T) {
 // +hgetall besides.
 func TestScheduleWorkerACL(t *testing.T) {
 	t.Parallel()
-	addr := realRedis(t)
 	ctx := context.Background()
-	admin := redis.NewClient(&redis.Options{Addr: addr})
-	defer admin.Close()
 	prefix := "acls-" + newID()[:8]
-	user := "tq-" + prefix
-	args := []any{"ACL", "SETUSER", user, "reset", "on", ">secret", "~{" + prefix + "}:*", "&{" + prefix + "}:*"}
-	for _, c := range strings.Fields(workerACL) {
-		args = append(args, c)
-	}
-	require.NoError(t, admin.Do(ctx, args...).Err())
-	t.Cleanup(func() { admin.Do(context.Background(), "ACL", "DELUSER", user) })
-	rdb := redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: "secret"})
-	defer rdb.Close()
+	admin, rdb, user := workerACLUser(t, realRedis(t), prefix)
 	reg, ref := testRegistry(t)
 	require.NoError(t, Register(ref, "test", "tick", func(context.Context, struct{}) error { return nil }))
 	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(nil))
