@@ -300,7 +300,11 @@ func (s *Scheduler) fire(ctx context.Context, now time.Time, name, rawDef, rawSt
 	if !lastTick.IsZero() {
 		lastMS = lastTick.UnixMilli()
 	}
-	moved, err := scheduleAdvanceScript.Run(ctx, s.q.rdb, s.q.keys.schedules(), name, expected, next.UnixMilli(), lastMS, lastID).Int()
+	// A stop that arrives after the enqueue still lets the pass record the ticks it fired, so that a graceful stop
+	// leaves the schedule's last tick true; a crash here is covered by the next pass (same task ids).
+	actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer acancel()
+	moved, err := scheduleAdvanceScript.Run(actx, s.q.rdb, s.q.keys.schedules(), name, expected, next.UnixMilli(), lastMS, lastID).Int()
 	if err != nil {
 		return time.Time{}, fmt.Errorf("taskqueue: schedule %s: advance: %w", quote(name), classify(err))
 	}
