@@ -314,7 +314,6 @@ type resolvedSpec struct {
 // decode or verify is kept byte-exact, as stored, for an operator: its status stays what it was, and the reason
 // says why it was parked.
 func (q *RedisTaskQueue) park(ctx context.Context, id string, d *Delivery, cause error, env *envelope, raw string) {
-	q.cfg.Logger.WarnContext(ctx, "taskqueue: parked a task that cannot run", slog.String("task_id", truncate(id, 64)), slog.Any("error", cause))
 	rewritten := ""
 	if env != nil {
 		e := *env
@@ -325,6 +324,11 @@ func (q *RedisTaskQueue) park(ctx context.Context, id string, d *Delivery, cause
 	}
 	err := q.settle(ctx, "dead", id, d, rewritten, 0, cause.Error(), groupOfStored(env, raw, q.cfg.Limits))
 	if err != nil {
-		q.cfg.Logger.ErrorContext(ctx, "taskqueue: could not park task; it returns after its lease", slog.String("task_id", truncate(id, 64)), slog.Any("error", err))
+		q.cfg.Logger.ErrorContext(ctx, "taskqueue: could not park task; it returns after its lease", slog.String("task_id", truncate(id, 64)),
+			slog.Any("error", err), slog.Any("reason", cause))
+		return
 	}
+	// Logged once parked: a park refused (its lease lost to a slow pickup) is tried again after the lease, and
+	// logs then.
+	q.cfg.Logger.WarnContext(ctx, "taskqueue: parked a task that cannot run", slog.String("task_id", truncate(id, 64)), slog.Any("error", cause))
 }
