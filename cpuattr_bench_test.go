@@ -202,6 +202,15 @@ if over >= 256 then
   end
   if #gone > 0 then redis.call('HDEL', tasks, unpack(gone)) end
 end`}}},
+	{name: "record-inline", edits: []attrEdit{{"ack", "if marks then settled_batch(batches, leases, b, string.char(unpack(marks))) end", `if marks then
+    local m = string.char(unpack(marks))
+    if not string.find(m, '[^a]') then
+      redis.call('HDEL', batches, b, b .. ':ids')
+      redis.call('ZREM', leases, b)
+    else
+      redis.call('HSET', batches, b, m)
+    end
+  end`}}},
 	{name: "no-strides", edits: []attrEdit{{"ack", "if stride == 5 then", "if false then"}}},
 	{name: "no-enq-check", edits: []attrEdit{{"enqueue", "redis.call('HSETNX', tasks, id, env) == 0", "redis.call('HSET', tasks, id, env) == 2"}}},
 }

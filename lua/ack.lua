@@ -68,16 +68,7 @@ while a <= #ARGV do
     end
     a = a + stride
   end
-  if marks then
-    local m = string.char(unpack(marks))
-    if not string.find(m, '[^a]') then
-      -- Every delivery of the batch acked: its resends are told by the tombstones.
-      redis.call('HDEL', batches, b, b .. ':ids')
-      redis.call('ZREM', leases, b)
-    else
-      redis.call('HSET', batches, b, m)
-    end
-  end
+  if marks then settled_batch(batches, leases, b, string.char(unpack(marks))) end
 end
 if #done > 0 then
   entomb(tasks, recent, window, done, tombs)

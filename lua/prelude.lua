@@ -50,8 +50,8 @@ local function promote_due(scheduled, pending, now, limit)
 end
 
 -- record_of(batches, base): the mask of the lease record of the pickup batch whose first token is base: one
--- character per task ('-' leased, 'a' acked, 'r' retried, 'd' dead-lettered, 'l' released, 'x' reclaimed), or nil
--- when there is none. The batch's ids are beside it, under base .. ':ids' (ids_of).
+-- character per task ('-' leased, 'a' acked, 'r' retried, 'd' dead-lettered, 'k' dead-lettered as stored, 'l'
+-- released, 'x' reclaimed), or nil when there is none. The batch's ids are beside it, under base .. ':ids' (ids_of).
 local function record_of(batches, base)
   return redis.call('HGET', batches, base)
 end
@@ -60,6 +60,19 @@ end
 -- base .. ':ids').
 local function ids_of(batches, base)
   return cjson.decode(redis.call('HGET', batches, base .. ':ids'))
+end
+
+-- settled_batch(batches, leases, b, mask): store the new mask of the pickup batch b, or, when none of its
+-- deliveries is left leased ('-') and none settled in a way that only its mark tells a resend of ('l' released,
+-- 'k' dead-lettered as stored: settle.lua), delete its record and its lease: a resent ack is then told by its
+-- tombstone, a resent retry or dead letter by the envelope it wrote.
+local function settled_batch(batches, leases, b, mask)
+  if string.find(mask, '[-lk]') then
+    redis.call('HSET', batches, b, mask)
+  else
+    redis.call('HDEL', batches, b, b .. ':ids')
+    redis.call('ZREM', leases, b)
+  end
 end
 
 -- entomb(tasks, recent, window, ids, tombs): the settled window. Unless it is off (window 0), overwrites each

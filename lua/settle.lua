@@ -1,6 +1,6 @@
 -- settle: end one delivery other than by ack, fenced by its batch's lease record; idempotent.
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled, dead, errors,
--- wake, batches and inflight, then for a dead-lettered group member its run's keys (ARGV[8]).
+-- wake, leases, batches and inflight, then for a dead-lettered group member its run's keys (ARGV[8]).
 -- ARGV[1] = mode: "retry" (back to pending, or scheduled after a delay), "dead" (dead-letter with a reason),
 --           "release" (hand back to the head of pending; not counted as a lost delivery);
 -- ARGV[2] = id; ARGV[3] = base token of its pickup batch; ARGV[4] = its position in the batch (1-based);
@@ -8,17 +8,20 @@
 -- ARGV[8] = KEYS index of the task's group run hash, its done list next (0 = none; KEYS beyond the queue's key
 -- set): a dead-lettered group member completes its group as failed with the reason (group_done, group.lua). A
 -- retry or release does not complete it.
--- The position's mark in the batch's record becomes 'r', 'd' or 'l' (record_of, prelude.lua). A call resent
--- after its reply was lost is recognised by the envelope it wrote, when it wrote one (a retry's or dead letter's
--- holds the attempt count, the error and the failure time, so no other call writes the same bytes), or else (a
--- release, a dead letter kept as stored) by its mark: the record stays until its lease deadline, when reap.lua
--- removes it. A resend writes nothing.
+-- The position's mark in the batch's record becomes 'r', 'd' or 'l', or 'k' for a dead letter kept as stored
+-- (record_of, prelude.lua). A call resent after its reply was lost is recognised by the envelope it wrote, when it
+-- wrote one (a retry's or dead letter's holds the attempt count, the error and the failure time, so no other call
+-- writes the same bytes), or else (a release, a dead letter kept as stored) by its mark. A resend writes nothing.
+-- When no delivery of the batch is left leased, the record and its lease go (settled_batch, prelude.lua), unless
+-- a mark is still needed for a resend ('l', 'k'): then they stay until the lease deadline, when reap.lua
+-- removes them.
 -- Returns 1 done (now or by an earlier call with the same mode); 0 lease lost.
 local tasks, pending, deliveries, scheduled = KEYS[1], KEYS[2], KEYS[5], KEYS[6]
-local dead, errors, wake, batches, inflight = KEYS[7], KEYS[8], KEYS[11], KEYS[15], KEYS[16]
+local dead, errors, wake, leases, batches, inflight = KEYS[7], KEYS[8], KEYS[11], KEYS[14], KEYS[15], KEYS[16]
 local mode, id, b, pos, env = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local mark = ({retry = 'r', dead = 'd', release = 'l'})[mode]
 if not mark then return redis.error_reply('unknown mode') end
+if mark == 'd' and env == '' then mark = 'k' end
 local mask = record_of(batches, b)
 local st = mask and string.sub(mask, pos, pos)
 if st ~= '-' or ids_of(batches, b)[pos] ~= id then
@@ -29,7 +32,7 @@ if st ~= '-' or ids_of(batches, b)[pos] ~= id then
   end
   return 0
 end
-redis.call('HSET', batches, b, string.sub(mask, 1, pos - 1) .. mark .. string.sub(mask, pos + 1))
+settled_batch(batches, leases, b, string.sub(mask, 1, pos - 1) .. mark .. string.sub(mask, pos + 1))
 redis.call('INCRBY', inflight, -1)
 if env ~= '' then redis.call('HSET', tasks, id, env) end
 local now = now_ms()
