@@ -52,7 +52,7 @@ func prepare(spec *TaskSpec) {
 		return
 	}
 	if spec.TaskID == "" {
-		spec.TaskID = newID()
+		spec.TaskID = newTaskID()
 	}
 	spec.Enqueued = NotEnqueued
 }
@@ -163,7 +163,7 @@ func (q *RedisTaskQueue) encodeInto(spec *TaskSpec, env *envelope) (time.Duratio
 	}
 	s := *spec
 	if s.TaskID == "" {
-		s.TaskID = newID()
+		s.TaskID = newTaskID()
 	}
 	// The payload's one syntax scan, under the depth a worker accepts. The envelope is marshalled before the
 	// enqueue returns, so it may share the spec's payload and metadata.

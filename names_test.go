@@ -1,6 +1,7 @@
 package taskqueue
 
 import (
+	"context"
 	"regexp"
 	"strings"
 	"testing"
@@ -45,4 +46,22 @@ func TestGroupRunIDs(t *testing.T) {
 		require.False(t, isGroupRun(gid), gid)
 	}
 	require.True(t, regexp.MustCompile(`^[A-Za-z0-9]+$`).MatchString(idAlphabet))
+}
+
+// A spec enqueued without an id gets a generated task id of taskIDLen letters and digits, a valid task id.
+func TestGeneratedTaskIDIsShort(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, nil)
+	require.NoError(t, Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil }))
+	spec := NewTaskSpec("", Ref("m", "f", nil))
+	require.NoError(t, s.q.Enqueue(context.Background(), spec))
+	require.Regexp(t, `^[0-9A-Za-z]{16}$`, spec.TaskID)
+	require.NoError(t, validateTaskID(spec.TaskID))
+	seen := map[string]bool{}
+	for range 1000 {
+		id := newTaskID()
+		require.Len(t, id, taskIDLen)
+		require.False(t, seen[id], "id %s repeated", id)
+		seen[id] = true
+	}
 }

@@ -29,7 +29,7 @@ func (f Func) Run(ctx context.Context) error { return f(ctx) }
 // ahead of time (the seed's "serialized-only spec").
 type TaskSpec struct {
 	// TaskID identifies the task; enqueue is idempotent by it. Up to 256 printable characters. A spec without
-	// an id gets a random one on enqueue (22 letters and digits), written here (so the spec is written to: do not
+	// an id gets a random one on enqueue (16 letters and digits), written here (so the spec is written to: do not
 	// enqueue one spec from two goroutines at once, and clear the id before reusing a spec for a new task).
 	TaskID string
 	// Executable is the code to run, for local queues, or to be serialized for Redis.
