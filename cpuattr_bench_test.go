@@ -2,6 +2,7 @@ package taskqueue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -211,6 +212,7 @@ end`}}},
       redis.call('HSET', batches, b, m)
     end
   end`}}},
+	{name: "no-token-format", edits: []attrEdit{{"ack", "'~' .. string.format('%.0f', base + pos - 1)", "'~' .. b"}}},
 	{name: "no-strides", edits: []attrEdit{{"ack", "if stride == 5 then", "if false then"}}},
 	{name: "no-enq-check", edits: []attrEdit{{"enqueue", "redis.call('HSETNX', tasks, id, env) == 0", "redis.call('HSET', tasks, id, env) == 2"}}},
 }
@@ -396,7 +398,7 @@ func attrDrain(b *testing.B, rdb *redis.Client, q *RedisTaskQueue) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		n, err := rdb.Get(ctx, q.keys.key(keyInflight)).Int64()
-		if l := rdb.LLen(ctx, q.keys.key(keyPending)).Val(); (err == nil || err == redis.Nil) && n == 0 && l == 0 {
+		if l := rdb.LLen(ctx, q.keys.key(keyPending)).Val(); (err == nil || errors.Is(err, redis.Nil)) && n == 0 && l == 0 {
 			break
 		}
 		require.True(b, time.Now().Before(deadline), "drain did not finish")
