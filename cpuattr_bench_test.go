@@ -212,7 +212,8 @@ end`}}},
       redis.call('HSET', batches, b, m)
     end
   end`}}},
-	{name: "no-token-format", edits: []attrEdit{{"ack", "'~' .. string.format('%.0f', base + pos - 1)", "'~' .. b"}}},
+	{name: "no-token-format", edits: []attrEdit{{"ack", "'~' .. string.format('%d', base + pos - 1)", "'~' .. b"}}},
+	{name: "token-format-f", edits: []attrEdit{{"ack", "string.format('%d', base + pos - 1)", "string.format('%.0f', base + pos - 1)"}}},
 	{name: "no-strides", edits: []attrEdit{{"ack", "if stride == 5 then", "if false then"}}},
 	{name: "no-enq-check", edits: []attrEdit{{"enqueue", "redis.call('HSETNX', tasks, id, env) == 0", "redis.call('HSET', tasks, id, env) == 2"}}},
 }

@@ -49,7 +49,8 @@ while a <= #ARGV do
       marks[pos] = 97 -- 'a'
       done[#done + 1] = id
       tombs[#tombs + 1] = id
-      tombs[#tombs + 1] = '~' .. string.format('%.0f', base + pos - 1)
+      -- '%d' formats the token as an integer (exact below 2^53, as tokens are): a third of the cost of '%.0f'.
+      tombs[#tombs + 1] = '~' .. string.format('%d', base + pos - 1)
       out[#out + 1] = 1
       if stride == 5 then
         local g, r = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
