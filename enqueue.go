@@ -29,6 +29,12 @@ const (
 	// AlreadyCompleted: a task with this id completed within the settled window ([RedisConfig.SettledWindow]);
 	// nothing was stored. To run the same work again, use a new task id.
 	AlreadyCompleted
+	// Dropped: the spec's [Unique] key is held by another task and [Unique.DropDuplicate] is set; nothing was
+	// stored.
+	Dropped
+	// Debounced: the spec's [UniqueDebounce] key was held by a task still waiting; that task now carries this
+	// spec's payload and is due later, and its id was written into the spec's TaskID.
+	Debounced
 )
 
 func (o EnqueueOutcome) String() string {
@@ -41,6 +47,10 @@ func (o EnqueueOutcome) String() string {
 		return "duplicate"
 	case AlreadyCompleted:
 		return "already completed"
+	case Dropped:
+		return "dropped"
+	case Debounced:
+		return "debounced"
 	}
 	return "EnqueueOutcome(" + strconv.Itoa(int(o)) + ")"
 }
@@ -93,6 +103,9 @@ func single(err error) error {
 // after a lost reply safe even when a fast worker already ran the task. To run the same work again, use a new
 // task id.
 func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) error {
+	if hasUnique(specs) {
+		return q.enqueueUnique(ctx, specs) // unique.go
+	}
 	var errs []error
 	args := make([]any, 0, 3*len(specs))
 	type sent struct {
@@ -207,6 +220,9 @@ func (q *RedisTaskQueue) encodeInto(spec *TaskSpec, env *envelope) (time.Duratio
 		Meta:           meta,
 		payloadOK:      true, // checked above, or empty (written as {})
 		key:            s.TaskID,
+	}
+	if s.Unique != nil {
+		return q.attachUnique(s.Unique, env, delay) // unique.go
 	}
 	return delay, nil
 }

@@ -390,3 +390,36 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// ErrUniqueKeyHeld is returned (as a [*DuplicateError] inside an [*EnqueueError]) for a task whose [Unique] key
+// is held by another task.
+var ErrUniqueKeyHeld = errors.New("taskqueue: duplicate of a unique task")
+
+// ErrInvalidUnique is returned (as a [*UniqueError]) for a [Unique] that cannot work: nothing is stored.
+var ErrInvalidUnique = errors.New("taskqueue: invalid unique option")
+
+// DuplicateError names the task that holds a unique key.
+type DuplicateError struct {
+	Key    string // the unique key
+	TaskID string // the task that holds it
+}
+
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("taskqueue: duplicate of a unique task: key %s is held by task %s", quote(e.Key), quote(e.TaskID))
+}
+
+// Unwrap returns [ErrUniqueKeyHeld].
+func (e *DuplicateError) Unwrap() error { return ErrUniqueKeyHeld }
+
+// UniqueError names the field of a [Unique] that is out of bounds.
+type UniqueError struct {
+	Field   string // "Key", "TTL", "Lifetime", "Mode" or "ArgFields"
+	Problem string
+}
+
+func (e *UniqueError) Error() string {
+	return "taskqueue: invalid unique option: " + e.Field + ": " + e.Problem
+}
+
+// Unwrap returns [ErrInvalidUnique].
+func (e *UniqueError) Unwrap() error { return ErrInvalidUnique }

@@ -153,6 +153,10 @@ func (q *MemoryQueue) EnqueueBatch(_ context.Context, specs []*TaskSpec) error {
 			errs = append(errs, &EnqueueError{Index: i, TaskID: spec.TaskID, Err: fmt.Errorf("%w: a memory queue needs an executable", ErrNotRunnable)})
 			continue
 		}
+		if spec.Unique != nil {
+			errs = append(errs, &EnqueueError{Index: i, TaskID: spec.TaskID, Err: &UniqueError{Field: "Unique", Problem: "not supported by a memory queue"}})
+			continue
+		}
 		s := *spec
 		s.Enqueued = NotEnqueued
 		s.Metadata = maps.Clone(s.Metadata)

@@ -25,6 +25,7 @@ func (q *RedisTaskQueue) Ack(ctx context.Context, ds ...*Delivery) error {
 	if len(res) != len(ds) {
 		return fmt.Errorf("taskqueue: ack: unexpected reply of %d items", len(res))
 	}
+	q.releaseLocks(ctx, "leave", ds) // unique.go: only deliveries that carry a lock make a call
 	var errs []error
 	var unknown []*Delivery
 	for i, r := range res {
@@ -174,6 +175,9 @@ func (q *RedisTaskQueue) settle(ctx context.Context, mode, id string, d *Deliver
 	}
 	if n != 1 {
 		return fmt.Errorf("%w: %s of %s", ErrLeaseLost, mode, quote(id))
+	}
+	if mode == "dead" {
+		q.releaseLocks(ctx, "leave", []*Delivery{d}) // unique.go
 	}
 	return nil
 }

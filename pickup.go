@@ -251,6 +251,7 @@ func (q *RedisTaskQueue) rehydrateLeased(ctx context.Context, l leased) []*Deliv
 			out = append(out, d)
 		}
 	}
+	q.releaseLocks(ctx, "start", out) // unique.go: only tasks that carry a lock make a call
 	return out
 }
 

@@ -226,6 +226,9 @@ type RedisTaskQueue struct {
 	// dueSlack, when set, replaces dueWakeSlack: a test that checks which of the due timer and the BLPOP timeout
 	// ends a wait widens the margin between them beyond a busy machine's scheduling delays. Set before any pickup.
 	dueSlack time.Duration
+
+	uniqueCalls  atomic.Uint64 // calls of unique tasks (enqueues, releases): every 64th sweeps a page (unique.go)
+	uniqueCursor atomic.Uint64 // where that sweep goes on
 }
 
 // NewRedisTaskQueue returns a queue on rdb under keyPrefix that serializes and resolves tasks through reg. The

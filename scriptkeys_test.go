@@ -43,6 +43,7 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 		"enqueue": enqueueSrc, "dequeue": dequeueSrc, "dispatch": dispatchSrc, "ack": ackSrc, "settle": settleSrc,
 		"extend": extendSrc, "reap": reapSrc, "dead": deadSrc, "pause": pauseSrc, "purge": purgeSrc,
 		"schedule_put": schedulePutSrc, "schedule_due": scheduleDueSrc, "schedule_advance": scheduleAdvanceSrc, "schedule_ctl": scheduleCtlSrc,
+		"unique_enqueue": uniqueEnqueueSrc, "unique_release": uniqueReleaseSrc,
 	}
 	for name, src := range sent {
 		problems := scriptKeyProblems(src)
@@ -59,7 +60,7 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 	for _, f := range files {
 		src, err := os.ReadFile(f)
 		require.NoError(t, err)
-		if f != "lua/prelude.lua" && f != "lua/group.lua" {
+		if f != "lua/prelude.lua" && f != "lua/group.lua" && f != "lua/unique.lua" {
 			require.True(t, in(string(src)), "%s is not in the list of scripts this test checks", f)
 			continue
 		}
@@ -70,7 +71,7 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 		}
 		require.Empty(t, strings.TrimSpace(luaCode(rest)), "%s holds code outside its functions", f)
 	}
-	require.Len(t, preludeFuncs, len(splitPrelude(preludeLua))+len(splitPrelude(groupLua)))
+	require.Len(t, preludeFuncs, len(splitPrelude(preludeLua))+len(splitPrelude(groupLua))+len(splitPrelude(uniqueLua)))
 }
 
 // scriptKeyProblems returns each command of a Lua script whose key does not come from KEYS.

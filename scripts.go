@@ -96,7 +96,7 @@ var (
 type luaFunc struct{ name, text string }
 
 var (
-	preludeFuncs = splitPrelude(preludeLua + groupLua)
+	preludeFuncs = splitPrelude(preludeLua + groupLua + uniqueLua)
 	luaFuncRe    = regexp.MustCompile(`^local function ([A-Za-z_]\w*)\(`)
 )
 

@@ -80,6 +80,9 @@ func (s *ShardedQueue) LeaseDuration() time.Duration { return s.shards[0].LeaseD
 // Enqueue implements [TaskQueue]. A spec without a task id gets one here, which picks its shard. Like
 // [RedisTaskQueue.Enqueue], it writes the generated id and the outcome ([TaskSpec.Enqueued]) into spec.
 func (s *ShardedQueue) Enqueue(ctx context.Context, spec *TaskSpec) error {
+	if err := s.routeUnique(spec); err != nil { // unique_admin.go
+		return &EnqueueError{TaskID: specID(spec), Err: err}
+	}
 	prepare(spec)
 	return s.shards[s.ShardOf(specID(spec))].Enqueue(ctx, spec)
 }
@@ -91,7 +94,12 @@ func (s *ShardedQueue) Enqueue(ctx context.Context, spec *TaskSpec) error {
 func (s *ShardedQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) error {
 	groups := make([][]*TaskSpec, len(s.shards))
 	index := make([][]int, len(s.shards)) // position in specs of each task of a group
+	var errs0 []error
 	for i, spec := range specs {
+		if err := s.routeUnique(spec); err != nil { // unique_admin.go
+			errs0 = append(errs0, &EnqueueError{Index: i, TaskID: specID(spec), Err: err})
+			continue
+		}
 		prepare(spec)
 		k := s.ShardOf(specID(spec))
 		groups[k] = append(groups[k], spec)
@@ -111,7 +119,7 @@ func (s *ShardedQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) erro
 			}
 		}
 	})
-	var all []error
+	all := errs0
 	for _, e := range errs {
 		all = append(all, e...)
 	}

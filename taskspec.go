@@ -58,6 +58,8 @@ type TaskSpec struct {
 	// [ErrInvalidConfig]. It is not part of the task's identity: an enqueue repeated with the same task id and
 	// other metadata is still a no-op, and the first enqueue's metadata stays. A retry keeps it.
 	Metadata map[string]string
+	// Unique, when set, makes the task unique by a key for a while: see [Unique] and docs/unique.md.
+	Unique *Unique
 
 	// Set on enqueue.
 
