@@ -66,8 +66,8 @@ func startChaosScheduler(t testing.TB, bin, addr, prefix, name string, env ...st
 }
 
 // chaosScheduleTicks (scenario 21 of docs/reliability.md and docs/periodic.md): five scheduler processes fire a 1-second schedule for a
-// 12-second window while they are SIGKILLed and restarted (one at a time, two at once, all five at once for
-// 2.5 s), one of them with a local clock an hour ahead. A worker in the test process, never killed, runs every
+// 30-second window (the issue's) while they are SIGKILLed and restarted (one at a time, two at once, all five at
+// once for 2.5 s, then three more rounds of one to three at once), one of them with a local clock an hour ahead. A worker in the test process, never killed, runs every
 // task and counts the runs per task id. Every tick of the window runs exactly once: none missing (the ticks of
 // the full outage fire late, within the misfire grace), none twice, and no task id off the tick grid.
 func chaosScheduleTicks(t *testing.T) {
@@ -145,8 +145,31 @@ func chaosScheduleTicks(t *testing.T) {
 	for i := range procs {
 		restart(i)
 	}
-	at(12 * time.Second)
-	windowEnd := firstTick.Add(12 * time.Second)
+	at(14 * time.Second)
+	kill(3)
+	kills++
+	at(15 * time.Second)
+	restart(3)
+	at(18 * time.Second)
+	kill(0, 4) // one of them the skewed one
+	kills += 2
+	at(19500 * time.Millisecond)
+	restart(0)
+	restart(4)
+	at(23 * time.Second)
+	kill(1, 2, 3)
+	kills += 3
+	at(25 * time.Second)
+	restart(1)
+	restart(2)
+	restart(3)
+	at(27 * time.Second)
+	kill(2)
+	kills++
+	at(28 * time.Second)
+	restart(2)
+	at(30 * time.Second)
+	windowEnd := firstTick.Add(30 * time.Second)
 
 	// Every tick of the window has run (the schedulers keep firing meanwhile); then stop them and check.
 	waitFor(t, 30*time.Second, "every tick of the window to run", func() bool {
