@@ -38,7 +38,8 @@ func chaosUniqueKilledWorkers(t *testing.T, bin string) {
 	dropped := 0
 	rng := rand.New(rand.NewPCG(22, 22))
 	spec := func(id, key string) *TaskSpec {
-		s := chaosWork(chaosWorkArgs{ID: id, SleepMS: 300 + rng.Int64N(1200)})
+		ms := 300 + rng.Int64N(1200)
+		s := chaosWork(chaosWorkArgs{ID: id, SleepMS: ms, FirstSleepMS: ms})
 		s.Unique = &Unique{Key: key, TTL: time.Minute, DropDuplicate: true}
 		return s
 	}
