@@ -629,3 +629,18 @@ func (q *RedisTaskQueue) describeLocks(ctx context.Context, keys []string) ([]Lo
 	}
 	return out, nil
 }
+
+// sweepLocksAtStart deletes the free lock records a worker binary finds when it starts (those left by tasks that
+// went while no worker ran, or lost in a restart), so that a queue whose producers stopped using a key does not
+// keep its record. Bounded to 10 s; a failure (a Redis user without HSCAN) is only logged at debug level.
+func sweepLocksAtStart(ctx context.Context, q *RedisTaskQueue, logger *slog.Logger) {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := q.SweepLocks(sctx)
+	switch {
+	case err != nil:
+		logger.Debug("taskqueue: worker: unique lock sweep skipped", slog.Any("error", err))
+	case n > 0:
+		logger.Info("taskqueue: worker: swept free unique lock records", slog.Int("records", n))
+	}
+}

@@ -609,6 +609,7 @@ func (c *WorkerMainConfig) run(ctx context.Context, rdb redis.UniversalClient, r
 	}
 	logger.Info("taskqueue: worker ready", slog.String("worker", w.Name()), slog.String("key_prefix", prefix),
 		slog.String("resolvers", strings.Join(reg.IDs(), ",")), slog.Duration("lease", q.LeaseDuration()))
+	sweepLocksAtStart(ctx, q, logger) // unique.go
 	schedDone, err := c.startScheduler(ctx, q, logger)
 	if err != nil {
 		return err
