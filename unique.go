@@ -338,7 +338,8 @@ func (q *RedisTaskQueue) enqueueUnique(ctx context.Context, specs []*TaskSpec) e
 	if len(batch) == 0 {
 		return errors.Join(errs...)
 	}
-	res, notReplicated, err := q.runUniqueEnqueue(ctx, args)
+	reply, err := q.runUniqueEnqueue(ctx, args)
+	res := reply.res
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("taskqueue: enqueue: %w", classify(err)))...)
 	}
@@ -372,12 +373,12 @@ func (q *RedisTaskQueue) enqueueUnique(ctx context.Context, specs []*TaskSpec) e
 		}
 	}
 	q.uniqueUsed()
-	return errors.Join(append(errs, notReplicated)...)
+	return errors.Join(append(errs, reply.notReplicated)...)
 }
 
 // runUniqueEnqueue runs unique_enqueue.lua on args (six per task), one call per enqueueChunk tasks in one pipeline,
 // then WAIT when the config asks for a durable enqueue; EVAL again when a script was missing from the cache.
-func (q *RedisTaskQueue) runUniqueEnqueue(ctx context.Context, args []any) ([]any, error, error) {
+func (q *RedisTaskQueue) runUniqueEnqueue(ctx context.Context, args []any) (enqueueReply, error) {
 	const per = 6
 	keys := q.uniqueEnqueueKeys()
 	for _, sha := range []bool{true, false} {
@@ -405,19 +406,19 @@ func (q *RedisTaskQueue) runUniqueEnqueue(ctx context.Context, args []any) ([]an
 		for _, c := range cmds {
 			res, err := c.Slice()
 			if err != nil {
-				return nil, nil, err
+				return enqueueReply{}, err
 			}
 			out = append(out, res...)
 		}
-		var notReplicated error
+		r := enqueueReply{res: out}
 		if wait != nil {
 			if got, werr := wait.Int64(); werr != nil || int(got) < q.cfg.DurableReplicas {
-				notReplicated = &ReplicationError{Want: q.cfg.DurableReplicas, Got: int(got), Timeout: q.cfg.DurableTimeout, Err: werr}
+				r.notReplicated = &ReplicationError{Want: q.cfg.DurableReplicas, Got: int(got), Timeout: q.cfg.DurableTimeout, Err: werr}
 			}
 		}
-		return out, notReplicated, nil
+		return r, nil
 	}
-	return nil, nil, errors.New("taskqueue: enqueue: unreachable: EVAL needs no script cache")
+	return enqueueReply{}, errors.New("taskqueue: enqueue: unreachable: EVAL needs no script cache")
 }
 
 // releaseLocks deletes the lock records of the deliveries that carry one, in one call: mode "start" after their
