@@ -3,7 +3,6 @@ package taskqueue
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -56,12 +55,6 @@ func BenchmarkUniqueEnqueue(b *testing.B) {
 			b.ReportMetric(median(uniqueCPU), "unique-redis-µs/op")
 		})
 	}
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 // BenchmarkUniqueHooksOnPlainDeliveries measures what the unique hooks in pickup, ack and dead letter
