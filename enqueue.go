@@ -122,7 +122,7 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 			errs = append(errs, &EnqueueError{Index: i, TaskID: specID(spec), Err: err})
 			continue
 		}
-		args = append(args, env.TaskID, raw, delay.Milliseconds())
+		args = append(args, env.TaskID, raw, levelArg(spec.Priority, delay.Milliseconds()))
 		batch = append(batch, sent{i, env})
 	}
 	if len(batch) == 0 {
@@ -218,6 +218,7 @@ func (q *RedisTaskQueue) encodeInto(spec *TaskSpec, env *envelope) (time.Duratio
 		Attempt:        s.Attempt,   // carried over by migrations; 0 for new tasks
 		LastError:      s.LastError, // likewise
 		Meta:           meta,
+		Priority:       int(s.Priority),
 		payloadOK:      true, // checked above, or empty (written as {})
 		key:            s.TaskID,
 	}
@@ -322,7 +323,8 @@ func (q *RedisTaskQueue) enqueueOnce(ctx context.Context, args []any) (enqueueRe
 		return q.enqueueDurable(ctx, args)
 	}
 	if len(args) <= 3*enqueueChunk {
-		res, err := enqueueScript.Run(ctx, q.rdb, q.enqueueKeys(args), chunkArgs(args)...).Slice()
+		script, keys := q.levelScript(args)
+		res, err := script.Run(ctx, q.rdb, keys, chunkArgs(args)...).Slice()
 		return enqueueReply{res: res}, err
 	}
 	return q.enqueuePipelined(ctx, q.rdb, args, false)
@@ -356,11 +358,12 @@ func (q *RedisTaskQueue) enqueuePipelined(ctx context.Context, node redis.Cmdabl
 		_, _ = node.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i := 0; i < len(args); i += 3 * enqueueChunk {
 				chunk := args[i:min(i+3*enqueueChunk, len(args))]
-				keys, part := q.enqueueKeys(chunk), chunkArgs(chunk)
+				script, keys := q.levelScript(chunk)
+				part := chunkArgs(chunk)
 				if sha {
-					scripts = append(scripts, enqueueScript.EvalSha(ctx, p, keys, part...))
+					scripts = append(scripts, script.EvalSha(ctx, p, keys, part...))
 				} else {
-					scripts = append(scripts, enqueueScript.Eval(ctx, p, keys, part...))
+					scripts = append(scripts, script.Eval(ctx, p, keys, part...))
 				}
 			}
 			if durable {

@@ -44,6 +44,7 @@ type envelope struct {
 	FailedAt       float64
 	Meta           map[string]string // [TaskSpec.Metadata]; nil when empty
 	Sig            *envSig           // the signature, made and checked in signing.go; nil when unsigned
+	Priority       int               // [TaskSpec.Priority]; 0 (absent) for the default level
 
 	// key is the hash field the envelope is stored under, when known (encode, decodeStored): marshal leaves out a
 	// task_id equal to it (version 2). Unknown (""), task_id is written.
@@ -58,7 +59,7 @@ type envelope struct {
 // The envelope's top-level fields, in the order they are written. A field's bit is 1<<index.
 var envelopeFields = [...]string{
 	"v", "task_id", "status", "created_at", "strategy", "resolver_id", "serialized_task", "group_id",
-	"attempt", "max_retries", "timeout_ms", "last_error", "failed_at", "meta", "sig",
+	"attempt", "max_retries", "timeout_ms", "last_error", "failed_at", "meta", "sig", "priority",
 }
 
 const (
@@ -77,6 +78,7 @@ const (
 	fieldFailedAt
 	fieldMeta
 	fieldSig
+	fieldPriority
 
 	requiredFields = fieldTaskID | fieldStrategy | fieldResolverID | fieldSerializedTask
 )
@@ -237,6 +239,8 @@ func (d *envDecoder) member(key []byte) error {
 		return d.meta()
 	case fieldSig:
 		return d.sig()
+	case fieldPriority:
+		return d.intField("priority", &e.Priority)
 	}
 	start := d.s.pos
 	if err := d.s.value(1); err != nil {
@@ -639,6 +643,10 @@ func (e *envelope) marshalAs(full bool) ([]byte, error) {
 	}
 	if e.Sig != nil {
 		b = appendSig(b, e.Sig)
+	}
+	if e.Priority != 0 {
+		b = append(b, `,"priority":`...)
+		b = strconv.AppendInt(b, int64(e.Priority), 10)
 	}
 	if len(e.extra) > 0 {
 		names := make([]string, 0, len(e.extra))

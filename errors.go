@@ -25,6 +25,11 @@ var (
 	// ErrInvalidTaskID is returned for an empty, oversize or non-printable task id.
 	ErrInvalidTaskID = errors.New("taskqueue: invalid task id")
 
+	// ErrInvalidPriority is returned on enqueue for a [TaskSpec.Priority] that is not one of the levels
+	// ([PriorityHigh], [PriorityDefault], [PriorityLow]), and by DispatchGroup for a member with a level other than
+	// the default; nothing is stored. The message names the field and the value.
+	ErrInvalidPriority = errors.New("taskqueue: invalid priority")
+
 	// ErrInvalidConfig is returned by constructors for a configuration that cannot work.
 	ErrInvalidConfig = errors.New("taskqueue: invalid configuration")
 

@@ -81,6 +81,8 @@ func (q *RedisTaskQueue) DispatchGroup(ctx context.Context, name string, specs [
 			return nil, &EnqueueError{Index: i, TaskID: spec.TaskID, Err: fmt.Errorf("%w: member id %s twice in the group", ErrInvalidTaskID, quote(member))}
 		case spec.GroupID != "" && spec.GroupID != name:
 			return nil, &EnqueueError{Index: i, TaskID: spec.TaskID, Err: fmt.Errorf("%w: GroupID %s differs from the group's name", ErrInvalidConfig, quote(spec.GroupID))}
+		case spec.Priority != PriorityDefault: // members run at the default level (docs/flow-control.md)
+			return nil, &EnqueueError{Index: i, TaskID: spec.TaskID, Err: fmt.Errorf("%w: TaskSpec.Priority of a group member must be the default", ErrInvalidPriority)}
 		}
 		seen[member] = true
 		s := *spec

@@ -69,11 +69,13 @@ type TaskInfo struct {
 
 // stats reads the queue's [Stats] in two round trips, with read-only commands.
 func (q *RedisTaskQueue) stats(ctx context.Context) (Stats, error) {
-	var pending, active, scheduled, dead *redis.IntCmd
+	var pending, high, low, active, scheduled, dead *redis.IntCmd
 	var paused, seq, head, inflight *redis.StringCmd
 	var now *redis.TimeCmd
 	cmds, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		pending = p.LLen(ctx, q.keys.key(keyPending))
+		// The lists of the other priority levels (priority.go).
+		high, low = p.LLen(ctx, q.keys.key(keyPendingHigh)), p.LLen(ctx, q.keys.key(keyPendingLow))
 		active = p.ZCard(ctx, q.keys.key(keyActive)) // deliveries of the previous layout (docs/migration.md)
 		inflight = p.Get(ctx, q.keys.key(keyInflight))
 		scheduled = p.ZCard(ctx, q.keys.key(keyScheduled))
@@ -88,7 +90,7 @@ func (q *RedisTaskQueue) stats(ctx context.Context) (Stats, error) {
 		return Stats{}, fmt.Errorf("taskqueue: stats: %w", classify(err))
 	}
 	st := Stats{
-		Counts:     Counts{Pending: pending.Val(), Active: active.Val() + intOf(inflight.Val()), Scheduled: scheduled.Val(), Dead: dead.Val()},
+		Counts:     Counts{Pending: pending.Val() + high.Val() + low.Val(), Active: active.Val() + intOf(inflight.Val()), Scheduled: scheduled.Val(), Dead: dead.Val()},
 		Paused:     paused.Err() == nil,
 		ServerTime: now.Val(),
 	}
@@ -122,7 +124,7 @@ func (q *RedisTaskQueue) count(ctx context.Context, state State) (int, error) {
 	var err error
 	switch state {
 	case StatePending:
-		n, err = q.rdb.LLen(ctx, q.keys.key(keyPending)).Result()
+		n, err = q.pendingCount(ctx) // every priority level (priority.go)
 	case StateActive:
 		var old *redis.IntCmd
 		var cur *redis.StringCmd
@@ -210,7 +212,7 @@ func (q *RedisTaskQueue) leasedTasks(ctx context.Context) ([]leasedTask, error) 
 // rangeIDs reads the ids of a listable state from start to stop, and their scores (nil for pending).
 func (q *RedisTaskQueue) rangeIDs(ctx context.Context, state State, start, stop int64) ([]string, []float64, error) {
 	if state == StatePending {
-		ids, err := q.rdb.LRange(ctx, q.keys.key(keyPending), start, stop).Result()
+		ids, err := q.rangePending(ctx, start, stop) // every priority level, highest first (priority.go)
 		if err != nil {
 			return nil, nil, fmt.Errorf("taskqueue: list: %w", classify(err))
 		}

@@ -22,27 +22,30 @@ func validateKeyPrefix(prefix string) error {
 // Indexes into keySet.all: the order in which the scripts that take the whole key set receive their KEYS (KEYS[i]
 // is all[i-1]). A new key is appended before numKeys, so that the KEYS[i] of every existing script stay valid.
 const (
-	keyTasks      = iota // HASH   task id -> envelope JSON
-	keyPending           // LIST   task ids ready to run, oldest at the head
-	keyActive            // ZSET   previous layout: task id -> lease deadline; only drained (reap.lua) after an upgrade
-	keyLease             // HASH   previous layout: task id -> fencing token; only drained (reap.lua) after an upgrade
-	keyDeliveries        // HASH   task id -> leases that expired since the task last settled (crash-loop detection)
-	keyScheduled         // ZSET   task id -> due time (ms, server clock): delayed tasks and retries
-	keyDead              // ZSET   task id -> time it was dead-lettered (ms)
-	keyErrors            // HASH   task id -> why it was dead-lettered
-	keySettled           // ZSET   previous layout: task id -> token*4+outcome; converted to tombstones by reap.lua
-	keySeq               // STRING fencing-token counter
-	keyWake              // LIST   wake-up tokens for blocked consumers; carries no task data
-	keyPaused            // STRING present while pickup is paused: the time it was paused (ms, server clock)
-	keyEpoch             // STRING base of the fencing tokens: the server time (ms) x 256 when the counter started
-	keyLeases            // ZSET   base token of a pickup batch -> its lease deadline (ms, server clock)
-	keyBatches           // HASH   base token of a pickup batch -> its record: a mask (one char per task) + the ids
-	keyInflight          // STRING number of tasks leased in batches and not yet settled (Stats' Active)
-	keyWindow            // LIST   ids whose tasks value is a tombstone (acked recently), oldest at the head
+	keyTasks       = iota // HASH   task id -> envelope JSON
+	keyPending            // LIST   task ids ready to run, oldest at the head
+	keyActive             // ZSET   previous layout: task id -> lease deadline; only drained (reap.lua) after an upgrade
+	keyLease              // HASH   previous layout: task id -> fencing token; only drained (reap.lua) after an upgrade
+	keyDeliveries         // HASH   task id -> leases that expired since the task last settled (crash-loop detection)
+	keyScheduled          // ZSET   task id -> due time (ms, server clock): delayed tasks and retries
+	keyDead               // ZSET   task id -> time it was dead-lettered (ms)
+	keyErrors             // HASH   task id -> why it was dead-lettered
+	keySettled            // ZSET   previous layout: task id -> token*4+outcome; converted to tombstones by reap.lua
+	keySeq                // STRING fencing-token counter
+	keyWake               // LIST   wake-up tokens for blocked consumers; carries no task data
+	keyPaused             // STRING present while pickup is paused: the time it was paused (ms, server clock)
+	keyEpoch              // STRING base of the fencing tokens: the server time (ms) x 256 when the counter started
+	keyLeases             // ZSET   base token of a pickup batch -> its lease deadline (ms, server clock)
+	keyBatches            // HASH   base token of a pickup batch -> its record: a mask (one char per task) + the ids
+	keyInflight           // STRING number of tasks leased in batches and not yet settled (Stats' Active)
+	keyWindow             // LIST   ids whose tasks value is a tombstone (acked recently), oldest at the head
+	keyLevels             // HASH   priority levels (priority.go): marker '*', and id -> level of a scheduled or dead task
+	keyPendingHigh        // LIST   ready task ids of level PriorityHigh, oldest at the head
+	keyPendingLow         // LIST   ready task ids of level PriorityLow, oldest at the head
 	numKeys
 )
 
-var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "deliveries", "scheduled", "dead", "errors", "settled", "seq", "wake", "paused", "epoch", "leases", "batches", "inflight", "window"}
+var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "deliveries", "scheduled", "dead", "errors", "settled", "seq", "wake", "paused", "epoch", "leases", "batches", "inflight", "window", "levels", "pending:high", "pending:low"}
 
 // keySet holds every key of one queue. All share the hash tag {prefix}, so a queue lives in one Cluster slot and
 // every script can touch all of them.
@@ -61,6 +64,7 @@ type keySet struct {
 	ack            []string // ack.lua: tasks, batches, leases, inflight, window
 	ackRedelivered []string // ack.lua for a batch with a delivery whose lease expired before: the same, then deliveries
 	extend         []string // extend.lua: leases, batches
+	enqueueLevels  []string // enqueue_levels.lua: tasks, pending, wake, scheduled, levels, high, low
 }
 
 func newKeySet(prefix string) keySet {
@@ -80,6 +84,7 @@ func newKeySet(prefix string) keySet {
 	ks.ack = pick(keyTasks, keyBatches, keyLeases, keyInflight, keyWindow)
 	ks.ackRedelivered = pick(keyTasks, keyBatches, keyLeases, keyInflight, keyWindow, keyDeliveries)
 	ks.extend = pick(keyLeases, keyBatches)
+	ks.enqueueLevels = pick(keyTasks, keyPending, keyWake, keyScheduled, keyLevels, keyPendingHigh, keyPendingLow)
 	return ks
 }
 

@@ -299,6 +299,7 @@ func (q *RedisTaskQueue) rehydrate(id, raw string) (*TaskSpec, *envelope, error)
 		Attempt:        env.Attempt,
 		LastError:      env.LastError,
 		Metadata:       maps.Clone(env.Meta), // the handler's own copy: retries rewrite env.Meta
+		Priority:       Priority(env.Priority),
 	}
 	return &r.spec, env, nil
 }

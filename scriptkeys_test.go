@@ -42,7 +42,8 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 	sent := map[string]string{
 		"enqueue": enqueueSrc, "dequeue": dequeueSrc, "dispatch": dispatchSrc, "ack": ackSrc, "settle": settleSrc,
 		"extend": extendSrc, "reap": reapSrc, "dead": deadSrc, "pause": pauseSrc, "purge": purgeSrc,
-		"schedule_put": schedulePutSrc, "schedule_due": scheduleDueSrc, "schedule_advance": scheduleAdvanceSrc, "schedule_ctl": scheduleCtlSrc,
+		"enqueue_levels": enqueueLevelsSrc,
+		"schedule_put":   schedulePutSrc, "schedule_due": scheduleDueSrc, "schedule_advance": scheduleAdvanceSrc, "schedule_ctl": scheduleCtlSrc,
 		"unique_enqueue": uniqueEnqueueSrc, "unique_release": uniqueReleaseSrc,
 	}
 	for name, src := range sent {
@@ -60,7 +61,7 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 	for _, f := range files {
 		src, err := os.ReadFile(f)
 		require.NoError(t, err)
-		if f != "lua/prelude.lua" && f != "lua/group.lua" && f != "lua/unique.lua" {
+		if f != "lua/prelude.lua" && f != "lua/group.lua" && f != "lua/unique.lua" && f != "lua/levels.lua" {
 			require.True(t, in(string(src)), "%s is not in the list of scripts this test checks", f)
 			continue
 		}
@@ -71,7 +72,8 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 		}
 		require.Empty(t, strings.TrimSpace(luaCode(rest)), "%s holds code outside its functions", f)
 	}
-	require.Len(t, preludeFuncs, len(splitPrelude(preludeLua))+len(splitPrelude(groupLua))+len(splitPrelude(uniqueLua)))
+	require.Len(t, preludeFuncs, len(splitPrelude(preludeLua))+len(splitPrelude(groupLua))+len(splitPrelude(uniqueLua))+
+		len(splitPrelude(levelsLua)))
 }
 
 // scriptKeyProblems returns each command of a Lua script whose key does not come from KEYS.

@@ -17,7 +17,8 @@ import (
 // sends EVALSHA and falls back to EVAL on NOSCRIPT. The operator's scripts (pause.lua, purge.lua) follow the same
 // rules.
 //
-// Each script is sent as the functions of the prelude that it calls (lua/prelude.lua, then lua/group.lua: the
+// Each script is sent as the functions of the prelude that it calls (lua/prelude.lua, lua/group.lua, then
+// lua/levels.lua: the
 // logic that several scripts share, each function taking the keys it touches as parameters) followed by its own
 // file: see withPrelude. The *Src variables hold the scripts exactly as they are sent.
 var (
@@ -25,9 +26,13 @@ var (
 	preludeLua string
 	//go:embed lua/group.lua
 	groupLua string
+	//go:embed lua/levels.lua
+	levelsLua string
 
 	//go:embed lua/enqueue.lua
 	enqueueLua string
+	//go:embed lua/enqueue_levels.lua
+	enqueueLevelsLua string
 	//go:embed lua/dequeue.lua
 	dequeueLua string
 	//go:embed lua/dispatch.lua
@@ -58,32 +63,34 @@ var (
 )
 
 var (
-	enqueueSrc  = withPrelude(enqueueLua)
-	dequeueSrc  = withPrelude(dequeueLua)
-	dispatchSrc = withPrelude(dispatchLua)
-	ackSrc      = withPrelude(ackLua)
-	settleSrc   = withPrelude(settleLua)
-	extendSrc   = withPrelude(extendLua)
-	reapSrc     = withPrelude(reapLua)
-	deadSrc     = withPrelude(deadLua)
-	pauseSrc    = withPrelude(pauseLua)
-	purgeSrc    = withPrelude(purgeLua)
+	enqueueSrc       = withPrelude(enqueueLua)
+	dequeueSrc       = withPrelude(dequeueLua)
+	enqueueLevelsSrc = withPrelude(enqueueLevelsLua)
+	dispatchSrc      = withPrelude(dispatchLua)
+	ackSrc           = withPrelude(ackLua)
+	settleSrc        = withPrelude(settleLua)
+	extendSrc        = withPrelude(extendLua)
+	reapSrc          = withPrelude(reapLua)
+	deadSrc          = withPrelude(deadLua)
+	pauseSrc         = withPrelude(pauseLua)
+	purgeSrc         = withPrelude(purgeLua)
 
 	schedulePutSrc     = withPrelude(schedulePutLua)
 	scheduleDueSrc     = withPrelude(scheduleDueLua)
 	scheduleAdvanceSrc = withPrelude(scheduleAdvanceLua)
 	scheduleCtlSrc     = withPrelude(scheduleCtlLua)
 
-	enqueueScript  = redis.NewScript(enqueueSrc)
-	dequeueScript  = redis.NewScript(dequeueSrc)
-	dispatchScript = redis.NewScript(dispatchSrc)
-	ackScript      = redis.NewScript(ackSrc)
-	settleScript   = redis.NewScript(settleSrc)
-	extendScript   = redis.NewScript(extendSrc)
-	reapScript     = redis.NewScript(reapSrc)
-	deadScript     = redis.NewScript(deadSrc)
-	pauseScript    = redis.NewScript(pauseSrc)
-	purgeScript    = redis.NewScript(purgeSrc)
+	enqueueScript       = redis.NewScript(enqueueSrc)
+	dequeueScript       = redis.NewScript(dequeueSrc)
+	enqueueLevelsScript = redis.NewScript(enqueueLevelsSrc)
+	dispatchScript      = redis.NewScript(dispatchSrc)
+	ackScript           = redis.NewScript(ackSrc)
+	settleScript        = redis.NewScript(settleSrc)
+	extendScript        = redis.NewScript(extendSrc)
+	reapScript          = redis.NewScript(reapSrc)
+	deadScript          = redis.NewScript(deadSrc)
+	pauseScript         = redis.NewScript(pauseSrc)
+	purgeScript         = redis.NewScript(purgeSrc)
 
 	schedulePutScript     = redis.NewScript(schedulePutSrc)
 	scheduleDueScript     = redis.NewScript(scheduleDueSrc)
@@ -96,7 +103,7 @@ var (
 type luaFunc struct{ name, text string }
 
 var (
-	preludeFuncs = splitPrelude(preludeLua + groupLua + uniqueLua)
+	preludeFuncs = splitPrelude(preludeLua + groupLua + uniqueLua + levelsLua)
 	luaFuncRe    = regexp.MustCompile(`^local function ([A-Za-z_]\w*)\(`)
 )
 

@@ -60,6 +60,11 @@ type TaskSpec struct {
 	Metadata map[string]string
 	// Unique, when set, makes the task unique by a key for a while: see [Unique] and docs/unique.md.
 	Unique *Unique
+	// Priority is the task's level within its queue: [PriorityHigh], [PriorityDefault] (the zero value) or
+	// [PriorityLow]. Pickup takes every ready task of a higher level before any of a lower one, FIFO within a
+	// level; a retried, released or reclaimed task keeps its level. Any other value is [ErrInvalidPriority].
+	// See docs/flow-control.md.
+	Priority Priority
 
 	// Set on enqueue.
 
@@ -116,6 +121,7 @@ func errNilSpec() error { return fmt.Errorf("%w: nil task spec", ErrInvalidConfi
 //     [ErrUnknownResolver]
 //   - MaxRetries below -1, a negative Timeout or Attempt: [ErrInvalidConfig]
 //   - Metadata out of bounds: [ErrInvalidConfig]
+//   - a Priority other than [PriorityHigh], [PriorityDefault] and [PriorityLow]: [ErrInvalidPriority]
 //
 // A negative ProcessIn or a past ProcessAt is no mistake: the task is due at once. GroupID is free-form here;
 // DispatchGroup checks it against the group's name.
@@ -131,6 +137,8 @@ func (s *TaskSpec) validate() error {
 		return fmt.Errorf("%w: Timeout and Attempt must not be negative", ErrInvalidConfig)
 	case s.ResolverID != "" && !resolverIDPattern.MatchString(s.ResolverID):
 		return &ResolveError{Kind: ErrUnknownResolver, Detail: quote(s.ResolverID) + " is not a valid resolver id"}
+	case !s.Priority.valid():
+		return s.Priority.invalid()
 	}
 	if s.TaskID != "" {
 		if err := validateTaskID(s.TaskID); err != nil {

@@ -1,15 +1,19 @@
 -- dead: act on dead letters.
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled (passed on to
--- place, which does not touch it here), dead, errors and wake.
+-- place, which does not touch it here), dead, errors, wake, levels, high and low.
 -- ARGV[1] = "requeue" or "delete"; then pairs id, envelope ("" keeps the stored one; ignored by delete).
 -- requeue moves each dead task to the tail of pending with a fresh delivery count; delete removes it (so the id
 -- can be enqueued again).
+-- A task of a priority level other than the default (levels.lua) is requeued to its level's list; both modes
+-- drop its entry in levels.
 -- Returns the number of tasks acted on (ids that were not dead are skipped).
 local tasks, pending, deliveries, scheduled, dead = KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7]
 local errors, wake = KEYS[8], KEYS[11]
 local mode = ARGV[1]
+local levels, high, low = KEYS[18], KEYS[19], KEYS[20]
+local lv = redis.call('EXISTS', levels) == 1
 local n = 0
-local ready = {}
+local ready, acted = {}, {}
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   if redis.call('ZREM', dead, id) == 1 then
@@ -22,8 +26,19 @@ for i = 2, #ARGV, 2 do
       ready[#ready + 1] = id
     end
     n = n + 1
+    acted[n] = id
   end
 end
 -- Requeued in the order given, with one RPUSH (place, prelude.lua; nothing is scheduled).
+if lv and n > 0 then
+  if #ready > 0 then
+    local lv = redis.call('HMGET', levels, unpack(ready))
+    local cs = {}
+    for i = 1, #ready do cs[i] = lv[i] or 'n' end
+    if push_levels(high, pending, low, ready, table.concat(cs), false) then wake_one(wake) end
+  end
+  redis.call('HDEL', levels, unpack(acted))
+  return n
+end
 place(pending, scheduled, wake, nil, ready, {})
 return n

@@ -1,7 +1,7 @@
 -- dequeue: promote due scheduled tasks, then lease up to n pending tasks as one batch. A constant number of Redis
 -- calls per batch, whatever its size.
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled, seq, wake,
--- paused, epoch, leases, batches and inflight.
+-- paused, epoch, leases, batches and inflight, and levels, high and low (priority levels: levels.lua).
 -- ARGV[1] = n, the most tasks to lease; ARGV[2] = lease in ms; ARGV[3] = most scheduled tasks to promote.
 -- Returns {now_ms, next_due_in_ms (-1: nothing scheduled), base, id1, deliveries1, envelope1, ...}: the tasks of
 -- the batch in order, the i-th (1-based) holding the fencing token base + i - 1; deliveries counts this delivery
@@ -17,15 +17,20 @@
 -- While pickup is paused (paused exists) it still promotes due scheduled tasks but leases nothing and returns
 -- {now_ms, -1, 0}: a paused consumer blocks on the wake list until Resume pushes a wake-up (or its wait ends),
 -- rather than waking up for each delayed task that falls due.
+-- A queue that uses priority levels (levels exists) takes the highest level first and keeps the levels of its
+-- batch in its record (levels.lua); one that does not pays one EXISTS.
 local tasks, pending, deliveries, scheduled = KEYS[1], KEYS[2], KEYS[5], KEYS[6]
 local seq, wake, paused, epoch = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local leases, batches, inflight = KEYS[14], KEYS[15], KEYS[16]
+local levels, high, low = KEYS[18], KEYS[19], KEYS[20]
+local lv = redis.call('EXISTS', levels) == 1
 local n, lease_ms, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
-promote_due(scheduled, pending, now, promote)
+if lv then promote_levels(scheduled, levels, high, pending, low, now, promote) else promote_due(scheduled, pending, now, promote) end
 local out = {now, -1, 0}
 if redis.call('EXISTS', paused) == 1 then return out end
-local ids = redis.call('LPOP', pending, n)
+local ids, lvs
+if lv then ids, lvs = pop_levels(high, pending, low, n) else ids = redis.call('LPOP', pending, n) end
 if ids then
   local full = #ids == n
   -- deliveries holds only tasks whose lease expired: usually it does not exist, and reading it per task would
@@ -41,18 +46,24 @@ if ids then
           back[#back + 1] = ids[j]
           ids[j] = nil
         end
-        redis.call('LPUSH', pending, unpack(back))
+        if lv then
+          push_levels(high, pending, low, back, string.reverse(string.sub(lvs, cut + 1)), true, true)
+          lvs = string.sub(lvs, 1, cut)
+        else
+          redis.call('LPUSH', pending, unpack(back))
+        end
         full = true
       end
       break
     end
   end
   local envs = redis.call('HMGET', tasks, unpack(ids))
-  local live, o = {}, 3
+  local live, o, cs = {}, 3, {}
   for i = 1, #ids do
     local env = envs[i]
     if env and string.byte(env, 1) ~= 126 then
       live[#live + 1] = ids[i]
+      if lv then cs[#cs + 1] = string.sub(lvs, i, i) end
       out[o + 1] = ids[i]
       out[o + 2] = (tonumber(lost[i]) or 0) + 1
       out[o + 3] = env
@@ -73,9 +84,11 @@ if ids then
     redis.call('ZADD', leases, now + lease_ms, b)
     redis.call('HSET', batches, b, string.rep('-', #live), b .. ':ids', cjson.encode(live))
     redis.call('INCRBY', inflight, #live)
+    cs = table.concat(cs)
+    if string.find(cs, '[hl]') then redis.call('HSET', batches, b .. ':lv', cs) end
     out[3] = base
   end
-  if full and redis.call('LLEN', pending) > 0 then
+  if full and (lv and ready_left(high, pending, low) or not lv and redis.call('LLEN', pending) > 0) then
     wake_one(wake)
   end
 end

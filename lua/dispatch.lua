@@ -7,7 +7,7 @@
 -- member, "" until the member completes (group.lua).
 -- Returns {1} created; {0} the run exists already; {2, id} a member's task id exists already (nothing written).
 local tasks, pending, scheduled, wake = KEYS[1], KEYS[2], KEYS[6], KEYS[11]
-local run = KEYS[18]
+local run = KEYS[#KEYS - 1] -- the first of the two keys after the key set
 local n, ttl = tonumber(ARGV[3]), ARGV[2]
 if redis.call('EXISTS', run) == 1 then return {0} end
 for i = 0, n - 1 do

@@ -1,19 +1,23 @@
 -- purge: remove up to n tasks of one state, oldest first, with everything stored about them. Bounded per call;
 -- the caller loops.
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled, dead and
--- errors.
+-- errors, and levels, high and low.
 -- ARGV[1] = "pending", "scheduled" or "dead"; ARGV[2] = n, the most tasks to remove in this call (1 to 1000).
 -- Each removed id leaves its state's key (pending, scheduled or dead) and tasks (envelope), deliveries (lost
 -- deliveries) and, for dead letters, errors (reason); the id can be enqueued again. Active tasks are not purged:
 -- workers hold their leases. Tombstones (ids acked recently) are not tasks: a purge leaves them.
+-- A queue that uses priority levels (levels.lua) purges its pending tasks from every level, the highest first,
+-- and the entries in levels of the scheduled and dead tasks it removes; left counts every level.
 -- Returns {removed, left}, left being the number of tasks still in that state.
 local tasks, pending, deliveries, scheduled, dead = KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7]
 local errors = KEYS[8]
 local state, n = ARGV[1], tonumber(ARGV[2])
+local levels, high, low = KEYS[18], KEYS[19], KEYS[20]
+local lv = redis.call('EXISTS', levels) == 1
 local ids, key
 if state == 'pending' then
   key = pending
-  ids = redis.call('LPOP', key, n)
+  if lv then ids = pop_levels(high, pending, low, n) else ids = redis.call('LPOP', key, n) end
   if not ids then ids = {} end
 elseif state == 'scheduled' or state == 'dead' then
   if state == 'scheduled' then key = scheduled else key = dead end
@@ -26,7 +30,11 @@ if #ids > 0 then
   redis.call('HDEL', tasks, unpack(ids))
   redis.call('HDEL', deliveries, unpack(ids))
   if state == 'dead' then redis.call('HDEL', errors, unpack(ids)) end
+  if lv and state ~= 'pending' then redis.call('HDEL', levels, unpack(ids)) end
 end
 local left
-if state == 'pending' then left = redis.call('LLEN', key) else left = redis.call('ZCARD', key) end
+if state == 'pending' then
+  left = redis.call('LLEN', key)
+  if lv then left = left + redis.call('LLEN', high) + redis.call('LLEN', low) end
+else left = redis.call('ZCARD', key) end
 return {#ids, left}

@@ -1,7 +1,7 @@
 -- reap: return deliveries whose lease expired, and promote due scheduled tasks. Bounded per call; safe to run
 -- from any number of processes at once (each expired batch is taken out of leases exactly once).
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, active, lease, deliveries, scheduled,
--- dead, errors, settled, wake, leases, batches, inflight and window, then the group run keys that the claims name
+-- dead, errors, settled, wake, leases, batches, inflight, window, levels, high and low, then the group run keys that the claims name
 -- (hash, done list).
 -- ARGV[1] = most leased tasks to reap (a batch is reaped in part when it does not fit); ARGV[2] = max deliveries (a task whose lease expired this many deliveries in a
 --           row is dead-lettered; deliveries counts the expired ones); ARGV[3] = most scheduled tasks to promote;
@@ -20,11 +20,15 @@
 -- reaped the same way once expired, and entries of the previous settled window (settled, score token*4 +
 -- outcome) become tombstones (an ack's: '~' .. token, appended to window) or are dropped (other outcomes), up to
 -- ARGV[1] per call. See docs/migration.md.
+-- A task keeps its priority level (levels.lua): a reclaimed one goes back to the head of its level's list, a
+-- dead-lettered one keeps its level in levels.
 -- Returns {requeued, dead, promoted, held id1, envelope1, base1, position1, ...}.
 local tasks, pending, active, lease, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local scheduled, dead, errors, settled, wake = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[11]
 local leases, batches, inflight, recent = KEYS[14], KEYS[15], KEYS[16], KEYS[17]
 local limit, maxd, promote, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+local levels, high, low = KEYS[18], KEYS[19], KEYS[20]
+local lv = redis.call('EXISTS', levels) == 1
 local now = now_ms()
 local was_empty = redis.call('LLEN', pending) == 0
 local requeued, buried, settled_now = 0, 0, 0
@@ -60,17 +64,24 @@ for i = 6, #ARGV, 4 do
       redis.call('HSET', batches, b, string.sub(mask, 1, pos - 1) .. 'x' .. string.sub(mask, pos + 1))
       settled_now = settled_now + 1
       why = bury(id, d)
+      if lv then park_level(levels, id, level_at(batches, b, pos)) end
     end
   end
   if why and g > 0 then group_done(KEYS[g], KEYS[g + 1], id, '0' .. why) end
 end
 
-local promoted = promote_due(scheduled, pending, now, promote)
+local promoted
+if lv then
+  promoted = promote_levels(scheduled, levels, high, pending, low, now, promote)
+else
+  promoted = promote_due(scheduled, pending, now, promote)
+end
 local held = {}
 -- give_back handles one leased task whose lease expired: back to pending (collected in back, in order, pushed
 -- to the head below), dead-lettered, or dropped when its envelope is gone; false when it is held (left leased).
-local back = {}
+local back, back_lv, cur_lv = {}, {}, nil
 local function give_back(id, b, pos)
+  local c = cur_lv and string.sub(cur_lv, pos, pos) or 'n'
   local d = lost_count(id)
   if redis.call('HEXISTS', tasks, id) == 0 then
     redis.call('HDEL', deliveries, id)
@@ -84,9 +95,11 @@ local function give_back(id, b, pos)
       return false
     end
     bury(id, d)
+    if lv then park_level(levels, id, c) end
   else
     redis.call('HSET', deliveries, id, d)
     back[#back + 1] = id
+    back_lv[#back] = c
   end
   return true
 end
@@ -101,6 +114,7 @@ for _, b in ipairs(bs) do
   local keep = false
   if mask and string.find(mask, '-', 1, true) then
     local ids = ids_of(batches, b)
+    cur_lv = lv and redis.call('HGET', batches, b .. ':lv')
     local marks = {string.byte(mask, 1, -1)}
     for pos = 1, #ids do
       if marks[pos] == 45 then -- '-'
@@ -120,13 +134,14 @@ for _, b in ipairs(bs) do
     if keep then redis.call('HSET', batches, b, string.char(unpack(marks))) end
   end
   if not keep then
-    redis.call('HDEL', batches, b, b .. ':ids')
+    redis.call('HDEL', batches, b, b .. ':ids', b .. ':lv')
     redis.call('ZREM', leases, b)
   end
 end
 if settled_now > 0 then redis.call('INCRBY', inflight, -settled_now) end
 
 -- The previous layout's leases, within what is left of limit.
+cur_lv = nil
 if budget > 0 then
   local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, budget)
   for _, id in ipairs(ids) do
@@ -141,7 +156,11 @@ end
 if #back > 0 then
   local rev = {}
   for i = #back, 1, -1 do rev[#rev + 1] = back[i] end
-  redis.call('LPUSH', pending, unpack(rev))
+  if lv then
+    push_levels(high, pending, low, rev, string.reverse(table.concat(back_lv)), true, true)
+  else
+    redis.call('LPUSH', pending, unpack(rev))
+  end
   requeued = #back
 end
 
@@ -160,7 +179,7 @@ if #old > 0 then
   if #acked > 0 then redis.call('LPUSH', recent, unpack(acked)) end
 end
 
-if was_empty and (requeued > 0 or promoted > 0) then
+if (was_empty or lv) and (requeued > 0 or promoted > 0) then
   wake_one(wake)
 end
 local out = {requeued, buried, promoted}

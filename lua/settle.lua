@@ -1,6 +1,7 @@
 -- settle: end one delivery other than by ack, fenced by its batch's lease record; idempotent.
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled, dead, errors,
--- wake, leases, batches and inflight, then for a dead-lettered group member its run's keys (ARGV[8]).
+-- wake, leases, batches and inflight, levels, high and low, then for a dead-lettered group member its run's keys
+-- (ARGV[8]).
 -- ARGV[1] = mode: "retry" (back to pending, or scheduled after a delay), "dead" (dead-letter with a reason),
 --           "release" (hand back to the head of pending; not counted as a lost delivery);
 -- ARGV[2] = id; ARGV[3] = base token of its pickup batch; ARGV[4] = its position in the batch (1-based);
@@ -15,9 +16,12 @@
 -- When no delivery of the batch is left leased, the record and its lease go (settled_batch, prelude.lua), unless
 -- a mark is still needed for a resend ('l', 'k'): then they stay until the lease deadline, when reap.lua
 -- removes them.
+-- A task keeps its priority level (levels.lua): a retry or release goes back to its level's list, a delayed retry
+-- or a dead letter keeps its level in levels.
 -- Returns 1 done (now or by an earlier call with the same mode); 0 lease lost.
 local tasks, pending, deliveries, scheduled = KEYS[1], KEYS[2], KEYS[5], KEYS[6]
 local dead, errors, wake, leases, batches, inflight = KEYS[7], KEYS[8], KEYS[11], KEYS[14], KEYS[15], KEYS[16]
+local levels, high, low = KEYS[18], KEYS[19], KEYS[20]
 local mode, id, b, pos, env = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local mark = ({retry = 'r', dead = 'd', release = 'l'})[mode]
 if not mark then return redis.error_reply('unknown mode') end
@@ -32,16 +36,20 @@ if st ~= '-' or ids_of(batches, b)[pos] ~= id then
   end
   return 0
 end
+local c = level_at(batches, b, pos) -- before settled_batch, which may delete the record with its levels
 settled_batch(batches, leases, b, string.sub(mask, 1, pos - 1) .. mark .. string.sub(mask, pos + 1))
 redis.call('INCRBY', inflight, -1)
 if env ~= '' then redis.call('HSET', tasks, id, env) end
 local now = now_ms()
+if c == 'h' then pending = high end
+if c == 'l' then pending = low end
 if mode == 'release' then
   if redis.call('LPUSH', pending, id) == 1 then wake_one(wake) end
 elseif mode == 'dead' then
   redis.call('HDEL', deliveries, id)
   redis.call('ZADD', dead, now, id)
   redis.call('HSET', errors, id, ARGV[7])
+  park_level(levels, id, c)
   local g = tonumber(ARGV[8] or '0')
   if g > 0 then group_done(KEYS[g], KEYS[g + 1], id, '0' .. ARGV[7]) end
 else
@@ -49,6 +57,7 @@ else
   local delay = tonumber(ARGV[6])
   if delay > 0 then
     place(pending, scheduled, wake, now, {}, {id, delay})
+    park_level(levels, id, c)
   else
     place(pending, scheduled, wake, now, {id}, {})
   end
