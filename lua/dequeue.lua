@@ -18,17 +18,20 @@
 -- {now_ms, -1, 0}: a paused consumer blocks on the wake list until Resume pushes a wake-up (or its wait ends),
 -- rather than waking up for each delayed task that falls due.
 -- A queue that uses priority levels (levels exists) takes the highest level first and keeps the levels of its
--- batch in its record (levels.lua); one that does not pays one EXISTS.
+-- batch in its record (levels.lua). One EXISTS tells both whether pickup is paused and whether levels are in use:
+-- a queue that is neither pays nothing more (a second EXISTS tells them apart when one of them is).
 local tasks, pending, deliveries, scheduled = KEYS[1], KEYS[2], KEYS[5], KEYS[6]
 local seq, wake, paused, epoch = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local leases, batches, inflight = KEYS[14], KEYS[15], KEYS[16]
 local levels, high, low = KEYS[18], KEYS[19], KEYS[20]
-local lv = redis.call('EXISTS', levels) == 1
+local gate = redis.call('EXISTS', paused, levels)
+local lv = gate > 0 and redis.call('EXISTS', levels) == 1
+if lv then gate = gate - 1 end
 local n, lease_ms, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 if lv then promote_levels(scheduled, levels, high, pending, low, now, promote) else promote_due(scheduled, pending, now, promote) end
 local out = {now, -1, 0}
-if redis.call('EXISTS', paused) == 1 then return out end
+if gate > 0 then return out end
 local ids, lvs
 if lv then ids, lvs = pop_levels(high, pending, low, n) else ids = redis.call('LPOP', pending, n) end
 if ids then
@@ -88,7 +91,7 @@ if ids then
     if string.find(cs, '[hl]') then redis.call('HSET', batches, b .. ':lv', cs) end
     out[3] = base
   end
-  if full and (lv and ready_left(high, pending, low) or not lv and redis.call('LLEN', pending) > 0) then
+  if full and (redis.call('LLEN', pending) > 0 or lv and redis.call('LLEN', high) + redis.call('LLEN', low) > 0) then
     wake_one(wake)
   end
 end

@@ -89,11 +89,6 @@ local function pop_levels(high, pending, low, n)
   return ids, table.concat(cs)
 end
 
--- ready_left(high, pending, low): whether a ready list still holds a task.
-local function ready_left(high, pending, low)
-  return redis.call('LLEN', high) + redis.call('LLEN', pending) + redis.call('LLEN', low) > 0
-end
-
 -- park_level(levels, id, c): remember the level of a task that leaves the ready lists for scheduled or dead (only
 -- a level other than 'n' is written).
 local function park_level(levels, id, c)
