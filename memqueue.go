@@ -186,7 +186,7 @@ func (q *MemoryQueue) EnqueueBatch(_ context.Context, specs []*TaskSpec) error {
 			q.scheduled[s.TaskID] = now.Add(delay)
 		} else {
 			s.Status = StatePending
-			t.elem = q.pending.PushBack(t)
+			t.elem = memPushBack(q.pending, t)
 		}
 		spec.Enqueued = Stored
 	}
@@ -272,7 +272,7 @@ func (q *MemoryQueue) promote(now time.Time) {
 	for _, id := range due {
 		delete(q.scheduled, id)
 		t := q.tasks[id]
-		t.elem = q.pending.PushBack(t)
+		t.elem = memPushBack(q.pending, t)
 	}
 }
 
@@ -301,7 +301,7 @@ func (q *MemoryQueue) reapLocked(now time.Time) ReapResult {
 			r.Dead++
 			continue
 		}
-		t.elem = q.pending.PushFront(t)
+		t.elem = memPushFront(q.pending, t)
 		r.Requeued++
 	}
 	return r
@@ -383,7 +383,7 @@ func (q *MemoryQueue) Retry(_ context.Context, d *Delivery, delay time.Duration,
 	if delay > 0 {
 		q.scheduled[t.spec.TaskID] = time.Now().Add(delay)
 	} else {
-		t.elem = q.pending.PushBack(t)
+		t.elem = memPushBack(q.pending, t)
 	}
 	q.signal()
 	return nil
@@ -423,7 +423,7 @@ func (q *MemoryQueue) Release(_ context.Context, d *Delivery) error {
 	q.remember(d.Spec.TaskID, d.Token, 3)
 	t.token = 0
 	t.deliveries--
-	t.elem = q.pending.PushFront(t)
+	t.elem = memPushFront(q.pending, t)
 	q.signal()
 	return nil
 }

@@ -1,6 +1,7 @@
 package taskqueue
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"strconv"
@@ -136,4 +137,26 @@ func (q *RedisTaskQueue) rangePending(ctx context.Context, start, stop int64) ([
 		out = append(out, ids...)
 	}
 	return out, nil
+}
+
+// memPushBack puts t at the tail of its level in a [MemoryQueue]'s ready list: after the last task of its level
+// or a higher one. A queue whose tasks share one level finds the place at once.
+func memPushBack(l *list.List, t *memTask) *list.Element {
+	for e := l.Back(); e != nil; e = e.Prev() {
+		if e.Value.(*memTask).spec.Priority >= t.spec.Priority {
+			return l.InsertAfter(t, e)
+		}
+	}
+	return l.PushFront(t)
+}
+
+// memPushFront puts t at the head of its level in a [MemoryQueue]'s ready list: before the first task of its level
+// or a lower one (a released or reclaimed task).
+func memPushFront(l *list.List, t *memTask) *list.Element {
+	for e := l.Front(); e != nil; e = e.Next() {
+		if e.Value.(*memTask).spec.Priority <= t.spec.Priority {
+			return l.InsertBefore(t, e)
+		}
+	}
+	return l.PushBack(t)
 }

@@ -268,3 +268,25 @@ func TestPriorityWorkerRunsHighFirst(t *testing.T) {
 		}
 	})
 }
+
+func TestPriorityMemoryQueue(t *testing.T) {
+	t.Parallel()
+	q := NewMemoryQueue(0, 0)
+	ctx := context.Background()
+	noop := Func(func(context.Context) error { return nil })
+	for _, s := range []struct {
+		id string
+		p  Priority
+	}{{"l1", PriorityLow}, {"d1", PriorityDefault}, {"h1", PriorityHigh}, {"d2", PriorityDefault}, {"h2", PriorityHigh}} {
+		require.NoError(t, q.Enqueue(ctx, &TaskSpec{TaskID: s.id, Executable: noop, Priority: s.p}))
+	}
+	ds, err := q.Dequeue(ctx, DequeueOptions{Max: 2})
+	require.NoError(t, err)
+	require.Equal(t, []string{"h1", "h2"}, ids(ds))
+	require.NoError(t, q.Release(ctx, ds[1]))
+	require.NoError(t, q.Retry(ctx, ds[0], 0, errors.New("x")))
+	ds, err = q.Dequeue(ctx, DequeueOptions{Max: 10})
+	require.NoError(t, err)
+	require.Equal(t, []string{"h2", "h1", "d1", "d2", "l1"}, ids(ds))
+	require.ErrorIs(t, q.Enqueue(ctx, &TaskSpec{Executable: noop, Priority: 3}), ErrInvalidPriority)
+}
