@@ -44,7 +44,7 @@ func (e *QueueNotFoundError) Error() string {
 // Unwrap returns [ErrQueueNotFound].
 func (e *QueueNotFoundError) Unwrap() error { return ErrQueueNotFound }
 
-// Exists reports whether any of the queue's seventeen keys exists (docs/redis-keys.md), in one EXISTS per shard
+// Exists reports whether any of the queue's twenty keys exists (docs/redis-keys.md), in one EXISTS per shard
 // (the keys share one slot); a sharded queue exists when any shard does. A queue exists from its first enqueue
 // or pause on: a queue that has delivered a task keeps its seq and epoch keys for good, even once empty, and one
 // whose tasks were enqueued and then purged before any pickup keeps its wake list until a worker takes the
@@ -72,7 +72,7 @@ const (
 // FindQueues returns up to limit key prefixes of queues in the database that holds the queue (shard 0's; every
 // primary of a Cluster), sorted, for a hint when [Admin.Exists] finds nothing. It is bounded, not complete: a few
 // SCAN calls per node (MATCH "{*}:*", COUNT 1000, at most ten per node, never KEYS), and a key counts only when
-// its name is one of a queue's seventeen keys. SCAN is not restricted by ACL key patterns, so users limited to
+// its name is one of a queue's twenty keys. SCAN is not restricted by ACL key patterns, so users limited to
 // one queue are usually not allowed it: the error then wraps [ErrPermission].
 func (a *Admin) FindQueues(ctx context.Context, limit int) ([]string, error) {
 	if limit < 1 {
