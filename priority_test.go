@@ -290,3 +290,24 @@ func TestPriorityMemoryQueue(t *testing.T) {
 	require.Equal(t, []string{"h2", "h1", "d1", "d2", "l1"}, ids(ds))
 	require.ErrorIs(t, q.Enqueue(ctx, &TaskSpec{Executable: noop, Priority: 3}), ErrInvalidPriority)
 }
+
+// A schedule's task template keeps its level: each tick's task is enqueued at it.
+func TestPrioritySchedule(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := schedSetup(t, start)
+	ctx := context.Background()
+	task := tickTask()
+	task.Priority = PriorityHigh
+	require.NoError(t, mustSchedules(s.q).Create(ctx, &Schedule{Name: "p", Every: time.Minute, Task: task}))
+	info, err := mustSchedules(s.q).Get(ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, PriorityHigh, info.Schedule.Task.Priority)
+	id, err := mustSchedules(s.q).Trigger(ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, []string{id}, s.rdb.LRange(ctx, s.q.keys.key(keyPendingHigh), 0, -1).Val())
+
+	task.Priority = 9
+	err = mustSchedules(s.q).Create(ctx, &Schedule{Name: "bad", Every: time.Minute, Task: task})
+	require.ErrorIs(t, err, ErrInvalidPriority)
+}
