@@ -311,3 +311,48 @@ func TestPrioritySchedule(t *testing.T) {
 	err = mustSchedules(s.q).Create(ctx, &Schedule{Name: "bad", Every: time.Minute, Task: task})
 	require.ErrorIs(t, err, ErrInvalidPriority)
 }
+
+// The worker allowlist of docs/operations.md covers a queue that uses every level: enqueue, pickup, a retry with a
+// delay, a dead letter and its requeue.
+func TestPriorityUnderWorkerACL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prefix := "aclp-" + newID()[:8]
+	_, rdb, _ := workerACLUser(t, realRedis(t), prefix)
+	reg, ref := testRegistry(t)
+	q, err := NewRedisTaskQueue(rdb, prefix, reg, quiet(&RedisConfig{Lease: time.Second}))
+	require.NoError(t, err)
+	var mu sync.Mutex
+	runs := map[string]int{}
+	require.NoError(t, Register(ref, "m", "flaky", func(_ context.Context, a clArgsP) error {
+		mu.Lock()
+		defer mu.Unlock()
+		runs[a.ID]++
+		if a.ID == "bad" || (a.ID == "h" && runs["h"] == 1) {
+			return errors.New("no")
+		}
+		return nil
+	}))
+	require.NoError(t, q.EnqueueBatch(ctx, []*TaskSpec{
+		{TaskID: "h", Executable: Ref("m", "flaky", clArgsP{ID: "h"}), Priority: PriorityHigh},
+		{TaskID: "l", Executable: Ref("m", "flaky", clArgsP{ID: "l"}), Priority: PriorityLow, ProcessIn: 20 * time.Millisecond},
+		{TaskID: "bad", Executable: Ref("m", "flaky", clArgsP{ID: "bad"}), Priority: PriorityLow, MaxRetries: -1},
+	}))
+	rec := &recorder{}
+	w := startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 2, ReapInterval: 20 * time.Millisecond}, rec))
+	waitFor(t, 20*time.Second, "the lifecycle", func() bool {
+		st, err := countsOf(ctx, q)
+		mu.Lock()
+		defer mu.Unlock()
+		return err == nil && runs["h"] == 2 && runs["l"] == 1 && st == Counts{Dead: 1}
+	})
+	require.Zero(t, rec.count(EventQueueError), "no call of the worker was refused")
+	n, err := mustAdmin(q).RequeueDead(ctx, "bad")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.NoError(t, stopWorker(t, w, 5*time.Second))
+}
+
+type clArgsP struct {
+	ID string `json:"id"`
+}
