@@ -267,6 +267,18 @@ func TestListAndShowOutput(t *testing.T) {
 	require.Regexp(t, `(?m)^reason\s+bad input$`, r.stdout)
 	require.Contains(t, r.stdout, "envelope:\n{\n  \"v\": 2,\n  \"task_id\": \"d3\",\n  \"status\": \"dead\",")
 
+	// A task of a priority level other than the default shows its level; one of the default level shows none.
+	require.NoError(t, f.q.Enqueue(context.Background(), &taskqueue.TaskSpec{TaskID: "hi", Executable: taskqueue.Ref("ops", "send", nil), Priority: taskqueue.PriorityHigh}))
+	r = cliEnv(t, f.env, "show", "hi")
+	require.Equal(t, exitOK, r.code, r)
+	require.Regexp(t, `(?m)^priority\s+high$`, r.stdout)
+	r = cliEnv(t, f.env, "list", "pending", "--json")
+	require.Equal(t, exitOK, r.code, r)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &l))
+	require.Equal(t, "hi", l.Tasks[0].TaskID, "pending tasks are listed in pickup order, the high level first")
+	r = cliEnv(t, f.env, "show", "d3")
+	require.NotContains(t, r.stdout, "priority")
+
 	r = cliEnv(t, f.env, "show", "nope")
 	require.Equal(t, exitNotFound, r.code, r)
 	require.Contains(t, r.stderr, `no task "nope" in queue ops`)

@@ -181,6 +181,7 @@ type summary struct {
 	function string // module.name of a reference, else the strategy
 	attempt  string
 	created  time.Time
+	priority int // the envelope's "priority": 0 for the default level (docs/flow-control.md)
 }
 
 // summarize reads the few fields a table shows, leniently: the CLI shows what is stored, readable or not.
@@ -188,6 +189,7 @@ func summarize(env string) summary {
 	var e struct {
 		CreatedAt      float64 `json:"created_at"`
 		Attempt        int     `json:"attempt"`
+		Priority       int     `json:"priority"`
 		Strategy       string  `json:"strategy"`
 		SerializedTask struct {
 			Strategy string          `json:"strategy"`
@@ -200,7 +202,7 @@ func summarize(env string) summary {
 	if err := json.Unmarshal([]byte(env), &e); err != nil {
 		return summary{function: "(unreadable)", attempt: "-"}
 	}
-	s := summary{function: cmp.Or(e.SerializedTask.Strategy, e.Strategy), attempt: strconv.Itoa(e.Attempt)}
+	s := summary{function: cmp.Or(e.SerializedTask.Strategy, e.Strategy), attempt: strconv.Itoa(e.Attempt), priority: e.Priority}
 	var ref struct{ Module, Name string }
 	if json.Unmarshal(e.SerializedTask.Payload, &ref) == nil && ref.Module != "" && ref.Name != "" {
 		s.function = ref.Module + "." + ref.Name
@@ -222,8 +224,12 @@ func (c *cli) writeShow(t taskqueue.TaskInfo, now time.Time) error {
 			taskqueue.StateDead: "died"}[t.State]
 		fmt.Fprintf(tw, "%s\t%s (%s)\n", label, stamp(t.Score), relative(t.Score, now))
 	}
-	if s := summarize(t.Envelope); !s.created.IsZero() {
+	s := summarize(t.Envelope)
+	if !s.created.IsZero() {
 		fmt.Fprintf(tw, "created\t%s (%s ago, producer's clock)\n", stamp(s.created), human(now.Sub(s.created)))
+	}
+	if s.priority != 0 {
+		fmt.Fprintf(tw, "priority\t%s\n", taskqueue.Priority(s.priority))
 	}
 	if t.Reason != "" {
 		fmt.Fprintf(tw, "reason\t%s\n", clip(t.Reason, 4096))
