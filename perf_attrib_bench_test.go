@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -222,6 +223,22 @@ func syscallCounts() (reads, writes int64) {
 	return reads, writes
 }
 
+// goroutineRuns estimates how many times goroutines were scheduled to run so far: the runtime records the
+// scheduling latency of one in 8 of them (runtime/metrics /sched/latencies:seconds), so the count times 8. A
+// figure of the code, not of the machine's load: each is a wake-up (or a start) of a goroutine.
+func goroutineRuns() float64 {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return 0
+	}
+	var n uint64
+	for _, c := range s[0].Value.Float64Histogram().Counts {
+		n += c
+	}
+	return float64(n) * 8
+}
+
 // BenchmarkEnqueueCPU measures a single producer's Go CPU per Enqueue call (one task per call, the peer
 // comparison's "enqueue, 1 producer" row) with getrusage, which the machine's load hardly moves, and the
 // allocations and read/write system calls per call.
@@ -236,6 +253,7 @@ func BenchmarkEnqueueCPU(b *testing.B) {
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	r0, w0 := syscallCounts()
+	g0 := goroutineRuns()
 	cpu0 := processCPU(b)
 	stop := spanProfile(b, "enqueue", enqueueBuckets)
 	b.ResetTimer()
@@ -247,9 +265,11 @@ func BenchmarkEnqueueCPU(b *testing.B) {
 	b.StopTimer()
 	cpu := processCPU(b) - cpu0
 	r1, w1 := syscallCounts()
+	g1 := goroutineRuns()
 	runtime.ReadMemStats(&m1)
 	stop(cpu / time.Duration(b.N))
 	n := float64(b.N)
+	b.ReportMetric((g1-g0)/n, "gruns/task")
 	b.ReportMetric(n/b.Elapsed().Seconds(), "tasks/s")
 	b.ReportMetric(cpu.Seconds()*1e6/n, "cpu-µs/task")
 	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/n, "allocs/task")

@@ -168,7 +168,7 @@ type TaskWorker struct {
 	heldN    atomic.Int64    // how many it holds; written under mu
 	epoch    time.Time       // the origin of inflight.ends
 	slots    chan struct{}   // one token per task that may start
-	work     chan *inflight  // launched tasks, for the task pool
+	work     *runQueue       // launched tasks, for the task pool (worker_runq.go)
 	baseCtx  context.Context // the values of Start's context, without its cancellation: every task's context derives from it
 	tasks    sync.WaitGroup  // tasks launched and not yet ended
 	pool     sync.WaitGroup  // the task pool's goroutines
@@ -244,7 +244,7 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	w.freeSlots(w.cfg.Concurrency)
 	w.baseCtx = context.WithoutCancel(ctx)
 	w.timeouts = newTaskTimeouts()
-	w.work = make(chan *inflight, w.cfg.Concurrency)
+	w.work = newRunQueue(w.cfg.Concurrency)
 	w.pool.Add(w.cfg.Concurrency)
 	for range w.cfg.Concurrency {
 		go w.taskLoop()
@@ -288,7 +288,7 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	w.reaper.stop()
 	w.picker.stop(ctx)
 	all, err := w.drainTasks(ctx)
-	close(w.work) // no more launches: the picker has stopped
+	w.work.close() // no more launches: the picker has stopped
 	if all {
 		w.pool.Wait() // each pool goroutine is past its last task
 	}

@@ -35,6 +35,7 @@ func BenchmarkWorkerCPU(b *testing.B) {
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	r0, w0 := syscallCounts()
+	g0 := goroutineRuns()
 	cpu0 := processCPU(b)
 	stop := spanProfile(b, "worker", workerBuckets) // with -tq.profile (perf_attrib_bench_test.go)
 	b.ResetTimer()
@@ -45,6 +46,7 @@ func BenchmarkWorkerCPU(b *testing.B) {
 	b.StopTimer()
 	cpu := processCPU(b) - cpu0
 	r1, w1 := syscallCounts()
+	g1 := goroutineRuns()
 	runtime.ReadMemStats(&m1)
 	stop(cpu / time.Duration(b.N))
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
@@ -53,6 +55,8 @@ func BenchmarkWorkerCPU(b *testing.B) {
 	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(b.N), "B/task")
 	b.ReportMetric(float64(r1-r0)/float64(b.N), "reads/task")
 	b.ReportMetric(float64(w1-w0)/float64(b.N), "writes/task")
+	b.ReportMetric((g1-g0)/float64(b.N), "gruns/task") // goroutines scheduled to run, per task
+	b.ReportMetric(float64(m1.NumGC-m0.NumGC)*1000/float64(b.N), "GCs/1k-tasks")
 	require.NoError(b, stopWorker(nil, w, 10*time.Second))
 }
 

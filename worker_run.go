@@ -67,8 +67,8 @@ func (w *TaskWorker) launch(ds []*Delivery) {
 	}
 	for i := range fs {
 		w.gate.admit(fs[i].d)
-		w.work <- &fs[i] // never blocks: at most Concurrency tasks wait or run, and the channel holds as many
 	}
+	w.work.push(fs) // never blocks
 }
 
 // releaseNew hands back deliveries that were leased but not launched, the newest first (each goes to the head of
@@ -139,7 +139,7 @@ func (w *TaskWorker) unhold(f *inflight) {
 // taskLoop is one goroutine of the task pool: it runs the tasks sent to it until the pool is closed.
 func (w *TaskWorker) taskLoop() {
 	defer w.pool.Done()
-	for f := range w.work {
+	for f, ok := w.work.take(); ok; f, ok = w.work.take() {
 		w.runTask(f)
 	}
 }
