@@ -229,13 +229,16 @@ func (q *RedisTaskQueue) dequeueOnce(ctx context.Context, n int) (leased, time.D
 	deadline := time.UnixMilli(now).Add(q.cfg.Lease)
 	k := (len(res) - 3) / 3
 	l := leased{ds: make([]*Delivery, 0, k), ids: make([]string, 0, k), raws: make([]string, 0, k)}
+	all := make([]Delivery, k) // one allocation for the pickup's deliveries
 	for i := 3; i < len(res); i += 3 {
 		id, _ := res[i].(string)
 		deliveries, _ := res[i+1].(int64)
 		raw, _ := res[i+2].(string)
 		pos := len(l.ds) + 1
-		l.ds = append(l.ds, &Delivery{Token: base + int64(pos) - 1, Deliveries: int(deliveries), LeaseDeadline: deadline,
-			base: base, pos: pos, localEnds: sent.Add(q.cfg.Lease)})
+		d := &all[pos-1]
+		*d = Delivery{Token: base + int64(pos) - 1, Deliveries: int(deliveries), LeaseDeadline: deadline,
+			base: base, pos: pos, localEnds: sent.Add(q.cfg.Lease)}
+		l.ds = append(l.ds, d)
 		l.ids = append(l.ids, id)
 		l.raws = append(l.raws, raw)
 	}
