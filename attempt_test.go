@@ -25,7 +25,8 @@ func TestDeadEnvelopeCountsEveryFailedRun(t *testing.T) {
 		cfg := quietWorker(WorkerConfig{}, nil)
 		cfg.OnEvent = logEvents(slog.New(slog.NewTextHandler(logs, nil)), rec.on)
 		startWorker(t, s.q, cfg)
-		waitFor(t, 10*time.Second, "a dead letter", func() bool { return s.counts(t).Dead == 1 })
+		// The dead event is emitted once DeadLetter has returned, after Redis counts the task as dead.
+		waitFor(t, 10*time.Second, "a dead letter", func() bool { return s.counts(t).Dead == 1 && rec.count(EventDead) == 1 })
 
 		dl, err := deadLetterOf(ctx, s.q, "fail")
 		require.NoError(t, err)
