@@ -18,11 +18,21 @@ func isGroupRun(groupID string) bool {
 	return (n > idLen+1 && groupID[n-idLen-1] == '@' || n > 33 && groupID[n-33] == '@') && groupRunPattern.MatchString(groupID)
 }
 
-// groupKeys is the queue's key set followed by one group run's hash and done list (KEYS[14], KEYS[15]).
+// groupKeys is the queue's key set followed by one group run's keys (runKeys: KEYS[numKeys+1] is its hash).
 func (q *RedisTaskQueue) groupKeys(groupID string) []string {
-	keys := make([]string, numKeys, numKeys+2)
+	keys := make([]string, numKeys, numKeys+5)
 	copy(keys, q.keys.all)
-	return append(keys, q.keys.group(groupID), q.keys.groupDone(groupID))
+	return append(keys, q.runKeys(groupID)...)
+}
+
+// runKeys are the keys a script gets for one group run, in this order: its hash and its done list, then, for a
+// workflow's run (isWorkflowRun), the queue's tasks, pending and wake, which it needs to release the nodes that
+// become ready (workflow_done, lua/workflow.lua; a workflow is a group run, workflow.go).
+func (q *RedisTaskQueue) runKeys(groupID string) []string {
+	if isWorkflowRun(groupID) {
+		return []string{q.keys.group(groupID), q.keys.groupDone(groupID), q.keys.all[keyTasks], q.keys.all[keyPending], q.keys.all[keyWake]}
+	}
+	return []string{q.keys.group(groupID), q.keys.groupDone(groupID)}
 }
 
 // groupOfStored returns the group run of a task that is being parked: from its decoded envelope when there is

@@ -261,8 +261,8 @@ func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any, []int) {
 			g, r := 0, 0
 			if gid := d.Spec.GroupID; isGroupRun(gid) {
 				if g = runs[gid]; g == 0 {
-					keys = append(keys, q.keys.group(gid), q.keys.groupDone(gid))
-					g = len(keys) - 1 // KEYS is 1-based: the hash is KEYS[g], the done list KEYS[g+1]
+					g = len(keys) + 1 // KEYS is 1-based: the hash is KEYS[g], the done list KEYS[g+1] (runKeys)
+					keys = append(keys, q.runKeys(gid)...)
 					runs[gid] = g
 				}
 			} else if d.result != nil {

@@ -58,8 +58,8 @@ func (q *RedisTaskQueue) claims(held []any) ([]string, []any) {
 		g := 0
 		if gid := groupOfStored(env, raw, q.cfg.Limits); isGroupRun(gid) {
 			if g = runs[gid]; g == 0 {
-				keys = append(keys, q.keys.group(gid), q.keys.groupDone(gid))
-				g = len(keys) - 1
+				g = len(keys) + 1 // the run's hash: KEYS[g] (runKeys)
+				keys = append(keys, q.runKeys(gid)...)
 				runs[gid] = g
 			}
 		}

@@ -23,6 +23,7 @@ type resultSlot struct {
 	limit int
 	data  []byte
 	err   error
+	node  nodeRef // the running task, when it is a workflow node (workflow_parent.go)
 }
 
 type resultSlotKey struct{}

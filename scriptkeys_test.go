@@ -46,6 +46,7 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 		"schedule_put":   schedulePutSrc, "schedule_due": scheduleDueSrc, "schedule_advance": scheduleAdvanceSrc, "schedule_ctl": scheduleCtlSrc,
 		"unique_enqueue": uniqueEnqueueSrc, "unique_release": uniqueReleaseSrc,
 	}
+	sent["workflow_submit"], sent["workflow_cancel"] = workflowSubmitSrc, workflowCancelSrc
 	for name, src := range sent {
 		problems := scriptKeyProblems(src)
 		require.Empty(t, problems, "the %s script builds or passes keys outside KEYS", name)
@@ -61,7 +62,7 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 	for _, f := range files {
 		src, err := os.ReadFile(f)
 		require.NoError(t, err)
-		if f != "lua/prelude.lua" && f != "lua/group.lua" && f != "lua/unique.lua" && f != "lua/levels.lua" {
+		if f != "lua/prelude.lua" && f != "lua/group.lua" && f != "lua/unique.lua" && f != "lua/levels.lua" && f != "lua/workflow.lua" {
 			require.True(t, in(string(src)), "%s is not in the list of scripts this test checks", f)
 			continue
 		}
@@ -72,8 +73,8 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 		}
 		require.Empty(t, strings.TrimSpace(luaCode(rest)), "%s holds code outside its functions", f)
 	}
-	require.Len(t, preludeFuncs, len(splitPrelude(preludeLua))+len(splitPrelude(groupLua))+len(splitPrelude(uniqueLua))+
-		len(splitPrelude(levelsLua)))
+	require.Len(t, preludeFuncs, len(splitPrelude(preludeLua))+len(splitPrelude(workflowLua))+len(splitPrelude(groupLua))+
+		len(splitPrelude(uniqueLua))+len(splitPrelude(levelsLua)))
 }
 
 // scriptKeyProblems returns each command of a Lua script whose key does not come from KEYS.

@@ -28,6 +28,12 @@ var (
 	groupLua string
 	//go:embed lua/levels.lua
 	levelsLua string
+	//go:embed lua/workflow.lua
+	workflowLua string
+	//go:embed lua/workflow_submit.lua
+	workflowSubmitLua string
+	//go:embed lua/workflow_cancel.lua
+	workflowCancelLua string
 
 	//go:embed lua/enqueue.lua
 	enqueueLua string
@@ -96,6 +102,11 @@ var (
 	scheduleDueScript     = redis.NewScript(scheduleDueSrc)
 	scheduleAdvanceScript = redis.NewScript(scheduleAdvanceSrc)
 	scheduleCtlScript     = redis.NewScript(scheduleCtlSrc)
+
+	workflowSubmitSrc    = withPrelude(workflowSubmitLua)
+	workflowCancelSrc    = withPrelude(workflowCancelLua)
+	workflowSubmitScript = redis.NewScript(workflowSubmitSrc)
+	workflowCancelScript = redis.NewScript(workflowCancelSrc)
 )
 
 // luaFunc is one function of the prelude: its name and its text (the comment lines right above it, its
@@ -103,7 +114,7 @@ var (
 type luaFunc struct{ name, text string }
 
 var (
-	preludeFuncs = splitPrelude(preludeLua + groupLua + uniqueLua + levelsLua)
+	preludeFuncs = splitPrelude(preludeLua + workflowLua + groupLua + uniqueLua + levelsLua)
 	luaFuncRe    = regexp.MustCompile(`^local function ([A-Za-z_]\w*)\(`)
 )
 

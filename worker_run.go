@@ -163,6 +163,7 @@ func (w *TaskWorker) runTask(f *inflight) {
 		f.ctx.deadline = w.timeouts.add(f, timeout)
 	}
 	f.slot.limit = w.q.maxResultBytes()
+	f.slot.node = nodeRef{q: w.q, spec: spec}
 	f.ctx.slot = &f.slot
 	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries})
 	start := time.Now()
