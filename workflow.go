@@ -178,13 +178,13 @@ func (w *Workflow) Chain(ids ...string) *Workflow {
 
 // plan is a validated workflow, flattened: task nodes only (group nodes expanded), in the order they were added.
 type plan struct {
-	ids      []string                   // task nodes in order
-	specs    map[string]*TaskSpec       // task node -> spec
-	parents  map[string][]edge          // task node -> its parents (task nodes), policies resolved
-	children map[string][]edge          // task node -> its children: edge.from holds the child
-	groups   map[string][]string        // group node -> members
-	graph    []WorkflowNodeInfo         // for the hash's "graph" field and Inspect
-	byNode   map[string]*WorkflowNode   // task node -> its node
+	ids      []string                 // task nodes in order
+	specs    map[string]*TaskSpec     // task node -> spec
+	parents  map[string][]edge        // task node -> its parents (task nodes), policies resolved
+	children map[string][]edge        // task node -> its children: edge.from holds the child
+	groups   map[string][]string      // group node -> members
+	graph    []WorkflowNodeInfo       // for the hash's "graph" field and Inspect
+	byNode   map[string]*WorkflowNode // task node -> its node
 }
 
 // Validate checks the workflow: ids, an unknown parent (a dangling edge), a cycle, the size bounds, every spec.
