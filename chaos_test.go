@@ -33,4 +33,5 @@ func TestChaos(t *testing.T) {
 	t.Run("16_SchemaVersions", func(t *testing.T) { t.Parallel(); chaosSchemaVersions(t) })
 	t.Run("21_ScheduleKilledSchedulers", func(t *testing.T) { t.Parallel(); chaosScheduleTicks(t) })
 	t.Run("22_UniqueKilledWorkers", func(t *testing.T) { t.Parallel(); chaosUniqueKilledWorkers(t, bin) })
+	t.Run("23_WorkflowKilledWorkers", func(t *testing.T) { t.Parallel(); chaosWorkflowKilledWorkers(t, bin) })
 }

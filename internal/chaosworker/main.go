@@ -24,6 +24,9 @@
 //   - panic: records a start, then panics, every time.
 //   - quick: records a start, sleeps sleep_ms, records done. Unlike work it never reads the ledger, so that a
 //     soak of many thousands of tasks costs no more per task at its end than at its start.
+//   - node: a workflow node (docs/workflows.md): reads each parent's result (taskqueue.ParentResult); records
+//     "early" (detail: the parent) and fails when one cannot be read, else records a start, sleeps sleep_ms,
+//     records done and returns its id as its result.
 //
 // With $CHAOS_STATS set, the process appends "<unix ns> <goroutines> <heap alloc bytes>" to that file, after a
 // garbage collection, each time it receives SIGUSR1: the soak test samples a long-lived worker for drift.
@@ -71,6 +74,7 @@ func main() {
 	ref := taskqueue.NewReferenceResolver()
 	taskqueue.MustRegister(ref, Module, "work", l.work)
 	taskqueue.MustRegister(ref, Module, "quick", l.quick)
+	taskqueue.MustRegisterResult(ref, Module, "node", l.node)
 	if path := os.Getenv("CHAOS_STATS"); path != "" {
 		writeStatsOnSignal(path)
 	}
@@ -190,4 +194,26 @@ func (l *ledgerFile) work(ctx context.Context, a WorkArgs) error {
 	}
 	l.record("done", a.ID, "")
 	return nil
+}
+
+// NodeArgs are the arguments of chaos.node.
+type NodeArgs struct {
+	ID      string   `json:"id"`
+	Node    string   `json:"node"`
+	Parents []string `json:"parents"`
+	SleepMS int64    `json:"sleep_ms"`
+}
+
+func (l *ledgerFile) node(ctx context.Context, a NodeArgs) (string, error) {
+	for _, p := range a.Parents {
+		v, err := taskqueue.ParentResult[string](ctx, p)
+		if err != nil || v != p {
+			l.record("early", a.ID, p)
+			return "", fmt.Errorf("chaos: parent %s of %s not done: %v", p, a.Node, err)
+		}
+	}
+	l.record("start", a.ID, "")
+	time.Sleep(time.Duration(a.SleepMS) * time.Millisecond)
+	l.record("done", a.ID, "")
+	return a.Node, nil
 }
