@@ -318,3 +318,14 @@ func (r *WorkflowRun) Cancel(ctx context.Context) (*WorkflowCancel, error) {
 // sees its context cancelled, and it is never retried), cancel each of taskIDs here; its dead letter or
 // cancellation then completes its node as failed, through the same group_done path, and the workflow ends.
 func (q *RedisTaskQueue) cancelStartedNodes(_ context.Context, _ []string) error { return nil }
+
+// Workflow returns the workflow id as data, as [WorkflowRun.Inspect] does: for the CLI and dashboards, which hold
+// an [Admin]. On a sharded queue it looks in the shard of the workflow id (workflows are submitted to one
+// [RedisTaskQueue]; see docs/workflows.md). [ErrWorkflowNotFound] when it does not exist.
+func (a *Admin) Workflow(ctx context.Context, id string) (*WorkflowInfo, error) {
+	run, err := a.shard(id).OpenWorkflow(id)
+	if err != nil {
+		return nil, err
+	}
+	return run.Inspect(ctx)
+}
