@@ -73,7 +73,8 @@ func ExampleRedisTaskQueue_SubmitWorkflow() {
 		panic(err)
 	}
 	fmt.Println("workflow", info.State)
-	for _, n := range info.Nodes {
+	for i := range info.Nodes {
+		n := &info.Nodes[i]
 		var v int
 		_ = n.Decode(&v)
 		fmt.Printf("%-5s after [%s]: %s, %d\n", n.ID, strings.Join(n.Parents, " "), n.State, v)

@@ -93,9 +93,9 @@ type WorkflowInfo struct {
 
 // Node returns the node with id.
 func (w *WorkflowInfo) Node(id string) (WorkflowNodeInfo, bool) {
-	for _, n := range w.Nodes {
-		if n.ID == id {
-			return n, true
+	for i := range w.Nodes {
+		if w.Nodes[i].ID == id {
+			return w.Nodes[i], true
 		}
 	}
 	return WorkflowNodeInfo{}, false
@@ -104,8 +104,8 @@ func (w *WorkflowInfo) Node(id string) (WorkflowNodeInfo, bool) {
 // Count returns how many nodes are in state s.
 func (w *WorkflowInfo) Count(s NodeState) int {
 	c := 0
-	for _, n := range w.Nodes {
-		if n.State == s {
+	for i := range w.Nodes {
+		if w.Nodes[i].State == s {
 			c++
 		}
 	}
@@ -289,8 +289,8 @@ func (r *WorkflowRun) Cancel(ctx context.Context) (*WorkflowCancel, error) {
 	}
 	args := make([]any, 1, 1+len(info.Nodes))
 	args[0] = "cancelled"
-	for _, n := range info.Nodes {
-		args = append(args, n.TaskID)
+	for i := range info.Nodes {
+		args = append(args, info.Nodes[i].TaskID)
 	}
 	res, err := workflowCancelScript.Run(ctx, r.q.rdb, r.q.runKeys(r.GroupID()), args...).Slice()
 	if err != nil {

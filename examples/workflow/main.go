@@ -67,8 +67,9 @@ func main() {
 	role := flag.String("role", "all", "all (producer and worker in one process), worker, or submit")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *role); err != nil {
+	err := run(ctx, *role)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "workflow:", err)
 		os.Exit(1)
 	}
@@ -182,7 +183,10 @@ func startWorker(ctx context.Context, q *taskqueue.RedisTaskQueue, log *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	return w, w.Start(ctx)
+	if err := w.Start(ctx); err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 // etl is the DAG: extract -> transforms (one node per region, in parallel) -> load -> report.
@@ -218,7 +222,8 @@ func wait(ctx context.Context, run *taskqueue.WorkflowRun) error {
 		return err
 	}
 	fmt.Printf("workflow %s %s:\n", run.ID, info.State)
-	for _, n := range info.Nodes {
+	for i := range info.Nodes {
+		n := &info.Nodes[i]
 		indent := strings.Repeat("  ", depth(info, n.ID))
 		fmt.Printf("  %s%s: %s %s\n", indent, n.ID, n.State, clip(string(n.Result)))
 	}
