@@ -12,12 +12,13 @@ import (
 // run the same way: each iteration submits a workflow of 100 nodes (10 layers of 10, each node after 2 nodes of
 // the layer before; plain: one batch enqueue of 100 tasks), then leases and acks whatever is pending, a batch at a
 // time, until every node has completed. It reports the server's CPU (INFO cpu, user + system) and the script
-// calls per node, and the nodes per batch the layering allows. No worker runs: only the scripts are measured.
+// calls per node. No worker runs: only the scripts are measured. submit-only submits the workflows and runs none
+// of their nodes: the share of the submit in a node's cost.
 //
 //	go test -run '^$' -bench WorkflowNode -benchtime 50x .
 func BenchmarkWorkflowNode(b *testing.B) {
 	const layers, width = 10, 10
-	for _, kind := range []string{"plain", "workflow"} {
+	for _, kind := range []string{"plain", "workflow", "submit-only"} {
 		b.Run(kind, func(b *testing.B) {
 			s := newReal(b, nil)
 			ctx := context.Background()
@@ -43,6 +44,9 @@ func BenchmarkWorkflowNode(b *testing.B) {
 					}
 					_, err := s.q.SubmitWorkflow(ctx, wf, nil)
 					require.NoError(b, err)
+				}
+				if kind == "submit-only" {
+					continue
 				}
 				for left := layers * width; left > 0; {
 					ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 100})
