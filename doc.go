@@ -94,6 +94,14 @@
 // JSON result with [SetResult] (or [RegisterResult]); members' results come back in the [GroupResult], other
 // tasks' through [RedisTaskQueue.Result], [ShardedQueue.Result] or [MemoryQueue.Result]. See docs/groups.md.
 //
+// # Workflows
+//
+// A [Workflow] is a DAG of tasks (chains, diamonds, groups as nodes) that [RedisTaskQueue.SubmitWorkflow] stores
+// in one script call, idempotent by its id. No coordinator runs: the script that acknowledges or dead-letters a
+// node releases the nodes whose last parent it was. A node reads its parents' results with [ParentResult]; a
+// [FailurePolicy] per node or edge decides what a failure does downstream; [WorkflowRun.Wait], [WorkflowRun.Inspect]
+// and [WorkflowRun.Cancel] act on a submitted one. See docs/workflows.md.
+//
 // # Example
 //
 // A producer needs a reference resolver under the resolver id it uses, but none of the workers' functions:
