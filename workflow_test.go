@@ -435,3 +435,35 @@ func TestParentResultOutsideWorkflow(t *testing.T) {
 	_, err := ParentResult[int](context.Background(), "a")
 	require.ErrorIs(t, err, ErrNotWorkflowNode)
 }
+
+// A node whose worker keeps crashing is dead-lettered by the reaper (MaxDeliveries), in the script that completes
+// its node: its stop dependants are skipped and its continue dependant is released, in that same call.
+func TestWorkflowReaperDeadLettersCrashLoopingNode(t *testing.T) {
+	t.Parallel()
+	backends(t, &RedisConfig{Lease: 200 * time.Millisecond, MaxDeliveries: 1}, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		registerStep(t, s)
+		wf := NewWorkflow("crash")
+		wf.Add("a", step("a"))
+		wf.Add("b", step("b")).After("a")
+		wf.Add("c", step("c")).AfterWith(FailContinue, "a")
+		run, err := s.q.SubmitWorkflow(ctx, wf, nil)
+		require.NoError(t, err)
+		s.lease(t, 1)
+		s.advance(300 * time.Millisecond)
+		rr, err := s.q.Reap(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1, rr.Dead)
+		info, err := run.Inspect(ctx)
+		require.NoError(t, err)
+		a, _ := info.Node("a")
+		require.Equal(t, NodeFailed, a.State)
+		require.Contains(t, a.Error, ErrMaxDeliveries.Error())
+		b, _ := info.Node("b")
+		require.Equal(t, NodeSkipped, b.State)
+		c, _ := info.Node("c")
+		require.Equal(t, NodeQueued, c.State)
+		ds := s.lease(t, 1)
+		require.Equal(t, run.TaskID("c"), ds[0].Spec.TaskID)
+	})
+}
