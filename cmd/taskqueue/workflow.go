@@ -64,8 +64,9 @@ func runWorkflow(ctx context.Context, c *cli, _ any, args []string) error {
 	}
 	if c.g.json {
 		nodes := make([]workflowNodeJSON, len(info.Nodes))
-		for i, n := range info.Nodes {
-			nodes[i] = workflowNodeJSON{WorkflowNodeInfo: n, TaskID: n.TaskID, State: n.State, Error: n.Error}
+		for i := range info.Nodes {
+			n := &info.Nodes[i]
+			nodes[i] = workflowNodeJSON{WorkflowNodeInfo: *n, TaskID: n.TaskID, State: n.State, Error: n.Error}
 			if n.Result != nil {
 				nodes[i].Result = n.Result
 			}
@@ -81,7 +82,8 @@ func runWorkflow(ctx context.Context, c *cli, _ any, args []string) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tALSO AFTER\tERROR / RESULT")
 	depth := map[string]int{}
-	for _, n := range info.Nodes {
+	for i := range info.Nodes {
+		n := &info.Nodes[i]
 		d, also := 0, ""
 		if len(n.Parents) > 0 {
 			d = depth[n.Parents[0]] + 1
