@@ -142,7 +142,7 @@ loop:
 	}
 	require.LessOrEqual(t, extra, kills*concurrency, "runs beyond the first are bounded by what the killed processes held")
 	waitStats(t, q, 15*time.Second, Counts{})
-	figure(t, "22_WorkflowKilledWorkers", "nodes", info.Total, "kills", kills, "extra_runs", extra, "early", 0,
+	figure(t, "23_WorkflowKilledWorkers", "nodes", info.Total, "kills", kills, "extra_runs", extra, "early", 0,
 		"stuck", 0, "took_ms", ms(took))
 	chaosResult(t, "a DAG of %d nodes (40 layers) ended succeeded in %s through %d SIGKILLs of 3 worker processes: every node succeeded once in the workflow, %d extra runs (killed in flight), none before its parents",
 		info.Total, took.Round(time.Millisecond), kills, extra)
