@@ -428,3 +428,43 @@ func (e *UniqueError) Error() string {
 
 // Unwrap returns [ErrInvalidUnique].
 func (e *UniqueError) Unwrap() error { return ErrInvalidUnique }
+
+// Errors of the control over single tasks: cancel, delete, progress and snooze (docs/control.md).
+var (
+	// ErrCancelled is the cause (context.Cause) of the context of a task cancelled by [Admin.Cancel] while it
+	// ran, and the error a cancelled run ends with.
+	ErrCancelled = errors.New("taskqueue: task cancelled")
+	// ErrAlreadyFinished is returned for a cancel, delete or progress of a task that finished: acknowledged,
+	// dead-lettered (cancel) or cancelled.
+	ErrAlreadyFinished = errors.New("taskqueue: task already finished")
+	// ErrTaskRunning is returned by [Admin.Delete] for a task a worker is running: cancel it ([Admin.Cancel]),
+	// then delete its record.
+	ErrTaskRunning = errors.New("taskqueue: task is running; cancel it first")
+	// ErrInvalidProgress is returned by [ReportProgress] for a percentage outside 0 to 100, and outside a task.
+	ErrInvalidProgress = errors.New("taskqueue: invalid progress")
+	// ErrInvalidSnooze is the failure of a run whose handler returned a [Snooze] of zero or less, or longer
+	// than [MaxSnoozeDelay]; ErrSnoozeLimit of one that snoozed more than [MaxSnoozes] times. Either run counts
+	// as a failed attempt.
+	ErrInvalidSnooze = errors.New("taskqueue: invalid snooze")
+	ErrSnoozeLimit   = errors.New("taskqueue: snooze limit reached")
+)
+
+// ControlError is what [Admin.Cancel], [Admin.Delete] and [Admin.TaskProgress] return when they cannot act on a
+// task: it names the operation, the task and where the task is, and wraps [ErrNotFound], [ErrAlreadyFinished] or
+// [ErrTaskRunning].
+type ControlError struct {
+	Op     string // "cancel", "delete" or "progress"
+	TaskID string
+	State  State // where the task is: StateDone, StateDead, StateCancelled, StateActive; empty when not found
+	Err    error
+}
+
+func (e *ControlError) Error() string {
+	s := fmt.Sprintf("taskqueue: %s %s: %v", e.Op, quote(e.TaskID), e.Err)
+	if e.State != "" {
+		s += " (" + string(e.State) + ")"
+	}
+	return s
+}
+
+func (e *ControlError) Unwrap() error { return e.Err }

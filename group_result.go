@@ -18,6 +18,7 @@ const (
 	MemberPending   MemberState = "pending"   // not completed yet (queued, running, or retrying)
 	MemberSucceeded MemberState = "succeeded" // acknowledged
 	MemberFailed    MemberState = "failed"    // dead-lettered: retries exhausted, ErrSkipRetry, lost too often, or parked
+	MemberCancelled MemberState = "cancelled" // cancelled or deleted before it completed (Admin.Cancel, Admin.CancelGroup)
 )
 
 // MemberOutcome is the outcome of one member of a group run.
@@ -26,7 +27,7 @@ type MemberOutcome struct {
 	ID, TaskID string
 	// State tells whether it completed, and how.
 	State MemberState
-	// Error is the reason a failed member was dead-lettered.
+	// Error is the reason a failed member was dead-lettered ("cancelled" or "deleted" for a cancelled one).
 	Error string
 	// Result is the JSON result a succeeded member's handler set ([SetResult]), nil if none.
 	Result json.RawMessage
@@ -46,8 +47,9 @@ type GroupResult struct {
 	GroupID string
 	Name    string
 	RunID   string
-	// Total, Succeeded, Failed and Pending count the members.
+	// Total, Succeeded, Failed, Cancelled and Pending count the members.
 	Total, Succeeded, Failed, Pending int
+	Cancelled                         int
 	Members                           []MemberOutcome
 }
 
@@ -96,6 +98,9 @@ func newGroupResult(r *GroupRun, h map[string]string) *GroupResult {
 				m.Result = json.RawMessage(v[1:])
 			}
 			res.Succeeded++
+		case v[0] == '2': // lua/cancel.lua
+			m.State, m.Error = MemberCancelled, v[1:]
+			res.Cancelled++
 		default:
 			m.State, m.Error = MemberFailed, v[1:]
 			res.Failed++
@@ -131,9 +136,13 @@ type GroupPolicyFunc func(r *GroupResult) error
 // Evaluate implements [GroupPolicy].
 func (f GroupPolicyFunc) Evaluate(r *GroupResult) error { return f(r) }
 
-// StrictPolicy (the default) fails the group if any member failed.
+// StrictPolicy (the default) fails the group if any member failed or was cancelled (then the error also wraps
+// [ErrCancelled]).
 func StrictPolicy() GroupPolicy {
 	return GroupPolicyFunc(func(r *GroupResult) error {
+		if r.Cancelled > 0 {
+			return fmt.Errorf("%w: %s: strict: %d of %d members cancelled (%w), %d failed", ErrGroupFailed, r.GroupID, r.Cancelled, r.Total, ErrCancelled, r.Failed)
+		}
 		if r.Failed > 0 {
 			return fmt.Errorf("%w: %s: strict: %d of %d members failed: %s", ErrGroupFailed, r.GroupID, r.Failed, r.Total, idList(r.FailedIDs()))
 		}

@@ -309,6 +309,9 @@ func (q *RedisTaskQueue) inspect(ctx context.Context, taskID string) (TaskInfo, 
 	if err := pipeErr(cmds, err); err != nil {
 		return TaskInfo{}, fmt.Errorf("taskqueue: inspect: %w", classify(err))
 	}
+	if env.Err() == nil && isCancelledRecord(env.Val()) {
+		return q.cancelledInfo(ctx, taskID, env.Val()) // cancel.go
+	}
 	if env.Err() == nil && isTombstone(env.Val()) {
 		return TaskInfo{}, fmt.Errorf("%w: %s", ErrNotFound, quote(taskID))
 	}

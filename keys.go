@@ -119,3 +119,14 @@ func (k keySet) scheduleWake() string { return k.tag + ":schedules:wake" }
 func (k keySet) schedules() []string {
 	return []string{k.tag + ":schedules", k.tag + ":schedules:due", k.tag + ":schedules:state"}
 }
+
+// cancelled is the sorted set of the queue's cancelled tasks (id -> when cancelled, ms, server clock), kept for
+// RedisConfig.ControlRetention; lua/cancel.lua publishes the ids of cancelled running tasks on cancelNotify.
+func (k keySet) cancelled() string { return k.tag + ":cancelled" }
+
+// cancelNotify is the pub/sub channel of the queue's cancels of running tasks (cancelled() plus ":notify",
+// computed in Lua from the cancelled key): every worker of the queue subscribes to it (cancel_listener.go).
+func (k keySet) cancelNotify() string { return k.tag + ":cancelled:notify" }
+
+// progress holds the last progress a task's handler reported (ReportProgress), for RedisConfig.ControlRetention.
+func (k keySet) progress(taskID string) string { return k.tag + ":progress:" + taskID }

@@ -132,6 +132,9 @@ type RedisConfig struct {
 	ResultTTL time.Duration
 	// Logger receives the queue's warnings (parked tasks). Default slog.Default().
 	Logger *slog.Logger
+	// ControlRetention is how long a cancelled task ([Admin.Cancel]) and a task's last progress
+	// ([ReportProgress]) stay readable. Default 24h, minimum 1s. See docs/control.md.
+	ControlRetention time.Duration
 	// Signing, if set, signs every envelope on enqueue and parks, at pickup, any task whose signature is missing
 	// or does not verify, before it is resolved. Default nil: no signing, and signatures are not checked.
 	Signing *SigningConfig
@@ -183,6 +186,9 @@ func (c *RedisConfig) withDefaults() RedisConfig {
 	if out.Logger == nil {
 		out.Logger = slog.Default()
 	}
+	if out.ControlRetention == 0 {
+		out.ControlRetention = 24 * time.Hour
+	}
 	return out
 }
 
@@ -200,6 +206,8 @@ func (c *RedisConfig) validate() error {
 		return fmt.Errorf("%w: MaxResultBytes must be between 1 and 64 MiB", ErrInvalidConfig)
 	case c.ResultTTL < time.Second:
 		return fmt.Errorf("%w: ResultTTL must be at least 1s", ErrInvalidConfig)
+	case c.ControlRetention < time.Second:
+		return fmt.Errorf("%w: ControlRetention must be at least 1s", ErrInvalidConfig)
 	case !resolverIDPattern.MatchString(c.DefaultResolverID):
 		return fmt.Errorf("%w: DefaultResolverID %s", ErrInvalidConfig, quote(c.DefaultResolverID))
 	}

@@ -41,7 +41,7 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 	// The scripts exactly as they are sent (the prelude functions each calls, then its own file).
 	sent := map[string]string{
 		"enqueue": enqueueSrc, "dequeue": dequeueSrc, "dispatch": dispatchSrc, "ack": ackSrc, "settle": settleSrc,
-		"extend": extendSrc, "reap": reapSrc, "dead": deadSrc, "pause": pauseSrc, "purge": purgeSrc,
+		"extend": extendSrc, "reap": reapSrc, "cancel": cancelSrc, "dead": deadSrc, "pause": pauseSrc, "purge": purgeSrc,
 		"enqueue_levels": enqueueLevelsSrc,
 		"schedule_put":   schedulePutSrc, "schedule_due": scheduleDueSrc, "schedule_advance": scheduleAdvanceSrc, "schedule_ctl": scheduleCtlSrc,
 		"unique_enqueue": uniqueEnqueueSrc, "unique_release": uniqueReleaseSrc,

@@ -14,6 +14,8 @@ const (
 	StateRetry     State = "retry"     // waiting for the due time of its next run after a failure
 	StateActive    State = "active"    // leased by a worker
 	StateDead      State = "dead"      // dead-lettered, waiting for an operator
+	StateCancelled State = "cancelled" // cancelled by Admin.Cancel; kept for a retention period (docs/control.md)
+	StateDone      State = "done"      // acknowledged: only a ControlError reports it (the task left the queue)
 )
 
 // statusReady is the seed's name of [StatePending], still read in an envelope's status and by [ParseState].

@@ -28,6 +28,8 @@ const (
 	EventReleased   EventKind = "released"    // the task was handed back at shutdown
 	EventLeaseLost  EventKind = "lease_lost"  // the delivery's lease was lost; its result was not recorded
 	EventQueueError EventKind = "queue_error" // a queue call failed (the error is in Event.Err)
+	EventCancelled  EventKind = "cancelled"   // the task was cancelled while it ran (Admin.Cancel); Err says how it ended
+	EventSnoozed    EventKind = "snoozed"     // the handler returned Snooze: the task runs again after Delay
 )
 
 // Event describes one step of a task in a worker. Hooks run synchronously on the worker's goroutines: keep
@@ -180,6 +182,8 @@ type TaskWorker struct {
 	leases *leaseKeeper
 	reaper *reaper
 
+	control *cancelListener // cancels of running tasks (cancel_listener.go); nil for a queue without them
+
 	health workerHealth // timestamps of the last successful round trips, for Health (health.go)
 	probe  *queueProbe  // the start-up look at the queue (exists.go); nil when there is none
 }
@@ -254,6 +258,8 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	w.leases.start()
 	w.reaper.start()
 	w.picker.start()
+	w.control = newCancelListener(w)
+	w.control.start(w.baseCtx)
 	w.cfg.Logger.Info("taskqueue: worker started", slog.String("worker", w.cfg.Name), slog.Int("concurrency", w.cfg.Concurrency))
 	w.probe = w.startQueueProbe()
 	return nil
@@ -295,6 +301,7 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	w.timeouts.stop()
 	w.acker.stop()  // no more acks can come: the last are sent
 	w.leases.stop() // no task runs any more
+	w.control.stop()
 	w.reaper.wait()
 	w.mu.Lock()
 	w.state = stateStopped

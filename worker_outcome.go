@@ -18,6 +18,8 @@ func (w *TaskWorker) recordOutcome(f *inflight, runErr error, took time.Duration
 		w.forget(f, nil)
 		w.freeSlots(1)
 		w.unlockGate(f)
+	case w.control.wasCancelled(f): // cancel_listener.go
+		w.endCancelled(f, runErr, took)
 	case runErr == nil:
 		spec := f.d.Spec
 		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: f.d.Deliveries, Duration: took})
@@ -41,6 +43,13 @@ func (w *TaskWorker) recordFailure(f *inflight, runErr error, took time.Duration
 	if errors.Is(runErr, ErrLeaseLost) || errors.Is(runErr, ErrLeaseExpired) {
 		w.forget(f, runErr)
 		return
+	}
+	if s, ok := snoozeOf(runErr); ok { // snooze.go
+		done, err := w.trySnooze(f, s, took)
+		if done {
+			return
+		}
+		runErr = err
 	}
 	d, spec := f.d, f.d.Spec
 	rs := w.outcomeResend(f)

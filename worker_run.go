@@ -28,6 +28,7 @@ type inflight struct {
 
 	prev, next *inflight // the held list (w.mu)
 	timeout    timeoutLink
+	progress   atomic.Pointer[progressState] // set by the first ReportProgress (progress.go)
 }
 
 var errStopping = errors.New("taskqueue: worker stopping")
@@ -150,6 +151,8 @@ func (w *TaskWorker) runTask(f *inflight) {
 	d := f.d
 	spec := d.Spec
 	w.gate.enter(d)
+	// A cancel that came before this pickup reached the held list (cancel_listener.go).
+	w.control.check(f)
 	if f.ctx.Context.Err() != nil { // handed back by Stop while it waited for the gate
 		w.recordOutcome(f, context.Cause(f.ctx.Context), 0)
 		return
@@ -165,10 +168,12 @@ func (w *TaskWorker) runTask(f *inflight) {
 	f.slot.limit = w.q.maxResultBytes()
 	f.slot.node = nodeRef{q: w.q, spec: spec}
 	f.ctx.slot = &f.slot
+	f.ctx.w, f.ctx.run = w, f // for ReportProgress (progress.go)
 	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries})
 	start := time.Now()
 	err := w.safeRun(&f.ctx, spec)
 	took := time.Since(start)
+	f.flushProgress() // progress.go: the last report a throttle held back
 	if timeout > 0 {
 		w.timeouts.remove(f)
 	}
@@ -192,6 +197,8 @@ type taskCtx struct {
 	context.Context
 	deadline time.Time // zero without a timeout
 	slot     *resultSlot
+	w        *TaskWorker // the worker and the run, for ReportProgress (progress.go)
+	run      *inflight
 }
 
 func (c *taskCtx) Deadline() (time.Time, bool) {
@@ -212,6 +219,9 @@ func (c *taskCtx) Err() error {
 func (c *taskCtx) Value(key any) any {
 	if _, ok := key.(resultSlotKey); ok && c.slot != nil {
 		return c.slot
+	}
+	if _, ok := key.(taskCtxKey); ok && c.run != nil {
+		return c
 	}
 	return c.Context.Value(key)
 }

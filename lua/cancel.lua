@@ -1,0 +1,107 @@
+-- cancel: cancel or delete one task by id, wherever it is; one script, so that no delivery can slip between the
+-- look and the write (an ack, a retry or the reaper waits until it is done). See docs/control.md.
+-- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, active, lease, deliveries, scheduled,
+-- dead, errors, leases, batches and inflight; then KEYS[#all + 1] = cancelled (ZSET id -> when cancelled, ms),
+-- KEYS[#all + 2] = the task's progress key, and, when ARGV[5] is 1, that run's hash and done list.
+-- ARGV[1] = mode: "cancel" or "delete"; ARGV[2] = task id; ARGV[3] = retention of cancelled tasks in ms;
+-- ARGV[4] = the number of KEYS of the key set (where the extra KEYS start); ARGV[5] = 1 when the group run's keys
+-- follow (the task's stored envelope names a group run), else 0.
+-- Where the task is, and what each mode does:
+--   pending, scheduled (retry included): cancel and delete take it out at once;
+--   active (a '-' in a lease record of batches, or the previous layout's active): cancel marks its position 'c'
+--     (ack, extend and settle then refuse it, and the reaper never gives it back), counts it out of inflight and
+--     publishes its id on the control channel (cancelled .. ':notify', keys.go), so that the worker running it cancels its context; delete refuses;
+--   dead: delete removes it (as DeleteDead does); cancel refuses (it already finished);
+--   cancelled (its value in tasks is '~c' .. envelope): delete removes the record; cancel refuses;
+--   acked (a tombstone, '~' .. token) or unknown: both refuse.
+-- A cancelled task keeps its id in tasks as '~c' .. its envelope: pickup drops any value that starts with '~'
+-- (dequeue.lua), so a stray copy of its id can never start it, and enqueue.lua reads the id as finished. It is
+-- scored in cancelled by the time of the cancel; records older than the retention are dropped, up to 100 per call.
+-- A group member that is cancelled or deleted before it completed completes its run as cancelled
+-- (group_done, outcome "2" .. reason), so the run's waiter is released.
+-- Returns {code, state}: code 1 done; 0 not found; 2 already finished (state: "done", "dead" or "cancelled");
+-- 3 refused: the task is running (delete). state is where the task was.
+local tasks, pending, active, lease, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local scheduled, dead, errors = KEYS[6], KEYS[7], KEYS[8]
+local leases, batches, inflight = KEYS[14], KEYS[15], KEYS[16]
+local mode, id, keep, nk = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local cancelled, progress = KEYS[nk + 1], KEYS[nk + 2]
+local gk, gw
+if ARGV[5] == '1' then gk, gw = KEYS[nk + 3], KEYS[nk + 4] end
+local now = now_ms()
+
+-- Drop cancelled records past their retention (a bounded amount per call).
+local old = redis.call('ZRANGEBYSCORE', cancelled, '-inf', now - keep, 'LIMIT', 0, 100)
+if #old > 0 then
+  local vals = redis.call('HMGET', tasks, unpack(old))
+  for i = 1, #old do
+    if vals[i] and string.sub(vals[i], 1, 2) == '~c' then redis.call('HDEL', tasks, old[i]) end
+  end
+  redis.call('ZREM', cancelled, unpack(old))
+end
+
+local v = redis.call('HGET', tasks, id)
+if not v then return {0, ''} end
+if string.byte(v, 1) == 126 then
+  if string.sub(v, 2, 2) ~= 'c' then return {2, 'done'} end
+  if mode ~= 'delete' then return {2, 'cancelled'} end
+  redis.call('HDEL', tasks, id)
+  redis.call('ZREM', cancelled, id)
+  redis.call('DEL', progress)
+  return {1, 'cancelled'}
+end
+if redis.call('ZSCORE', dead, id) then
+  if mode ~= 'delete' then return {2, 'dead'} end
+  redis.call('ZREM', dead, id)
+  redis.call('HDEL', errors, id)
+  redis.call('HDEL', tasks, id)
+  redis.call('HDEL', deliveries, id)
+  redis.call('DEL', progress)
+  return {1, 'dead'}
+end
+
+local state = 'pending'
+if redis.call('ZREM', scheduled, id) == 1 then
+  state = 'scheduled'
+elseif redis.call('LREM', pending, 0, id) == 0 then
+  -- Not waiting: find the lease record that holds it (every batch in flight is looked at: the workers and their
+  -- concurrency bound them).
+  local needle = cjson.encode(id)
+  for _, b in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
+    local raw = redis.call('HGET', batches, b .. ':ids')
+    if raw and string.find(raw, needle, 1, true) then
+      local ids, mask = cjson.decode(raw), record_of(batches, b)
+      for pos = 1, #ids do
+        if ids[pos] == id and mask and string.sub(mask, pos, pos) == '-' then
+          if mode == 'delete' then return {3, 'active'} end
+          redis.call('HSET', batches, b, string.sub(mask, 1, pos - 1) .. 'c' .. string.sub(mask, pos + 1))
+          redis.call('INCRBY', inflight, -1)
+          state = 'active'
+          break
+        end
+      end
+    end
+    if state == 'active' then break end
+  end
+  if state ~= 'active' and redis.call('ZSCORE', active, id) then
+    if mode == 'delete' then return {3, 'active'} end
+    redis.call('ZREM', active, id)
+    redis.call('HDEL', lease, id)
+    state = 'active'
+  end
+end
+redis.call('HDEL', deliveries, id)
+-- HOOK(unique): release the task's unique lock here, once the unique-task feature stores one (it is held through
+-- retries and must go on every path out of the queue; a cancel and a delete are such paths).
+-- HOOK(limits): a per-key concurrency slot is held by the delivery's lease: marking the position 'c' above ends
+-- the lease's hold on it, for the feature that keeps slots to release here.
+if mode == 'cancel' then
+  redis.call('HSET', tasks, id, '~c' .. v)
+  redis.call('ZADD', cancelled, now, id)
+  if state == 'active' then redis.pcall('PUBLISH', cancelled .. ':notify', id) end
+else
+  redis.call('HDEL', tasks, id)
+  redis.call('DEL', progress)
+end
+if gk then group_done(gk, gw, id, '2' .. ({cancel = 'cancelled', delete = 'deleted'})[mode]) end
+return {1, state}
