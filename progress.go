@@ -33,7 +33,7 @@ type TaskProgress struct {
 	Percent   float64   `json:"percent"`             // 0 to 100
 	Message   string    `json:"message,omitempty"`   // at most MaxProgressMessage bytes
 	Truncated bool      `json:"truncated,omitempty"` // the handler's message was longer and was cut
-	At        time.Time `json:"at"`                  // when the handler reported it (the worker's clock)
+	At        time.Time `json:"at,omitzero"`         // when the handler reported it (the worker's clock)
 }
 
 type taskCtxKey struct{}

@@ -410,6 +410,8 @@ const exitHelp = `Exit codes:
   4  declined: the confirmation prompt was answered no; nothing changed
   5  no such queue: no key of the queue exists under --key-prefix in that database
      (a wrong prefix or db, or a queue never written); every command but pause exits so
+  6  already finished: cancel, delete-task or progress named a task that finished
+  7  running: delete-task named a running task (cancel it first)
 `
 
 func overview() string {
