@@ -114,6 +114,24 @@ func (l *cancelListener) cancel(taskID string) {
 	for _, f := range fl {
 		f.cancel(ErrCancelled)
 		w.cfg.Logger.Info("taskqueue: task cancelled while running", slog.String("worker", w.cfg.Name), slog.String("task_id", truncate(taskID, 64)))
+		time.AfterFunc(cancelGrace, func() { l.reportIgnored(f) })
+	}
+}
+
+// cancelGrace is how long a cancelled handler may take to return before the worker reports that it ignores its
+// context.
+const cancelGrace = 5 * time.Second
+
+// reportIgnored warns when a cancelled run is still held cancelGrace after its cancel: its handler ignores its
+// context (its goroutine and slot stay taken until it returns; its outcome is refused then).
+func (l *cancelListener) reportIgnored(f *inflight) {
+	w := l.w
+	w.mu.Lock()
+	held := f.prev != nil || w.heldHead == f
+	w.mu.Unlock()
+	if held && !f.handed.Load() {
+		w.cfg.Logger.Warn("taskqueue: a cancelled task's handler ignores its context and still runs",
+			slog.String("worker", w.cfg.Name), slog.String("task_id", truncate(f.d.Spec.TaskID, 64)), slog.Duration("since_cancel", cancelGrace))
 	}
 }
 

@@ -259,12 +259,11 @@ func TestCancelRacesAck(t *testing.T) {
 		wg.Go(func() { _, cancelErr = s.adm.Cancel(ctx, id) })
 		wg.Wait()
 		_, inspectErr := s.adm.Inspect(ctx, id)
-		switch {
-		case ackErr == nil:
+		if ackErr == nil {
 			require.ErrorIs(t, cancelErr, ErrAlreadyFinished, id)
 			require.ErrorIs(t, inspectErr, ErrNotFound, id) // acked: a tombstone
 			ackWon++
-		default:
+		} else {
 			require.ErrorIs(t, ackErr, ErrLeaseLost, id)
 			require.NoError(t, cancelErr, id)
 			require.NoError(t, inspectErr, id)
@@ -280,8 +279,6 @@ func TestCancelRacesAck(t *testing.T) {
 func TestCancelBeforeLaunch(t *testing.T) {
 	t.Parallel()
 	s := newMini(t, nil)
-	reg := s.reg
-	_ = reg
 	var ran atomic.Int32
 	require.NoError(t, Register(s.ref, "m", "count", func(context.Context, struct{}) error { ran.Add(1); return nil }))
 	rec := &recorder{}
@@ -334,4 +331,35 @@ func TestCancelGroupReleasesWaiter(t *testing.T) {
 	require.Equal(t, Counts{}, s.counts(t))
 	_, err = s.adm.CancelGroup(ctx, run.GroupID())
 	require.ErrorIs(t, err, ErrGroupNotFound) // the completed Wait cleaned the run up
+}
+
+// TestCancelCatchUpAfterLostMessage: a cancel whose message the worker missed (not subscribed yet, or a cut
+// connection) reaches the handler at the worker's next (re)subscription, from the record in Redis.
+func TestCancelCatchUpAfterLostMessage(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, &RedisConfig{Lease: time.Minute})
+	ctx := context.Background()
+	started, ended := make(chan struct{}, 1), make(chan error, 1)
+	require.NoError(t, Register(s.ref, "m", "block", func(ctx context.Context, _ struct{}) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		ended <- context.Cause(ctx)
+		return ctx.Err()
+	}))
+	rec := &recorder{}
+	w := startWorker(t, s.q, quietWorker(WorkerConfig{Concurrency: 1}, rec))
+	require.NoError(t, s.q.Enqueue(ctx, NewTaskSpec("t1", Ref("m", "block", nil))))
+	<-started
+	// The cancel's record, as cancel.lua writes it, without its message.
+	env, err := s.rdb.HGet(ctx, s.q.keys.key(keyTasks), "t1").Result()
+	require.NoError(t, err)
+	require.NoError(t, s.rdb.HSet(ctx, s.q.keys.key(keyTasks), "t1", "~c"+env).Err())
+	w.control.catchUp(s.q)
+	select {
+	case cause := <-ended:
+		require.ErrorIs(t, cause, ErrCancelled)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the handler was not cancelled")
+	}
+	waitFor(t, 20*time.Second, "the cancelled event", func() bool { return rec.count(EventCancelled) == 1 })
 }

@@ -89,7 +89,7 @@ func chaosCancelStopped(t *testing.T, bin string) {
 	a.signal(t, syscall.SIGSTOP)
 	_, err := mustAdmin(q).Cancel(ctx, "s1")
 	require.NoError(t, err)
-	b := startChaosWorker(t, bin, opts("other"))
+	startChaosWorker(t, bin, opts("other"))
 	waitLeasesGone(t, q, 20*time.Second) // s1's lease expired and b's reaper dropped its record
 	require.NoError(t, q.Enqueue(ctx, chaosWork(chaosWorkArgs{ID: "after"})))
 	waitLedger(t, ledger, 15*time.Second, "the task after", func(es []ledgerEntry) bool { return len(ledgerOf(es, "done", "after")) == 1 })
@@ -103,7 +103,6 @@ func chaosCancelStopped(t *testing.T, bin string) {
 	info, err := mustAdmin(q).Inspect(ctx, "s1")
 	require.NoError(t, err)
 	require.Equal(t, StateCancelled, info.State)
-	_ = b
 	chaosResult(t, "cancel while SIGSTOPped: never ran again; resumed handler ended with %q", strings.TrimSpace(ledgerOf(es, "cancel", "s1")[0].Detail))
 }
 

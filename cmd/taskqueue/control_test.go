@@ -23,7 +23,7 @@ func TestCancelCommand(t *testing.T) {
 	r = cliEnv(t, f.env, "cancel", "nope")
 	require.Equal(t, exitNotFound, r.code, r)
 
-	ds := f.lease(t, 1) // b runs
+	f.lease(t, 1) // b runs
 	r = cliEnv(t, f.env, "delete-task", "b")
 	require.Equal(t, exitRunning, r.code, r)
 	r = cliEnv(t, f.env, "--json", "cancel", "b")
@@ -31,7 +31,6 @@ func TestCancelCommand(t *testing.T) {
 	var out map[string]any
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
 	require.Equal(t, "active", out["was"])
-	_ = ds
 
 	r = cliEnv(t, f.env, "delete-task", "b")
 	require.Equal(t, exitOK, r.code, r)
