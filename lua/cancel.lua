@@ -10,7 +10,8 @@
 --   pending, scheduled (retry included): cancel and delete take it out at once;
 --   active (a '-' in a lease record of batches, or the previous layout's active): cancel marks its position 'c'
 --     (ack, extend and settle then refuse it, and the reaper never gives it back), counts it out of inflight and
---     publishes its id on the control channel (cancelled .. ':notify', keys.go), so that the worker running it cancels its context; delete refuses;
+--     publishes its id on the control channel (cancelled .. ':notify', keys.go), so that the worker running it
+--     cancels its context; delete refuses;
 --   dead: delete removes it (as DeleteDead does); cancel refuses (it already finished);
 --   cancelled (its value in tasks is '~c' .. envelope): delete removes the record; cancel refuses;
 --   acked (a tombstone, '~' .. token) or unknown: both refuse.
