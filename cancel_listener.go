@@ -49,6 +49,7 @@ type cancelListener struct {
 	mu      sync.Mutex
 	recent  map[string]time.Time // ids of recent cancels -> when they arrived
 	nrecent atomic.Int64         // len(recent), read without the lock on every task start
+	last    atomic.Int64         // when the latest cancel arrived (Unix ns)
 }
 
 // newCancelListener returns the listener of w's queue, or nil when its queue has no control channel.
@@ -139,15 +140,14 @@ func (l *cancelListener) remember(taskID string) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.recent) >= recentCancels {
-		for id, at := range l.recent {
-			if now.Sub(at) > recentCancelAge || len(l.recent) >= recentCancels {
-				delete(l.recent, id)
-			}
+	for id, at := range l.recent { // at most recentCancels
+		if now.Sub(at) > recentCancelAge || len(l.recent) >= recentCancels {
+			delete(l.recent, id)
 		}
 	}
 	l.recent[taskID] = now
 	l.nrecent.Store(int64(len(l.recent)))
+	l.last.Store(now.UnixNano())
 }
 
 // check cancels f before its handler starts when its task was cancelled recently (a message that arrived before
@@ -157,6 +157,10 @@ func (l *cancelListener) check(f *inflight) {
 		return
 	}
 	l.mu.Lock()
+	if time.Since(time.Unix(0, l.last.Load())) > recentCancelAge { // all of them are old: back to the free path
+		clear(l.recent)
+		l.nrecent.Store(0)
+	}
 	at, ok := l.recent[f.d.Spec.TaskID]
 	l.mu.Unlock()
 	if ok && time.Since(at) <= recentCancelAge {
