@@ -65,7 +65,7 @@ func (q *RedisTaskQueue) control(ctx context.Context, mode, taskID string) (Stat
 	if raw != "" && !isTombstone(raw) {
 		env, _ := decodeStored(taskID, []byte(raw), q.cfg.Limits)
 		if gid := groupOfStored(env, raw, q.cfg.Limits); isGroupRun(gid) {
-			keys = append(keys, q.keys.group(gid), q.keys.groupDone(gid))
+			keys = append(keys, q.runKeys(gid)...) // a workflow's node advances its workflow (workflow.lua)
 			withGroup = 1
 		}
 	}

@@ -14,13 +14,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestChaosCancel runs scenario 22 of docs/reliability.md: cancels of tasks that worker subprocesses run, while
+// TestChaosCancel runs scenario 24 of docs/reliability.md: cancels of tasks that worker subprocesses run, while
 // they run, while their worker is frozen (SIGSTOP) and after it was killed (SIGKILL). See docs/control.md.
 func TestChaosCancel(t *testing.T) {
 	bin := buildChaosWorker(t, t.TempDir())
-	t.Run("22_CancelRunningInAnotherProcess", func(t *testing.T) { t.Parallel(); chaosCancelRunning(t, bin) })
-	t.Run("22_CancelWhileWorkerStopped", func(t *testing.T) { t.Parallel(); chaosCancelStopped(t, bin) })
-	t.Run("22_CancelAfterWorkerKilled", func(t *testing.T) { t.Parallel(); chaosCancelKilled(t, bin) })
+	t.Run("24_CancelRunningInAnotherProcess", func(t *testing.T) { t.Parallel(); chaosCancelRunning(t, bin) })
+	t.Run("24_CancelWhileWorkerStopped", func(t *testing.T) { t.Parallel(); chaosCancelStopped(t, bin) })
+	t.Run("24_CancelAfterWorkerKilled", func(t *testing.T) { t.Parallel(); chaosCancelKilled(t, bin) })
 }
 
 // waitLeasesGone waits until the queue holds no lease record: every batch was settled, or its lease expired and

@@ -98,7 +98,7 @@ func newGroupResult(r *GroupRun, h map[string]string) *GroupResult {
 				m.Result = json.RawMessage(v[1:])
 			}
 			res.Succeeded++
-		case v[0] == '2': // lua/cancel.lua
+		case v[0] == '3': // lua/cancel.lua (the code a workflow's cancelled node has too, workflow.lua)
 			m.State, m.Error = MemberCancelled, v[1:]
 			res.Cancelled++
 		default:

@@ -270,14 +270,15 @@ type WorkflowCancel struct {
 	// Cancelled counts the nodes cancelled before they started (waiting for parents, or released and not picked
 	// up); they end in [NodeCancelled].
 	Cancelled int
-	// Started are the node ids that had been picked up (running, retrying): they end as they do, and release
-	// no node (their children are cancelled). See cancelStartedNodes.
+	// Started are the node ids that had been picked up (running, retrying): they are cancelled as single tasks
+	// are (a running handler's context is cancelled with [ErrCancelled]) and end in [NodeCancelled], unless
+	// they finished first. See cancelStartedNodes.
 	Started []string
 }
 
 // Cancel cancels the workflow: every node that has not started ends in [NodeCancelled] without running, in one
-// script call; nodes already picked up finish (their outcome is recorded, their children stay cancelled), and
-// the workflow ends in [WorkflowCancelled] once they have. Cancelling an ended workflow does nothing (it keeps its
+// script call; nodes already picked up are then cancelled as single tasks are ([Admin.Cancel]), and the workflow
+// ends in [WorkflowCancelled] once every node is final. Cancelling an ended workflow does nothing (it keeps its
 // outcome). [ErrWorkflowNotFound] when its keys do not exist.
 func (r *WorkflowRun) Cancel(ctx context.Context) (*WorkflowCancel, error) {
 	info, err := r.Inspect(ctx)
@@ -313,11 +314,19 @@ func (r *WorkflowRun) Cancel(ctx context.Context) (*WorkflowCancel, error) {
 	return out, nil
 }
 
-// cancelStartedNodes is the hook for the nodes a workflow's cancel found running (picked up, or retrying): today
-// they run to their end. HOOK(task cancellation): once single tasks can be cancelled (a running task's handler
-// sees its context cancelled, and it is never retried), cancel each of taskIDs here; its dead letter or
-// cancellation then completes its node as failed, through the same group_done path, and the workflow ends.
-func (q *RedisTaskQueue) cancelStartedNodes(_ context.Context, _ []string) error { return nil }
+// cancelStartedNodes cancels the nodes a workflow's cancel found started (picked up, or waiting for a retry) as
+// single tasks are cancelled (cancel.go): a running node's handler sees its context cancelled with
+// [ErrCancelled], and it is never retried; the cancel completes its node through group_done, and the workflow
+// ends. A node that finished meanwhile keeps its outcome.
+func (q *RedisTaskQueue) cancelStartedNodes(ctx context.Context, taskIDs []string) error {
+	var errs []error
+	for _, id := range taskIDs {
+		if _, err := q.control(ctx, "cancel", id); err != nil && !errors.Is(err, ErrAlreadyFinished) && !errors.Is(err, ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // Workflow returns the workflow id as data, as [WorkflowRun.Inspect] does: for the CLI and dashboards, which hold
 // an [Admin]. On a sharded queue it looks in the shard of the workflow id (workflows are submitted to one

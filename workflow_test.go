@@ -376,11 +376,12 @@ func TestWorkflowCancel(t *testing.T) {
 	t.Parallel()
 	backends(t, nil, func(t *testing.T, s *setup) {
 		ctx := context.Background()
-		started, release := make(chan struct{}), make(chan struct{})
+		started, cause := make(chan struct{}), make(chan error, 1)
 		require.NoError(t, Register(s.ref, "wf", "block", func(ctx context.Context, _ struct{}) error {
 			close(started)
-			<-release
-			return nil
+			<-ctx.Done() // ends when the workflow's cancel cancels this running node
+			cause <- context.Cause(ctx)
+			return ctx.Err()
 		}))
 		registerStep(t, s)
 		wf := NewWorkflow("cancel")
@@ -396,15 +397,17 @@ func TestWorkflowCancel(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, 3, res.Cancelled)
 		require.Equal(t, []string{"a"}, res.Started)
-		info, err := run.Inspect(ctx)
-		require.NoError(t, err)
-		require.Equal(t, WorkflowRunning, info.State, "a still runs")
-		close(release)
-		info, err = waitWorkflow(t, run)
+		select {
+		case err := <-cause:
+			require.ErrorIs(t, err, ErrCancelled, "the running node's context is cancelled with ErrCancelled")
+		case <-time.After(20 * time.Second):
+			t.Fatal("the running node's handler was not cancelled")
+		}
+		info, err := waitWorkflow(t, run)
 		require.ErrorIs(t, err, ErrWorkflowCancelled)
 		require.Equal(t, WorkflowCancelled, info.State)
-		require.Equal(t, 1, info.Count(NodeSucceeded))
-		require.Equal(t, 3, info.Count(NodeCancelled))
+		require.Zero(t, info.Count(NodeSucceeded))
+		require.Equal(t, 4, info.Count(NodeCancelled), "the running node ends cancelled with the others")
 		require.Zero(t, s.counts(t).Pending)
 		_, err = s.q.OpenWorkflow("nope")
 		require.NoError(t, err)

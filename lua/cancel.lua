@@ -1,8 +1,9 @@
 -- cancel: cancel or delete one task by id, wherever it is; one script, so that no delivery can slip between the
 -- look and the write (an ack, a retry or the reaper waits until it is done). See docs/control.md.
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, active, lease, deliveries, scheduled,
--- dead, errors, leases, batches and inflight; then KEYS[#all + 1] = cancelled (ZSET id -> when cancelled, ms),
--- KEYS[#all + 2] = the task's progress key, and, when ARGV[5] is 1, that run's hash and done list.
+-- dead, errors, leases, batches, inflight, levels, pending:high and pending:low; then KEYS[#all + 1] = cancelled
+-- (ZSET id -> when cancelled, ms), KEYS[#all + 2] = the task's progress key, and, when ARGV[5] is 1, that run's
+-- keys (runKeys, group_delivery.go: its hash and done list, and for a workflow its tasks, pending and wake).
 -- ARGV[1] = mode: "cancel" or "delete"; ARGV[2] = task id; ARGV[3] = retention of cancelled tasks in ms;
 -- ARGV[4] = the number of KEYS of the key set (where the extra KEYS start); ARGV[5] = 1 when the group run's keys
 -- follow (the task's stored envelope names a group run), else 0.
@@ -19,7 +20,7 @@
 -- (dequeue.lua), so a stray copy of its id can never start it, and enqueue.lua reads the id as finished. It is
 -- scored in cancelled by the time of the cancel; records older than the retention are dropped, up to 100 per call.
 -- A group member that is cancelled or deleted before it completed completes its run as cancelled
--- (group_done, outcome "2" .. reason), so the run's waiter is released.
+-- (group_done, outcome "3" .. reason, as a workflow's cancelled node), so the run's waiter is released.
 -- Returns {code, state}: code 1 done; 0 not found; 2 already finished (state: "done", "dead" or "cancelled");
 -- 3 refused: the task is running (delete). state is where the task was.
 local tasks, pending, active, lease, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -57,14 +58,25 @@ if redis.call('ZSCORE', dead, id) then
   redis.call('HDEL', errors, id)
   redis.call('HDEL', tasks, id)
   redis.call('HDEL', deliveries, id)
+  redis.call('HDEL', KEYS[18], id) -- its level, if it has one (levels.lua)
   redis.call('DEL', progress)
   return {1, 'dead'}
 end
 
+-- A queue with priority levels (levels.lua) keeps a task of another level in its level's list, and the level of
+-- a delayed one in levels.
+local levels, high, low = KEYS[18], KEYS[19], KEYS[20]
+local leveled = redis.call('EXISTS', levels) == 1
+local function unqueue()
+  if redis.call('LREM', pending, 0, id) > 0 then return true end
+  if not leveled then return false end
+  return redis.call('LREM', high, 0, id) > 0 or redis.call('LREM', low, 0, id) > 0
+end
 local state = 'pending'
 if redis.call('ZREM', scheduled, id) == 1 then
   state = 'scheduled'
-elseif redis.call('LREM', pending, 0, id) == 0 then
+  if leveled then redis.call('HDEL', levels, id) end
+elseif not unqueue() then
   -- Not waiting: find the lease record that holds it (every batch in flight is looked at: the workers and their
   -- concurrency bound them).
   local needle = cjson.encode(id)
@@ -92,8 +104,8 @@ elseif redis.call('LREM', pending, 0, id) == 0 then
   end
 end
 redis.call('HDEL', deliveries, id)
--- HOOK(unique): release the task's unique lock here, once the unique-task feature stores one (it is held through
--- retries and must go on every path out of the queue; a cancel and a delete are such paths).
+-- A unique lock (unique.lua) needs nothing here: it is a claim that lock_holder checks against its task, so it is
+-- free once the task's value is '~c' .. envelope or gone; the lock sweep drops the entry.
 -- HOOK(limits): a per-key concurrency slot is held by the delivery's lease: marking the position 'c' above ends
 -- the lease's hold on it, for the feature that keeps slots to release here.
 if mode == 'cancel' then
@@ -104,5 +116,5 @@ else
   redis.call('HDEL', tasks, id)
   redis.call('DEL', progress)
 end
-if gk then group_done(gk, gw, id, '2' .. ({cancel = 'cancelled', delete = 'deleted'})[mode]) end
+if gk then group_done(gk, gw, id, '3' .. ({cancel = 'cancelled', delete = 'deleted'})[mode]) end
 return {1, state}
