@@ -86,6 +86,8 @@ var (
 //	taskqueue_dead_lettered_total{queue,task}    failed runs whose task was dead-lettered
 //	taskqueue_released_total{queue,task}         running tasks handed back at worker shutdown
 //	taskqueue_lease_lost_total{queue,task}       runs whose lease was lost (their result was not recorded)
+//	taskqueue_cancelled_total{queue,task}        runs cancelled while they ran (Admin.Cancel)
+//	taskqueue_snoozed_total{queue,task}          runs that snoozed (taskqueue.Snooze): they run again, no retry used
 //	taskqueue_queue_errors_total{queue}          failed queue calls in workers
 //	taskqueue_pickup_latency_seconds{queue,task} enqueue to handler start, first runs of ready tasks only
 //	taskqueue_run_duration_seconds{queue,task}   handler run time of succeeded, retried and dead-lettered runs
@@ -105,10 +107,10 @@ type Collector struct {
 	maxNames     int
 	taskName     func(*taskqueue.TaskSpec) string
 
-	enqueued, started, succeeded, failed, retried, dead, released, leaseLost *prometheus.CounterVec
-	pickup, run                                                              *prometheus.HistogramVec
-	queueErrors, statsErrors                                                 prometheus.Counter
-	depth                                                                    *prometheus.Desc
+	enqueued, started, succeeded, failed, retried, dead, released, leaseLost, cancelled, snoozed *prometheus.CounterVec
+	pickup, run                                                                                  *prometheus.HistogramVec
+	queueErrors, statsErrors                                                                     prometheus.Counter
+	depth                                                                                        *prometheus.Desc
 
 	mu    sync.RWMutex
 	tasks map[taskKey]*taskMetrics
@@ -122,8 +124,8 @@ type taskKey struct{ module, name string }
 
 // taskMetrics are the children of one task label value, looked up once per event.
 type taskMetrics struct {
-	enqueued, started, succeeded, failed, retried, dead, released, leaseLost prometheus.Counter
-	pickup, run                                                              prometheus.Observer
+	enqueued, started, succeeded, failed, retried, dead, released, leaseLost, cancelled, snoozed prometheus.Counter
+	pickup, run                                                                                  prometheus.Observer
 }
 
 // New returns a collector for q. q may be nil for a process that only produces: there are no depth gauges then,
@@ -184,6 +186,8 @@ func New(q StatsReader, cfg *Config) (*Collector, error) {
 		dead:      counter("dead_lettered_total", "Failed handler runs whose task was dead-lettered."),
 		released:  counter("released_total", "Running tasks handed back to the queue at worker shutdown."),
 		leaseLost: counter("lease_lost_total", "Handler runs whose lease was lost; their result was not recorded."),
+		cancelled: counter("cancelled_total", "Handler runs cancelled while they ran (Admin.Cancel)."),
+		snoozed:   counter("snoozed_total", "Handler runs that snoozed: the task runs again after a delay, without using a retry."),
 		pickup: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: c.Namespace, Name: "pickup_latency_seconds", ConstLabels: constLabels, Buckets: c.PickupBuckets,
 			Help: "Time from enqueue (the task's created_at) to handler start, for first runs of tasks enqueued without a delay.",
@@ -243,7 +247,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (c *Collector) counterVecs() []*prometheus.CounterVec {
-	return []*prometheus.CounterVec{c.enqueued, c.started, c.succeeded, c.failed, c.retried, c.dead, c.released, c.leaseLost}
+	return []*prometheus.CounterVec{c.enqueued, c.started, c.succeeded, c.failed, c.retried, c.dead, c.released, c.leaseLost,
+		c.cancelled, c.snoozed}
 }
 
 // OnEvent records a worker event; it has the signature of [taskqueue.WorkerConfig.OnEvent].
@@ -277,6 +282,12 @@ func (c *Collector) OnEvent(e taskqueue.Event) {
 		m.released.Inc()
 	case taskqueue.EventLeaseLost:
 		m.leaseLost.Inc()
+	case taskqueue.EventCancelled:
+		m.cancelled.Inc()
+		m.run.Observe(e.Duration.Seconds())
+	case taskqueue.EventSnoozed:
+		m.snoozed.Inc()
+		m.run.Observe(e.Duration.Seconds())
 	}
 }
 
@@ -347,6 +358,7 @@ func (c *Collector) newTaskMetrics(label string) *taskMetrics {
 		succeeded: c.succeeded.WithLabelValues(label), failed: c.failed.WithLabelValues(label),
 		retried: c.retried.WithLabelValues(label), dead: c.dead.WithLabelValues(label),
 		released: c.released.WithLabelValues(label), leaseLost: c.leaseLost.WithLabelValues(label),
+		cancelled: c.cancelled.WithLabelValues(label), snoozed: c.snoozed.WithLabelValues(label),
 		pickup: c.pickup.WithLabelValues(label), run: c.run.WithLabelValues(label),
 	}
 }

@@ -353,6 +353,21 @@ func TestTaskLabelsAreBounded(t *testing.T) {
 	require.Equal(t, 1.0, testutil.ToFloat64(named.queueErrors))
 }
 
+// TestCancelledAndSnoozedCounted: the control events (docs/control.md) have counters of their own, and count as
+// runs, not as failures.
+func TestCancelledAndSnoozedCounted(t *testing.T) {
+	t.Parallel()
+	c, err := New(nil, &Config{Queue: "q"})
+	require.NoError(t, err)
+	spec := &taskqueue.TaskSpec{Executable: taskqueue.Ref("m", "f", nil)}
+	c.OnEvent(taskqueue.Event{Kind: taskqueue.EventCancelled, Spec: spec, Err: taskqueue.ErrCancelled, Duration: time.Second})
+	c.OnEvent(taskqueue.Event{Kind: taskqueue.EventSnoozed, Spec: spec, Duration: time.Second})
+	c.OnEvent(taskqueue.Event{Kind: taskqueue.EventSnoozed, Spec: spec, Duration: time.Second})
+	require.Equal(t, 1.0, testutil.ToFloat64(c.cancelled.WithLabelValues("m.f")))
+	require.Equal(t, 2.0, testutil.ToFloat64(c.snoozed.WithLabelValues("m.f")))
+	require.Zero(t, testutil.ToFloat64(c.failed.WithLabelValues("m.f")))
+}
+
 func TestOnEventDoesNotAllocate(t *testing.T) {
 	c, err := New(nil, &Config{Queue: "q"})
 	require.NoError(t, err)
