@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,7 +22,7 @@ type benchArgs struct {
 type ours struct {
 	rdb     *redis.Client
 	q       *taskqueue.RedisTaskQueue
-	onStart func(seq int)
+	onStart atomic.Pointer[func(seq int)] // set by startWorker while other workers of the process may run tasks
 	quiet   *slog.Logger
 }
 
@@ -32,8 +33,8 @@ func newOurs(addr string, lease time.Duration) (*ours, error) {
 	}
 	ref := taskqueue.NewReferenceResolver()
 	err := taskqueue.Register(ref, "bench", taskType, func(_ context.Context, a benchArgs) error {
-		if f := o.onStart; f != nil {
-			f(a.Seq)
+		if f := o.onStart.Load(); f != nil {
+			(*f)(a.Seq)
 		}
 		return nil
 	})
@@ -73,7 +74,7 @@ func (o *ours) enqueueBatch(ctx context.Context, seq0, n int) error {
 }
 
 func (o *ours) startWorker(ctx context.Context, conc int, onStart func(seq int)) (func(), error) {
-	o.onStart = onStart
+	o.onStart.Store(&onStart)
 	w, err := taskqueue.NewTaskWorker(o.q, &taskqueue.WorkerConfig{Concurrency: conc, Logger: o.quiet})
 	if err != nil {
 		return nil, err
