@@ -167,16 +167,8 @@ func (r *GroupRun) Wait(ctx context.Context, opts *WaitOptions) (*GroupResult, e
 		defer cancel()
 	}
 	q, gid := r.q, r.GroupID()
-	waiter := q.keys.groupWaiter(gid, newID()[:16])
-	stop := context.AfterFunc(ctx, func() { q.interruptWaiter(waiter) })
-	defer func() {
-		if !stop() {
-			// The interrupt ran or is running: remove what it pushed (it expires by itself otherwise).
-			c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = q.rdb.Del(c, waiter).Err()
-			cancel()
-		}
-	}()
+	waiter, release := q.openWaiter(ctx, gid)
+	defer release()
 	for {
 		total, done, err := q.groupProgress(ctx, gid)
 		if err != nil {
@@ -262,6 +254,21 @@ func (r *GroupRun) read(ctx context.Context) (*GroupResult, error) {
 		return nil, fmt.Errorf("%w: %s", ErrGroupNotFound, gid)
 	}
 	return newGroupResult(r, h), nil
+}
+
+// openWaiter returns a waiter key of the group run gid, which an end of ctx interrupts (interruptWaiter), and
+// the function that releases it when the wait is over: a group's and a workflow's Wait block on it.
+func (q *RedisTaskQueue) openWaiter(ctx context.Context, gid string) (string, func()) {
+	waiter := q.keys.groupWaiter(gid, newID()[:16])
+	stop := context.AfterFunc(ctx, func() { q.interruptWaiter(waiter) })
+	return waiter, func() {
+		if !stop() {
+			// The interrupt ran or is running: remove what it pushed (it expires by itself otherwise).
+			c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = q.rdb.Del(c, waiter).Err()
+			cancel()
+		}
+	}
 }
 
 // interruptWaiter ends a waiter's blocking wait: its context ended.

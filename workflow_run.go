@@ -211,15 +211,8 @@ func (r *WorkflowRun) Wait(ctx context.Context, opts *WorkflowWaitOptions) (*Wor
 		defer cancel()
 	}
 	q, gid := r.q, r.GroupID()
-	waiter := q.keys.groupWaiter(gid, newID()[:16])
-	stop := context.AfterFunc(ctx, func() { q.interruptWaiter(waiter) })
-	defer func() {
-		if !stop() {
-			c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = q.rdb.Del(c, waiter).Err()
-			cancel()
-		}
-	}()
+	waiter, release := q.openWaiter(ctx, gid)
+	defer release()
 	for {
 		total, done, err := q.groupProgress(ctx, gid)
 		if errors.Is(err, ErrGroupNotFound) {
