@@ -16,7 +16,7 @@ import (
 // (~{prefix}:*) and pub/sub channels (&{prefix}:*, the schedulers' wake-up channel).
 const workerACL = "+ping +hello +auth +evalsha +eval +blpop +rpush +pexpire +multi +exec +del +time " +
 	"+llen +zcard +hget +hmget +zrange +zscore +hdel +hexists +hset +incrby +lpop +lpush +ltrim +zadd " +
-	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info +hsetnx +zmscore +lindex +publish +subscribe +hscan"
+	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info +hsetnx +zmscore +lindex +publish +subscribe +hscan +hincrby +expire"
 
 // workerACLUser creates a Redis user on addr holding the worker allowlist (workerACL) on prefix's keys and
 // channels, deleted when the test ends, and returns an admin client, a client logged in as the user, and its name.

@@ -184,6 +184,9 @@ type TaskWorker struct {
 
 	control *cancelListener // cancels of running tasks (cancel_listener.go); nil for a queue without them
 
+	history      *historyRecorder // where runs are counted (history_recorder.go); nil without history
+	historyFlush *historyFlusher
+
 	health workerHealth // timestamps of the last successful round trips, for Health (health.go)
 	probe  *queueProbe  // the start-up look at the queue (exists.go); nil when there is none
 }
@@ -215,7 +218,11 @@ func NewTaskWorker(q TaskQueue, cfg *WorkerConfig) (*TaskWorker, error) {
 		h = c.Middleware[i](h)
 	}
 	warnSlowRenewal(q, &c)
-	return &TaskWorker{q: q, cfg: c, handler: h, gate: newSuspectGate(), epoch: time.Now()}, nil
+	w := &TaskWorker{q: q, cfg: c, handler: h, gate: newSuspectGate(), epoch: time.Now()}
+	var flush []*historyRecorder
+	w.history, flush = historyTargets(q)
+	w.historyFlush = newHistoryFlusher(w, flush)
+	return w, nil
 }
 
 // Name returns the worker's name.
@@ -260,6 +267,7 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	w.picker.start()
 	w.control = newCancelListener(w)
 	w.control.start(w.baseCtx)
+	w.historyFlush.start()
 	w.cfg.Logger.Info("taskqueue: worker started", slog.String("worker", w.cfg.Name), slog.Int("concurrency", w.cfg.Concurrency))
 	w.probe = w.startQueueProbe()
 	return nil
@@ -302,6 +310,7 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	w.acker.stop()  // no more acks can come: the last are sent
 	w.leases.stop() // no task runs any more
 	w.control.stop()
+	w.historyFlush.stop() // after the last outcome: nothing counted is left behind
 	w.reaper.wait()
 	w.mu.Lock()
 	w.state = stateStopped
@@ -312,6 +321,7 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 
 // emit reports e to the OnEvent hook.
 func (w *TaskWorker) emit(e Event) {
+	w.history.observe(&e) // history_recorder.go
 	if w.cfg.OnEvent != nil {
 		w.cfg.OnEvent(e)
 	}
