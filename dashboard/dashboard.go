@@ -73,6 +73,8 @@ type Dashboard struct {
 	pages  *pages
 	csrf   csrf
 
+	searchSteps int // search steps one page load runs (tests lower it to exercise the script's steps)
+
 	mu      sync.Mutex
 	samples map[string]sample // the last Stats reading of each queue, for the pickup rate
 }
@@ -115,7 +117,7 @@ func New(cfg Config) (*Dashboard, error) {
 	} else if len(cfg.CSRFKey) < 32 {
 		return nil, fmt.Errorf("%w: CSRFKey must be at least 32 bytes", ErrInvalidConfig)
 	}
-	d := &Dashboard{cfg: cfg, byName: map[string]*Queue{}, samples: map[string]sample{}}
+	d := &Dashboard{cfg: cfg, byName: map[string]*Queue{}, samples: map[string]sample{}, searchSteps: searchBudget / searchStep}
 	for i, q := range cfg.Queues {
 		if q.Admin == nil {
 			return nil, fmt.Errorf("%w: Queues[%d].Admin is nil", ErrInvalidConfig, i)

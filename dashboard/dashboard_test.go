@@ -24,10 +24,12 @@ func TestPagesRender(t *testing.T) {
 		Task: &taskqueue.TaskSpec{Executable: taskqueue.Ref("jobs", "work", jobArgs{})}}))
 	run, err := f.q.DispatchGroup(ctx, "batch", []*taskqueue.TaskSpec{{Executable: taskqueue.Ref("jobs", "work", jobArgs{})}}, nil)
 	require.NoError(t, err)
+	f.workflow(t)
 	srv, _ := f.serve(t, Config{})
 	c := client(t)
 	for page, want := range map[string][]string{
-		"/":                                 {"jobs", `data-count="pending"`, ">3<", "running"},
+		"/q/jobs/workflow?id=etl":           {`id="workflow-tree"`, "extract", "load", "also after enrich", "waiting"},
+		"/":                                 {"jobs", `data-count="pending"`, ">4<", "running"},
 		"/q/jobs/":                          {"order-1", "jobs.work", "page 1 of 1"},
 		"/q/jobs/?state=dead":               {"dead-1", "card declined"},
 		"/q/jobs/task?id=order-1":           {"order-1", "&#34;customer&#34;: &#34;ACME&#34;", "Timeline", "created"},

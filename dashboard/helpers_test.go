@@ -174,3 +174,45 @@ func ids(prefix string, n int) []string {
 	}
 	return out
 }
+
+// workflow submits a diamond workflow "etl" and returns its id.
+func (f *fixture) workflow(t testing.TB) string {
+	t.Helper()
+	wf := taskqueue.NewWorkflow("etl")
+	spec := func() *taskqueue.TaskSpec {
+		return &taskqueue.TaskSpec{Executable: taskqueue.Ref("jobs", "work", jobArgs{})}
+	}
+	wf.Add("extract", spec())
+	wf.Add("clean", spec()).After("extract")
+	wf.Add("enrich", spec()).After("extract")
+	wf.Add("load", spec()).After("clean", "enrich")
+	_, err := f.q.SubmitWorkflow(context.Background(), wf, nil)
+	require.NoError(t, err)
+	return "etl"
+}
+
+// killMany makes n dead letters with ids prefix00000...: one through the queue, the others as copies of it written
+// in pipelines to the keys a dead letter has (docs/redis-keys.md: tasks, dead, errors), which is much faster on
+// miniredis than n script calls.
+func (f *fixture) killMany(t testing.TB, reason, prefix string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	first := ids(prefix, n)
+	f.kill(t, reason, first[0])
+	tag := "{" + f.adm.KeyPrefix() + "}:"
+	env, err := f.rdb.HGet(ctx, tag+"tasks", first[0]).Result()
+	require.NoError(t, err)
+	died, err := f.rdb.ZScore(ctx, tag+"dead", first[0]).Result()
+	require.NoError(t, err)
+	for at := 1; at < n; at += 1000 {
+		_, err := f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := at; i < min(at+1000, n); i++ {
+				p.HSet(ctx, tag+"tasks", first[i], env)
+				p.ZAdd(ctx, tag+"dead", redis.Z{Score: died + float64(i), Member: first[i]})
+				p.HSet(ctx, tag+"errors", first[i], reason)
+			}
+			return nil
+		})
+		require.NoError(t, err)
+	}
+}

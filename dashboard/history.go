@@ -77,8 +77,9 @@ func chartSVG(title, unit string, xs []time.Time, ss []series) template.HTML {
 		return left + plotW*float64(i)/float64(n-1)
 	}
 	if n > 0 {
-		for _, i := range []int{0, n / 2, n - 1} {
-			fmt.Fprintf(&b, `<text x="%.1f" y="%g" class="axis" text-anchor="middle">%s</text>`, xAt(i), h-6,
+		for k, i := range []int{0, n / 2, n - 1} {
+			anchor := [...]string{"start", "middle", "end"}[k]
+			fmt.Fprintf(&b, `<text x="%.1f" y="%g" class="axis" text-anchor="%s">%s</text>`, xAt(i), h-6, anchor,
 				xs[i].UTC().Format("15:04"))
 		}
 	}

@@ -348,7 +348,7 @@ func (d *Dashboard) searchPage(w http.ResponseWriter, r *http.Request, q *Queue)
 		}
 	}
 	deadline := time.Now().Add(searchTime)
-	for range searchBudget / searchStep {
+	for range d.searchSteps {
 		page, err := q.Admin.Search(ctx, sq, v.Cursor, searchStep)
 		if err != nil {
 			return err
