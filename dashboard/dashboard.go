@@ -30,7 +30,7 @@ const DefaultTimeout = 10 * time.Second
 
 // Queue is one queue the dashboard shows.
 type Queue struct {
-	// Name labels the queue in pages and URLs: 1 to 64 letters, digits and "_.:-". Default: the Admin's key prefix.
+	// Name labels the queue in pages and URLs: 1 to 128 letters, digits and "_.:-". Default: the Admin's key prefix.
 	Name string
 	// Admin administers the queue: of a [taskqueue.RedisTaskQueue] or a [taskqueue.ShardedQueue]. Required.
 	Admin *taskqueue.Admin
@@ -62,7 +62,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-var queueNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+var queueNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
 
 // Dashboard is the dashboard's [http.Handler].
 type Dashboard struct {
@@ -124,7 +124,7 @@ func New(cfg Config) (*Dashboard, error) {
 		}
 		q.Name = cmp.Or(q.Name, q.Admin.KeyPrefix())
 		if !queueNamePattern.MatchString(q.Name) {
-			return nil, fmt.Errorf("%w: Queues[%d].Name %q must be 1 to 64 letters, digits and _.:-", ErrInvalidConfig, i, trim(q.Name, 80))
+			return nil, fmt.Errorf("%w: Queues[%d].Name %q must be 1 to 128 letters, digits and _.:-", ErrInvalidConfig, i, trim(q.Name, 80))
 		}
 		if d.byName[q.Name] != nil {
 			return nil, fmt.Errorf("%w: Queues[%d].Name %q is taken", ErrInvalidConfig, i, q.Name)
