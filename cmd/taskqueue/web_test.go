@@ -37,7 +37,9 @@ func startWeb(t *testing.T, env map[string]string, args ...string) string {
 	var out, errb lockedBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, append([]string{"web", "--addr", "127.0.0.1:0"}, args...), &out, &errb, func(k string) string { return env[k] }) }()
+	go func() {
+		done <- run(ctx, append([]string{"web", "--addr", "127.0.0.1:0"}, args...), &out, &errb, func(k string) string { return env[k] })
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
