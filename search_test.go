@@ -2,7 +2,6 @@ package taskqueue
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"testing"
 
@@ -118,6 +117,6 @@ func TestAdminGroups(t *testing.T) {
 		_, err = s.adm.Group(ctx, "nope@x")
 		require.ErrorIs(t, err, ErrGroupNotFound)
 		_, err = s.adm.Groups(ctx, "", 0)
-		require.True(t, errors.Is(err, ErrInvalidConfig))
+		require.ErrorIs(t, err, ErrInvalidConfig)
 	})
 }

@@ -111,13 +111,13 @@ func tab(t *testing.T) context.Context {
 	return ctx
 }
 
-func run(t *testing.T, ctx context.Context, actions ...chromedp.Action[chromedp.Void]) {
+func run(ctx context.Context, t *testing.T, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	require.NoError(t, chromedp.Do(ctx, actions...))
 }
 
 // eval evaluates a JavaScript expression in the tab.
-func eval[T any](t *testing.T, ctx context.Context, expr string, opts ...chromedp.EvaluateOption) T {
+func eval[T any](ctx context.Context, t *testing.T, expr string, opts ...chromedp.EvaluateOption) T {
 	t.Helper()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, opts...))
 	require.NoError(t, err, expr)
@@ -125,7 +125,7 @@ func eval[T any](t *testing.T, ctx context.Context, expr string, opts ...chromed
 }
 
 // screenshot writes the page to ../docs/dashboard/name.png when TASKQUEUE_SCREENSHOTS=1.
-func screenshot(t *testing.T, ctx context.Context, name string) {
+func screenshot(ctx context.Context, t *testing.T, name string) {
 	t.Helper()
 	if os.Getenv("TASKQUEUE_SCREENSHOTS") != "1" {
 		return
@@ -137,7 +137,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644))
 }
 
-func text(t *testing.T, ctx context.Context, sel string) string {
+func text(ctx context.Context, t *testing.T, sel string) string {
 	t.Helper()
 	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
 	require.NoError(t, err, sel)
@@ -153,19 +153,19 @@ func TestBrowserOverview(t *testing.T) {
 	require.NoError(t, f.q.Enqueue(context.Background(), &taskqueue.TaskSpec{TaskID: "later",
 		Executable: taskqueue.Ref("jobs", "work", jobArgs{}), ProcessIn: time.Hour}))
 	srv, _ := f.serve(t, Config{})
-	run(t, ctx, chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#overview")))
-	require.Equal(t, "42", text(t, ctx, `tr[data-queue="jobs"] td[data-count="pending"]`))
-	require.Equal(t, "3", text(t, ctx, `tr[data-queue="jobs"] td[data-count="dead"]`))
-	require.Equal(t, "1", text(t, ctx, `tr[data-queue="jobs"] td[data-count="scheduled"]`))
-	require.Equal(t, "0", text(t, ctx, `tr[data-queue="jobs"] td[data-count="active"]`))
-	screenshot(t, ctx, "overview")
+	run(ctx, t, chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#overview")))
+	require.Equal(t, "42", text(ctx, t, `tr[data-queue="jobs"] td[data-count="pending"]`))
+	require.Equal(t, "3", text(ctx, t, `tr[data-queue="jobs"] td[data-count="dead"]`))
+	require.Equal(t, "1", text(ctx, t, `tr[data-queue="jobs"] td[data-count="scheduled"]`))
+	require.Equal(t, "0", text(ctx, t, `tr[data-queue="jobs"] td[data-count="active"]`))
+	screenshot(ctx, t, "overview")
 
 	// Pause through the UI (the page asks first: the test accepts), and the badge says so.
-	run(t, ctx, chromedp.Navigate(srv.URL+"/q/jobs/"), chromedp.WaitVisible(chromedp.CSS(".task-row")))
-	screenshot(t, ctx, "tasks")
-	run(t, ctx, chromedp.Navigate(srv.URL+"/q/jobs/task?id=order-00001"), chromedp.WaitVisible(chromedp.CSS("#task-envelope")))
-	require.Contains(t, text(t, ctx, "#task-envelope"), `"customer": "ACME"`)
-	screenshot(t, ctx, "task")
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/"), chromedp.WaitVisible(chromedp.CSS(".task-row")))
+	screenshot(ctx, t, "tasks")
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/task?id=order-00001"), chromedp.WaitVisible(chromedp.CSS("#task-envelope")))
+	require.Contains(t, text(ctx, t, "#task-envelope"), `"customer": "ACME"`)
+	screenshot(ctx, t, "task")
 }
 
 // A dead letter is requeued through the UI and the count drops; then a bulk requeue by filter, confirmed on a
@@ -176,29 +176,29 @@ func TestBrowserRequeueDead(t *testing.T) {
 	f.kill(t, "gateway timeout", ids("pay-", 4)...)
 	f.kill(t, "bad input", ids("input-", 2)...)
 	srv, _ := f.serve(t, Config{})
-	run(t, ctx, chromedp.Navigate(srv.URL+"/q/jobs/dead"), chromedp.WaitVisible(chromedp.CSS("#dead-table")))
-	screenshot(t, ctx, "dead")
-	run(t, ctx,
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/dead"), chromedp.WaitVisible(chromedp.CSS("#dead-table")))
+	screenshot(ctx, t, "dead")
+	run(ctx, t,
 		chromedp.Click(chromedp.CSS(`input[name="id"][value="input-00000"]`)),
 		chromedp.Click(chromedp.CSS("#requeue-selected")),
 		chromedp.WaitVisible(chromedp.CSS(".flash")))
-	require.Contains(t, text(t, ctx, ".flash"), "Requeued 1 dead letter")
+	require.Contains(t, text(ctx, t, ".flash"), "Requeued 1 dead letter")
 	require.EqualValues(t, 5, f.stats(t).Dead)
-	rows := eval[int](t, ctx, `document.querySelectorAll("#dead-table .task-row").length`)
+	rows := eval[int](ctx, t, `document.querySelectorAll("#dead-table .task-row").length`)
 	require.Equal(t, 5, rows, "the page shows the dead letters left")
 
-	run(t, ctx,
+	run(ctx, t,
 		chromedp.SetValue(chromedp.CSS(`input[name="reason"]`), "timeout"),
 		chromedp.Submit(chromedp.CSS(`form.filter`)),
 		chromedp.WaitVisible(chromedp.CSS("#bulk-requeue")),
 		chromedp.Click(chromedp.CSS("#bulk-requeue")),
 		chromedp.WaitVisible(chromedp.CSS("#confirm-form")))
-	require.Equal(t, "4", text(t, ctx, "#confirm-count"))
-	require.Contains(t, text(t, ctx, "#confirm-text"), "Requeue 4 dead letters")
-	screenshot(t, ctx, "confirm")
+	require.Equal(t, "4", text(ctx, t, "#confirm-count"))
+	require.Contains(t, text(ctx, t, "#confirm-text"), "Requeue 4 dead letters")
+	screenshot(ctx, t, "confirm")
 	require.EqualValues(t, 5, f.stats(t).Dead, "nothing moves before the confirmation")
-	run(t, ctx, chromedp.Click(chromedp.CSS("#confirm-yes")), chromedp.WaitVisible(chromedp.CSS(".flash")))
-	require.Contains(t, text(t, ctx, ".flash"), "Requeued 4 dead letters")
+	run(ctx, t, chromedp.Click(chromedp.CSS("#confirm-yes")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	require.Contains(t, text(ctx, t, ".flash"), "Requeued 4 dead letters")
 	st := f.stats(t)
 	require.EqualValues(t, 1, st.Dead)
 	require.EqualValues(t, 5, st.Pending)
@@ -212,17 +212,17 @@ func TestBrowserSearchPayload(t *testing.T) {
 	f.enqueue(t, jobArgs{Customer: "needle-customer-42"}, "the-needle")
 	srv, d := f.serve(t, Config{})
 	d.searchSteps = 1 // the first step on the server, the rest by the script
-	run(t, ctx, chromedp.Navigate(srv.URL+"/q/jobs/search"),
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/search"),
 		chromedp.SetValue(chromedp.CSS("#search-text"), "needle-customer"),
 		chromedp.Click(chromedp.CSS("#search-go")),
 		chromedp.WaitVisible(chromedp.CSS(`#search-results[data-done="1"]`)))
-	found := eval[[]string](t, ctx, `Array.from(document.querySelectorAll("#search-rows .task-row td.id")).map(e => e.textContent)`)
+	found := eval[[]string](ctx, t, `Array.from(document.querySelectorAll("#search-rows .task-row td.id")).map(e => e.textContent)`)
 	require.Equal(t, []string{"the-needle"}, found)
-	status := text(t, ctx, "#search-status")
+	status := text(ctx, t, "#search-status")
 	require.Contains(t, status, "done")
 	scanned, _ := strconv.Atoi(strings.Fields(status)[0])
 	require.GreaterOrEqual(t, scanned, 3001, "every task looked at: %s", status)
-	screenshot(t, ctx, "search")
+	screenshot(ctx, t, "search")
 }
 
 // Read-only mode shows no mutating control, and a forged POST is refused: in read-only mode (no route), and in
@@ -234,18 +234,18 @@ func TestBrowserReadOnlyAndForgedPost(t *testing.T) {
 	f.enqueue(t, jobArgs{}, "p-1")
 	ro, _ := f.serve(t, Config{ReadOnly: true})
 	for _, page := range []string{"/", "/q/jobs/", "/q/jobs/dead", "/q/jobs/task?id=dead-1", "/q/jobs/schedules", "/q/jobs/locks"} {
-		run(t, ctx, chromedp.Navigate(ro.URL+page), chromedp.WaitVisible(chromedp.CSS("#read-only")))
-		controls := eval[int](t, ctx, `document.querySelectorAll('form[method="post"], button.mut, input[type="checkbox"][name="id"]').length`)
+		run(ctx, t, chromedp.Navigate(ro.URL+page), chromedp.WaitVisible(chromedp.CSS("#read-only")))
+		controls := eval[int](ctx, t, `document.querySelectorAll('form[method="post"], button.mut, input[type="checkbox"][name="id"]').length`)
 		require.Zero(t, controls, page)
 	}
 	forge := func(base string) int {
-		return eval[int](t, ctx, fmt.Sprintf(`fetch(%q, {method: "POST", body: new URLSearchParams({csrf: "forged", id: "dead-1"})}).then(r => r.status)`,
+		return eval[int](ctx, t, fmt.Sprintf(`fetch(%q, {method: "POST", body: new URLSearchParams({csrf: "forged", id: "dead-1"})}).then(r => r.status)`,
 			base+"/q/jobs/dead/selected"), chromedp.EvalAwaitPromise)
 	}
 	require.Contains(t, []int{http.StatusNotFound, http.StatusMethodNotAllowed}, forge(ro.URL))
 
 	rw, _ := f.serve(t, Config{})
-	run(t, ctx, chromedp.Navigate(rw.URL+"/q/jobs/dead"), chromedp.WaitVisible(chromedp.CSS("#dead-table")))
+	run(ctx, t, chromedp.Navigate(rw.URL+"/q/jobs/dead"), chromedp.WaitVisible(chromedp.CSS("#dead-table")))
 	require.Equal(t, http.StatusForbidden, forge(rw.URL), "same origin, with the cookie, a wrong token")
 
 	// Another site's page posts a form to the dashboard on load.
@@ -255,7 +255,7 @@ func TestBrowserReadOnlyAndForgedPost(t *testing.T) {
 	}))
 	t.Cleanup(evil.Close)
 	var body string
-	run(t, ctx, chromedp.Navigate(evil.URL), chromedp.WaitVisible(chromedp.CSS("body")))
+	run(ctx, t, chromedp.Navigate(evil.URL), chromedp.WaitVisible(chromedp.CSS("body")))
 	require.Eventually(t, func() bool {
 		body, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + " " + document.body.innerText`))
 		return strings.Contains(body, "/q/jobs/pause")
@@ -276,12 +276,12 @@ func TestBrowserNoScriptFromRedis(t *testing.T) {
 	srv, _ := f.serve(t, Config{})
 	for _, page := range []string{"/q/jobs/task?id=xss-dead", "/q/jobs/dead", "/q/jobs/", "/q/jobs/search?text=pwned",
 		"/q/jobs/dead?reason=" + strings.ReplaceAll(evil, " ", "+")} {
-		run(t, ctx, chromedp.Navigate(srv.URL+page), chromedp.WaitVisible(chromedp.CSS("main")))
-		require.False(t, eval[bool](t, ctx, `window.__pwned !== undefined`), page)
+		run(ctx, t, chromedp.Navigate(srv.URL+page), chromedp.WaitVisible(chromedp.CSS("main")))
+		require.False(t, eval[bool](ctx, t, `window.__pwned !== undefined`), page)
 	}
-	run(t, ctx, chromedp.Navigate(srv.URL+"/q/jobs/task?id=xss-dead"), chromedp.WaitVisible(chromedp.CSS("#task-reason")))
-	require.Equal(t, evil, text(t, ctx, "#task-reason"), "shown as text")
-	require.False(t, eval[bool](t, ctx, `window.__pwned !== undefined`))
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/task?id=xss-dead"), chromedp.WaitVisible(chromedp.CSS("#task-reason")))
+	require.Equal(t, evil, text(ctx, t, "#task-reason"), "shown as text")
+	require.False(t, eval[bool](ctx, t, `window.__pwned !== undefined`))
 }
 
 // A queue of 10,000 dead letters: its first page, a page of the largest size, the last page, a filtered page and
@@ -300,18 +300,18 @@ func TestBrowserTenThousandDeadLetters(t *testing.T) {
 		{"/q/jobs/dead?reason=503&size=500", "#dead-table"},
 	} {
 		start := time.Now()
-		run(t, ctx, chromedp.Navigate(srv.URL+page.path), chromedp.WaitVisible(chromedp.CSS(page.wait)))
-		rows := eval[int](t, ctx, `document.querySelectorAll("#dead-table .task-row").length`)
+		run(ctx, t, chromedp.Navigate(srv.URL+page.path), chromedp.WaitVisible(chromedp.CSS(page.wait)))
+		rows := eval[int](ctx, t, `document.querySelectorAll("#dead-table .task-row").length`)
 		took := time.Since(start)
 		t.Logf("%s: %d rows in %v (budget %v)", page.path, rows, took.Round(time.Millisecond), budget)
 		require.Positive(t, rows)
 		require.Less(t, took, budget, page.path)
 	}
 	start := time.Now()
-	run(t, ctx, chromedp.Navigate(srv.URL+"/q/jobs/dead?reason=503"), chromedp.WaitVisible(chromedp.CSS("#bulk-delete")),
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/dead?reason=503"), chromedp.WaitVisible(chromedp.CSS("#bulk-delete")),
 		chromedp.Click(chromedp.CSS("#bulk-delete")), chromedp.WaitVisible(chromedp.CSS("#confirm-count")))
 	took := time.Since(start)
-	require.Equal(t, "10000", text(t, ctx, "#confirm-count"))
+	require.Equal(t, "10000", text(ctx, t, "#confirm-count"))
 	t.Logf("bulk delete confirmation (counts 10000 by filter): %v (budget %v)", took.Round(time.Millisecond), budget)
 	require.Less(t, took, budget)
 }
@@ -342,27 +342,27 @@ func TestBrowserOtherPages(t *testing.T) {
 	}
 	d.queues[0].history = fakeHistory(points)
 
-	run(t, ctx, chromedp.Navigate(srv.URL+"/q/jobs/schedules"), chromedp.WaitVisible(chromedp.CSS("#schedules")))
-	require.Contains(t, text(t, ctx, "#schedules"), "nightly-report")
-	screenshot(t, ctx, "schedules")
-	run(t, ctx, chromedp.Click(chromedp.CSS(`#schedules button[value="pause"]`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
-	require.Contains(t, text(t, ctx, ".flash"), "paused")
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/schedules"), chromedp.WaitVisible(chromedp.CSS("#schedules")))
+	require.Contains(t, text(ctx, t, "#schedules"), "nightly-report")
+	screenshot(ctx, t, "schedules")
+	run(ctx, t, chromedp.Click(chromedp.CSS(`#schedules button[value="pause"]`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	require.Contains(t, text(ctx, t, ".flash"), "paused")
 
-	run(t, ctx, chromedp.Navigate(srv.URL+"/q/jobs/locks"), chromedp.WaitVisible(chromedp.CSS("#locks")))
-	require.Contains(t, text(t, ctx, "#locks"), "invoice:7")
-	screenshot(t, ctx, "locks")
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/locks"), chromedp.WaitVisible(chromedp.CSS("#locks")))
+	require.Contains(t, text(ctx, t, "#locks"), "invoice:7")
+	screenshot(ctx, t, "locks")
 
-	run(t, ctx, chromedp.Navigate(srv.URL+"/q/jobs/groups"), chromedp.WaitVisible(chromedp.CSS("#groups")))
-	require.Contains(t, text(t, ctx, "#groups"), "thumbnails@")
-	require.Contains(t, text(t, ctx, "#groups"), "etl")
-	screenshot(t, ctx, "groups")
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/groups"), chromedp.WaitVisible(chromedp.CSS("#groups")))
+	require.Contains(t, text(ctx, t, "#groups"), "thumbnails@")
+	require.Contains(t, text(ctx, t, "#groups"), "etl")
+	screenshot(ctx, t, "groups")
 
-	run(t, ctx, chromedp.Navigate(srv.URL+"/q/jobs/workflow?id=etl"), chromedp.WaitVisible(chromedp.CSS("#workflow-tree")))
-	depth := eval[int](t, ctx, `document.querySelectorAll("#workflow-tree ul ul li").length`)
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/workflow?id=etl"), chromedp.WaitVisible(chromedp.CSS("#workflow-tree")))
+	depth := eval[int](ctx, t, `document.querySelectorAll("#workflow-tree ul ul li").length`)
 	require.Equal(t, 1, depth, "load sits two levels under extract")
-	screenshot(t, ctx, "workflow")
+	screenshot(ctx, t, "workflow")
 
-	run(t, ctx, chromedp.Navigate(srv.URL+"/q/jobs/history"), chromedp.WaitVisible(chromedp.CSS("#charts")))
-	require.Equal(t, 2, eval[int](t, ctx, `document.querySelectorAll("#charts svg").length`))
-	screenshot(t, ctx, "history")
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/history"), chromedp.WaitVisible(chromedp.CSS("#charts")))
+	require.Equal(t, 2, eval[int](ctx, t, `document.querySelectorAll("#charts svg").length`))
+	screenshot(ctx, t, "history")
 }

@@ -23,7 +23,6 @@ import (
 
 // fixture is a queue "jobs" on a miniredis of the test's own, its Admin and Schedules.
 type fixture struct {
-	mr    *miniredis.Miniredis
 	rdb   *redis.Client
 	q     *taskqueue.RedisTaskQueue
 	adm   *taskqueue.Admin
@@ -63,7 +62,7 @@ func fixtureOn(t testing.TB, rdb *redis.Client, prefix string) *fixture {
 	return &fixture{rdb: rdb, q: q, adm: adm, sched: sched}
 }
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // enqueue adds ready tasks with the given ids and args.
 func (f *fixture) enqueue(t testing.TB, args jobArgs, ids ...string) {

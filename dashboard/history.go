@@ -127,11 +127,10 @@ func niceCeil(v float64) float64 {
 }
 
 func formatValue(v float64, unit string) string {
-	switch unit {
-	case "ms":
-		if v >= 1000 {
-			return fmt.Sprintf("%.3gs", v/1000)
-		}
+	if unit == "ms" && v >= 1000 {
+		return fmt.Sprintf("%.3gs", v/1000)
+	}
+	if unit == "ms" {
 		return fmt.Sprintf("%.3gms", v)
 	}
 	return fmt.Sprintf("%.4g", v)

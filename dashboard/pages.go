@@ -496,11 +496,13 @@ func (d *Dashboard) workflowPage(w http.ResponseWriter, r *http.Request, q *Queu
 // workflowTree arranges a workflow's nodes (a DAG) as a tree: each node under its first parent.
 func workflowTree(info *taskqueue.WorkflowInfo, qbase string) []*treeNode {
 	nodes := make(map[string]*treeNode, len(info.Nodes))
-	for _, n := range info.Nodes {
-		nodes[n.ID] = &treeNode{Node: n, Link: qbase + "/task?id=" + urlEscape(n.TaskID)}
+	for i := range info.Nodes {
+		n := &info.Nodes[i]
+		nodes[n.ID] = &treeNode{Node: *n, Link: qbase + "/task?id=" + urlEscape(n.TaskID)}
 	}
 	var roots []*treeNode
-	for _, n := range info.Nodes {
+	for i := range info.Nodes {
+		n := &info.Nodes[i]
 		t := nodes[n.ID]
 		parent := ""
 		for _, p := range n.Parents {

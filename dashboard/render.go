@@ -105,7 +105,7 @@ var funcs = template.FuncMap{
 	"pretty":  prettyJSON,
 	"add":     func(a, b int) int { return a + b },
 	"states":  func() []taskqueue.State { return listStates },
-	"percent": func(done, total int) int { return percentOf(done, total) },
+	"percent": percentOf,
 	"dict":    dict,
 }
 
