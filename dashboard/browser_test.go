@@ -337,8 +337,8 @@ func TestBrowserOtherPages(t *testing.T) {
 	var points []Point
 	for i := range 60 {
 		points = append(points, Point{At: now.Add(time.Duration(i-60) * time.Minute), Span: time.Minute,
-			Processed: int64(900 + 300*((i/7)%3) + i), Failed: int64(i % 5), LatencyP50: time.Duration(18+i%4) * time.Millisecond,
-			LatencyP99: time.Duration(60+(i*7)%40) * time.Millisecond})
+			Processed: int64(900 + 300*((i/7)%3) + i), Failed: int64(i % 5), RunP50: time.Duration(18+i%4) * time.Millisecond,
+			RunP99: time.Duration(60+(i*7)%40) * time.Millisecond})
 	}
 	d.queues[0].history = fakeHistory(points)
 
@@ -363,6 +363,6 @@ func TestBrowserOtherPages(t *testing.T) {
 	screenshot(ctx, t, "workflow")
 
 	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/history"), chromedp.WaitVisible(chromedp.CSS("#charts")))
-	require.Equal(t, 2, eval[int](ctx, t, `document.querySelectorAll("#charts svg").length`))
+	require.Equal(t, 3, eval[int](ctx, t, `document.querySelectorAll("#charts svg").length`))
 	screenshot(ctx, t, "history")
 }

@@ -130,7 +130,7 @@ func New(cfg Config) (*Dashboard, error) {
 			return nil, fmt.Errorf("%w: Queues[%d].Name %q is taken", ErrInvalidConfig, i, q.Name)
 		}
 		if q.history == nil {
-			q.history = adminHistory(q.Admin)
+			q.history = adminHistory{q.Admin}
 		}
 		d.queues = append(d.queues, &q)
 		d.byName[q.Name] = &q

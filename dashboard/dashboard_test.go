@@ -19,7 +19,9 @@ func TestPagesRender(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.kill(t, "card declined", "dead-1")
-	f.enqueue(t, jobArgs{Customer: "ACME"}, "order-1", "order-2")
+	f.enqueue(t, jobArgs{Customer: "ACME"}, "order-1", "order-2", "to-cancel")
+	_, err := f.adm.Cancel(ctx, "to-cancel")
+	require.NoError(t, err)
 	require.NoError(t, f.sched.Create(ctx, &taskqueue.Schedule{Name: "nightly", Cron: "0 3 * * *",
 		Task: &taskqueue.TaskSpec{Executable: taskqueue.Ref("jobs", "work", jobArgs{})}}))
 	run, err := f.q.DispatchGroup(ctx, "batch", []*taskqueue.TaskSpec{{Executable: taskqueue.Ref("jobs", "work", jobArgs{})}}, nil)
@@ -42,7 +44,7 @@ func TestPagesRender(t *testing.T) {
 		"/q/jobs/locks":                     {"No locks"},
 		"/q/jobs/groups":                    {"batch@", "group"},
 		"/q/jobs/group?id=" + run.GroupID(): {"pending"},
-		"/q/jobs/history":                   {"No history"},
+		"/q/jobs/history":                   {"<svg", "No task counted"},
 		"/static/app.js":                    {"textContent"},
 		"/static/app.css":                   {"svg.chart"},
 		"/q/jobs/search.json?text=ACME":     {`"matches":[`, "order-1"},
@@ -280,14 +282,14 @@ func TestHistoryCharts(t *testing.T) {
 	var points []Point
 	for i := range 60 {
 		points = append(points, Point{At: now.Add(time.Duration(i-60) * time.Minute), Span: time.Minute,
-			Processed: int64(100 + i), Failed: int64(i % 3), LatencyP50: 20 * time.Millisecond, LatencyP99: time.Duration(80+i) * time.Millisecond})
+			Processed: int64(100 + i), Failed: int64(i % 3), RunP50: 20 * time.Millisecond, RunP99: time.Duration(80+i) * time.Millisecond})
 	}
 	srv, d := f.serve(t, Config{})
 	d.queues[0].history = fakeHistory(points)
 	status, body := get(t, client(t), srv.URL+"/q/jobs/history?window=24h")
 	require.Equal(t, http.StatusOK, status)
-	require.Equal(t, 2, strings.Count(body, "<svg"))
-	require.Equal(t, 4, strings.Count(body, "<polyline"))
+	require.Equal(t, 3, strings.Count(body, "<svg"))
+	require.Equal(t, 7, strings.Count(body, "<polyline"))
 	require.Contains(t, body, "Throughput")
 	require.Contains(t, body, "09:00")
 	require.Contains(t, body, "60 points")
@@ -296,3 +298,29 @@ func TestHistoryCharts(t *testing.T) {
 type fakeHistory []Point
 
 func (h fakeHistory) History(context.Context, time.Duration) ([]Point, error) { return h, nil }
+
+// The charts read the history the queue keeps in Redis (Admin.History), minutes merged into at most
+// maxChartPoints intervals.
+func TestAdminHistorySource(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	f.enqueue(t, jobArgs{}, ids("h-", 5)...)
+	require.NoError(t, f.q.FlushHistory(ctx))
+	src := adminHistory{f.adm}
+	for window, want := range map[time.Duration]int{time.Hour: 60, 24 * time.Hour: 144} {
+		points, err := src.History(ctx, window)
+		require.NoError(t, err)
+		require.Len(t, points, want, window)
+		var enq int64
+		for _, p := range points {
+			enq += p.Enqueued
+		}
+		require.EqualValues(t, 5, enq, window)
+	}
+	srv, _ := f.serve(t, Config{})
+	status, body := get(t, client(t), srv.URL+"/q/jobs/history?window=24h")
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, body, "144 points")
+	require.NotContains(t, body, "No task counted")
+}

@@ -19,11 +19,12 @@ type Point struct {
 	// At is the start of the interval (server clock); Span its length.
 	At   time.Time
 	Span time.Duration
-	// Processed counts the tasks that finished in the interval (acknowledged), Failed those that failed (retried
-	// or dead-lettered).
-	Processed, Failed int64
-	// LatencyP50 and LatencyP99 are percentiles of the handlers' run time in the interval (0 when unknown).
-	LatencyP50, LatencyP99 time.Duration
+	// Enqueued counts the tasks stored in the interval, Processed the runs that succeeded, Failed those that failed
+	// (to be retried, or dead-lettered).
+	Enqueued, Processed, Failed int64
+	// RunP50 and RunP99 are quantiles of the handlers' run time, PickupP50 and PickupP99 of the time from enqueue
+	// to handler start (0 when the interval has none).
+	RunP50, RunP99, PickupP50, PickupP99 time.Duration
 }
 
 // historySource gives a queue's history over the last window, oldest point first.
@@ -31,9 +32,46 @@ type historySource interface {
 	History(ctx context.Context, window time.Duration) ([]Point, error)
 }
 
-// adminHistory is the history of an Admin. (The root package's History lands with the workers' history keeping;
-// until then a queue has none.)
-func adminHistory(_ *taskqueue.Admin) historySource { return nil }
+// adminHistory reads the history that the queue's workers keep in Redis ([taskqueue.Admin.History]).
+type adminHistory struct{ admin *taskqueue.Admin }
+
+// maxChartPoints bounds the points of a chart: a day of minutes is drawn as 10-minute intervals.
+const maxChartPoints = 144
+
+// History reads the per-minute history and merges minutes into intervals of at most maxChartPoints: counts add
+// up, the p50s are averaged weighted by runs (pickups: by starts), and an interval's p99 is its worst minute's.
+func (h adminHistory) History(ctx context.Context, window time.Duration) ([]Point, error) {
+	minutes, err := h.admin.History(ctx, window)
+	if err != nil {
+		return nil, err
+	}
+	per := (len(minutes) + maxChartPoints - 1) / maxChartPoints
+	var out []Point
+	for i := 0; i < len(minutes); i += per {
+		group := minutes[i:min(i+per, len(minutes))]
+		p := Point{At: group[0].At, Span: time.Duration(len(group)) * time.Minute}
+		var runs, starts int64
+		var run50, pick50 float64
+		for _, m := range group {
+			p.Enqueued += m.Enqueued
+			p.Processed += m.Succeeded
+			p.Failed += m.Failed + m.Dead
+			n := m.Succeeded + m.Failed + m.Dead
+			runs, starts = runs+n, starts+m.Started
+			run50 += float64(m.RunP50) * float64(n)
+			pick50 += float64(m.PickupP50) * float64(m.Started)
+			p.RunP99, p.PickupP99 = max(p.RunP99, m.RunP99), max(p.PickupP99, m.PickupP99)
+		}
+		if runs > 0 {
+			p.RunP50 = time.Duration(run50 / float64(runs))
+		}
+		if starts > 0 {
+			p.PickupP50 = time.Duration(pick50 / float64(starts))
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
 
 // historyWindows are the windows the history page offers.
 var historyWindows = []struct {
@@ -96,7 +134,7 @@ func chartSVG(title, unit string, xs []time.Time, ss []series) template.HTML {
 			fmt.Fprintf(&pts, "%.1f,%.1f ", xAt(i), y)
 		}
 		fmt.Fprintf(&b, `<polyline points="%s" class="line %s"/>`, strings.TrimSpace(pts.String()), s.class)
-		fmt.Fprintf(&b, `<text x="%g" y="14" class="legend %s">%s</text>`, w-200+float64(k)*100, s.class,
+		fmt.Fprintf(&b, `<text x="%g" y="14" class="legend %s">%s</text>`, w-270+float64(k)*90, s.class,
 			html.EscapeString(s.name))
 	}
 	if n == 0 {
@@ -136,23 +174,26 @@ func formatValue(v float64, unit string) string {
 	return fmt.Sprintf("%.4g", v)
 }
 
-// historyCharts draws the throughput and latency charts of points.
+// historyCharts draws the throughput, run time and pickup latency charts of points.
 func historyCharts(points []Point) []template.HTML {
 	xs := make([]time.Time, len(points))
-	var done, failed, p50, p99 []float64
+	var enq, done, failed, run50, run99, pick50, pick99 []float64
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	for i, p := range points {
 		xs[i] = p.At
 		perMin := 1.0
 		if p.Span > 0 {
 			perMin = float64(time.Minute) / float64(p.Span)
 		}
+		enq = append(enq, float64(p.Enqueued)*perMin)
 		done = append(done, float64(p.Processed)*perMin)
 		failed = append(failed, float64(p.Failed)*perMin)
-		p50 = append(p50, float64(p.LatencyP50)/float64(time.Millisecond))
-		p99 = append(p99, float64(p.LatencyP99)/float64(time.Millisecond))
+		run50, run99 = append(run50, ms(p.RunP50)), append(run99, ms(p.RunP99))
+		pick50, pick99 = append(pick50, ms(p.PickupP50)), append(pick99, ms(p.PickupP99))
 	}
 	return []template.HTML{
-		chartSVG("Throughput (tasks per minute)", "", xs, []series{{"processed", "s1", done}, {"failed", "s2", failed}}),
-		chartSVG("Latency (run time)", "ms", xs, []series{{"p50", "s1", p50}, {"p99", "s2", p99}}),
+		chartSVG("Throughput (tasks per minute)", "", xs, []series{{"succeeded", "s1", done}, {"failed", "s2", failed}, {"enqueued", "s3", enq}}),
+		chartSVG("Run time", "ms", xs, []series{{"p50", "s1", run50}, {"p99", "s2", run99}}),
+		chartSVG("Pickup latency (enqueue to start)", "ms", xs, []series{{"p50", "s1", pick50}, {"p99", "s2", pick99}}),
 	}
 }

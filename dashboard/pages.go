@@ -98,6 +98,8 @@ func countOf(st taskqueue.Stats, s taskqueue.State) int64 {
 		return st.Active
 	case taskqueue.StateDead:
 		return st.Dead
+	case taskqueue.StateCancelled:
+		return st.Cancelled
 	}
 	return 0
 }
@@ -108,7 +110,7 @@ func (d *Dashboard) tasksPage(w http.ResponseWriter, r *http.Request, q *Queue) 
 		state = taskqueue.StatePending
 	}
 	if !slices.Contains(listStates, state) {
-		return badRequest("state must be pending, scheduled, active or dead")
+		return badRequest("state must be pending, scheduled, active, dead or cancelled")
 	}
 	st, err := q.Admin.Stats(r.Context())
 	if err != nil {
@@ -527,6 +529,7 @@ type historyView struct {
 	Charts    []template.HTML
 	Available bool
 	Points    int
+	Empty     bool // every point is zero: nothing was counted in the window
 }
 
 func (d *Dashboard) historyPage(w http.ResponseWriter, r *http.Request, q *Queue) error {
@@ -544,6 +547,7 @@ func (d *Dashboard) historyPage(w http.ResponseWriter, r *http.Request, q *Queue
 			return err
 		}
 		v.Available, v.Points, v.Charts = true, len(points), historyCharts(points)
+		v.Empty = !slices.ContainsFunc(points, func(p Point) bool { return p.Enqueued+p.Processed+p.Failed > 0 })
 	}
 	d.render(w, r, http.StatusOK, "history", v)
 	return nil

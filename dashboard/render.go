@@ -119,7 +119,7 @@ func dict(kv ...any) map[string]any {
 	return m
 }
 
-var listStates = []taskqueue.State{taskqueue.StatePending, taskqueue.StateScheduled, taskqueue.StateActive, taskqueue.StateDead}
+var listStates = []taskqueue.State{taskqueue.StatePending, taskqueue.StateScheduled, taskqueue.StateActive, taskqueue.StateDead, taskqueue.StateCancelled}
 
 func percentOf(done, total int) int {
 	if total <= 0 {
