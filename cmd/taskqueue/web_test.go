@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
+	neturl "net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -112,4 +114,36 @@ func TestWebUsage(t *testing.T) {
 	r := cliEnv(t, f.env, "web", "--help")
 	require.Equal(t, 0, r.code)
 	require.Contains(t, r.stdout, "127.0.0.1")
+}
+
+// Against a real redis-server: the overview shows the queue the library filled, and a dead letter requeued with
+// the page's CSRF token leaves the dead letters.
+func TestWebRealRedis(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, realRedis(t), "webreal")
+	f.seed(t)
+	url := startWeb(t, f.env)
+	status, body := httpGet(t, url)
+	require.Equal(t, http.StatusOK, status)
+	for _, want := range []string{`data-queue="webreal"`, `state=pending">3</a>`, `state=active">1</a>`, `state=scheduled">1</a>`, `/q/webreal/dead">3</a>`} {
+		require.Contains(t, body, want)
+	}
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(url + "q/webreal/dead")
+	require.NoError(t, err)
+	page, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
+	require.NotNil(t, m)
+	resp, err = c.PostForm(url+"q/webreal/dead/selected", neturl.Values{"csrf": {string(m[1])}, "action": {"requeue"}, "id": {"d1"}})
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	st, err := f.admin.Stats(context.Background())
+	require.NoError(t, err)
+	require.EqualValues(t, 2, st.Dead)
+	require.EqualValues(t, 4, st.Pending)
 }
