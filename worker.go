@@ -245,6 +245,11 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if m, ok := w.q.(*MultiQueue); ok { // multiqueue.go: each queue's registry
+		if err := m.checkResolvers(); err != nil {
+			return err
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.state != stateNew {

@@ -165,8 +165,9 @@ func (w *TaskWorker) runTask(f *inflight) {
 		// One timer for every task of the worker (worker_timeout.go), rather than a timer or a timeout context each.
 		f.ctx.deadline = w.timeouts.add(f, timeout)
 	}
-	f.slot.limit = w.q.maxResultBytes()
-	f.slot.node = nodeRef{q: w.q, spec: spec}
+	q := originOf(w.q, d) // a MultiQueue's delivery belongs to one of its queues (multiqueue.go)
+	f.slot.limit = q.maxResultBytes()
+	f.slot.node = nodeRef{q: q, spec: spec}
 	f.ctx.slot = &f.slot
 	f.ctx.w, f.ctx.run = w, f // for ReportProgress (progress.go)
 	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries})
