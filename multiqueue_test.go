@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -389,4 +390,36 @@ func TestMultiQueueHandsBackWakes(t *testing.T) {
 	m.handBackWakes(ctx, []int{0, 1}, tried)
 	require.Equal(t, int64(0), rdb.LLen(ctx, wakeA).Val(), "the first queue was asked: no wake-up back")
 	require.Equal(t, int64(1), rdb.LLen(ctx, wakeB).Val())
+}
+
+// TestMultiQueueWorkerChecksEachQueue: a worker on several queues refuses to start when a queue's registry can
+// resolve no task (naming the queue), and warns at start about each queue that has no keys.
+func TestMultiQueueWorkerChecksEachQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	qs := mqQueues(t, rdb, "probe", 2, func(context.Context, string) error { return nil })
+	require.NoError(t, qs[0].Enqueue(ctx, mqTask("t1")))
+	empty, err := NewRedisTaskQueue(rdb, "probe-empty", NewResolverRegistry(), quiet(nil))
+	require.NoError(t, err)
+
+	m, err := NewMultiQueue(append(weighted(qs, 1, 1), QueueWeight{Queue: empty, Weight: 1}), nil)
+	require.NoError(t, err)
+	w, err := NewTaskWorker(m, quietWorker(WorkerConfig{}, nil))
+	require.NoError(t, err)
+	err = w.Start(ctx)
+	require.ErrorIs(t, err, ErrNoResolvers)
+	require.Contains(t, err.Error(), `Queues[2], key prefix "probe-empty"`)
+
+	m, err = NewMultiQueue(weighted(qs, 1, 1), nil)
+	require.NoError(t, err)
+	var logs syncBuffer
+	w, err = NewTaskWorker(m, &WorkerConfig{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Name: "probe"})
+	require.NoError(t, err)
+	require.NoError(t, w.Start(ctx))
+	t.Cleanup(func() { _ = w.Stop(ctx) })
+	out := logs.waitFor(t, `queue \"probe-b\" has no keys`)
+	require.Contains(t, out, `level=DEBUG msg="taskqueue: queue has keys" worker=probe key_prefix=probe-a`)
 }
