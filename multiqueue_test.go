@@ -423,3 +423,58 @@ func TestMultiQueueWorkerChecksEachQueue(t *testing.T) {
 	out := logs.waitFor(t, `queue \"probe-b\" has no keys`)
 	require.Contains(t, out, `level=DEBUG msg="taskqueue: queue has keys" worker=probe key_prefix=probe-a`)
 }
+
+// TestMultiQueueTaskControls: through a worker on several queues, a task's result, progress and snooze are stored
+// in the queue it came from, and a cancel sent to that queue reaches its running handler.
+func TestMultiQueueTaskControls(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, base := realClient(t)
+	var snoozed atomic.Bool
+	cancelled := make(chan error, 1)
+	qs := mqQueues(t, rdb, base, 2, func(ctx context.Context, kind string) error {
+		switch kind {
+		case "result":
+			if err := ReportProgress(ctx, 50, "half"); err != nil {
+				return err
+			}
+			return SetResult(ctx, QueueOf(ctx))
+		case "snooze":
+			if snoozed.CompareAndSwap(false, true) {
+				return Snooze(10 * time.Millisecond)
+			}
+		case "cancel":
+			<-ctx.Done()
+			cancelled <- context.Cause(ctx)
+			return context.Cause(ctx)
+		}
+		return nil
+	})
+	m, err := NewMultiQueue(weighted(qs, 1, 1), nil)
+	require.NoError(t, err)
+	rec := &recorder{}
+	startWorker(t, m, quietWorker(WorkerConfig{Concurrency: 4}, rec))
+	b := qs[1]
+	for _, id := range []string{"result", "snooze", "cancel"} {
+		require.NoError(t, b.Enqueue(ctx, mqTask(id)))
+	}
+	waitFor(t, 10*time.Second, "result and snooze done", func() bool { return rec.count(EventSucceeded) == 2 && rec.count(EventSnoozed) == 1 })
+	res, err := b.Result(ctx, "result")
+	require.NoError(t, err)
+	require.JSONEq(t, fmt.Sprintf("%q", b.prefix), string(res))
+	p, err := mustAdmin(b).TaskProgress(ctx, "result")
+	require.NoError(t, err)
+	require.Equal(t, "half", p.Message)
+	_, err = qs[0].Result(ctx, "result")
+	require.ErrorIs(t, err, ErrNoResult, "nothing stored in the other queue")
+
+	waitFor(t, 10*time.Second, "the cancel task running", func() bool { return rec.count(EventStarted) >= 4 })
+	_, err = mustAdmin(b).Cancel(ctx, "cancel")
+	require.NoError(t, err)
+	select {
+	case cause := <-cancelled:
+		require.ErrorIs(t, cause, ErrCancelled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cancel did not reach the handler")
+	}
+}
