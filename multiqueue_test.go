@@ -478,3 +478,27 @@ func TestMultiQueueTaskControls(t *testing.T) {
 		t.Fatal("the cancel did not reach the handler")
 	}
 }
+
+// TestMultiQueueWarnsOfAClientThatIgnoresDeadlines: a worker on several queues warns about its client as a worker
+// on one does (health.go).
+func TestMultiQueueWarnsOfAClientThatIgnoresDeadlines(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	for _, honoured := range []bool{false, true} {
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: honoured})
+		qs := mqQueues(t, rdb, "warn", 2, func(context.Context, string) error { return nil })
+		m, err := NewMultiQueue(weighted(qs, 1, 1), nil)
+		require.NoError(t, err)
+		lines := &logLines{}
+		_, err = NewTaskWorker(m, &WorkerConfig{Logger: slog.New(lines)})
+		require.NoError(t, err)
+		n := 0
+		for _, msg := range lines.msgs {
+			if strings.HasPrefix(msg, "taskqueue: the Redis client ignores context deadlines") {
+				n++
+			}
+		}
+		require.Equal(t, map[bool]int{false: 1, true: 0}[honoured], n)
+		require.NoError(t, rdb.Close())
+	}
+}
