@@ -264,22 +264,45 @@ func (s *ShardedQueue) FlushHistory(ctx context.Context) error {
 
 // historyTargets returns the recorder a worker of q counts its runs in (for a sharded queue, shard 0's: the
 // history is summed over the shards when read) and every recorder the worker flushes.
-func historyTargets(q TaskQueue) (counts *historyRecorder, flush []*historyRecorder) {
+func historyTargets(q TaskQueue) (counts []*historyRecorder, flush []*historyRecorder) {
 	switch q := q.(type) {
 	case *RedisTaskQueue:
 		if q.history == nil {
-			return nil, nil
+			return []*historyRecorder{nil}, nil
 		}
-		return q.history, []*historyRecorder{q.history}
+		return []*historyRecorder{q.history}, []*historyRecorder{q.history}
 	case *ShardedQueue:
 		for _, s := range q.shards {
 			if s.history != nil {
 				flush = append(flush, s.history)
 			}
 		}
-		return q.shards[0].history, flush
+		return []*historyRecorder{q.shards[0].history}, flush
+	case *MultiQueue:
+		// Each member's runs are counted in that member's history, as a worker of the member alone would.
+		for _, m := range q.members {
+			c, f := historyTargets(m.q)
+			counts = append(counts, c...)
+			flush = append(flush, f...)
+		}
+		return counts, flush
 	}
-	return nil, nil
+	return []*historyRecorder{nil}, nil
+}
+
+// queuePrefixes returns the key prefix of each member of q ([Event.Queue]): one entry unless q is a MultiQueue.
+func queuePrefixes(q TaskQueue) []string {
+	if m, ok := q.(*MultiQueue); ok {
+		out := make([]string, len(m.members))
+		for i, mm := range m.members {
+			out[i] = mm.prefix
+		}
+		return out
+	}
+	if p, ok := q.(interface{ KeyPrefix() string }); ok {
+		return []string{p.KeyPrefix()}
+	}
+	return []string{""}
 }
 
 // historyFlusher is a worker's part that flushes its queue's history every interval, and once more at stop.

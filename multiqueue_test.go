@@ -502,3 +502,43 @@ func TestMultiQueueWarnsOfAClientThatIgnoresDeadlines(t *testing.T) {
 		require.NoError(t, rdb.Close())
 	}
 }
+
+// TestMultiQueueHistoryAndEventQueue: a MultiQueue worker counts each task's run in the history of the queue it came
+// from (Admin.History of each member), and its events name that queue (Event.Queue).
+func TestMultiQueueHistoryAndEventQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	qs := mqQueues(t, rdb, "mqhist", 2, func(context.Context, string) error { return nil })
+	fill(t, qs[0], "a", 3)
+	fill(t, qs[1], "b", 5)
+	m, err := NewMultiQueue(weighted(qs, 1, 1), nil)
+	require.NoError(t, err)
+	rec := &recorder{}
+	w, err := NewTaskWorker(m, quietWorker(WorkerConfig{Concurrency: 4}, rec))
+	require.NoError(t, err)
+	require.NoError(t, w.Start(ctx))
+	waitFor(t, 10*time.Second, "every task done", func() bool { return rec.count(EventSucceeded) == 8 })
+	require.NoError(t, stopWorker(t, w, 10*time.Second))
+
+	byQueue := map[string]int{}
+	rec.mu.Lock()
+	for _, e := range rec.events {
+		if e.Kind == EventSucceeded {
+			byQueue[e.Queue]++
+		}
+	}
+	rec.mu.Unlock()
+	require.Equal(t, map[string]int{qs[0].KeyPrefix(): 3, qs[1].KeyPrefix(): 5}, byQueue)
+	for i, want := range []int64{3, 5} {
+		adm, err := NewAdmin(qs[i])
+		require.NoError(t, err)
+		ps, err := adm.History(ctx, 10*time.Minute)
+		require.NoError(t, err)
+		got := historyTotals(ps)
+		require.Equal(t, want, got.Started, "queue %d", i)
+		require.Equal(t, want, got.Succeeded, "queue %d", i)
+	}
+}

@@ -44,6 +44,12 @@ type Event struct {
 	Err        error         // the handler's error, or the queue error
 	Duration   time.Duration // how long the handler ran (succeeded, retried, dead)
 	Delay      time.Duration // when retried: the backoff before the next run
+	// Queue is the key prefix of the queue the task came from: the worker's queue, or for a [MultiQueue] worker
+	// the member's (a [ShardedQueue] member's prefix, without the shard suffix). Empty for queue errors that concern
+	// no task.
+	Queue string
+
+	member int // the MultiQueue member the task came from (Delivery.member)
 }
 
 // WorkerConfig configures a [TaskWorker]. The zero value of each field takes its default; the config is copied.
@@ -184,7 +190,8 @@ type TaskWorker struct {
 
 	control *cancelListener // cancels of running tasks (cancel_listener.go); nil for a queue without them
 
-	history      *historyRecorder // where runs are counted (history_recorder.go); nil without history
+	history      []*historyRecorder // where runs are counted, by MultiQueue member (history_recorder.go); nil entries count nothing
+	prefixes     []string           // the key prefix of each member (one entry unless the queue is a MultiQueue)
 	historyFlush *historyFlusher
 
 	health workerHealth // timestamps of the last successful round trips, for Health (health.go)
@@ -221,6 +228,7 @@ func NewTaskWorker(q TaskQueue, cfg *WorkerConfig) (*TaskWorker, error) {
 	w := &TaskWorker{q: q, cfg: c, handler: h, gate: newSuspectGate(), epoch: time.Now()}
 	var flush []*historyRecorder
 	w.history, flush = historyTargets(q)
+	w.prefixes = queuePrefixes(q)
 	w.historyFlush = newHistoryFlusher(w, flush)
 	return w, nil
 }
@@ -326,7 +334,10 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 
 // emit reports e to the OnEvent hook.
 func (w *TaskWorker) emit(e Event) {
-	w.history.observe(&e) // history_recorder.go
+	if e.TaskID != "" && e.member < len(w.prefixes) {
+		e.Queue = w.prefixes[e.member]
+		w.history[e.member].observe(&e) // history_recorder.go
+	}
 	if w.cfg.OnEvent != nil {
 		w.cfg.OnEvent(e)
 	}
