@@ -70,7 +70,7 @@ func TestInstrumentQueuesValidates(t *testing.T) {
 	for name, cs := range map[string][]*Collector{"none": nil, "nil": {a, nil}, "duplicate": {a, a2}} {
 		cfg := &taskqueue.WorkerConfig{}
 		err := InstrumentQueues(cfg, cs...)
-		require.True(t, errors.Is(err, taskqueue.ErrInvalidConfig), "%s: %v", name, err)
+		require.ErrorIs(t, err, taskqueue.ErrInvalidConfig, name)
 		require.Nil(t, cfg.OnEvent, "%s: cfg unchanged", name)
 	}
 	// An event of no queue, or of a queue no collector covers, is counted by the first collector.
