@@ -25,6 +25,7 @@ type Admin struct {
 	prefix  string
 	shards  []*RedisTaskQueue
 	shardOf func(taskID string) int // nil for a single shard
+	sharded *ShardedQueue           // a queue of several shards: where group members live (sharded_graph.go)
 }
 
 // AdminTarget is a queue that an [Admin] administers: a [*RedisTaskQueue] or a [*ShardedQueue].
@@ -65,7 +66,11 @@ func NewAdmin(q AdminTarget) (*Admin, error) {
 	if len(shards) == 1 {
 		shardOf = nil
 	}
-	return &Admin{prefix: prefix, shards: shards, shardOf: shardOf}, nil
+	a := &Admin{prefix: prefix, shards: shards, shardOf: shardOf}
+	if s, ok := q.(*ShardedQueue); ok && shardOf != nil {
+		a.sharded = s
+	}
+	return a, nil
 }
 
 // KeyPrefix returns the key prefix of the queue administered (a sharded queue's, without the shard suffix).
@@ -237,18 +242,19 @@ func (a *Admin) listByTime(ctx context.Context, state State, start, stop int64) 
 // exactly as stored, and a dead letter's reason; or [ErrNotFound] when no task has that id (it finished, or never
 // was). It reads in one round trip; a task with an envelope in none of the sorted sets is pending.
 func (a *Admin) Inspect(ctx context.Context, taskID string) (TaskInfo, error) {
-	return a.shard(taskID).inspect(ctx, taskID)
+	return lookupTask(a.shards, a.lookupShards(taskID), func(q *RedisTaskQueue) (TaskInfo, error) {
+		return q.inspect(ctx, taskID)
+	}, notFound)
 }
 
-// byShard splits task ids by the shard that holds them.
+// byShard splits task ids by the shards that may hold them (an id of a group member's shape goes to two,
+// sharded_graph.go; the shard that does not hold it skips it).
 func (a *Admin) byShard(taskIDs []string) [][]string {
 	groups := make([][]string, len(a.shards))
 	for _, id := range taskIDs {
-		k := 0
-		if a.shardOf != nil {
-			k = a.shardOf(id)
+		for _, k := range a.lookupShards(id) {
+			groups[k] = append(groups[k], id)
 		}
-		groups[k] = append(groups[k], id)
 	}
 	return groups
 }

@@ -37,7 +37,7 @@ var (
 // wrapping [ErrAlreadyFinished]. The script scans the list of pending tasks and the lease records in flight: a
 // cancel costs time in proportion to them, and a queue that never cancels pays nothing for it.
 func (a *Admin) Cancel(ctx context.Context, taskID string) (State, error) {
-	return a.shard(taskID).control(ctx, "cancel", taskID)
+	return a.control(ctx, "cancel", taskID)
 }
 
 // Delete removes one task by id, with its envelope and its last progress, and returns where it was: pending,
@@ -47,7 +47,14 @@ func (a *Admin) Cancel(ctx context.Context, taskID string) (State, error) {
 // group member completes its run's member as [MemberCancelled]. Unknown and finished (acknowledged) tasks are
 // refused as by [Admin.Cancel]. A deleted id can be enqueued again.
 func (a *Admin) Delete(ctx context.Context, taskID string) (State, error) {
-	return a.shard(taskID).control(ctx, "delete", taskID)
+	return a.control(ctx, "delete", taskID)
+}
+
+// control runs a cancel or delete in the shard that holds taskID.
+func (a *Admin) control(ctx context.Context, mode, taskID string) (State, error) {
+	return lookupTask(a.shards, a.lookupShards(taskID), func(q *RedisTaskQueue) (State, error) {
+		return q.control(ctx, mode, taskID)
+	}, notFound)
 }
 
 // control runs lua/cancel.lua for one task of this queue.

@@ -51,6 +51,11 @@ func (r *GroupRun) GroupID() string { return r.Name + "@" + r.RunID }
 //
 // A producer that loses the reply cannot tell whether the run was stored; dispatching again starts a second run.
 func (q *RedisTaskQueue) DispatchGroup(ctx context.Context, name string, specs []*TaskSpec, opts *GroupOptions) (*GroupRun, error) {
+	return q.dispatchGroup(ctx, name, newID(), specs, opts)
+}
+
+// dispatchGroup is DispatchGroup with the run id given: a ShardedQueue picks the shard by it (sharded_graph.go).
+func (q *RedisTaskQueue) dispatchGroup(ctx context.Context, name, runID string, specs []*TaskSpec, opts *GroupOptions) (*GroupRun, error) {
 	ttl, err := groupTTL(opts)
 	if err != nil {
 		return nil, err
@@ -61,7 +66,7 @@ func (q *RedisTaskQueue) DispatchGroup(ctx context.Context, name string, specs [
 	if len(specs) == 0 || len(specs) > MaxGroupMembers {
 		return nil, fmt.Errorf("%w: a group has 1 to %d members, not %d", ErrInvalidConfig, MaxGroupMembers, len(specs))
 	}
-	run := &GroupRun{Name: name, RunID: newID(), q: q, MemberIDs: make([]string, len(specs)), TaskIDs: make([]string, len(specs))}
+	run := &GroupRun{Name: name, RunID: runID, q: q, MemberIDs: make([]string, len(specs)), TaskIDs: make([]string, len(specs))}
 	gid := run.GroupID()
 	args := make([]any, 3, 3+3*len(specs))
 	args[0], args[1], args[2] = name, ttl.Milliseconds(), len(specs)

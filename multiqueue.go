@@ -321,6 +321,9 @@ func (m *MultiQueue) take(ctx context.Context, k, want int, tried []bool) (lease
 			}
 			continue
 		}
+		if mm.shards != nil {
+			markShard(l, (from+i)%len(mm.units)) // sharded_graph.go
+		}
 		if due >= 0 && (nextDue < 0 || due < nextDue) {
 			nextDue = due
 		}

@@ -67,7 +67,7 @@ func ReportProgress(ctx context.Context, percent float64, message string) error 
 		if !ok {
 			return nil // a queue that stores no progress
 		}
-		ps = &progressState{q: shardOfTask(shards.controlShards(), q, p.TaskID)}
+		ps = &progressState{q: shardOfTask(shards.controlShards(), q, tc.run.d)}
 		if !tc.run.progress.CompareAndSwap(nil, ps) {
 			ps = tc.run.progress.Load()
 		}
@@ -75,10 +75,10 @@ func ReportProgress(ctx context.Context, percent float64, message string) error 
 	return ps.report(p)
 }
 
-// shardOfTask returns the shard of queue q that holds taskID.
-func shardOfTask(shards []*RedisTaskQueue, q TaskQueue, taskID string) *RedisTaskQueue {
+// shardOfTask returns the shard of queue q that d was leased from.
+func shardOfTask(shards []*RedisTaskQueue, q TaskQueue, d *Delivery) *RedisTaskQueue {
 	if s, ok := q.(*ShardedQueue); ok {
-		return shards[s.ShardOf(taskID)]
+		return shards[s.shardIndex(d)]
 	}
 	return shards[0]
 }
@@ -171,7 +171,13 @@ func (a *Admin) TaskProgress(ctx context.Context, taskID string) (TaskProgress, 
 	if err := validateTaskID(taskID); err != nil {
 		return TaskProgress{}, err
 	}
-	q := a.shard(taskID)
+	return lookupTask(a.shards, a.lookupShards(taskID), func(q *RedisTaskQueue) (TaskProgress, error) {
+		return q.taskProgress(ctx, taskID)
+	}, notFound)
+}
+
+// taskProgress is TaskProgress in one shard.
+func (q *RedisTaskQueue) taskProgress(ctx context.Context, taskID string) (TaskProgress, error) {
 	var prog, env *redis.StringCmd
 	cmds, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		prog = p.Get(ctx, q.keys.progress(taskID))

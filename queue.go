@@ -104,6 +104,7 @@ type Delivery struct {
 	result    []byte    // the handler's result (SetResult), stored by Ack
 	failedAt  time.Time // set by the first Retry or DeadLetter: a resend writes the same envelope (settle.lua)
 	member    int       // the queue of a MultiQueue it was leased from (multiqueue.go); 0 otherwise
+	shard     int       // 1 + the shard of a ShardedQueue it was leased from (sharded_graph.go); 0 otherwise
 }
 
 // RedisConfig configures a [RedisTaskQueue]. The zero value of each field takes its default.

@@ -108,7 +108,9 @@ func (s *ShardedQueue) Result(ctx context.Context, taskID string) (json.RawMessa
 	if err := validateTaskID(taskID); err != nil {
 		return nil, err
 	}
-	return s.shards[s.ShardOf(taskID)].Result(ctx, taskID)
+	return lookupTask(s.shards, s.lookupShards(taskID), func(q *RedisTaskQueue) (json.RawMessage, error) {
+		return q.Result(ctx, taskID)
+	}, noResult)
 }
 
 // Result returns the stored result of a task. It returns [ErrNoResult] when the task stored none, has not

@@ -70,8 +70,9 @@ func (s *ShardedQueue) ShardOf(taskID string) int {
 	return int(h.Sum32() % uint32(len(s.shards)))
 }
 
+// shardOf returns the shard a delivery was leased from, where its outcome goes (sharded_graph.go).
 func (s *ShardedQueue) shardOf(d *Delivery) *RedisTaskQueue {
-	return s.shards[s.ShardOf(d.Spec.TaskID)]
+	return s.shards[s.shardIndex(d)]
 }
 
 // LeaseDuration implements [TaskQueue].
@@ -205,7 +206,7 @@ func (s *ShardedQueue) dequeueRaw(ctx context.Context, opts DequeueOptions) (lea
 func (s *ShardedQueue) rehydrateLeased(ctx context.Context, l leased) []*Delivery {
 	out := l.ds[:0]
 	for i, d := range l.ds {
-		if s.shards[s.ShardOf(l.ids[i])].rehydrateOne(ctx, d, l.ids[i], l.raws[i]) {
+		if s.shards[s.shardIndex(d)].rehydrateOne(ctx, d, l.ids[i], l.raws[i]) {
 			out = append(out, d)
 		}
 	}
@@ -230,6 +231,7 @@ func (s *ShardedQueue) sweep(ctx context.Context, want, from int) (leased, time.
 			}
 			continue
 		}
+		markShard(l, (from+i)%n)
 		out.add(l)
 		if due >= 0 && (nextDue < 0 || due < nextDue) {
 			nextDue = due
@@ -323,7 +325,7 @@ func (s *ShardedQueue) clearInterrupt(ctx context.Context, consumer string) erro
 func (s *ShardedQueue) group(ds []*Delivery) [][]*Delivery {
 	groups := make([][]*Delivery, len(s.shards))
 	for _, d := range ds {
-		k := s.ShardOf(d.Spec.TaskID)
+		k := s.shardIndex(d)
 		groups[k] = append(groups[k], d)
 	}
 	return groups

@@ -43,7 +43,9 @@ func (a *Admin) Lock(ctx context.Context, key string) (*LockInfo, error) {
 
 // TaskLock returns the lock a task carries, or nil when it carries none (or does not exist).
 func (a *Admin) TaskLock(ctx context.Context, taskID string) (*LockInfo, error) {
-	return a.shard(taskID).TaskLock(ctx, taskID)
+	return lookupTask(a.shards, a.lookupShards(taskID), func(q *RedisTaskQueue) (*LockInfo, error) {
+		return q.TaskLock(ctx, taskID)
+	}, func(l *LockInfo, err error) bool { return l == nil && err == nil })
 }
 
 // ReleaseLock deletes the lock record of a unique key whatever it says (see [RedisTaskQueue.ReleaseLock]); it

@@ -167,7 +167,7 @@ func (w *TaskWorker) runTask(f *inflight) {
 	}
 	q := originOf(w.q, d) // a MultiQueue's delivery belongs to one of its queues (multiqueue.go)
 	f.slot.limit = q.maxResultBytes()
-	f.slot.node = nodeRef{q: q, spec: spec}
+	f.slot.node = nodeRef{q: q, spec: spec, d: d}
 	f.ctx.slot = &f.slot
 	f.ctx.w, f.ctx.run = w, f // for ReportProgress (progress.go)
 	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, member: d.member})

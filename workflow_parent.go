@@ -15,6 +15,7 @@ import (
 type nodeRef struct {
 	q    TaskQueue
 	spec *TaskSpec
+	d    *Delivery // for a ShardedQueue: the shard it came from
 }
 
 // ParentResult reads the result of the node parent of the workflow that the task running under ctx belongs to,
@@ -45,6 +46,9 @@ func ParentResultRaw(ctx context.Context, parent string) (json.RawMessage, error
 		return nil, ErrNotWorkflowNode
 	}
 	q, ok := s.node.q.(*RedisTaskQueue)
+	if sq, sharded := s.node.q.(*ShardedQueue); sharded && s.node.d != nil {
+		q, ok = sq.shardOf(s.node.d), true // the workflow's shard (sharded_graph.go)
+	}
 	if !ok {
 		return nil, ErrNotWorkflowNode
 	}
