@@ -206,7 +206,7 @@ func (s *ShardedQueue) dequeueRaw(ctx context.Context, opts DequeueOptions) (lea
 func (s *ShardedQueue) rehydrateLeased(ctx context.Context, l leased) []*Delivery {
 	out := l.ds[:0]
 	for i, d := range l.ds {
-		if s.shards[s.shardIndex(d)].rehydrateOne(ctx, d, l.ids[i], l.raws[i]) {
+		if s.shards[s.leasedFrom(d, l.ids[i])].rehydrateOne(ctx, d, l.ids[i], l.raws[i]) {
 			out = append(out, d)
 		}
 	}

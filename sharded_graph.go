@@ -61,14 +61,17 @@ func (s *ShardedQueue) homeOf(taskID string) (int, bool) {
 
 // shardIndex returns the shard a delivery was leased from. A delivery that no pickup of this queue made (it
 // carries no shard) goes to its run's shard when its id has a member's shape, else to its hash's.
-func (s *ShardedQueue) shardIndex(d *Delivery) int {
+func (s *ShardedQueue) shardIndex(d *Delivery) int { return s.leasedFrom(d, d.Spec.TaskID) }
+
+// leasedFrom is shardIndex for a delivery whose task id is taskID (its Spec may not be decoded yet).
+func (s *ShardedQueue) leasedFrom(d *Delivery, taskID string) int {
 	if d.shard > 0 && d.shard <= len(s.shards) {
 		return d.shard - 1
 	}
-	if k, ok := s.homeOf(d.Spec.TaskID); ok {
+	if k, ok := s.homeOf(taskID); ok {
 		return k
 	}
-	return s.ShardOf(d.Spec.TaskID)
+	return s.ShardOf(taskID)
 }
 
 // markShard records in each delivery of a pickup the shard k it was leased from.
