@@ -17,8 +17,8 @@ import (
 //
 // An Admin works for a [*RedisTaskQueue] and for a [*ShardedQueue]. A plain queue is one shard. For a sharded
 // queue it fans out over the shards: counts add up, lists merge (see [Admin.List] for the order), a task is
-// looked up in the shard that holds it ([ShardedQueue.ShardOf]), and pause, purge and the bulk calls act on
-// every shard in turn.
+// looked up in the shard that holds it ([ShardedQueue.ShardOf]; a group member or workflow node in its run's
+// shard, docs/scaling.md), and pause, purge and the bulk calls act on every shard in turn.
 //
 // It is safe for concurrent use and holds nothing but the queue; make one whenever it is needed.
 type Admin struct {

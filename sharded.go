@@ -26,6 +26,9 @@ const MaxShards = 256
 // and the first wake-up ends the others. An idle consumer thus holds one connection per shard; size the client's
 // pool for it. Ordering is FIFO within a shard only.
 //
+// Group runs and workflows ([ShardedQueue.DispatchGroup], [ShardedQueue.SubmitWorkflow]) each live in one shard,
+// chosen by the run's group id or the workflow's id; every delivery is settled in the shard it was leased from.
+//
 // It is safe for concurrent use; the caller owns the client. The number of shards is part of the queue's
 // identity: producers and workers must agree on it, and changing it strands the tasks of the removed shards
 // (drain the queue first). Do not use a prefix "keyPrefix.i" for another queue.
@@ -63,7 +66,9 @@ func (s *ShardedQueue) KeyPrefix() string { return s.prefix }
 // that shard alone.
 func (s *ShardedQueue) Shards() []*RedisTaskQueue { return append([]*RedisTaskQueue(nil), s.shards...) }
 
-// ShardOf returns the index of the shard that holds taskID.
+// ShardOf returns the index of the shard that holds taskID: FNV-1a of the id modulo the shard count, for any id
+// (a group member's or workflow node's task lives in its run's shard instead: ShardOf of the group id
+// "<name>@<run id>", or of the workflow id).
 func (s *ShardedQueue) ShardOf(taskID string) int {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(taskID))

@@ -11,7 +11,8 @@ import (
 )
 
 // WorkflowRun is a submitted workflow: what [WorkflowRun.Wait], [WorkflowRun.Inspect] and [WorkflowRun.Cancel]
-// act on. Get one from [RedisTaskQueue.SubmitWorkflow] or [RedisTaskQueue.OpenWorkflow].
+// act on. Get one from [RedisTaskQueue.SubmitWorkflow] or [RedisTaskQueue.OpenWorkflow] (or their
+// [ShardedQueue] twins).
 type WorkflowRun struct {
 	// ID is the workflow's id; RunID the run id derived from it (22 hex digits).
 	ID, RunID string
@@ -322,8 +323,8 @@ func (q *RedisTaskQueue) cancelStartedNodes(ctx context.Context, taskIDs []strin
 }
 
 // Workflow returns the workflow id as data, as [WorkflowRun.Inspect] does: for the CLI and dashboards, which hold
-// an [Admin]. On a sharded queue it looks in the shard of the workflow id (workflows are submitted to one
-// [RedisTaskQueue]; see docs/workflows.md). [ErrWorkflowNotFound] when it does not exist.
+// an [Admin]. On a sharded queue it looks in the shard of the workflow id, where [ShardedQueue.SubmitWorkflow]
+// puts it. [ErrWorkflowNotFound] when it does not exist.
 func (a *Admin) Workflow(ctx context.Context, id string) (*WorkflowInfo, error) {
 	run, err := a.shard(id).OpenWorkflow(id)
 	if err != nil {
