@@ -212,10 +212,13 @@ func TestShardedGroup(t *testing.T) {
 	for range 12 {
 		r, err := q.DispatchGroup(ctx, "spread", squares(1), nil)
 		require.NoError(t, err)
-		seen[q.ShardOf(r.GroupID())] = true
-		require.True(t, shardHolds(ctx, t, q, q.ShardOf(r.GroupID()), r.TaskIDs[0]))
-		_, err = r.Wait(ctx, &WaitOptions{Timeout: 10 * time.Second})
+		home := q.ShardOf(r.GroupID())
+		seen[home] = true
+		_, err = r.Wait(ctx, &WaitOptions{Timeout: 10 * time.Second, Keep: true})
 		require.NoError(t, err)
+		n, err := s.rdb.Exists(ctx, q.Shards()[home].keys.group(r.GroupID())).Result()
+		require.NoError(t, err)
+		require.EqualValues(t, 1, n, "the run's hash is in the shard of its id")
 	}
 	require.Greater(t, len(seen), 1)
 }
