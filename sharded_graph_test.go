@@ -228,7 +228,7 @@ func heldTasks(ctx context.Context, t *testing.T, q AdminTarget) int64 {
 	t.Helper()
 	st, err := mustAdmin(q).Stats(ctx)
 	require.NoError(t, err)
-	return int64(st.Pending + st.Scheduled + st.Active + st.Dead)
+	return st.Pending + st.Scheduled + st.Active + st.Dead
 }
 
 // A diamond workflow runs to completion through a ShardedQueue worker (ParentResult reads the parents' results in
