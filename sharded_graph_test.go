@@ -335,3 +335,15 @@ func TestShardedGraphRefusesUnique(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.Zero(t, heldTasks(ctx, t, q))
 }
+
+// BenchmarkGraphRunOf measures the lookup routing of a task id (Admin calls only; workers route by the shard of
+// their pickup): a plain id, a group member's and a workflow node's.
+func BenchmarkGraphRunOf(b *testing.B) {
+	for _, id := range []string{"order-42", "transforms@4ZbQ7kT0cWm2xN9aLp3YhR:17", "wf@f68f8835c2a03286f541b7:a"} {
+		b.Run(id[:min(len(id), 10)], func(b *testing.B) {
+			for b.Loop() {
+				_, _ = graphRunOf(id)
+			}
+		})
+	}
+}
