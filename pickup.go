@@ -303,6 +303,7 @@ func (q *RedisTaskQueue) rehydrate(id, raw string) (*TaskSpec, *envelope, error)
 		LastError:      env.LastError,
 		Metadata:       maps.Clone(env.Meta), // the handler's own copy: retries rewrite env.Meta
 		Priority:       Priority(env.Priority),
+		FlowKey:        env.FlowKey,
 	}
 	return &r.spec, env, nil
 }

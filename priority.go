@@ -79,10 +79,17 @@ func levelArg(p Priority, delayMS int64) any {
 // enqueue_levels.lua when a task of the call has a level other than the default (its delay argument is a
 // string, levelArg), else enqueue.lua with enqueueKeys.
 func (q *RedisTaskQueue) levelScript(args []any) (*redis.Script, []string) {
+	levels := false
 	for i := 2; i < len(args); i += 3 {
-		if _, ok := args[i].(string); ok {
-			return enqueueLevelsScript, q.keys.enqueueLevels
+		if s, ok := args[i].(string); ok {
+			if isFlowArg(s) { // flow.go
+				return enqueueFlowScript, q.keys.all
+			}
+			levels = true
 		}
+	}
+	if levels {
+		return enqueueLevelsScript, q.keys.enqueueLevels
 	}
 	return enqueueScript, q.enqueueKeys(args)
 }
