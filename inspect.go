@@ -77,7 +77,7 @@ func (q *RedisTaskQueue) stats(ctx context.Context) (Stats, error) {
 		// The lists of the other priority levels (priority.go).
 		high, low = p.LLen(ctx, q.keys.key(keyPendingHigh)), p.LLen(ctx, q.keys.key(keyPendingLow))
 		keyed = p.ZCard(ctx, q.keys.key(keyFlowReady)) // keyed tasks (flow.go)
-		active = p.ZCard(ctx, q.keys.key(keyActive)) // deliveries of the previous layout (docs/migration.md)
+		active = p.ZCard(ctx, q.keys.key(keyActive))   // deliveries of the previous layout (docs/migration.md)
 		inflight = p.Get(ctx, q.keys.key(keyInflight))
 		scheduled = p.ZCard(ctx, q.keys.key(keyScheduled))
 		dead = p.ZCard(ctx, q.keys.key(keyDead))
