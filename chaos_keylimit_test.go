@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -195,6 +196,7 @@ func chaosFairnessMillion(t *testing.T) {
 	leases := make(chan lease, 1<<16)
 	stop := make(chan struct{})
 	errs := make(chan error, 2)
+	var gate sync.RWMutex // held by the test while it enqueues B: no pickup runs between its reading of seq and the enqueue
 	for range 2 {
 		go func() {
 			for {
@@ -204,7 +206,9 @@ func chaosFairnessMillion(t *testing.T) {
 					return
 				default:
 				}
+				gate.RLock()
 				ds, err := q.Dequeue(ctx, DequeueOptions{Max: batch, Wait: time.Second})
+				gate.RUnlock()
 				if err == nil {
 					for _, d := range ds {
 						leases <- lease{d.Token, d.Spec.FlowKey, d.Spec.TaskID}
@@ -234,13 +238,14 @@ func chaosFairnessMillion(t *testing.T) {
 	for i := range 10 {
 		bs = append(bs, &TaskSpec{TaskID: fmt.Sprintf("b-%d", i), Executable: Ref("m", "f", nil), FlowKey: "B"})
 	}
-	require.NoError(t, q.EnqueueBatch(ctx, bs))
-	// Every token handed out from here on is a lease after B's enqueue.
+	gate.Lock()
 	epoch, err := rdb.Get(ctx, q.keys.key(keyEpoch)).Int64()
 	require.NoError(t, err)
 	seq, err := rdb.Get(ctx, q.keys.key(keySeq)).Int64()
 	require.NoError(t, err)
-	after := epoch + seq
+	require.NoError(t, q.EnqueueBatch(ctx, bs))
+	gate.Unlock()
+	after := epoch + seq // every token above is a lease after B's enqueue
 	countB := func() int {
 		return len(slices.DeleteFunc(slices.Clone(got), func(l lease) bool { return l.key != "B" }))
 	}
