@@ -279,3 +279,76 @@ func chaosFairnessMillion(t *testing.T) {
 	chaosResult(t, "26 fairness: backlog of %d for A; A tasks leased after B's enqueue before B's first: %d (batch %d), before B's last: %d",
 		backlog, aBefore, batch, aUntilLast)
 }
+
+// TestChaosFlowRateLimit checks a key's rate of 100 per second over 10 s on a real redis-server, with two
+// consumers leasing as fast as the limit lets them: counted by the lease times on the server's clock (each
+// delivery's lease deadline less the lease), every window of 1 s holds at most 100 + 100 starts and the 10 s from
+// the first holds at most 100 + 1000 (the documented bound: n + n·t/period), and, the consumers being saturated,
+// at least 1000 - 100.
+func TestChaosFlowRateLimit(t *testing.T) {
+	srv := startChaosRedis(t)
+	rdb := srv.client(t, nil)
+	lease := 5 * time.Second
+	q, reg := chaosQueue(t, rdb, "chaos-rate", &RedisConfig{Lease: lease})
+	require.NoError(t, Register(reg, "m", "f", func(context.Context, addArgs) error { return nil }))
+	ctx := context.Background()
+	require.NoError(t, mustAdmin(q).SetRateLimit(ctx, "R", 100, time.Second))
+	var specs []*TaskSpec
+	for i := range 1500 {
+		specs = append(specs, &TaskSpec{TaskID: fmt.Sprintf("r-%04d", i), Executable: Ref("m", "f", nil), FlowKey: "R"})
+	}
+	require.NoError(t, q.EnqueueBatch(ctx, specs))
+	starts := make(chan int64, 4096)
+	errs := make(chan error, 2)
+	end := time.Now().Add(11 * time.Second)
+	for c := range 2 {
+		go func() {
+			for time.Now().Before(end) {
+				ds, err := q.Dequeue(ctx, DequeueOptions{Max: 50, Wait: 200 * time.Millisecond, Consumer: fmt.Sprintf("c%d", c)})
+				if err == nil {
+					for _, d := range ds {
+						starts <- d.LeaseDeadline.Add(-lease).UnixMilli()
+					}
+					err = q.Ack(ctx, ds...)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 2 {
+		require.NoError(t, <-errs)
+	}
+	close(starts)
+	var at []int64
+	for ms := range starts {
+		at = append(at, ms)
+	}
+	slices.Sort(at)
+	require.NotEmpty(t, at)
+	first := at[0]
+	count := func(from, length int64) int {
+		n := 0
+		for _, ms := range at {
+			if ms >= from && ms < from+length {
+				n++
+			}
+		}
+		return n
+	}
+	in10 := count(first, 10_000)
+	require.LessOrEqual(t, in10, 100+1000, "10 s from the first start")
+	require.GreaterOrEqual(t, in10, 1000-100, "the consumers kept up with the rate")
+	worst := 0
+	for _, ms := range at {
+		if ms < first+9_000 {
+			worst = max(worst, count(ms, 1000))
+		}
+	}
+	require.LessOrEqual(t, worst, 100+100, "any 1 s window")
+	chaosResult(t, "rate 100/s: %d starts in the 10 s from the first (bound 1100, at least 900), worst 1 s window %d (bound 200)",
+		in10, worst)
+}
