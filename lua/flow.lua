@@ -3,7 +3,8 @@
 -- its first one on) or has a limit set (the key limits exists): the scripts that make tasks runnable or take them
 -- test that once per call (EXISTS) before touching any key below.
 -- A flow key is 1 to 64 characters of [A-Za-z0-9_.:/@+=-] (flow.go): never a space, '!' or '*', so that:
---   ready (a ZSET, every score 0) holds each ready keyed task as "<key> <seq><id>", seq 15 digits: lex order is
+--   ready (a ZSET, every score 0) holds each ready keyed task as "<key> <seq><id>", seq 15 digits (a counter from
+--   5e14 up for the tails, down from a key's head for releases and reclaims: 15 digits for 4e14 of each): lex order is
 --   FIFO within a key, and the key's tasks are the range '[<key> ' .. '(<key>!' (flow_range);
 --   '*' names the default of all keys in limits and the queue itself in rate.
 -- A flow key with ready tasks has one state in state: 'r' (it is in the rotation list rot, once), 'f' (at its
@@ -33,11 +34,11 @@ local function flow_push(flow, fready, rot, fstate, fk, ids, head)
     local h = redis.call('ZRANGEBYLEX', fready, '[' .. fk .. ' ', '(' .. fk .. '!', 'LIMIT', 0, 1)
     if h[1] then sq = tonumber(string.sub(h[1], #fk + 2, #fk + 16)) - #ids end
   end
-  if not sq then sq = 1e14 + redis.call('HINCRBY', flow, '#', #ids) - #ids + 1 end
+  if not sq then sq = 5e14 + redis.call('HINCRBY', flow, '#', #ids) - #ids + 1 end
   local args = {}
   for i = 1, #ids do
     args[#args + 1] = 0
-    args[#args + 1] = fk .. ' ' .. string.format('%015.0f', sq + i - 1) .. ids[i]
+    args[#args + 1] = fk .. ' ' .. string.format('%d', sq + i - 1) .. ids[i]
   end
   redis.call('ZADD', fready, unpack(args))
   if redis.call('HSETNX', fstate, fk, 'r') == 1 then
@@ -48,7 +49,9 @@ local function flow_push(flow, fready, rot, fstate, fk, ids, head)
 end
 
 -- flow_push_keyed(flow, ready, rot, state, ids, fks, head): flow_push for ids whose keys are fks (one per id, in
--- order), one call per key. Returns true when a key joined the rotation.
+-- order). At the tails, a constant number of calls whatever the keys: one counter increment, one ZADD, and for
+-- the keys one HMGET of their states, one HSET and one RPUSH of those that join the rotation. At the heads
+-- (rare: releases, reclaims), flow_push per key. Returns true when a key joined the rotation.
 local function flow_push_keyed(flow, fready, rot, fstate, ids, fks, head)
   local by, order = {}, {}
   for i = 1, #ids do
@@ -60,16 +63,38 @@ local function flow_push_keyed(flow, fready, rot, fstate, ids, fks, head)
     local t = by[fk]
     t[#t + 1] = ids[i]
   end
-  local joined = false
-  for _, fk in ipairs(order) do
-    if flow_push(flow, fready, rot, fstate, fk, by[fk], head) then joined = true end
+  if head then
+    local joined = false
+    for _, fk in ipairs(order) do
+      if flow_push(flow, fready, rot, fstate, fk, by[fk], head) then joined = true end
+    end
+    return joined
   end
-  return joined
+  local sq = 5e14 + redis.call('HINCRBY', flow, '#', #ids) - #ids + 1
+  local args = {}
+  for i = 1, #ids do
+    args[#args + 1] = 0
+    args[#args + 1] = fks[i] .. ' ' .. string.format('%d', sq + i - 1) .. ids[i]
+  end
+  redis.call('ZADD', fready, unpack(args))
+  local st = redis.call('HMGET', fstate, unpack(order))
+  local join, hs = {}, {}
+  for i, fk in ipairs(order) do
+    if not st[i] then
+      join[#join + 1] = fk
+      hs[#hs + 1] = fk
+      hs[#hs + 1] = 'r'
+    end
+  end
+  if #join == 0 then return false end
+  redis.call('HSET', fstate, unpack(hs))
+  redis.call('RPUSH', rot, unpack(join))
+  return true
 end
 
 -- flow_release(running, state, rot, fks): give back one slot of each flow key in fks (a key may repeat; "" is
--- skipped). A key that was at its limit with ready tasks ('f') goes back to the tail of the rotation. Returns
--- true when one did (the caller wakes a consumer).
+-- skipped), in a constant number of calls. A key that was at its limit with ready tasks ('f') goes back to the
+-- tail of the rotation. Returns true when one did (the caller wakes a consumer).
 local function flow_release(running, fstate, rot, fks)
   local n, order = {}, {}
   for _, fk in ipairs(fks) do
@@ -81,16 +106,30 @@ local function flow_release(running, fstate, rot, fks)
       n[fk] = n[fk] + 1
     end
   end
-  local back = false
-  for _, fk in ipairs(order) do
-    if redis.call('HINCRBY', running, fk, -n[fk]) <= 0 then redis.call('HDEL', running, fk) end
-    if redis.call('HGET', fstate, fk) == 'f' then
-      redis.call('HSET', fstate, fk, 'r')
-      redis.call('RPUSH', rot, fk)
-      back = true
+  if #order == 0 then return false end
+  local run = redis.call('HMGET', running, unpack(order))
+  local st = redis.call('HMGET', fstate, unpack(order))
+  local set, del, back, hs = {}, {}, {}, {}
+  for i, fk in ipairs(order) do
+    local left = (tonumber(run[i]) or 0) - n[fk]
+    if left > 0 then
+      set[#set + 1] = fk
+      set[#set + 1] = left
+    else
+      del[#del + 1] = fk
+    end
+    if st[i] == 'f' then
+      back[#back + 1] = fk
+      hs[#hs + 1] = fk
+      hs[#hs + 1] = 'r'
     end
   end
-  return back
+  if #set > 0 then redis.call('HSET', running, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', running, unpack(del)) end
+  if #back == 0 then return false end
+  redis.call('HSET', fstate, unpack(hs))
+  redis.call('RPUSH', rot, unpack(back))
+  return true
 end
 
 -- flow_promote_waits(waits, state, rot, now): keys whose rate lets them start again by now rejoin the rotation.
@@ -168,12 +207,23 @@ end
 -- its limits allow (lm: the queue has limits; dflt: the default limits, {c, rate spec}), appending the ids, their
 -- keys and level 'n' to ids, fks and cs, and counting per key in took. Each key visited goes back to the tail
 -- (it may give more), to 'f' (at its concurrency limit), to waits (over its rate), or out of state (its tasks ran
--- out). Returns how many tasks it took.
+-- out). The calls it makes per key visited: one ZRANGEBYLEX; the rest is per turn (the limits and slots of all
+-- its keys in one HMGET each, the tasks taken out of ready in one ZREM). Returns how many tasks it took.
 local function flow_take(fready, rot, fstate, waits, running, limits, rate, room, share, now, lm, dflt, took, ids, fks, cs)
   local nk = redis.call('LLEN', rot)
   if nk == 0 or room <= 0 then return 0 end
   local keys = redis.call('LPOP', rot, math.min(nk, room))
-  local again, total = {}, 0
+  local lims, runs = {}, {}
+  if lm then
+    local f = {}
+    for i, fk in ipairs(keys) do
+      f[2 * i - 1] = 'c:' .. fk
+      f[2 * i] = 'r:' .. fk
+    end
+    lims = redis.call('HMGET', limits, unpack(f))
+    runs = redis.call('HMGET', running, unpack(keys))
+  end
+  local again, gone, total = {}, {}, 0
   for i, fk in ipairs(keys) do
     if room <= 0 then
       -- No room left for the rest of this turn: they go back to the head, in order.
@@ -185,13 +235,9 @@ local function flow_take(fready, rot, fstate, waits, running, limits, rate, room
     local a = math.min(share, room)
     local lim, rn, rp, tat, t, nextok
     if lm then
-      local l = redis.call('HMGET', limits, 'c:' .. fk, 'r:' .. fk)
-      lim = tonumber(l[1] or dflt[1])
-      rn, rp = flow_rate(l[2] or dflt[2])
-      if lim then
-        local run = tonumber(redis.call('HGET', running, fk) or '0') + (took[fk] or 0)
-        a = math.min(a, lim - run)
-      end
+      lim = tonumber(lims[2 * i - 1] or dflt[1])
+      rn, rp = flow_rate(lims[2 * i] or dflt[2])
+      if lim then a = math.min(a, lim - (tonumber(runs[i]) or 0) - (took[fk] or 0)) end
       if rn and a > 0 then
         local k
         k, tat, t, nextok = flow_allow(rate, fk, rn, rp, now)
@@ -210,9 +256,9 @@ local function flow_take(fready, rot, fstate, waits, running, limits, rate, room
         redis.call('HSET', fstate, fk, 'f')
       end
     else
-      redis.call('ZREM', fready, unpack(got))
       local skip = #fk + 17
       for j = 1, #got do
+        gone[#gone + 1] = got[j]
         ids[#ids + 1] = string.sub(got[j], skip)
         fks[#fks + 1] = fk
         cs[#cs + 1] = 'n'
@@ -228,6 +274,7 @@ local function flow_take(fready, rot, fstate, waits, running, limits, rate, room
       end
     end
   end
+  if #gone > 0 then redis.call('ZREM', fready, unpack(gone)) end
   if #again > 0 then redis.call('RPUSH', rot, unpack(again)) end
   return total
 end
@@ -235,7 +282,8 @@ end
 -- pop_flow(high, pending, low, ready, rot, state, waits, running, limits, rate, n, now, lv, lm): take up to n
 -- ready tasks for a queue that uses flow keys or limits: every ready task of level high first (lv: the queue uses
 -- levels), then turns of the rotation in which the queue's default list (tasks without a key) counts as one more
--- key, each member taking an equal share of what room is left (at least 1), then level low. With limits (lm), the
+-- key, each member taking an equal share of what room is left, but at least 8 (a key visited costs a call: taking
+-- one task per visit would double the pickup's cost with 100 keys), then level low. With limits (lm), the
 -- queue's own rate caps the whole batch and each key's limits cap its share. Returns the ids (false when none),
 -- their levels (one character each), their flow keys ("" for none), and when the queue's rate allows a start
 -- again (nil unless it allowed none now).
@@ -273,7 +321,7 @@ local function pop_flow(high, pending, low, fready, rot, fstate, waits, running,
     local pl = redis.call('LLEN', pending)
     if pl > 0 then members = members + 1 end
     if members == 0 then break end
-    local share = math.ceil(room / members)
+    local share = math.max(math.ceil(room / members), 8)
     local before = room
     if pl > 0 then
       local got = redis.call('LPOP', pending, math.min(share, room))
@@ -312,14 +360,27 @@ local function flow_push_back(flow, fready, rot, fstate, high, pending, low, bac
 end
 
 -- flow_take_slots(running, batches, base, lk): a pickup batch whose first token is base leased keyed tasks: keep
--- the keys of its positions (lk, "" for a task without one) in its record and take a slot of each key.
+-- the keys of its positions (lk, "" for a task without one) in its record and take a slot of each key (one HMGET
+-- and one HSET for all its keys).
 local function flow_take_slots(running, batches, base, lk)
   redis.call('HSET', batches, base .. ':k', cjson.encode(lk))
-  local n = {}
+  local n, order = {}, {}
   for _, fk in ipairs(lk) do
-    if fk ~= '' then n[fk] = (n[fk] or 0) + 1 end
+    if fk ~= '' then
+      if not n[fk] then
+        n[fk] = 0
+        order[#order + 1] = fk
+      end
+      n[fk] = n[fk] + 1
+    end
   end
-  for fk, c in pairs(n) do redis.call('HINCRBY', running, fk, c) end
+  local run = redis.call('HMGET', running, unpack(order))
+  local set = {}
+  for i, fk in ipairs(order) do
+    set[#set + 1] = fk
+    set[#set + 1] = (tonumber(run[i]) or 0) + n[fk]
+  end
+  redis.call('HSET', running, unpack(set))
 end
 
 -- flow_next_due(waits, due, qnext): the earliest of due (the first scheduled task's due time, or nil), the time
