@@ -52,23 +52,34 @@ func TestFlowKeyFairnessAndFIFO(t *testing.T) {
 		enqueueKeyed(t, s, specs...)
 		require.Equal(t, Counts{Pending: 54}, s.counts(t))
 
-		ds := s.lease(t, 8)
-		// One batch of 8 over 4 members (the unkeyed list, A, B, C): 2 each as far as they have them, then A.
-		require.Equal(t, []string{"u0", "a00", "a01", "b0", "b1", "c0", "a02", "a03"}, ids(ds))
+		ds := s.lease(t, 40)
+		// One batch of 40 over 4 members (the unkeyed list, A, B, C): 10 each as far as they have them, then A.
+		want := []string{"u0"}
+		for i := range 10 {
+			want = append(want, fmt.Sprintf("a%02d", i))
+		}
+		want = append(want, "b0", "b1", "c0")
+		for i := 10; i < 36; i++ {
+			want = append(want, fmt.Sprintf("a%02d", i))
+		}
+		require.Equal(t, want, ids(ds))
 		require.Equal(t, "A", ds[1].Spec.FlowKey)
-		require.Equal(t, map[string]string{"A": "4", "B": "2", "C": "1"}, s.running(t))
+		require.Equal(t, map[string]string{"A": "36", "B": "2", "C": "1"}, s.running(t))
 		require.NoError(t, s.q.Ack(ctx, ds...))
 		require.Empty(t, s.running(t), "acks give every slot back")
 
 		ds = s.lease(t, 10)
 		for i, d := range ds {
-			require.Equal(t, fmt.Sprintf("a%02d", i+4), d.Spec.TaskID, "FIFO within a key")
+			require.Equal(t, fmt.Sprintf("a%02d", i+36), d.Spec.TaskID, "FIFO within a key")
 		}
 		require.NoError(t, s.q.Ack(ctx, ds...))
 		// B's first task comes within the next batch, whatever A's backlog.
 		enqueueKeyed(t, s, keyedSpec("b2", "B"))
 		ds = s.lease(t, 4)
-		require.Contains(t, ids(ds), "b2")
+		require.Equal(t, []string{"a46", "a47", "a48", "a49"}, ids(ds), "a share is at least 8: A first, as it was ahead")
+		require.NoError(t, s.q.Ack(ctx, ds...))
+		ds = s.lease(t, 1)
+		require.Equal(t, []string{"b2"}, ids(ds), "B's first task comes in the next batch")
 		require.NoError(t, s.q.Ack(ctx, ds...))
 	})
 }
