@@ -279,3 +279,23 @@ func flowBase(base int64, keyed bool) int64 {
 func batchKeyed(ds []*Delivery, idx []int) bool {
 	return slices.ContainsFunc(idx, func(i int) bool { return ds[i].Spec.FlowKey != "" })
 }
+
+// runDequeue runs the pickup script: dequeue.lua, or dequeue_flow.lua once the queue was seen to use flow keys or
+// limits. dequeue.lua answers {0, -2, 0}, having written nothing, when it finds that the queue does: the call is
+// then made again with dequeue_flow.lua, and every later pickup of this queue makes it at once (dequeue_flow.lua
+// serves every queue, and a queue whose limits are cleared keeps it).
+func (q *RedisTaskQueue) runDequeue(ctx context.Context, n int) ([]any, error) {
+	args := []any{n, q.cfg.Lease.Milliseconds(), q.cfg.PromoteBatch}
+	if q.flowPickup.Load() {
+		return dequeueFlowScript.Run(ctx, q.rdb, q.keys.all, args...).Slice()
+	}
+	res, err := dequeueScript.Run(ctx, q.rdb, q.keys.all, args...).Slice()
+	if err != nil || len(res) != 3 {
+		return res, err
+	}
+	if v, _ := res[1].(int64); v != -2 {
+		return res, nil
+	}
+	q.flowPickup.Store(true)
+	return dequeueFlowScript.Run(ctx, q.rdb, q.keys.all, args...).Slice()
+}

@@ -42,7 +42,7 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 	sent := map[string]string{
 		"enqueue": enqueueSrc, "dequeue": dequeueSrc, "dispatch": dispatchSrc, "ack": ackSrc, "settle": settleSrc,
 		"extend": extendSrc, "reap": reapSrc, "cancel": cancelSrc, "dead": deadSrc, "pause": pauseSrc, "purge": purgeSrc,
-		"enqueue_levels": enqueueLevelsSrc, "enqueue_flow": enqueueFlowSrc, "limits": limitsSrc,
+		"enqueue_levels": enqueueLevelsSrc, "enqueue_flow": enqueueFlowSrc, "limits": limitsSrc, "dequeue_flow": dequeueFlowSrc,
 		"schedule_put": schedulePutSrc, "schedule_due": scheduleDueSrc, "schedule_advance": scheduleAdvanceSrc, "schedule_ctl": scheduleCtlSrc,
 		"unique_enqueue": uniqueEnqueueSrc, "unique_release": uniqueReleaseSrc,
 	}

@@ -34,6 +34,8 @@ var (
 	flowLua string
 	//go:embed lua/enqueue_flow.lua
 	enqueueFlowLua string
+	//go:embed lua/dequeue_flow.lua
+	dequeueFlowLua string
 	//go:embed lua/workflow_submit.lua
 	workflowSubmitLua string
 	//go:embed lua/workflow_cancel.lua
@@ -114,6 +116,8 @@ var (
 
 	enqueueFlowSrc    = withPrelude(enqueueFlowLua)
 	enqueueFlowScript = redis.NewScript(enqueueFlowSrc)
+	dequeueFlowSrc    = withPrelude(dequeueFlowLua)
+	dequeueFlowScript = redis.NewScript(dequeueFlowSrc)
 )
 
 // luaFunc is one function of the prelude: its name and its text (the comment lines right above it, its

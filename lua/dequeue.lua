@@ -1,8 +1,8 @@
 -- dequeue: promote due scheduled tasks, then lease up to n pending tasks as one batch. A constant number of Redis
 -- calls per batch, whatever its size.
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled, seq, wake,
--- paused, epoch, leases, batches and inflight, and levels, high and low (priority levels: levels.lua), and flow,
--- ready, rotation, state, wait, running, limits and rate (flow keys and limits: flow.lua).
+-- paused, epoch, leases, batches and inflight, and levels, high and low (priority levels: levels.lua), and flow and
+-- limits (only EXISTS).
 -- ARGV[1] = n, the most tasks to lease; ARGV[2] = lease in ms; ARGV[3] = most scheduled tasks to promote.
 -- Returns {now_ms, next_due_in_ms (-1: nothing scheduled), base, id1, deliveries1, envelope1, ...}: the tasks of
 -- the batch in order, the i-th (1-based) holding the fencing token base + i - 1; deliveries counts this delivery
@@ -21,44 +21,26 @@
 -- A queue that uses priority levels (levels exists) takes the highest level first and keeps the levels of its
 -- batch in its record (levels.lua). One EXISTS tells both whether pickup is paused and whether levels are in use:
 -- a queue that is neither pays nothing more (a second EXISTS tells them apart when one of them is).
--- A queue that uses flow keys or limits (flow or limits exists, flow.lua) also promotes keys whose rate lets them
--- start again, takes its batch by rotation over its keys (pop_flow), takes a slot in running for each keyed task
--- it leases, keeps the keys of its batch in its record (base .. ':k') and reports when the first key or the queue
--- may start again (rate) as a due time. The same EXISTS tells whether it does.
+-- A queue that uses flow keys or limits (flow or limits exists: flow.lua) is served by dequeue_flow.lua: the same
+-- EXISTS sees them, and this script then returns {0, -2, 0} at once, having written nothing, which tells the
+-- caller to call dequeue_flow.lua instead (from then on). A queue that uses neither pays two more keys in that
+-- EXISTS and never defines the functions of flow.lua.
 local tasks, pending, deliveries, scheduled = KEYS[1], KEYS[2], KEYS[5], KEYS[6]
 local seq, wake, paused, epoch = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local leases, batches, inflight = KEYS[14], KEYS[15], KEYS[16]
 local levels, high, low = KEYS[18], KEYS[19], KEYS[20]
-local flow, fready, rot, state, waits, running = KEYS[21], KEYS[22], KEYS[23], KEYS[24], KEYS[25], KEYS[26]
-local limits, rate = KEYS[27], KEYS[28]
+local flow, limits = KEYS[21], KEYS[27]
 local gate = redis.call('EXISTS', paused, levels, flow, limits)
+if gate > 0 and redis.call('EXISTS', flow, limits) > 0 then return {0, -2, 0} end
 local lv = gate > 0 and redis.call('EXISTS', levels) == 1
 if lv then gate = gate - 1 end
-local fl = gate > 0 and redis.call('EXISTS', flow) == 1
-if fl then gate = gate - 1 end
-local lm = gate > 0 and redis.call('EXISTS', limits) == 1
-if lm then gate = gate - 1 end
 local n, lease_ms, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
-local qnext
-if fl or lm then
-  flow_promote(scheduled, flow, fready, rot, state, levels, high, pending, low, now, promote, lv)
-  flow_promote_waits(waits, state, rot, now)
-elseif lv then
-  promote_levels(scheduled, levels, high, pending, low, now, promote)
-else
-  promote_due(scheduled, pending, now, promote)
-end
+if lv then promote_levels(scheduled, levels, high, pending, low, now, promote) else promote_due(scheduled, pending, now, promote) end
 local out = {now, -1, 0}
 if gate > 0 then return out end
-local ids, lvs, fks
-if fl or lm then
-  ids, lvs, fks, qnext = pop_flow(high, pending, low, fready, rot, state, waits, running, limits, rate, n, now, lv, lm)
-elseif lv then
-  ids, lvs = pop_levels(high, pending, low, n)
-else
-  ids = redis.call('LPOP', pending, n)
-end
+local ids, lvs
+if lv then ids, lvs = pop_levels(high, pending, low, n) else ids = redis.call('LPOP', pending, n) end
 if ids then
   local full = #ids == n
   -- deliveries holds only tasks whose lease expired: usually it does not exist, and reading it per task would
@@ -74,10 +56,7 @@ if ids then
           back[#back + 1] = ids[j]
           ids[j] = nil
         end
-        if fks then
-          flow_push_back(flow, fready, rot, state, high, pending, low, back, lvs, fks, cut)
-          lvs = string.sub(lvs, 1, cut)
-        elseif lv then
+        if lv then
           push_levels(high, pending, low, back, string.reverse(string.sub(lvs, cut + 1)), true, true)
           lvs = string.sub(lvs, 1, cut)
         else
@@ -89,16 +68,12 @@ if ids then
     end
   end
   local envs = redis.call('HMGET', tasks, unpack(ids))
-  local live, o, cs, lk, keyed = {}, 3, {}, {}, false
+  local live, o, cs = {}, 3, {}
   for i = 1, #ids do
     local env = envs[i]
     if env and string.byte(env, 1) ~= 126 then
       live[#live + 1] = ids[i]
-      if lv or fks then cs[#cs + 1] = string.sub(lvs, i, i) end
-      if fks then
-        lk[#lk + 1] = fks[i]
-        if fks[i] ~= '' then keyed = true end
-      end
+      if lv then cs[#cs + 1] = string.sub(lvs, i, i) end
       out[o + 1] = ids[i]
       out[o + 2] = (tonumber(lost[i]) or 0) + 1
       out[o + 3] = env
@@ -121,20 +96,16 @@ if ids then
     redis.call('INCRBY', inflight, #live)
     cs = table.concat(cs)
     if string.find(cs, '[hl]') then redis.call('HSET', batches, b .. ':lv', cs) end
-    if keyed then flow_take_slots(running, batches, b, lk) end
     out[3] = base
   end
-  if full and (redis.call('LLEN', pending) > 0 or lv and redis.call('LLEN', high) + redis.call('LLEN', low) > 0
-      or fl and redis.call('LLEN', rot) > 0) then
+  if full and (redis.call('LLEN', pending) > 0 or lv and redis.call('LLEN', high) + redis.call('LLEN', low) > 0) then
     wake_one(wake)
   end
 end
 local head = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-local due = tonumber(head[2])
-if fl or lm then due = flow_next_due(waits, due, qnext) end
-if due then
-  local wait = due - now
+if head[2] then
+  local wait = tonumber(head[2]) - now
   if wait < 0 then wait = 0 end
-  out[2] = math.ceil(wait)
+  out[2] = wait
 end
 return out
