@@ -223,3 +223,33 @@ func TestFlowBadInput(t *testing.T) {
 	require.False(t, s.rdb.HExists(ctx, s.q.keys.key(keyLimits), "c:one-more").Val())
 	require.NoError(t, s.adm.SetConcurrencyLimit(ctx, "k1", 5), "changing a limit that exists is no new one")
 }
+
+func TestFlowKeyOfScheduleAndCancel(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, nil)
+	ctx := context.Background()
+	_ = Register(s.ref, "m", "f", func(context.Context, addArgs) error { return nil })
+	sc, err := NewSchedules(s.q)
+	require.NoError(t, err)
+	task := &TaskSpec{Executable: Ref("m", "f", nil), FlowKey: "T"}
+	require.NoError(t, sc.Create(ctx, &Schedule{Name: "tick", Cron: "@daily", Task: task}))
+	id, err := sc.Trigger(ctx, "tick")
+	require.NoError(t, err)
+	enqueueKeyed(t, s, keyedSpec("t2", "T"), keyedSpec("t3", "T"))
+
+	// A waiting keyed task cancelled leaves its key's FIFO; a running one gives its slot back.
+	_, err = s.adm.Cancel(ctx, "t2")
+	require.NoError(t, err)
+	require.Equal(t, int64(2), s.rdb.ZCard(ctx, s.q.keys.key(keyFlowReady)).Val())
+	d := s.lease(t, 1)[0]
+	require.Equal(t, id, d.Spec.TaskID)
+	require.Equal(t, "T", d.Spec.FlowKey, "a tick's task carries the schedule's key")
+	require.Equal(t, map[string]string{"T": "1"}, s.running(t))
+	_, err = s.adm.Cancel(ctx, id)
+	require.NoError(t, err)
+	require.Empty(t, s.running(t), "a cancelled running task gives its slot back")
+	d = s.lease(t, 1)[0]
+	require.Equal(t, "t3", d.Spec.TaskID)
+	require.NoError(t, s.q.Ack(ctx, d))
+	require.Equal(t, Counts{}, s.counts(t))
+}
