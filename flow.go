@@ -84,12 +84,14 @@ type FlowLimit struct {
 	// Concurrency is the most tasks of the key leased at once; 0 for none.
 	Concurrency int
 	// Rate is the most starts of the key (or the queue) per Period; 0 for none.
-	Rate   int
+	Rate int
+	// Period is the period of Rate.
 	Period time.Duration
 }
 
 // FlowState is what [Admin.FlowState] reports: the limits and how the keys stand now.
 type FlowState struct {
+	// Limits are the queue's limits, as [Admin.Limits] lists them.
 	Limits []FlowLimit
 	// Running counts the leased tasks (held slots) of each key that has any.
 	Running map[string]int
