@@ -85,6 +85,7 @@ func TestFlowQueueRateLimit(t *testing.T) {
 	got, next := leaseAt(t, s, t0, 100)
 	require.Len(t, got, 5)
 	require.Equal(t, []string{"u0", "u1", "u2", "u3", "u4"}, got)
+	require.Equal(t, 200*time.Millisecond, next, "the queue's next token")
 	got, next = leaseAt(t, s, t0.Add(time.Millisecond), 100)
 	require.Empty(t, got)
 	require.Equal(t, 199*time.Millisecond, next, "the next token in 200 ms from t0")

@@ -286,7 +286,7 @@ end
 -- one task per visit would double the pickup's cost with 100 keys), then level low. With limits (lm), the
 -- queue's own rate caps the whole batch and each key's limits cap its share. Returns the ids (false when none),
 -- their levels (one character each), their flow keys ("" for none), and when the queue's rate allows a start
--- again (nil unless it allowed none now).
+-- again (nil unless its tokens ran out).
 local function pop_flow(high, pending, low, fready, rot, fstate, waits, running, limits, rate, n, now, lv, lm)
   local ids, fks, cs, took = {}, {}, {}, {}
   local room, qnext, dflt = n, nil, {}
@@ -334,7 +334,11 @@ local function pop_flow(high, pending, low, fready, rot, fstate, waits, running,
     local got = redis.call('LPOP', low, room)
     if got then add(got, 'l') end
   end
-  if qn and #ids > 0 then redis.call('ZADD', rate, qtat + #ids * qt, '*') end
+  if qn and #ids > 0 then
+    redis.call('ZADD', rate, qtat + #ids * qt, '*')
+    -- Every token used: the next one is due at the new tat + interval - period.
+    if #ids < n and room <= 0 then qnext = qtat + (#ids + 1) * qt - qp end
+  end
   if #ids == 0 then return false, '', fks, qnext end
   return ids, table.concat(cs), fks, qnext
 end
