@@ -301,3 +301,22 @@ func (q *RedisTaskQueue) runDequeue(ctx context.Context, n int) ([]any, error) {
 	q.flowPickup.Store(true)
 	return dequeueFlowScript.Run(ctx, q.rdb, q.keys.all, args...).Slice()
 }
+
+// rangeKeyed appends to out the ids of the ready keyed tasks from start to stop (0-based, inclusive; negative
+// start counts as 0), in key order then FIFO within a key: what Admin.List shows after the ready lists.
+func (q *RedisTaskQueue) rangeKeyed(ctx context.Context, out []string, start, stop int64) ([]string, error) {
+	start = max(start, 0)
+	if stop < start {
+		return out, nil
+	}
+	ms, err := q.rdb.ZRange(ctx, q.keys.key(keyFlowReady), start, stop).Result()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		if _, rest, ok := strings.Cut(m, " "); ok && len(rest) > 15 {
+			out = append(out, rest[15:])
+		}
+	}
+	return out, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -252,4 +253,36 @@ func TestFlowKeyOfScheduleAndCancel(t *testing.T) {
 	require.Equal(t, "t3", d.Spec.TaskID)
 	require.NoError(t, s.q.Ack(ctx, d))
 	require.Equal(t, Counts{}, s.counts(t))
+}
+
+func TestFlowKeyListAndPurge(t *testing.T) {
+	t.Parallel()
+	s := newMini(t, nil)
+	ctx := context.Background()
+	enqueueKeyed(t, s, keyedSpec("u0", ""), keyedSpec("b0", "B"), keyedSpec("a0", "A"), keyedSpec("a1", "A"),
+		&TaskSpec{TaskID: "later", Executable: Ref("m", "f", nil), FlowKey: "A", ProcessIn: time.Hour})
+	page, err := s.adm.List(ctx, StatePending, 0, 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{"u0", "a0", "a1", "b0"}, infoIDs(page), "the lists, then keyed tasks by key")
+	page, err = s.adm.List(ctx, StatePending, 2, 2)
+	require.NoError(t, err)
+	require.Equal(t, []string{"a1", "b0"}, infoIDs(page))
+	n, err := s.adm.Purge(ctx, StatePending)
+	require.NoError(t, err)
+	require.Equal(t, 4, n)
+	n, err = s.adm.Purge(ctx, StateScheduled)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, Counts{}, s.counts(t))
+	require.Zero(t, s.rdb.Exists(ctx, s.q.keys.key(keyFlowReady), s.q.keys.key(keyFlowRot), s.q.keys.key(keyFlowState)).Val())
+	require.Equal(t, []string{"#", "*"}, hashFields(s.rdb.HGetAll(ctx, s.q.keys.key(keyFlow)).Val()), "only the marker and counter")
+}
+
+func hashFields(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }

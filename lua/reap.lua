@@ -93,7 +93,6 @@ local kback, kback_fk, freed, cur_fk = {}, {}, {}, nil
 local function give_back(id, b, pos)
   local c = cur_lv and string.sub(cur_lv, pos, pos) or 'n'
   local fk = cur_fk and cur_fk[pos] ~= '' and cur_fk[pos]
-  if fk then freed[#freed + 1] = fk end
   local d = lost_count(id)
   if redis.call('HEXISTS', tasks, id) == 0 then
     redis.call('HDEL', deliveries, id)
@@ -122,6 +121,7 @@ local function give_back(id, b, pos)
       back_lv[#back] = c
     end
   end
+  if fk then freed[#freed + 1] = fk end -- its lease ended here: its slot with it
   return true
 end
 
