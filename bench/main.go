@@ -166,6 +166,7 @@ func run(ctx context.Context, o options, w, log io.Writer) error {
 		if r%2 == 1 {
 			slices.Reverse(order)
 		}
+		b.round = r
 		load0 := loadAvg()
 		for _, s := range steps {
 			for _, name := range order {

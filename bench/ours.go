@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -92,3 +93,26 @@ func (o *ours) startWorker(ctx context.Context, conc int, onStart func(seq int))
 func (o *ours) close() { _ = o.rdb.Close() }
 
 func (o *ours) batches() bool { return true }
+
+// enqueueBatchFlow is enqueueBatch with task seq under flow key "k<seq % keys>" (flowLib).
+func (o *ours) enqueueBatchFlow(ctx context.Context, seq0, n, keys int) error {
+	specs := make([]*taskqueue.TaskSpec, n)
+	for i := range specs {
+		specs[i] = spec(seq0+i, 0)
+		specs[i].FlowKey = flowKey(seq0+i, keys)
+	}
+	return o.q.EnqueueBatch(ctx, specs)
+}
+
+// flowKey is the flow key of task seq over keys keys: k0 to k<keys-1>, round-robin.
+func flowKey(seq, keys int) string { return "k" + strconv.Itoa(seq%keys) }
+
+// setFlowLimit sets the concurrency limit of every flow key without one of its own (taskqueue.AllFlowKeys):
+// each of the backlog's keys runs at most n tasks at once (flowLib).
+func (o *ours) setFlowLimit(ctx context.Context, n int) error {
+	adm, err := taskqueue.NewAdmin(o.q)
+	if err != nil {
+		return err
+	}
+	return adm.SetConcurrencyLimit(ctx, taskqueue.AllFlowKeys, n)
+}
