@@ -6,21 +6,30 @@ import (
 	"slices"
 )
 
-// Flow keys in the drain step (issue 17): the drain of a backlog without keys, over 100 flow keys without limits,
-// and over 100 flow keys each limited to 10 tasks at once, each as a share of the plain drain of the same round.
+// Flow control in the drain step (issue 17): the drain of a backlog without keys, over 100 flow keys without
+// limits, over 100 flow keys each limited to 10 tasks at once, and without keys under a queue-wide rate limit that
+// is never reached, each also as a share of the plain drain of the same round.
 
-// flowScenario is one keyed drain: the backlog spread round-robin over keys flow keys, with a concurrency limit
-// of limit per key (0: none). metric names its figures (<metric>_tps, <metric>_pct, redis_cpu_us_per_task_<suffix>).
+// flowScenario is one drain with flow control: the backlog spread round-robin over keys flow keys (0: no keys),
+// with a concurrency limit of limit per key (0: none), under a queue rate of rate starts per second (0: none).
+// metric names its figures (<metric>_tps, <metric>_pct, redis_cpu_us_per_task_<metric without "drain_">).
 type flowScenario struct {
 	metric string
 	keys   int
 	limit  int
+	rate   int
 }
 
-// flowScenarios are the keyed drains of the drain step, after the plain one in even rounds, before it in odd ones.
+// qrateLimit is the queue rate of the drain_qrate scenario: 1,000,000 starts per second, far above any drain
+// here, so that the figure is what a limiter costs while it never holds a task back.
+const qrateLimit = 1_000_000
+
+// flowScenarios are the drains with flow control of the drain step (for ours), after the plain one in even
+// rounds, before it in odd ones.
 var flowScenarios = []flowScenario{
-	{"drain_keys100", 100, 0},
-	{"drain_keys100_limit10", 100, 10},
+	{metric: "drain_keys100", keys: 100},
+	{metric: "drain_keys100_limit10", keys: 100, limit: 10},
+	{metric: "drain_qrate", rate: qrateLimit},
 }
 
 // flowUnsupported says, for a library that has no keyed scenario, why: the table shows "n/a (<reason>)" in its
@@ -33,12 +42,23 @@ var flowUnsupported = map[string]string{
 	libRiver:      "Pro only",
 }
 
-// flowLib is a library with flow keys and per-key concurrency limits (ours).
+// qrateUnsupported is flowUnsupported for the queue-rate rows: BullMQ OSS has a queue limiter (its Worker's
+// limiter option), asynq and River none.
+var qrateUnsupported = map[string]string{
+	libFloor:      "no limiter",
+	libAsynq:      "none",
+	libAsynqTuned: "none",
+	libRiver:      "none",
+}
+
+// flowLib is a library with flow keys, per-key concurrency limits and a queue rate limit (ours).
 type flowLib interface {
 	// enqueueBatchFlow adds n tasks, seq0 to seq0+n-1, in one call, task seq under flow key "k<seq % keys>".
 	enqueueBatchFlow(ctx context.Context, seq0, n, keys int) error
 	// setFlowLimit sets the concurrency limit of every flow key.
 	setFlowLimit(ctx context.Context, n int) error
+	// setQueueRate sets the queue's rate limit: at most n starts per second.
+	setQueueRate(ctx context.Context, n int) error
 }
 
 // drainOrder is the order of the drain step's drains in round r: the plain drain (the zero flowScenario) then the
@@ -56,7 +76,7 @@ func drainOrder(r int, keyed bool) []flowScenario {
 
 // keyedDrain drains the backlog of sc and records its rate and Redis CPU per task lifecycle; it returns the rate.
 func (b *bench) keyedDrain(ctx context.Context, name string, sc flowScenario) (float64, error) {
-	d, err := b.drainOnce(ctx, name, drainSpec{n: b.sz.drainN, workers: 1, conc: drainConc, batched: true, keys: sc.keys, limit: sc.limit})
+	d, err := b.drainOnce(ctx, name, drainSpec{n: b.sz.drainN, workers: 1, conc: drainConc, batched: true, flow: sc})
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", sc.metric, err)
 	}
@@ -70,20 +90,27 @@ func (b *bench) keyedDrain(ctx context.Context, name string, sc flowScenario) (f
 // flowSuffix is sc's metric without "drain_": keys100, keys100_limit10.
 func flowSuffix(sc flowScenario) string { return sc.metric[len("drain_"):] }
 
-// fillFlow enqueues n tasks over keys flow keys in batches of batch, after setting the limit of every key (limit
-// > 0).
-func fillFlow(ctx context.Context, l lib, n, batch, keys, limit int) error {
+// fillFlow sets the limits of sc, then enqueues n tasks in batches of batch, over sc.keys flow keys (or none).
+func fillFlow(ctx context.Context, l lib, n, batch int, sc flowScenario) error {
 	fl, ok := l.(flowLib)
 	if !ok {
 		return errUnsupported
 	}
-	if limit > 0 {
-		if err := fl.setFlowLimit(ctx, limit); err != nil {
+	if sc.limit > 0 {
+		if err := fl.setFlowLimit(ctx, sc.limit); err != nil {
 			return err
 		}
 	}
+	if sc.rate > 0 {
+		if err := fl.setQueueRate(ctx, sc.rate); err != nil {
+			return err
+		}
+	}
+	if sc.keys == 0 {
+		return fill(ctx, l, n, batch)
+	}
 	for i := 0; i < n; i += batch {
-		if err := fl.enqueueBatchFlow(ctx, i, min(batch, n-i), keys); err != nil {
+		if err := fl.enqueueBatchFlow(ctx, i, min(batch, n-i), sc.keys); err != nil {
 			return err
 		}
 	}

@@ -24,8 +24,8 @@ func TestDrainOrderAlternates(t *testing.T) {
 		}
 		return out
 	}
-	require.Equal(t, []string{"", "drain_keys100", "drain_keys100_limit10"}, metrics(drainOrder(0, true)))
-	require.Equal(t, []string{"drain_keys100_limit10", "drain_keys100", ""}, metrics(drainOrder(1, true)))
+	require.Equal(t, []string{"", "drain_keys100", "drain_keys100_limit10", "drain_qrate"}, metrics(drainOrder(0, true)))
+	require.Equal(t, []string{"drain_qrate", "drain_keys100_limit10", "drain_keys100", ""}, metrics(drainOrder(1, true)))
 	require.Equal(t, metrics(drainOrder(0, true)), metrics(drainOrder(2, true)))
 	require.Equal(t, []string{""}, metrics(drainOrder(1, false)))
 	require.Equal(t, "keys100_limit10", flowSuffix(flowScenarios[1]))
@@ -76,7 +76,7 @@ func TestFillFlowSpreadsOverKeysWithLimit(t *testing.T) {
 	l, err := newLib(libOurs, srv.addr, 0)
 	require.NoError(t, err)
 	t.Cleanup(l.close)
-	require.NoError(t, fillFlow(ctx, l, 1000, 300, 100, 10))
+	require.NoError(t, fillFlow(ctx, l, 1000, 300, flowScenarios[1]))
 
 	members, err := srv.rdb.ZRange(ctx, "{bench}:flow:ready", 0, -1).Result()
 	require.NoError(t, err)
@@ -100,11 +100,11 @@ func TestFillFlowSpreadsOverKeysWithLimit(t *testing.T) {
 	asynq, err := newLib(libAsynq, srv.addr, 0)
 	require.NoError(t, err)
 	t.Cleanup(asynq.close)
-	require.ErrorIs(t, fillFlow(ctx, asynq, 10, 10, 2, 0), errUnsupported)
+	require.ErrorIs(t, fillFlow(ctx, asynq, 10, 10, flowScenarios[0]), errUnsupported)
 }
 
-// TestDrainRunWithFlowKeys runs the drain step of ours in an odd round (the keyed drains first) with a tiny
-// backlog, and of asynq, which has no keyed drains.
+// TestDrainRunWithFlowKeys runs the drain step of ours in an odd round (the drains with flow control first) with
+// a tiny backlog, and of asynq, which has none.
 func TestDrainRunWithFlowKeys(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -116,7 +116,8 @@ func TestDrainRunWithFlowKeys(t *testing.T) {
 	sum := b.res.summary()
 	for _, k := range []string{"ours_drain_tps", "ours_drain_keys100_tps", "ours_drain_keys100_limit10_tps",
 		"ours_drain_keys100_pct", "ours_drain_keys100_limit10_pct", "ours_redis_cpu_us_per_task_keys100",
-		"ours_redis_cpu_us_per_task_keys100_limit10", "ours_drain_4x25_tps", "asynq_drain_tps"} {
+		"ours_redis_cpu_us_per_task_keys100_limit10", "ours_drain_qrate_tps", "ours_drain_qrate_pct",
+		"ours_redis_cpu_us_per_task_qrate", "ours_drain_4x25_tps", "asynq_drain_tps"} {
 		require.Greater(t, sum[k], 0.0, k)
 	}
 	_, ok := b.res.stat(libAsynq, "drain_keys100_tps")
@@ -124,4 +125,24 @@ func TestDrainRunWithFlowKeys(t *testing.T) {
 	s, ok := b.res.stat(libOurs, "drain_keys100_pct")
 	require.True(t, ok)
 	require.Equal(t, 1, s.n, "one share per round")
+}
+
+// TestFillFlowQueueRate checks the queue-rate scenario's backlog: no keys, the queue's rate limit set.
+func TestFillFlowQueueRate(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := startTestRedis(t)
+	l, err := newLib(libOurs, srv.addr, 0)
+	require.NoError(t, err)
+	t.Cleanup(l.close)
+	require.NoError(t, fillFlow(ctx, l, 250, 100, flowScenarios[2]))
+	n, err := srv.rdb.LLen(ctx, "{bench}:pending").Result()
+	require.NoError(t, err)
+	require.Equal(t, int64(250), n, "the tasks wait in the queue's list, without keys")
+	adm, err := taskqueue.NewAdmin(l.(*ours).q)
+	require.NoError(t, err)
+	lim, err := adm.Limits(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []taskqueue.FlowLimit{{Key: "", Rate: qrateLimit, Period: time.Second}}, lim)
 }

@@ -116,3 +116,12 @@ func (o *ours) setFlowLimit(ctx context.Context, n int) error {
 	}
 	return adm.SetConcurrencyLimit(ctx, taskqueue.AllFlowKeys, n)
 }
+
+// setQueueRate sets the queue's own rate limit (key ""): at most n starts per second (flowLib).
+func (o *ours) setQueueRate(ctx context.Context, n int) error {
+	adm, err := taskqueue.NewAdmin(o.q)
+	if err != nil {
+		return err
+	}
+	return adm.SetRateLimit(ctx, "", n, time.Second)
+}

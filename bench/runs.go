@@ -143,8 +143,9 @@ func (b *bench) latencyRuns(ctx context.Context, name string) error {
 // one process drain half the backlog.
 //
 // A library with flow keys (ours) also drains the backlog over 100 flow keys, without limits and with each key
-// limited to 10 at once (flow.go), next to the plain drain, in an order that reverses every round; each keyed
-// rate is also recorded as a share of the plain drain of the same round.
+// limited to 10 at once, and without keys under a queue rate it never reaches (flow.go), next to the plain drain,
+// in an order that reverses every round; each such rate is also recorded as a share of the plain drain of the
+// same round.
 func (b *bench) drainRun(ctx context.Context, name string) error {
 	single, keyed := "", false
 	if err := b.withLib(ctx, name, b.srv.addr, func(l lib) error {
@@ -215,12 +216,12 @@ func (b *bench) plainDrain(ctx context.Context, name, single string) (float64, e
 }
 
 // drainSpec is one drain: n tasks enqueued first (in batches, or by eight producers of one task per call), then
-// run by a subprocess of workers workers of concurrency conc each. keys > 0: the tasks go in batches over that
-// many flow keys, each limited to limit tasks at once (0: no limit).
+// run by a subprocess of workers workers of concurrency conc each. flow: in batches, under its keys and limits
+// (the zero flowScenario: none).
 type drainSpec struct {
 	n, workers, conc int
 	batched          bool
-	keys, limit      int
+	flow             flowScenario
 }
 
 // drained is what one drain measured: the child's report, and on the bench's Redis the memory the backlog took,
@@ -238,8 +239,8 @@ func (b *bench) drainOnce(ctx context.Context, name string, ds drainSpec) (drain
 			return err
 		}
 		switch {
-		case ds.keys > 0:
-			err = fillFlow(ctx, l, ds.n, b.sz.enqueueBatch, ds.keys, ds.limit)
+		case ds.flow.metric != "":
+			err = fillFlow(ctx, l, ds.n, b.sz.enqueueBatch, ds.flow)
 		case ds.batched:
 			err = fill(ctx, l, ds.n, b.sz.enqueueBatch)
 		default:
