@@ -59,6 +59,9 @@ type flowLib interface {
 	setFlowLimit(ctx context.Context, n int) error
 	// setQueueRate sets the queue's rate limit: at most n starts per second.
 	setQueueRate(ctx context.Context, n int) error
+	// unkeyed reports whether the library's plain tasks carry no key (false for the opt-in keyed variants of
+	// ours, whose every task is keyed: they run no drains with flow control).
+	unkeyed() bool
 }
 
 // drainOrder is the order of the drain step's drains in round r: the plain drain (the zero flowScenario) then the

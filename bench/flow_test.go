@@ -104,7 +104,7 @@ func TestFillFlowSpreadsOverKeysWithLimit(t *testing.T) {
 }
 
 // TestDrainRunWithFlowKeys runs the drain step of ours in an odd round (the drains with flow control first) with
-// a tiny backlog, and of asynq, which has none.
+// a tiny backlog, of asynq, which has none, and of the opt-in keyed variant of ours, which runs none.
 func TestDrainRunWithFlowKeys(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -113,6 +113,7 @@ func TestDrainRunWithFlowKeys(t *testing.T) {
 	b := &bench{srv: srv, sz: sizes{drainN: 400, enqueueBatch: 100}, res: newResults(), log: &bytes.Buffer{}, round: 1}
 	require.NoError(t, b.drainRun(ctx, libOurs))
 	require.NoError(t, b.drainRun(ctx, libAsynq))
+	require.NoError(t, b.drainRun(ctx, libOursKeys))
 	sum := b.res.summary()
 	for _, k := range []string{"ours_drain_tps", "ours_drain_keys100_tps", "ours_drain_keys100_limit10_tps",
 		"ours_drain_keys100_pct", "ours_drain_keys100_limit10_pct", "ours_redis_cpu_us_per_task_keys100",
@@ -122,6 +123,10 @@ func TestDrainRunWithFlowKeys(t *testing.T) {
 	}
 	_, ok := b.res.stat(libAsynq, "drain_keys100_tps")
 	require.False(t, ok, "asynq has no flow keys")
+	_, ok = b.res.stat(libOursKeys, "drain_keys100_tps")
+	require.False(t, ok, "a keyed variant of ours runs its (keyed) drain alone")
+	_, ok = b.res.stat(libOursKeys, "drain_tps")
+	require.True(t, ok)
 	s, ok := b.res.stat(libOurs, "drain_keys100_pct")
 	require.True(t, ok)
 	require.Equal(t, 1, s.n, "one share per round")

@@ -152,7 +152,8 @@ func (b *bench) drainRun(ctx context.Context, name string) error {
 		if !l.batches() {
 			single = "_single" // its only lifecycle is the single-enqueue one
 		}
-		_, keyed = l.(flowLib)
+		fl, ok := l.(flowLib)
+		keyed = ok && fl.unkeyed()
 		return nil
 	}); err != nil {
 		return err

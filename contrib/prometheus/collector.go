@@ -91,7 +91,7 @@ var (
 //	taskqueue_queue_errors_total{queue}          failed queue calls in workers
 //	taskqueue_pickup_latency_seconds{queue,task} enqueue to handler start, first runs of ready tasks only
 //	taskqueue_run_duration_seconds{queue,task}   handler run time of succeeded, retried and dead-lettered runs
-//	taskqueue_queue_depth{queue,state}           tasks per state: pending, active, scheduled, dead
+//	taskqueue_queue_depth{queue,state}           tasks per state: pending, active, scheduled, dead, cancelled
 //	taskqueue_stats_errors_total{queue}          failed reads of the queue depth
 //
 // Pickup latency is measured from the task's CreatedAt (the producer's clock, millisecond precision) to the
@@ -102,6 +102,7 @@ var (
 // from its enqueue. Clock skew between hosts shifts the figures; negative ones count as 0.
 type Collector struct {
 	queue        string
+	prefix       string // the key prefix of the queue whose events it counts (InstrumentQueues)
 	stats        StatsReader
 	ttl, timeout time.Duration
 	maxNames     int
@@ -138,10 +139,12 @@ func New(q StatsReader, cfg *Config) (*Collector, error) {
 	if c.Namespace == "" {
 		c.Namespace = "taskqueue"
 	}
+	prefix := c.Queue
+	if p, ok := q.(interface{ KeyPrefix() string }); ok {
+		prefix = p.KeyPrefix()
+	}
 	if c.Queue == "" {
-		if p, ok := q.(interface{ KeyPrefix() string }); ok {
-			c.Queue = p.KeyPrefix()
-		}
+		c.Queue = prefix
 	}
 	switch {
 	case c.StatsTTL == 0:
@@ -177,7 +180,7 @@ func New(q StatsReader, cfg *Config) (*Collector, error) {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: c.Namespace, Name: name, Help: help, ConstLabels: constLabels}, []string{"task"})
 	}
 	col := &Collector{
-		queue: c.Queue, stats: q, ttl: c.StatsTTL, timeout: c.StatsTimeout, maxNames: c.MaxTaskNames, taskName: c.TaskName,
+		queue: c.Queue, prefix: prefix, stats: q, ttl: c.StatsTTL, timeout: c.StatsTimeout, maxNames: c.MaxTaskNames, taskName: c.TaskName,
 		enqueued:  counter("enqueued_total", "Tasks enqueued through a producer that reports to this collector."),
 		started:   counter("started_total", "Handler runs started."),
 		succeeded: counter("succeeded_total", "Handler runs that returned nil."),
@@ -232,7 +235,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			for _, s := range []struct {
 				state string
 				n     int64
-			}{{"pending", st.Pending}, {"active", st.Active}, {"scheduled", st.Scheduled}, {"dead", st.Dead}} {
+			}{{"pending", st.Pending}, {"active", st.Active}, {"scheduled", st.Scheduled}, {"dead", st.Dead}, {"cancelled", st.Cancelled}} {
 				ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(s.n), s.state)
 			}
 		}
