@@ -17,7 +17,7 @@ import (
 const workerACL = "+ping +hello +auth +evalsha +eval +blpop +rpush +pexpire +multi +exec +del +time " +
 	"+llen +zcard +hget +hmget +zrange +zscore +hdel +hexists +hset +incrby +lpop +lpush +ltrim +zadd " +
 	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info +hsetnx +zmscore +lindex +publish +subscribe +hscan " +
-	"+zrangebylex +hincrby +zremrangebyscore"
+	"+zrangebylex +hincrby +zremrangebyscore +expire"
 
 // workerACLUser creates a Redis user on addr holding the worker allowlist (workerACL) on prefix's keys and
 // channels, deleted when the test ends, and returns an admin client, a client logged in as the user, and its name.

@@ -113,6 +113,7 @@ func (a *Admin) Stats(ctx context.Context) (Stats, error) {
 		sum.Active += s.Active
 		sum.Scheduled += s.Scheduled
 		sum.Dead += s.Dead
+		sum.Cancelled += s.Cancelled
 		sum.Delivered += s.Delivered
 		sum.OldestPendingAge = max(sum.OldestPendingAge, s.OldestPendingAge)
 		if s.Paused {
@@ -127,7 +128,8 @@ func (a *Admin) Stats(ctx context.Context) (Stats, error) {
 
 // List returns the tasks in one state, oldest first, skipping offset of them and returning at most limit (1 to
 // [MaxListLimit]). It takes pending (in pickup order), scheduled (by due time, the tasks waiting to be retried
-// among them, each listed as [StateRetry]), active (by lease deadline) and dead (by the time they died); [StateRetry]
+// among them, each listed as [StateRetry]), active (by lease deadline), dead (by the time they died) and
+// cancelled (by the time of the cancel, each with the envelope it had; [Stats.Cancelled] counts them); [StateRetry]
 // alone is refused with a [*StateError]: list scheduled. It only reads (LRANGE or ZRANGE, then HMGET), in round
 // trips that are not atomic: a task can move between them, and pages of a queue that changes can overlap or skip
 // tasks.
@@ -140,11 +142,11 @@ func (a *Admin) List(ctx context.Context, state State, offset, limit int) ([]Tas
 		return nil, fmt.Errorf("%w: offset must be 0 or more and limit between 1 and %d", ErrInvalidConfig, MaxListLimit)
 	}
 	switch state {
-	case StatePending, StateScheduled, StateActive, StateDead:
+	case StatePending, StateScheduled, StateActive, StateDead, StateCancelled:
 	case StateRetry:
 		return nil, &StateError{Op: "list", State: state, Reason: "tasks waiting to be retried are listed with the scheduled ones: list scheduled"}
 	default:
-		return nil, &StateError{Op: "list", State: State(truncate(string(state), 64)), Reason: "want pending, scheduled, active or dead"}
+		return nil, &StateError{Op: "list", State: State(truncate(string(state), 64)), Reason: "want pending, scheduled, active, dead or cancelled"}
 	}
 	start, stop := int64(offset), int64(offset+limit-1)
 	switch {

@@ -124,6 +124,7 @@ type chaosWorkerOpts struct {
 	Name        string // --worker-id, also the log file's name
 	Addr        string
 	Prefix      string
+	Queues      string // --queues instead of --key-prefix Prefix, when set (a worker on several queues)
 	Ledger      string
 	Lease       time.Duration // default 1s
 	Grace       time.Duration // default 2s
@@ -166,15 +167,18 @@ func startChaosWorkerNoWait(t testing.TB, bin string, o chaosWorkerOpts) *chaosP
 	logPath := filepath.Join(t.TempDir(), o.Name+".log")
 	logf, err := os.Create(logPath)
 	require.NoError(t, err)
-	cmd := exec.Command(bin,
-		"--redis-url", "redis://"+o.Addr+"/0",
-		"--key-prefix", o.Prefix,
+	queue := []string{"--key-prefix", o.Prefix}
+	if o.Queues != "" {
+		queue = []string{"--queues", o.Queues}
+	}
+	cmd := exec.Command(bin, append(append([]string{
+		"--redis-url", "redis://" + o.Addr + "/0"}, queue...),
 		"--lease", o.Lease.String(),
 		"--shutdown-grace", o.Grace.String(),
 		"--concurrency", strconv.Itoa(o.Concurrency),
 		"--worker-id", o.Name,
 		"--log-format", "json",
-		"--log-level", "debug")
+		"--log-level", "debug")...)
 	// atexit_sleep_ms=0: a -race binary otherwise sleeps 1s before it exits, which would blur the exit times.
 	cmd.Env = []string{"CHAOS_LEDGER=" + o.Ledger, "PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"GORACE=atexit_sleep_ms=0"}

@@ -228,7 +228,7 @@ type testSentinel struct {
 func startSentinel(t testing.TB, replicas int) *testSentinel {
 	t.Helper()
 	s := &testSentinel{t: t, dir: t.TempDir(), master: "tq"}
-	s.primary = startProc(t, s.dir, loopbackPort(t), "--save", "", "--appendonly", "no")
+	s.primary = startProc(t, s.dir, loopbackPort(t), "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0")
 	for range replicas {
 		s.replicas = append(s.replicas, startProc(t, s.dir, loopbackPort(t), "--save", "", "--appendonly", "no",
 			"--replicaof", "127.0.0.1", strconv.Itoa(s.primary.port)))
@@ -240,6 +240,18 @@ func startSentinel(t testing.TB, replicas int) *testSentinel {
 			"sentinel failover-timeout %s 10000\nsentinel parallel-syncs %s 1\n", s.master, s.primary.port, s.master, s.master, s.master)
 		require.NoError(t, os.WriteFile(conf, []byte(body), 0o600))
 		s.sentinels = append(s.sentinels, startProc(t, s.dir, port, conf, "--sentinel"))
+	}
+	// A replica that the sentinels see may not hold the data yet: its first full sync waits for the primary's
+	// diskless-sync delay (5 s by default in 7.0) and a failover in that window promotes an empty replica (found
+	// 2026-12-06: TestSentinelFailoverUniqueAndSchedules promoted one in wait_bgsave and lost every key). So the
+	// set-up returns only once every replica's link to the primary is up.
+	for _, r := range s.replicas {
+		rc := redis.NewClient(&redis.Options{Addr: r.addr, MaxRetries: -1})
+		waitFor(t, 30*time.Second, "replica "+r.addr+" in sync with the primary", func() bool {
+			info, err := rc.Info(context.Background(), "replication").Result()
+			return err == nil && strings.Contains(info, "master_link_status:up")
+		})
+		_ = rc.Close()
 	}
 	for _, sp := range s.sentinels {
 		sc := redis.NewSentinelClient(&redis.Options{Addr: sp.addr, MaxRetries: -1})

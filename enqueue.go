@@ -103,6 +103,7 @@ func single(err error) error {
 // after a lost reply safe even when a fast worker already ran the task. To run the same work again, use a new
 // task id.
 func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) error {
+	defer q.history.noteEnqueued(ctx, specs) // history_recorder.go
 	if hasUnique(specs) {
 		return q.enqueueUnique(ctx, specs) // unique.go
 	}

@@ -106,6 +106,10 @@ var (
 
 	// ErrSkipRetry can be returned (wrapped) by a handler to dead-letter the task at once instead of retrying it.
 	ErrSkipRetry = errors.New("taskqueue: skip retry")
+
+	// ErrInvalidWindow is returned by [Admin.History] for a window that is not more than 0 and at most
+	// [MaxHistoryWindow].
+	ErrInvalidWindow = errors.New("taskqueue: invalid history window")
 )
 
 // EnvelopeError describes why a stored envelope could not be decoded. It wraps one of [ErrMalformedEnvelope],

@@ -214,14 +214,24 @@ type queueProbe struct {
 	done   chan struct{}
 }
 
-// startQueueProbe starts the probe of w's queue, or returns nil for a queue that is not in Redis.
+// startQueueProbe starts the probe of w's queue (of each queue of a [MultiQueue], one after another), or returns
+// nil for a queue that is not in Redis.
 func (w *TaskWorker) startQueueProbe() *queueProbe {
-	target, ok := w.q.(AdminTarget)
-	if !ok || registryOf(w.q) == nil {
-		return nil
+	var admins []*Admin
+	queues := []TaskQueue{w.q}
+	if m, ok := w.q.(*MultiQueue); ok {
+		queues = m.Queues()
 	}
-	a, err := NewAdmin(target)
-	if err != nil {
+	for _, q := range queues {
+		target, ok := q.(AdminTarget)
+		if !ok || registryOf(q) == nil {
+			continue
+		}
+		if a, err := NewAdmin(target); err == nil {
+			admins = append(admins, a)
+		}
+	}
+	if len(admins) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), existsProbeTimeout)
@@ -229,23 +239,30 @@ func (w *TaskWorker) startQueueProbe() *queueProbe {
 	go func() {
 		defer close(p.done)
 		defer cancel()
-		err := a.RequireExists(ctx)
-		var nf *QueueNotFoundError
-		switch {
-		case errors.As(err, &nf):
-			attrs := []any{slog.String("worker", w.cfg.Name), slog.String("key_prefix", a.prefix), slog.String("redis", clientWhere(a.shards[0].rdb))}
-			if len(nf.Found) > 0 {
-				attrs = append(attrs, slog.String("queues_found", strings.Join(nf.Found, ",")))
-			}
-			w.cfg.Logger.Warn(fmt.Sprintf("taskqueue: queue %s has no keys on %s: wrong prefix or DB? (fine if no producer has written to it yet)",
-				quote(a.prefix), clientWhere(a.shards[0].rdb)), attrs...)
-		case err == nil:
-			w.cfg.Logger.Debug("taskqueue: queue has keys", slog.String("worker", w.cfg.Name), slog.String("key_prefix", a.prefix))
-		case ctx.Err() == nil:
-			w.cfg.Logger.Debug("taskqueue: queue existence check skipped", slog.String("worker", w.cfg.Name), slog.Any("error", err))
+		for _, a := range admins {
+			w.probeQueue(ctx, a)
 		}
 	}()
 	return p
+}
+
+// probeQueue checks that a's queue has keys, and logs a warning when it has none.
+func (w *TaskWorker) probeQueue(ctx context.Context, a *Admin) {
+	err := a.RequireExists(ctx)
+	var nf *QueueNotFoundError
+	switch {
+	case errors.As(err, &nf):
+		attrs := []any{slog.String("worker", w.cfg.Name), slog.String("key_prefix", a.prefix), slog.String("redis", clientWhere(a.shards[0].rdb))}
+		if len(nf.Found) > 0 {
+			attrs = append(attrs, slog.String("queues_found", strings.Join(nf.Found, ",")))
+		}
+		w.cfg.Logger.Warn(fmt.Sprintf("taskqueue: queue %s has no keys on %s: wrong prefix or DB? (fine if no producer has written to it yet)",
+			quote(a.prefix), clientWhere(a.shards[0].rdb)), attrs...)
+	case err == nil:
+		w.cfg.Logger.Debug("taskqueue: queue has keys", slog.String("worker", w.cfg.Name), slog.String("key_prefix", a.prefix))
+	case ctx.Err() == nil:
+		w.cfg.Logger.Debug("taskqueue: queue existence check skipped", slog.String("worker", w.cfg.Name), slog.Any("error", err))
+	}
 }
 
 // stop ends the probe and waits for it.

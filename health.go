@@ -139,6 +139,9 @@ func (w *TaskWorker) watchHealth(ctx context.Context, logger *slog.Logger) {
 // connection a renewal waits out the client's read or write timeout, and a running task would be cancelled only
 // after its lease expired (docs/reliability.md, scenario 5).
 func warnSlowRenewal(q TaskQueue, c *WorkerConfig) {
+	if m, ok := q.(*MultiQueue); ok { // multiqueue.go: its queues share one client
+		q = m.units[0]
+	}
 	rq, ok := q.(*RedisTaskQueue)
 	if !ok {
 		return

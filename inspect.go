@@ -40,6 +40,10 @@ type Stats struct {
 	Delivered int64
 	// ServerTime is the Redis server's clock when the counts were read.
 	ServerTime time.Time
+	// Cancelled counts the cancelled tasks whose record is kept ([Admin.Cancel], [RedisConfig.ControlRetention]):
+	// those [Admin.List] lists as [StateCancelled]. Records past the retention count until the next cancel of the
+	// queue drops them. It is not part of Counts: a cancelled task is no longer in the queue.
+	Cancelled int64
 }
 
 // MaxListLimit is the most tasks one [Admin.List] returns, and the largest batch of a bulk call.
@@ -69,7 +73,7 @@ type TaskInfo struct {
 
 // stats reads the queue's [Stats] in two round trips, with read-only commands.
 func (q *RedisTaskQueue) stats(ctx context.Context) (Stats, error) {
-	var pending, high, low, keyed, active, scheduled, dead *redis.IntCmd
+	var pending, high, low, keyed, active, scheduled, dead, cancelled *redis.IntCmd
 	var paused, seq, head, inflight *redis.StringCmd
 	var now *redis.TimeCmd
 	cmds, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -81,6 +85,7 @@ func (q *RedisTaskQueue) stats(ctx context.Context) (Stats, error) {
 		inflight = p.Get(ctx, q.keys.key(keyInflight))
 		scheduled = p.ZCard(ctx, q.keys.key(keyScheduled))
 		dead = p.ZCard(ctx, q.keys.key(keyDead))
+		cancelled = p.ZCard(ctx, q.keys.cancelled()) // cancel.go
 		paused = p.Get(ctx, q.keys.key(keyPaused))
 		seq = p.Get(ctx, q.keys.key(keySeq))
 		head = p.LIndex(ctx, q.keys.key(keyPending), 0)
@@ -94,6 +99,7 @@ func (q *RedisTaskQueue) stats(ctx context.Context) (Stats, error) {
 		Counts:     Counts{Pending: pending.Val() + high.Val() + low.Val() + keyed.Val(), Active: active.Val() + intOf(inflight.Val()), Scheduled: scheduled.Val(), Dead: dead.Val()},
 		Paused:     paused.Err() == nil,
 		ServerTime: now.Val(),
+		Cancelled:  cancelled.Val(),
 	}
 	if ms, err := strconv.ParseInt(paused.Val(), 10, 64); err == nil {
 		st.PausedAt = time.UnixMilli(ms)
@@ -135,6 +141,8 @@ func (q *RedisTaskQueue) count(ctx context.Context, state State) (int, error) {
 			return nil
 		})
 		n, err = old.Val()+intOf(cur.Val()), pipeErr(cmds, perr)
+	case StateCancelled:
+		n, err = q.rdb.ZCard(ctx, q.keys.cancelled()).Result()
 	default:
 		n, err = q.rdb.ZCard(ctx, q.keys.key(stateKey(state))).Result()
 	}
@@ -232,7 +240,11 @@ func (q *RedisTaskQueue) rangeIDs(ctx context.Context, state State, start, stop 
 		}
 		return ids, scores, nil
 	}
-	zs, err := q.rdb.ZRangeWithScores(ctx, q.keys.key(stateKey(state)), start, stop).Result()
+	key := q.keys.key(stateKey(state))
+	if state == StateCancelled {
+		key = q.keys.cancelled() // by the time of the cancel (cancel.go)
+	}
+	zs, err := q.rdb.ZRangeWithScores(ctx, key, start, stop).Result()
 	if err != nil {
 		return nil, nil, fmt.Errorf("taskqueue: list: %w", classify(err))
 	}
@@ -264,7 +276,9 @@ func (q *RedisTaskQueue) describe(ctx context.Context, state State, ids []string
 	for i, id := range ids {
 		out[i] = TaskInfo{TaskID: id, State: state}
 		out[i].Envelope, _ = envs.Val()[i].(string)
-		if isTombstone(out[i].Envelope) {
+		if state == StateCancelled && isCancelledRecord(out[i].Envelope) {
+			out[i].Envelope = out[i].Envelope[2:] // the record is '~c' .. envelope (cancel.go)
+		} else if isTombstone(out[i].Envelope) {
 			out[i].Envelope = "" // the task finished between the two reads
 		}
 		if scores != nil {

@@ -3,6 +3,7 @@ package taskqueue
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 )
 
 // MaxKeyPrefixLen is the longest key prefix accepted.
@@ -138,6 +139,13 @@ func (k keySet) cancelled() string { return k.tag + ":cancelled" }
 // cancelNotify is the pub/sub channel of the queue's cancels of running tasks (cancelled() plus ":notify",
 // computed in Lua from the cancelled key): every worker of the queue subscribes to it (cancel_listener.go).
 func (k keySet) cancelNotify() string { return k.tag + ":cancelled:notify" }
+
+// history is the hash of one minute of the queue's history (history.go): minute is the Unix time / 60 (server
+// clock); fields are counts and latency histogram buckets, written by HINCRBY, and the hash expires a day after its
+// last write (historyTTL). Not in the whole key set: no task script touches it.
+func (k keySet) history(minute int64) string {
+	return k.tag + ":history:" + strconv.FormatInt(minute, 10)
+}
 
 // progress holds the last progress a task's handler reported (ReportProgress), for RedisConfig.ControlRetention.
 func (k keySet) progress(taskID string) string { return k.tag + ":progress:" + taskID }

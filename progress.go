@@ -62,11 +62,12 @@ func ReportProgress(ctx context.Context, percent float64, message string) error 
 	}
 	ps := tc.run.progress.Load()
 	if ps == nil {
-		shards, ok := tc.w.q.(controlShards)
+		q := originOf(tc.w.q, tc.run.d) // multiqueue.go
+		shards, ok := q.(controlShards)
 		if !ok {
 			return nil // a queue that stores no progress
 		}
-		ps = &progressState{q: shardOfTask(shards.controlShards(), tc.w.q, p.TaskID)}
+		ps = &progressState{q: shardOfTask(shards.controlShards(), q, p.TaskID)}
 		if !tc.run.progress.CompareAndSwap(nil, ps) {
 			ps = tc.run.progress.Load()
 		}

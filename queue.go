@@ -103,6 +103,7 @@ type Delivery struct {
 	localEnds time.Time // the lease deadline estimated on the local monotonic clock (lower bound)
 	result    []byte    // the handler's result (SetResult), stored by Ack
 	failedAt  time.Time // set by the first Retry or DeadLetter: a resend writes the same envelope (settle.lua)
+	member    int       // the queue of a MultiQueue it was leased from (multiqueue.go); 0 otherwise
 }
 
 // RedisConfig configures a [RedisTaskQueue]. The zero value of each field takes its default.
@@ -146,6 +147,11 @@ type RedisConfig struct {
 	// DurableTimeout bounds the wait of a durable enqueue. Default 1s; it must stay 100ms below the client's read
 	// timeout.
 	DurableTimeout time.Duration
+	// HistoryInterval is how often the queue's workers send the per-minute counts and latency histograms they
+	// keep in memory to Redis, in one round trip, for [Admin.History]; a producer that runs no worker sends its
+	// enqueue counts at most this often, in the enqueue call that finds the interval over. Default 5s, minimum
+	// 100ms; -1 keeps no history. See docs/observability.md.
+	HistoryInterval time.Duration
 }
 
 func (c *RedisConfig) withDefaults() RedisConfig {
@@ -189,6 +195,9 @@ func (c *RedisConfig) withDefaults() RedisConfig {
 	if out.ControlRetention == 0 {
 		out.ControlRetention = 24 * time.Hour
 	}
+	if out.HistoryInterval == 0 {
+		out.HistoryInterval = 5 * time.Second
+	}
 	return out
 }
 
@@ -208,6 +217,8 @@ func (c *RedisConfig) validate() error {
 		return fmt.Errorf("%w: ResultTTL must be at least 1s", ErrInvalidConfig)
 	case c.ControlRetention < time.Second:
 		return fmt.Errorf("%w: ControlRetention must be at least 1s", ErrInvalidConfig)
+	case c.HistoryInterval != -1 && c.HistoryInterval < 100*time.Millisecond:
+		return fmt.Errorf("%w: HistoryInterval must be -1 or at least 100ms", ErrInvalidConfig)
 	case !resolverIDPattern.MatchString(c.DefaultResolverID):
 		return fmt.Errorf("%w: DefaultResolverID %s", ErrInvalidConfig, quote(c.DefaultResolverID))
 	}
@@ -238,6 +249,8 @@ type RedisTaskQueue struct {
 
 	uniqueCalls  atomic.Uint64 // calls of unique tasks (enqueues, releases): every 64th sweeps a page (unique.go)
 	uniqueCursor atomic.Uint64 // where that sweep goes on
+
+	history *historyRecorder // history_recorder.go; nil when RedisConfig.HistoryInterval is -1
 }
 
 // NewRedisTaskQueue returns a queue on rdb under keyPrefix that serializes and resolves tasks through reg. The
@@ -265,7 +278,9 @@ func NewRedisTaskQueue(rdb redis.UniversalClient, keyPrefix string, reg *Resolve
 		return nil, err
 	}
 	c.Signing = nil // the signer holds its own copy of the keys
-	return &RedisTaskQueue{rdb: rdb, prefix: keyPrefix, keys: newKeySet(keyPrefix), reg: reg, cfg: c, signer: sg, readTimeout: rt}, nil
+	q := &RedisTaskQueue{rdb: rdb, prefix: keyPrefix, keys: newKeySet(keyPrefix), reg: reg, cfg: c, signer: sg, readTimeout: rt}
+	q.history = newHistoryRecorder(q, c.HistoryInterval)
+	return q, nil
 }
 
 // readTimeoutOf returns the read timeout of the client types that tell it (their options after go-redis filled in

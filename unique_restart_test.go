@@ -2,6 +2,7 @@ package taskqueue
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -14,11 +15,17 @@ import (
 
 // firedLog records the ticks schedulers stored, to check that none is stored twice.
 type firedLog struct {
-	mu     sync.Mutex
-	stored map[string]int // task id -> stored enqueues
+	mu            sync.Mutex
+	stored        map[string]int // task id -> stored enqueues
+	notReplicated int            // passes refused with ErrNotReplicated (a durable queue)
 }
 
 func (l *firedLog) add(e ScheduleEvent) {
+	if e.Kind == ScheduleFailed && errors.Is(e.Err, ErrNotReplicated) {
+		l.mu.Lock()
+		l.notReplicated++
+		l.mu.Unlock()
+	}
 	if e.Kind != ScheduleFired || e.Outcome != Stored {
 		return
 	}

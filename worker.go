@@ -44,6 +44,12 @@ type Event struct {
 	Err        error         // the handler's error, or the queue error
 	Duration   time.Duration // how long the handler ran (succeeded, retried, dead)
 	Delay      time.Duration // when retried: the backoff before the next run
+	// Queue is the key prefix of the queue the task came from: the worker's queue, or for a [MultiQueue] worker
+	// the member's (a [ShardedQueue] member's prefix, without the shard suffix). Empty for queue errors that concern
+	// no task.
+	Queue string
+
+	member int // the MultiQueue member the task came from (Delivery.member)
 }
 
 // WorkerConfig configures a [TaskWorker]. The zero value of each field takes its default; the config is copied.
@@ -184,6 +190,10 @@ type TaskWorker struct {
 
 	control *cancelListener // cancels of running tasks (cancel_listener.go); nil for a queue without them
 
+	history      []*historyRecorder // where runs are counted, by MultiQueue member (history_recorder.go); nil entries count nothing
+	prefixes     []string           // the key prefix of each member (one entry unless the queue is a MultiQueue)
+	historyFlush *historyFlusher
+
 	health workerHealth // timestamps of the last successful round trips, for Health (health.go)
 	probe  *queueProbe  // the start-up look at the queue (exists.go); nil when there is none
 }
@@ -215,7 +225,12 @@ func NewTaskWorker(q TaskQueue, cfg *WorkerConfig) (*TaskWorker, error) {
 		h = c.Middleware[i](h)
 	}
 	warnSlowRenewal(q, &c)
-	return &TaskWorker{q: q, cfg: c, handler: h, gate: newSuspectGate(), epoch: time.Now()}, nil
+	w := &TaskWorker{q: q, cfg: c, handler: h, gate: newSuspectGate(), epoch: time.Now()}
+	var flush []*historyRecorder
+	w.history, flush = historyTargets(q)
+	w.prefixes = queuePrefixes(q)
+	w.historyFlush = newHistoryFlusher(w, flush)
+	return w, nil
 }
 
 // Name returns the worker's name.
@@ -235,6 +250,11 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	}
 	if reg := registryOf(w.q); reg != nil {
 		if err := checkResolvers(reg); err != nil {
+			return err
+		}
+	}
+	if m, ok := w.q.(*MultiQueue); ok { // multiqueue.go: each queue's registry
+		if err := m.checkResolvers(); err != nil {
 			return err
 		}
 	}
@@ -260,6 +280,7 @@ func (w *TaskWorker) Start(ctx context.Context) error {
 	w.picker.start()
 	w.control = newCancelListener(w)
 	w.control.start(w.baseCtx)
+	w.historyFlush.start()
 	w.cfg.Logger.Info("taskqueue: worker started", slog.String("worker", w.cfg.Name), slog.Int("concurrency", w.cfg.Concurrency))
 	w.probe = w.startQueueProbe()
 	return nil
@@ -302,6 +323,7 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 	w.acker.stop()  // no more acks can come: the last are sent
 	w.leases.stop() // no task runs any more
 	w.control.stop()
+	w.historyFlush.stop() // after the last outcome: nothing counted is left behind
 	w.reaper.wait()
 	w.mu.Lock()
 	w.state = stateStopped
@@ -312,6 +334,10 @@ func (w *TaskWorker) Stop(ctx context.Context) error {
 
 // emit reports e to the OnEvent hook.
 func (w *TaskWorker) emit(e Event) {
+	if e.TaskID != "" && e.member < len(w.prefixes) {
+		e.Queue = w.prefixes[e.member]
+		w.history[e.member].observe(&e) // history_recorder.go
+	}
 	if w.cfg.OnEvent != nil {
 		w.cfg.OnEvent(e)
 	}

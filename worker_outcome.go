@@ -22,7 +22,7 @@ func (w *TaskWorker) recordOutcome(f *inflight, runErr error, took time.Duration
 		w.endCancelled(f, runErr, took)
 	case runErr == nil:
 		spec := f.d.Spec
-		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: f.d.Deliveries, Duration: took})
+		w.emit(Event{Kind: EventSucceeded, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: f.d.Deliveries, Duration: took, member: f.d.member})
 		w.freeSlots(1)       // the slot frees while the ack is batched
 		if !w.acker.add(f) { // only a handler that outlived Stop gets here; its delivery was handed back
 			w.forget(f, ErrLeaseLost)
@@ -56,7 +56,7 @@ func (w *TaskWorker) recordFailure(f *inflight, runErr error, took time.Duration
 	if dead, cause := w.deadLetterCause(spec, runErr); dead {
 		err := rs.do(func(ctx context.Context) error { return w.q.DeadLetter(ctx, d, cause) })
 		if err == nil {
-			w.emit(Event{Kind: EventDead, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: cause, Duration: took})
+			w.emit(Event{Kind: EventDead, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: cause, Duration: took, member: d.member})
 		}
 		w.forget(f, err)
 		return
@@ -64,7 +64,7 @@ func (w *TaskWorker) recordFailure(f *inflight, runErr error, took time.Duration
 	delay := w.cfg.Backoff(spec.Attempt+1, runErr)
 	err := rs.do(func(ctx context.Context) error { return w.q.Retry(ctx, d, delay, runErr) })
 	if err == nil {
-		w.emit(Event{Kind: EventRetried, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: runErr, Duration: took, Delay: delay})
+		w.emit(Event{Kind: EventRetried, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: runErr, Duration: took, Delay: delay, member: d.member})
 	}
 	w.forget(f, err)
 }
@@ -107,9 +107,9 @@ func (w *TaskWorker) reportForgotten(f *inflight, err error) {
 	d := f.d
 	spec := d.Spec
 	if errors.Is(err, ErrLeaseLost) {
-		w.emit(Event{Kind: EventLeaseLost, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: err})
+		w.emit(Event{Kind: EventLeaseLost, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, Err: err, member: d.member})
 	} else if err != nil {
-		w.emit(Event{Kind: EventQueueError, TaskID: spec.TaskID, Spec: spec, Err: err})
+		w.emit(Event{Kind: EventQueueError, TaskID: spec.TaskID, Spec: spec, Err: err, member: d.member})
 		w.cfg.Logger.Warn("taskqueue: could not record a task's outcome; it returns after its lease", slog.String("task_id", spec.TaskID), slog.Any("error", err))
 	}
 }

@@ -81,7 +81,7 @@ func (w *TaskWorker) releaseNew(ds []*Delivery) {
 	defer c()
 	for _, d := range ds {
 		if err := w.q.Release(ctx, d); err != nil {
-			w.emit(Event{Kind: EventQueueError, TaskID: d.Spec.TaskID, Spec: d.Spec, Err: err})
+			w.emit(Event{Kind: EventQueueError, TaskID: d.Spec.TaskID, Spec: d.Spec, Err: err, member: d.member})
 		}
 	}
 	w.freeSlots(len(ds))
@@ -92,7 +92,7 @@ func (w *TaskWorker) releaseAtOnce(f *inflight) {
 	f.cancel(errStopping)
 	ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 	if err := w.q.Release(ctx, f.d); err != nil {
-		w.emit(Event{Kind: EventQueueError, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Err: err})
+		w.emit(Event{Kind: EventQueueError, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Err: err, member: f.d.member})
 	}
 	c()
 	w.freeSlots(1)
@@ -165,11 +165,12 @@ func (w *TaskWorker) runTask(f *inflight) {
 		// One timer for every task of the worker (worker_timeout.go), rather than a timer or a timeout context each.
 		f.ctx.deadline = w.timeouts.add(f, timeout)
 	}
-	f.slot.limit = w.q.maxResultBytes()
-	f.slot.node = nodeRef{q: w.q, spec: spec}
+	q := originOf(w.q, d) // a MultiQueue's delivery belongs to one of its queues (multiqueue.go)
+	f.slot.limit = q.maxResultBytes()
+	f.slot.node = nodeRef{q: q, spec: spec}
 	f.ctx.slot = &f.slot
 	f.ctx.w, f.ctx.run = w, f // for ReportProgress (progress.go)
-	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries})
+	w.emit(Event{Kind: EventStarted, TaskID: spec.TaskID, Spec: spec, Attempt: spec.Attempt, Deliveries: d.Deliveries, member: d.member})
 	start := time.Now()
 	err := w.safeRun(&f.ctx, spec)
 	took := time.Since(start)
@@ -276,11 +277,11 @@ func (w *TaskWorker) handBack() error {
 		f.cancel(errStopping)
 		if err := w.q.Release(ctx, f.d); err != nil {
 			errs = append(errs, err)
-			w.emit(Event{Kind: EventQueueError, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Err: err})
+			w.emit(Event{Kind: EventQueueError, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Err: err, member: f.d.member})
 			w.cfg.Logger.Warn("taskqueue: could not hand a task back; it returns after its lease", slog.String("worker", w.cfg.Name), slog.String("task_id", f.d.Spec.TaskID), slog.Any("error", err))
 			continue
 		}
-		w.emit(Event{Kind: EventReleased, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Attempt: f.d.Spec.Attempt, Deliveries: f.d.Deliveries})
+		w.emit(Event{Kind: EventReleased, TaskID: f.d.Spec.TaskID, Spec: f.d.Spec, Attempt: f.d.Spec.Attempt, Deliveries: f.d.Deliveries, member: f.d.member})
 	}
 	return errors.Join(errs...)
 }

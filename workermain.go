@@ -63,6 +63,11 @@ type WorkerMainConfig struct {
 	// on by default from ParseWorkerMainConfig; --scheduler=false turns it off). Any number of processes may run
 	// one: each tick still makes one task (docs/periodic.md).
 	Scheduler bool
+	// Queues, from --queues, makes the worker serve several queues ([MultiQueue]) instead of KeyPrefix alone:
+	// key prefixes with their weights. Empty serves KeyPrefix.
+	Queues []WorkerMainQueue
+	// Strict (--strict) serves Queues in the order given rather than by weight ([MultiQueueConfig.Strict]).
+	Strict bool
 
 	// The TLS flags (--tls-ca, --tls-server-name, --tls-cert, --tls-key, --tls-insecure-skip-verify) have no
 	// fields of their own: they are applied to Redis.TLSConfig, which is nil without TLS.
@@ -94,6 +99,8 @@ var workerFlags = []workerFlag{
 	{"redis-port", "", "PORT", "6379", "Redis port, when no URL is given.", false},
 	{"redis-db", "", "N", "0", "Redis database number, when no URL is given.", false},
 	{"key-prefix", "TASKQUEUE_KEY_PREFIX", "PREFIX", DefaultKeyPrefix, "Key prefix of the queue: producers and workers of one queue use the same one.\nLetters, digits and _.:/- only.", false},
+	{name: "queues", env: "TASKQUEUE_QUEUES", arg: "LIST", help: "Serve several queues instead of --key-prefix: key prefixes with weights, such as\ncritical:6,default:3,low:1 (a weight left out is 1). While several have tasks,\neach pickup batch comes from one, in proportion to the weights (docs/flow-control.md)."},
+	{name: "strict", env: "TASKQUEUE_STRICT", def: "false", boolean: true, help: "With --queues, serve the queues in the order given: every task of a queue before\nany of the next one (weights are ignored)."},
 	{"resolver-id", "TASKQUEUE_RESOLVER_ID", "ID", DefaultResolverID, "Resolver id of tasks that name none. This binary must have registered it.", false},
 	{"concurrency", "TASKQUEUE_CONCURRENCY", "N", "10", "How many tasks run at once.", false},
 	{"lease", "TASKQUEUE_LEASE", "DURATION", "30s", "How long a task stays owned without a heartbeat: after a crash, its tasks run\nagain elsewhere once this passes. Use the same value in every worker of a queue.", false},
@@ -173,6 +180,9 @@ func ParseWorkerMainConfig(args []string, getenv func(string) string) (*WorkerMa
 		return nil, err
 	}
 	if c.Signing, err = p.signing(); err != nil {
+		return nil, err
+	}
+	if c.Queues, c.Strict, err = p.queueList(); err != nil { // workermain_queues.go
 		return nil, err
 	}
 	return c, nil
@@ -561,15 +571,23 @@ func (c *WorkerMainConfig) run(ctx context.Context, rdb redis.UniversalClient, r
 	if _, err := reg.Lookup(resolverID); err != nil {
 		return fmt.Errorf("%w: resolver id %s is not registered by this binary (it has %s)", ErrInvalidConfig, quote(resolverID), strings.Join(reg.IDs(), ", "))
 	}
-	q, err := NewRedisTaskQueue(rdb, prefix, reg, &RedisConfig{DefaultResolverID: resolverID, Lease: c.Lease, Logger: logger, Signing: c.Signing})
+	rcfg := &RedisConfig{DefaultResolverID: resolverID, Lease: c.Lease, Logger: logger, Signing: c.Signing}
+	q, err := NewRedisTaskQueue(rdb, prefix, reg, rcfg)
 	if err != nil {
 		return err
+	}
+	queues, consumed := []*RedisTaskQueue{q}, TaskQueue(q)
+	if len(c.Queues) > 0 { // workermain_queues.go: a worker on several queues
+		if queues, consumed, err = c.multiQueue(rdb, reg, rcfg); err != nil {
+			return err
+		}
+		q, prefix = queues[0], prefixes(queues)
 	}
 	name := c.WorkerID
 	if name == "" {
 		name = defaultWorkerName()
 	}
-	w, err := NewTaskWorker(q, &WorkerConfig{
+	w, err := NewTaskWorker(consumed, &WorkerConfig{
 		Concurrency: c.Concurrency,
 		Logger:      logger,
 		Middleware:  c.Middleware,
@@ -609,8 +627,10 @@ func (c *WorkerMainConfig) run(ctx context.Context, rdb redis.UniversalClient, r
 	}
 	logger.Info("taskqueue: worker ready", slog.String("worker", w.Name()), slog.String("key_prefix", prefix),
 		slog.String("resolvers", strings.Join(reg.IDs(), ",")), slog.Duration("lease", q.LeaseDuration()))
-	sweepLocksAtStart(ctx, q, logger) // unique.go
-	schedDone, err := c.startScheduler(ctx, q, logger)
+	for _, q := range queues {
+		sweepLocksAtStart(ctx, q, logger) // unique.go
+	}
+	schedDone, err := c.startSchedulers(ctx, queues, logger)
 	if err != nil {
 		return err
 	}

@@ -27,10 +27,11 @@ Examples:
   taskqueue stats --interval 10s
   taskqueue stats --interval 0 --json | jq '.pending, .oldest_pending_age_seconds'
 `},
-		{name: "list", args: "STATE", summary: "tasks in one state (pending, scheduled, active, dead), oldest first", flags: listFlags, run: runList,
+		{name: "list", args: "STATE", summary: "tasks in one state (pending, scheduled, active, dead, cancelled), oldest first", flags: listFlags, run: runList,
 			help: `Lists the tasks in one state, oldest first: pending in pickup order, scheduled by due time
 (tasks waiting to be retried among them, shown as retry), active by lease deadline, dead by
-the time they died. Shows each task's id, its time (age, due, lease end or death), its
+the time they died, cancelled by the time of the cancel (records kept for the queue's
+ControlRetention). Shows each task's id, its time (age, due, lease end or death), its
 function (module.name) and attempt, and a dead letter's reason. "ready" is read as pending.
 
 Flags:
@@ -150,11 +151,14 @@ func listFlags(fs *flag.FlagSet) any {
 func runList(ctx context.Context, c *cli, opts any, args []string) error {
 	o := opts.(*listOpts)
 	if len(args) != 1 {
-		return usagef("list takes one state: pending, scheduled, active or dead")
+		return usagef("list takes one state: pending, scheduled, active, dead or cancelled")
 	}
 	state, err := taskqueue.ParseState(args[0])
+	if args[0] == string(taskqueue.StateCancelled) { // not a place in the queue, but its records are listed
+		state, err = taskqueue.StateCancelled, nil
+	}
 	if err != nil {
-		return usagef("unknown state %q: want pending, scheduled, active or dead", clip(args[0], 40))
+		return usagef("unknown state %q: want pending, scheduled, active, dead or cancelled", clip(args[0], 40))
 	}
 	if state == taskqueue.StateRetry {
 		return usagef("tasks waiting to be retried are listed with the scheduled ones: taskqueue list scheduled")
@@ -174,7 +178,11 @@ func runList(ctx context.Context, c *cli, opts any, args []string) error {
 	if err != nil {
 		return err
 	}
-	return c.writeList(q, state, o, countOf(st.Counts, state), tasks, st.ServerTime)
+	total := countOf(st.Counts, state)
+	if state == taskqueue.StateCancelled {
+		total = st.Cancelled
+	}
+	return c.writeList(q, state, o, total, tasks, st.ServerTime)
 }
 
 func countOf(s taskqueue.Counts, state taskqueue.State) int64 {

@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/graflow-go/taskqueue v0.0.0-00010101000000-000000000000
+	github.com/graflow-go/taskqueue/dashboard v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/stretchr/testify v1.12.1
 	golang.org/x/term v0.48.0
@@ -19,3 +20,5 @@ require (
 )
 
 replace github.com/graflow-go/taskqueue => ../..
+
+replace github.com/graflow-go/taskqueue/dashboard => ../../dashboard

@@ -28,6 +28,7 @@ type statsJSON struct {
 	Active           int64      `json:"active"`
 	Scheduled        int64      `json:"scheduled"`
 	Dead             int64      `json:"dead"`
+	Cancelled        int64      `json:"cancelled"`
 	Paused           bool       `json:"paused"`
 	PausedAt         *time.Time `json:"paused_at,omitempty"`
 	OldestPendingAge float64    `json:"oldest_pending_age_seconds"`
@@ -51,7 +52,7 @@ func (c *cli) writeStats(q *queue, o taskqueue.Stats, earlier *taskqueue.Stats) 
 	}
 	if c.g.json {
 		s := statsJSON{Queue: q.KeyPrefix(), Pending: o.Pending, Active: o.Active, Scheduled: o.Scheduled, Dead: o.Dead,
-			Paused: o.Paused, OldestPendingAge: math.Round(o.OldestPendingAge.Seconds()*1000) / 1000,
+			Cancelled: o.Cancelled, Paused: o.Paused, OldestPendingAge: math.Round(o.OldestPendingAge.Seconds()*1000) / 1000,
 			Delivered: o.Delivered, PickupsPerSecond: rate, IntervalSeconds: math.Round(interval.Seconds()*1000) / 1000,
 			ServerTime: o.ServerTime.UTC()}
 		if o.Paused && !o.PausedAt.IsZero() {
@@ -77,6 +78,9 @@ func (c *cli) writeStats(q *queue, o taskqueue.Stats, earlier *taskqueue.Stats) 
 		fmt.Fprintf(tw, "pending\t0\n")
 	}
 	fmt.Fprintf(tw, "active\t%d\nscheduled\t%d\ndead\t%d\n", o.Active, o.Scheduled, o.Dead)
+	if o.Cancelled > 0 {
+		fmt.Fprintf(tw, "cancelled\t%d (records kept; 'taskqueue list cancelled')\n", o.Cancelled)
+	}
 	if rate != nil {
 		fmt.Fprintf(tw, "pickups/s\t%.1f (over %s)\n", *rate, human(interval))
 	}
@@ -90,6 +94,7 @@ type taskJSON struct {
 	DueAt         *time.Time      `json:"due_at,omitempty"`
 	LeaseDeadline *time.Time      `json:"lease_deadline,omitempty"`
 	DiedAt        *time.Time      `json:"died_at,omitempty"`
+	CancelledAt   *time.Time      `json:"cancelled_at,omitempty"`
 	Reason        string          `json:"reason,omitempty"`
 	Envelope      json.RawMessage `json:"envelope,omitempty"`     // the seed's record of the stored JSON (TaskInfo.Record), when it is valid JSON
 	EnvelopeRaw   *string         `json:"envelope_raw,omitempty"` // the stored bytes otherwise
@@ -106,6 +111,8 @@ func toJSON(t taskqueue.TaskInfo) taskJSON {
 			out.LeaseDeadline = &at
 		case taskqueue.StateDead:
 			out.DiedAt = &at
+		case taskqueue.StateCancelled:
+			out.CancelledAt = &at
 		}
 	}
 	if json.Valid([]byte(t.Record)) {
@@ -146,7 +153,7 @@ func (c *cli) writeList(q *queue, state taskqueue.State, o *listOpts, total int6
 	fmt.Fprintf(c.stdout, "%s tasks %d-%d of %d, oldest first\n", state, o.offset+1, o.offset+len(tasks), max(total, int64(o.offset+len(tasks))))
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	when := map[taskqueue.State]string{taskqueue.StatePending: "AGE", taskqueue.StateScheduled: "DUE",
-		taskqueue.StateActive: "LEASE", taskqueue.StateDead: "DIED"}[state]
+		taskqueue.StateActive: "LEASE", taskqueue.StateDead: "DIED", taskqueue.StateCancelled: "CANCELLED"}[state]
 	row := func(cells ...string) {
 		if state != taskqueue.StateDead {
 			cells = cells[:4] // only dead letters have a reason
@@ -160,7 +167,7 @@ func (c *cli) writeList(q *queue, state taskqueue.State, o *listOpts, total int6
 		switch {
 		case state == taskqueue.StatePending && !s.created.IsZero():
 			w = human(now.Sub(s.created))
-		case state == taskqueue.StateDead:
+		case state == taskqueue.StateDead || state == taskqueue.StateCancelled:
 			w = human(now.Sub(t.Score)) + " ago"
 		case !t.Score.IsZero():
 			w = relative(t.Score, now)

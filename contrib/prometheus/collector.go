@@ -91,7 +91,7 @@ var (
 //	taskqueue_queue_errors_total{queue}          failed queue calls in workers
 //	taskqueue_pickup_latency_seconds{queue,task} enqueue to handler start, first runs of ready tasks only
 //	taskqueue_run_duration_seconds{queue,task}   handler run time of succeeded, retried and dead-lettered runs
-//	taskqueue_queue_depth{queue,state}           tasks per state: pending, active, scheduled, dead
+//	taskqueue_queue_depth{queue,state}           tasks per state: pending, active, scheduled, dead, cancelled
 //	taskqueue_stats_errors_total{queue}          failed reads of the queue depth
 //
 // Pickup latency is measured from the task's CreatedAt (the producer's clock, millisecond precision) to the
@@ -232,7 +232,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			for _, s := range []struct {
 				state string
 				n     int64
-			}{{"pending", st.Pending}, {"active", st.Active}, {"scheduled", st.Scheduled}, {"dead", st.Dead}} {
+			}{{"pending", st.Pending}, {"active", st.Active}, {"scheduled", st.Scheduled}, {"dead", st.Dead}, {"cancelled", st.Cancelled}} {
 				ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(s.n), s.state)
 			}
 		}

@@ -217,7 +217,7 @@ func TestScrapeAfterWorkerRun(t *testing.T) {
 	require.Equal(t, uint64(1), histogramCount(t, fs, "taskqueue_pickup_latency_seconds", "shop.broken"))
 	require.Equal(t, uint64(2), histogramCount(t, fs, "taskqueue_run_duration_seconds", "shop.flaky"))
 	require.Equal(t, uint64(3), histogramCount(t, fs, "taskqueue_run_duration_seconds", "shop.ship"))
-	for state, want := range map[string]float64{"pending": 0, "active": 0, "scheduled": 1, "dead": 1} {
+	for state, want := range map[string]float64{"pending": 0, "active": 0, "scheduled": 1, "dead": 1, "cancelled": 0} {
 		m := find(fs, "taskqueue_queue_depth", map[string]string{"queue": "orders", "state": state})
 		require.NotNil(t, m, state)
 		require.Equal(t, want, m.GetGauge().GetValue(), state)
@@ -447,4 +447,25 @@ func TestNewValidates(t *testing.T) {
 		require.NotContains(t, d.String(), "queue_depth", "no depth without a queue")
 	}
 	require.True(t, strings.HasPrefix(c.Queue(), "producer"))
+}
+
+// The depth gauges count the cancelled tasks whose record is kept.
+func TestCancelledDepth(t *testing.T) {
+	t.Parallel()
+	q, _ := newQueue(t)
+	ctx := context.Background()
+	require.NoError(t, q.Enqueue(ctx, taskqueue.NewTaskSpec("c1", taskqueue.Ref("shop", "ship", noArgs{}))))
+	adm, err := taskqueue.NewAdmin(q)
+	require.NoError(t, err)
+	_, err = adm.Cancel(ctx, "c1")
+	require.NoError(t, err)
+	c, err := New(adm, &Config{StatsTTL: -1})
+	require.NoError(t, err)
+	registry := prometheus.NewPedanticRegistry()
+	require.NoError(t, registry.Register(c))
+	fs, err := registry.Gather()
+	require.NoError(t, err)
+	m := find(fs, "taskqueue_queue_depth", map[string]string{"queue": "orders", "state": "cancelled"})
+	require.NotNil(t, m)
+	require.Equal(t, 1.0, m.GetGauge().GetValue())
 }
