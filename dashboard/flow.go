@@ -125,7 +125,9 @@ func flowViewOf(r *http.Request, q *Queue) (*flowView, error) {
 		keys = append(keys, flowKeyRow{Key: k, Running: n, Limit: cmp.Or(concurrency[k], concurrency[taskqueue.AllFlowKeys])})
 	}
 	// The busiest keys first.
-	slices.SortFunc(keys, func(a, b flowKeyRow) int { return cmp.Or(cmp.Compare(b.Running, a.Running), strings.Compare(a.Key, b.Key)) })
+	slices.SortFunc(keys, func(a, b flowKeyRow) int {
+		return cmp.Or(cmp.Compare(b.Running, a.Running), strings.Compare(a.Key, b.Key))
+	})
 	if len(keys) > flowShown {
 		v.KeysMore = len(keys) - flowShown
 		keys = keys[:flowShown]
