@@ -43,6 +43,9 @@ func TestBrowserFlow(t *testing.T) {
 	require.Contains(t, f.limits(t), taskqueue.FlowLimit{Key: "tenant-b", Concurrency: 3})
 	screenshot(ctx, t, "flow")
 
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/task?id=a-00000"), chromedp.WaitVisible(chromedp.CSS("#task-flow-key")))
+	require.Equal(t, "tenant-a", text(ctx, t, "#task-flow-key"))
+	run(ctx, t, chromedp.Navigate(srv.URL+"/q/jobs/flow"), chromedp.WaitVisible(chromedp.CSS("#set-concurrency")))
 	before := f.limits(t)
 	run(ctx, t,
 		chromedp.SetValue(chromedp.CSS(`#set-concurrency input[name="key"]`), "tenant b"),

@@ -164,13 +164,13 @@ func (d *Dashboard) flowAction(w http.ResponseWriter, r *http.Request, q *Queue)
 		}
 	case "rate":
 		var n int
-		var period time.Duration
+		var per time.Duration
 		if n, err = formInt("n", form.N); err == nil {
-			if period, err = time.ParseDuration(form.Period); err != nil {
+			if per, err = time.ParseDuration(form.Period); err != nil {
 				err = &formError{fmt.Sprintf("period %q is not a duration such as 1s, 500ms or 1m", trim(form.Period, 40))}
 			} else {
-				err = q.Admin.SetRateLimit(ctx, form.Key, n, period)
-				msg = fmt.Sprintf("At most %d starts of %s per %s.", n, keyName(form.Key), period)
+				err = q.Admin.SetRateLimit(ctx, form.Key, n, per)
+				msg = fmt.Sprintf("At most %d starts of %s per %s.", n, keyName(form.Key), period(per))
 			}
 		}
 	case "clear":
@@ -219,4 +219,16 @@ func keyName(k string) string {
 		return "every key without a limit of its own"
 	}
 	return "key " + trim(k, 80)
+}
+
+// period shows a rate's period without its zero units: 1m, not 1m0s; 24h, not 24h0m0s.
+func period(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
 }

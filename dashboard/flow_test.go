@@ -63,11 +63,14 @@ func TestFlowPage(t *testing.T) {
 		`data-key=""`, "the whole queue", "100 / 1s",
 		`data-key="*"`, "every key (default)",
 		`data-key="tenant-a"`, `<span class="badge paused">at limit</span>`,
-		`data-key="tenant-b"`, "7 / 1m0s",
+		`data-key="tenant-b"`, "7 / 1m",
 		"keyed tasks ready 2", "running with a key 2", "keys at their limit 1",
 		`id="set-concurrency"`, `id="set-rate"`, `name="csrf"`,
 	} {
 		require.Contains(t, body, want)
+	}
+	for d, want := range map[time.Duration]string{time.Minute: "1m", 24 * time.Hour: "24h", 90 * time.Minute: "1h30m", 1500 * time.Millisecond: "1.5s"} {
+		require.Equal(t, want, period(d))
 	}
 	// The queue's rate first, then the default, then the keys.
 	require.Less(t, strings.Index(body, `data-key=""`), strings.Index(body, `data-key="*"`))
@@ -195,4 +198,12 @@ func TestTaskFlowKeyAndPriority(t *testing.T) {
 	_, body = get(t, c, srv.URL+"/q/jobs/")
 	require.Contains(t, body, `<td class="flow"><code>tenant-a</code></td>`)
 	require.Contains(t, body, `<span class="badge high">high</span>`)
+	require.Contains(t, body, "<th>Key · level</th>")
+
+	plain := newFixture(t)
+	plain.enqueue(t, jobArgs{}, "plain-1")
+	srv, _ = plain.serve(t, Config{})
+	_, body = get(t, c, srv.URL+"/q/jobs/")
+	require.Contains(t, body, "plain-1")
+	require.NotContains(t, body, "Key · level", "no column where no task has a key or a level")
 }

@@ -107,6 +107,7 @@ var funcs = template.FuncMap{
 	"states":  func() []taskqueue.State { return listStates },
 	"percent": percentOf,
 	"dict":    dict,
+	"period":  period,
 }
 
 // dict makes a map of its key, value arguments, for passing several values to a shared template.
