@@ -23,7 +23,7 @@ const flowShown = 200
 // flowLimitRow is one limit with what its key holds now.
 type flowLimitRow struct {
 	taskqueue.FlowLimit
-	Label   string // "queue", "every key (default)", or the key
+	Label   string // "the whole queue", "every key (default)", or the key
 	Running int    // slots held (a flow key's only)
 	Held    string // "at limit", "over rate" or ""
 }
@@ -35,24 +35,24 @@ type flowKeyRow struct {
 	Limit   int // its concurrency limit (its own or the default); 0 for none
 }
 
+// flowView is what the flow page shows; each list at most flowShown long, *More counting what it left out.
 type flowView struct {
-	Limits        []flowLimitRow
-	LimitsMore    int
-	Keys          []flowKeyRow
-	KeysMore      int
-	RunningTotal  int
-	Ready         int64
-	AtLimit       []string
-	AtLimitMore   int
-	OverRate      []string
-	OverRateMore  int
-	Error         string // the message of a refused form, shown above the forms
-	Form          flowForm
-	MinPeriod     time.Duration
-	MaxPeriod     time.Duration
-	MaxRate       int
-	DefaultKey    string
-	NothingLimits bool
+	Limits       []flowLimitRow
+	LimitsMore   int
+	Keys         []flowKeyRow
+	KeysMore     int
+	RunningTotal int
+	Ready        int64
+	AtLimit      []string
+	AtLimitMore  int
+	OverRate     []string
+	OverRateMore int
+	Error        string // the message of a refused form, shown above the forms
+	Form         flowForm
+	MinPeriod    time.Duration
+	MaxPeriod    time.Duration
+	MaxRate      int
+	DefaultKey   string
 }
 
 // flowForm is what a refused form held, written back into the forms.
@@ -118,7 +118,6 @@ func flowViewOf(r *http.Request, q *Queue) (*flowView, error) {
 		}
 		v.Limits = append(v.Limits, row)
 	}
-	v.NothingLimits = len(limits) == 0
 	keys := make([]flowKeyRow, 0, len(st.Running))
 	for k, n := range st.Running {
 		v.RunningTotal += n
