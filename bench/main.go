@@ -88,7 +88,7 @@ func runMain(o options) error {
 func selectLibs(ctx context.Context, only string, res *results, log io.Writer) ([]string, error) {
 	var libs []string
 	for _, name := range knownLibs() {
-		if only != "" && !slices.Contains(strings.Split(only, ","), name) {
+		if only != "" && !slices.Contains(strings.Split(only, ","), name) || only == "" && libDefs[name].optIn {
 			continue
 		}
 		if check := libDefs[name].check; check != nil {

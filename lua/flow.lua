@@ -203,7 +203,7 @@ local function flow_allow(rate, member, n, period, now)
 end
 
 -- flow_take(ready, rot, state, waits, running, limits, rate, room, share, now, lm, dflt, took, ids, fks, cs):
--- one turn of the rotation: takes the keys at its head (at most room of them) and from each up to share tasks, as
+-- one turn of the rotation: takes the keys at its head (as many as room / share) and from each up to share tasks, as
 -- its limits allow (lm: the queue has limits; dflt: the default limits, {c, rate spec}), appending the ids, their
 -- keys and level 'n' to ids, fks and cs, and counting per key in took. Each key visited goes back to the tail
 -- (it may give more), to 'f' (at its concurrency limit), to waits (over its rate), or out of state (its tasks ran
@@ -212,7 +212,8 @@ end
 local function flow_take(fready, rot, fstate, waits, running, limits, rate, room, share, now, lm, dflt, took, ids, fks, cs)
   local nk = redis.call('LLEN', rot)
   if nk == 0 or room <= 0 then return 0 end
-  local keys = redis.call('LPOP', rot, math.min(nk, room))
+  -- As many keys as the room needs if each gives its share (a key that gives less leaves room for the next turn).
+  local keys = redis.call('LPOP', rot, math.min(nk, math.ceil(room / share)))
   local lims, runs = {}, {}
   if lm then
     local f = {}

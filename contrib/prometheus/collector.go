@@ -102,6 +102,7 @@ var (
 // from its enqueue. Clock skew between hosts shifts the figures; negative ones count as 0.
 type Collector struct {
 	queue        string
+	prefix       string // the key prefix of the queue whose events it counts (InstrumentQueues)
 	stats        StatsReader
 	ttl, timeout time.Duration
 	maxNames     int
@@ -138,10 +139,12 @@ func New(q StatsReader, cfg *Config) (*Collector, error) {
 	if c.Namespace == "" {
 		c.Namespace = "taskqueue"
 	}
+	prefix := c.Queue
+	if p, ok := q.(interface{ KeyPrefix() string }); ok {
+		prefix = p.KeyPrefix()
+	}
 	if c.Queue == "" {
-		if p, ok := q.(interface{ KeyPrefix() string }); ok {
-			c.Queue = p.KeyPrefix()
-		}
+		c.Queue = prefix
 	}
 	switch {
 	case c.StatsTTL == 0:
@@ -177,7 +180,7 @@ func New(q StatsReader, cfg *Config) (*Collector, error) {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: c.Namespace, Name: name, Help: help, ConstLabels: constLabels}, []string{"task"})
 	}
 	col := &Collector{
-		queue: c.Queue, stats: q, ttl: c.StatsTTL, timeout: c.StatsTimeout, maxNames: c.MaxTaskNames, taskName: c.TaskName,
+		queue: c.Queue, prefix: prefix, stats: q, ttl: c.StatsTTL, timeout: c.StatsTimeout, maxNames: c.MaxTaskNames, taskName: c.TaskName,
 		enqueued:  counter("enqueued_total", "Tasks enqueued through a producer that reports to this collector."),
 		started:   counter("started_total", "Handler runs started."),
 		succeeded: counter("succeeded_total", "Handler runs that returned nil."),
