@@ -16,7 +16,8 @@ import (
 // (~{prefix}:*) and pub/sub channels (&{prefix}:*, the schedulers' wake-up channel).
 const workerACL = "+ping +hello +auth +evalsha +eval +blpop +rpush +pexpire +multi +exec +del +time " +
 	"+llen +zcard +hget +hmget +zrange +zscore +hdel +hexists +hset +incrby +lpop +lpush +ltrim +zadd " +
-	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info +hsetnx +zmscore +lindex +publish +subscribe +hscan +hincrby +expire"
+	"+zrangebyscore +zrem +zremrangebyrank +exists +set +get +info +hsetnx +zmscore +lindex +publish +subscribe +hscan " +
+	"+zrangebylex +hincrby +zremrangebyscore +expire"
 
 // workerACLUser creates a Redis user on addr holding the worker allowlist (workerACL) on prefix's keys and
 // channels, deleted when the test ends, and returns an admin client, a client logged in as the user, and its name.
@@ -51,12 +52,13 @@ func TestACLAllowlistForWorkers(t *testing.T) {
 		NewTaskSpec("ok1", Ref("m", "ok", nil)),
 		{TaskID: "later", Executable: Ref("m", "ok", nil), ProcessIn: 50 * time.Millisecond},
 		{TaskID: "bad", Executable: Ref("m", "bad", nil), MaxRetries: 1},
+		{TaskID: "keyed", Executable: Ref("m", "ok", nil), FlowKey: "tenant"}, // flow.go: the pickup of keys
 	}))
 	rec := &recorder{}
 	w := startWorker(t, q, quietWorker(WorkerConfig{Concurrency: 2, ReapInterval: 20 * time.Millisecond}, rec))
 	waitFor(t, 10*time.Second, "the lifecycle", func() bool {
 		st, err := countsOf(ctx, q)
-		return err == nil && ran.Load() == 2 && st == Counts{Dead: 1}
+		return err == nil && ran.Load() == 3 && st == Counts{Dead: 1}
 	})
 	require.Zero(t, rec.count(EventQueueError), "no call of the worker was refused")
 	n, err := mustAdmin(q).RequeueDead(ctx, "bad")

@@ -123,7 +123,7 @@ func (q *RedisTaskQueue) EnqueueBatch(ctx context.Context, specs []*TaskSpec) er
 			errs = append(errs, &EnqueueError{Index: i, TaskID: specID(spec), Err: err})
 			continue
 		}
-		args = append(args, env.TaskID, raw, levelArg(spec.Priority, delay.Milliseconds()))
+		args = append(args, env.TaskID, raw, flowArg(spec, delay.Milliseconds())) // flow.go
 		batch = append(batch, sent{i, env})
 	}
 	if len(batch) == 0 {
@@ -220,8 +220,12 @@ func (q *RedisTaskQueue) encodeInto(spec *TaskSpec, env *envelope) (time.Duratio
 		LastError:      s.LastError, // likewise
 		Meta:           meta,
 		Priority:       int(s.Priority),
+		FlowKey:        s.FlowKey,
 		payloadOK:      true, // checked above, or empty (written as {})
 		key:            s.TaskID,
+	}
+	if s.FlowKey != "" && (s.Unique != nil || isGroupRun(s.GroupID)) {
+		return 0, errFlowKeyWith() // flow.go
 	}
 	if s.Unique != nil {
 		return q.attachUnique(s.Unique, env, delay) // unique.go

@@ -45,6 +45,7 @@ type envelope struct {
 	Meta           map[string]string // [TaskSpec.Metadata]; nil when empty
 	Sig            *envSig           // the signature, made and checked in signing.go; nil when unsigned
 	Priority       int               // [TaskSpec.Priority]; 0 (absent) for the default level
+	FlowKey        string            // [TaskSpec.FlowKey]; "" (absent) for none
 
 	// key is the hash field the envelope is stored under, when known (encode, decodeStored): marshal leaves out a
 	// task_id equal to it (version 2). Unknown (""), task_id is written.
@@ -60,6 +61,7 @@ type envelope struct {
 var envelopeFields = [...]string{
 	"v", "task_id", "status", "created_at", "strategy", "resolver_id", "serialized_task", "group_id",
 	"attempt", "max_retries", "timeout_ms", "last_error", "failed_at", "meta", "sig", "priority",
+	"flow_key",
 }
 
 const (
@@ -79,6 +81,7 @@ const (
 	fieldMeta
 	fieldSig
 	fieldPriority
+	fieldFlowKey
 
 	requiredFields = fieldTaskID | fieldStrategy | fieldResolverID | fieldSerializedTask
 )
@@ -241,6 +244,8 @@ func (d *envDecoder) member(key []byte) error {
 		return d.sig()
 	case fieldPriority:
 		return d.intField("priority", &e.Priority)
+	case fieldFlowKey:
+		return d.stringField("flow_key", &e.FlowKey, false)
 	}
 	start := d.s.pos
 	if err := d.s.value(1); err != nil {
@@ -647,6 +652,10 @@ func (e *envelope) marshalAs(full bool) ([]byte, error) {
 	if e.Priority != 0 {
 		b = append(b, `,"priority":`...)
 		b = strconv.AppendInt(b, int64(e.Priority), 10)
+	}
+	if e.FlowKey != "" {
+		b = append(b, `,"flow_key":`...)
+		b = appendString(b, e.FlowKey)
 	}
 	if len(e.extra) > 0 {
 		names := make([]string, 0, len(e.extra))

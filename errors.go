@@ -30,6 +30,16 @@ var (
 	// the default; nothing is stored. The message names the field and the value.
 	ErrInvalidPriority = errors.New("taskqueue: invalid priority")
 
+	// ErrInvalidFlowKey is returned on enqueue for a [TaskSpec.FlowKey] out of bounds or combined with what it
+	// cannot be (a level other than the default, a [Unique], a group or workflow), and by the limit calls of
+	// [Admin] for such a key; nothing is stored. The message names the field.
+	ErrInvalidFlowKey = errors.New("taskqueue: invalid flow key")
+
+	// ErrInvalidLimit is returned by [Admin.SetConcurrencyLimit] and [Admin.SetRateLimit] for a limit of zero or
+	// less, a period out of bounds, or more limited keys than [MaxFlowLimits]; nothing is stored. The message
+	// names the field.
+	ErrInvalidLimit = errors.New("taskqueue: invalid limit")
+
 	// ErrInvalidConfig is returned by constructors for a configuration that cannot work.
 	ErrInvalidConfig = errors.New("taskqueue: invalid configuration")
 

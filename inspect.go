@@ -73,14 +73,15 @@ type TaskInfo struct {
 
 // stats reads the queue's [Stats] in two round trips, with read-only commands.
 func (q *RedisTaskQueue) stats(ctx context.Context) (Stats, error) {
-	var pending, high, low, active, scheduled, dead, cancelled *redis.IntCmd
+	var pending, high, low, keyed, active, scheduled, dead, cancelled *redis.IntCmd
 	var paused, seq, head, inflight *redis.StringCmd
 	var now *redis.TimeCmd
 	cmds, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		pending = p.LLen(ctx, q.keys.key(keyPending))
 		// The lists of the other priority levels (priority.go).
 		high, low = p.LLen(ctx, q.keys.key(keyPendingHigh)), p.LLen(ctx, q.keys.key(keyPendingLow))
-		active = p.ZCard(ctx, q.keys.key(keyActive)) // deliveries of the previous layout (docs/migration.md)
+		keyed = p.ZCard(ctx, q.keys.key(keyFlowReady)) // keyed tasks (flow.go)
+		active = p.ZCard(ctx, q.keys.key(keyActive))   // deliveries of the previous layout (docs/migration.md)
 		inflight = p.Get(ctx, q.keys.key(keyInflight))
 		scheduled = p.ZCard(ctx, q.keys.key(keyScheduled))
 		dead = p.ZCard(ctx, q.keys.key(keyDead))
@@ -95,7 +96,7 @@ func (q *RedisTaskQueue) stats(ctx context.Context) (Stats, error) {
 		return Stats{}, fmt.Errorf("taskqueue: stats: %w", classify(err))
 	}
 	st := Stats{
-		Counts:     Counts{Pending: pending.Val() + high.Val() + low.Val(), Active: active.Val() + intOf(inflight.Val()), Scheduled: scheduled.Val(), Dead: dead.Val()},
+		Counts:     Counts{Pending: pending.Val() + high.Val() + low.Val() + keyed.Val(), Active: active.Val() + intOf(inflight.Val()), Scheduled: scheduled.Val(), Dead: dead.Val()},
 		Paused:     paused.Err() == nil,
 		ServerTime: now.Val(),
 		Cancelled:  cancelled.Val(),

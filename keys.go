@@ -43,10 +43,19 @@ const (
 	keyLevels             // HASH   priority levels (priority.go): marker '*', and id -> level of a scheduled or dead task
 	keyPendingHigh        // LIST   ready task ids of level PriorityHigh, oldest at the head
 	keyPendingLow         // LIST   ready task ids of level PriorityLow, oldest at the head
+	keyFlow               // HASH   flow keys (flow.go): marker '*', counter '#', id -> flow key of a scheduled or dead task
+	keyFlowReady          // ZSET   ready keyed tasks, all scored 0: "<flow key> <15-digit seq><id>", FIFO per key (lex)
+	keyFlowRot            // LIST   flow keys with ready tasks that pickup takes from, in rotation order
+	keyFlowState          // HASH   flow key with ready tasks -> 'r' (in rotation), 'f' (at its limit), 'w' (over its rate)
+	keyFlowWait           // ZSET   flow key over its rate -> when it may start again (ms, server clock)
+	keyFlowRun            // HASH   flow key -> its tasks leased now (the slots that leases hold)
+	keyLimits             // HASH   flow limits: "c:<key>", "c:*" concurrency; "r:<key>", "r:*", "q" rates "<n>/<ms>"
+	keyLimitsRate         // ZSET   flow key, or "*" for the queue -> its rate limiter's theoretical arrival time (ms)
 	numKeys
 )
 
-var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "deliveries", "scheduled", "dead", "errors", "settled", "seq", "wake", "paused", "epoch", "leases", "batches", "inflight", "window", "levels", "pending:high", "pending:low"}
+var keySuffixes = [numKeys]string{"tasks", "pending", "active", "lease", "deliveries", "scheduled", "dead", "errors", "settled", "seq", "wake", "paused", "epoch", "leases", "batches", "inflight", "window", "levels", "pending:high", "pending:low",
+	"flow", "flow:ready", "flow:rotation", "flow:state", "flow:wait", "flow:running", "limits", "limits:rate"}
 
 // keySet holds every key of one queue. All share the hash tag {prefix}, so a queue lives in one Cluster slot and
 // every script can touch all of them.
@@ -66,6 +75,7 @@ type keySet struct {
 	ackRedelivered []string // ack.lua for a batch with a delivery whose lease expired before: the same, then deliveries
 	extend         []string // extend.lua: leases, batches
 	enqueueLevels  []string // enqueue_levels.lua: tasks, pending, wake, scheduled, levels, high, low
+	ackFlow        []string // appended to ack.lua's KEYS by a call with a keyed batch: running, state, rotation, wake
 }
 
 func newKeySet(prefix string) keySet {
@@ -86,6 +96,7 @@ func newKeySet(prefix string) keySet {
 	ks.ackRedelivered = pick(keyTasks, keyBatches, keyLeases, keyInflight, keyWindow, keyDeliveries)
 	ks.extend = pick(keyLeases, keyBatches)
 	ks.enqueueLevels = pick(keyTasks, keyPending, keyWake, keyScheduled, keyLevels, keyPendingHigh, keyPendingLow)
+	ks.ackFlow = pick(keyFlowRun, keyFlowState, keyFlowRot, keyWake)
 	return ks
 }
 

@@ -227,10 +227,13 @@ func byBatch(ds []*Delivery) (order []int, counts []int) {
 // Delivery.Deliveries), and the hash usually does not exist, which a Cluster refuses in a call's KEYS while the
 // queue's slot moves (keySet in keys.go).
 func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any, []int) {
-	plain, redelivered := true, false
+	plain, redelivered, keyed := true, false, false
 	for _, d := range ds {
 		if d.result != nil || isGroupRun(d.Spec.GroupID) {
 			plain = false
+		}
+		if d.Spec.FlowKey != "" {
+			keyed = true
 		}
 		if d.Deliveries != 1 {
 			redelivered = true
@@ -251,7 +254,7 @@ func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any, []int) {
 	runs := map[string]int{}
 	at := 0
 	for _, c := range counts {
-		args = append(args, ds[order[at]].base, c)
+		args = append(args, flowBase(ds[order[at]].base, keyed && batchKeyed(ds, order[at:at+c])), c) // flow.go
 		for _, i := range order[at : at+c] {
 			d := ds[i]
 			if plain {
@@ -272,6 +275,9 @@ func (q *RedisTaskQueue) ackArgs(ds []*Delivery) ([]string, []any, []int) {
 			args = append(args, d.pos, d.Spec.TaskID, g, r, d.result)
 		}
 		at += c
+	}
+	if keyed {
+		keys = append(slices.Clip(keys), q.keys.ackFlow...) // ack.lua reads them as its last four KEYS
 	}
 	return keys, args, order
 }

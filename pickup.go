@@ -213,7 +213,7 @@ func (l *leased) add(o leased) {
 // dequeueOnce runs the dequeue script and reads its reply, decoding no envelope.
 func (q *RedisTaskQueue) dequeueOnce(ctx context.Context, n int) (leased, time.Duration, error) {
 	sent := time.Now()
-	res, err := dequeueScript.Run(ctx, q.rdb, q.keys.all, n, q.cfg.Lease.Milliseconds(), q.cfg.PromoteBatch).Slice()
+	res, err := q.runDequeue(ctx, n) // flow.go
 	if err != nil {
 		return leased{}, 0, fmt.Errorf("taskqueue: dequeue: %w", classify(err))
 	}
@@ -303,6 +303,7 @@ func (q *RedisTaskQueue) rehydrate(id, raw string) (*TaskSpec, *envelope, error)
 		LastError:      env.LastError,
 		Metadata:       maps.Clone(env.Meta), // the handler's own copy: retries rewrite env.Meta
 		Priority:       Priority(env.Priority),
+		FlowKey:        env.FlowKey,
 	}
 	return &r.spec, env, nil
 }

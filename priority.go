@@ -79,10 +79,17 @@ func levelArg(p Priority, delayMS int64) any {
 // enqueue_levels.lua when a task of the call has a level other than the default (its delay argument is a
 // string, levelArg), else enqueue.lua with enqueueKeys.
 func (q *RedisTaskQueue) levelScript(args []any) (*redis.Script, []string) {
+	levels := false
 	for i := 2; i < len(args); i += 3 {
-		if _, ok := args[i].(string); ok {
-			return enqueueLevelsScript, q.keys.enqueueLevels
+		if s, ok := args[i].(string); ok {
+			if isFlowArg(s) { // flow.go
+				return enqueueFlowScript, q.keys.all
+			}
+			levels = true
 		}
+	}
+	if levels {
+		return enqueueLevelsScript, q.keys.enqueueLevels
 	}
 	return enqueueScript, q.enqueueKeys(args)
 }
@@ -95,7 +102,11 @@ func (q *RedisTaskQueue) levelKeys() [3]string {
 // pendingCount is the number of ready tasks over every level.
 func (q *RedisTaskQueue) pendingCount(ctx context.Context) (int64, error) {
 	lens, err := q.levelLens(ctx)
-	return lens[0] + lens[1] + lens[2], err
+	if err != nil {
+		return 0, err
+	}
+	keyed, err := q.rdb.ZCard(ctx, q.keys.key(keyFlowReady)).Result() // keyed tasks (flow.go)
+	return lens[0] + lens[1] + lens[2] + keyed, err
 }
 
 func (q *RedisTaskQueue) levelLens(ctx context.Context) ([3]int64, error) {
@@ -136,7 +147,7 @@ func (q *RedisTaskQueue) rangePending(ctx context.Context, start, stop int64) ([
 		}
 		out = append(out, ids...)
 	}
-	return out, nil
+	return q.rangeKeyed(ctx, out, start-offset, stop-offset) // flow.go: keyed tasks after the lists
 }
 
 // memPushBack puts t at the tail of its level in a [MemoryQueue]'s ready list: after the last task of its level

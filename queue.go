@@ -237,6 +237,7 @@ type RedisTaskQueue struct {
 	cfg         RedisConfig
 	signer      *signer       // nil without RedisConfig.Signing
 	readTimeout time.Duration // the client's, where it can be known; 0 if unknown or unlimited
+	flowPickup  atomic.Bool   // the queue uses flow keys or limits: pickups run dequeue_flow.lua (flow.go)
 
 	// How this queue's blocking waits ended, for tests to observe which mechanism woke a pickup (reported
 	// nowhere): blockTimeouts counts the BLPOPs (pickups and group waits) that ended by their timeout; dueWakes the

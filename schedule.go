@@ -178,6 +178,7 @@ type scheduleTempl struct {
 	TimeoutMS  int64             `json:"timeout_ms,omitempty"`
 	Meta       map[string]string `json:"meta,omitempty"`
 	Priority   int               `json:"priority,omitempty"` // TaskSpec.Priority (docs/flow-control.md)
+	FlowKey    string            `json:"flow_key,omitempty"` // TaskSpec.FlowKey (docs/flow-control.md)
 }
 
 const scheduleVersion = 1
@@ -289,7 +290,8 @@ func (q *RedisTaskQueue) scheduleTemplate(name string, spec *TaskSpec) (*schedul
 		payload = json.RawMessage("{}")
 	}
 	t := &scheduleTempl{ResolverID: ser.ResolverID, Strategy: ser.SerializedTask.Strategy, Payload: payload,
-		MaxRetries: ser.MaxRetries, TimeoutMS: ser.Timeout.Milliseconds(), Meta: ser.Metadata, Priority: int(ser.Priority)}
+		MaxRetries: ser.MaxRetries, TimeoutMS: ser.Timeout.Milliseconds(), Meta: ser.Metadata, Priority: int(ser.Priority),
+		FlowKey: ser.FlowKey}
 	// The largest task a tick makes: the longest id and both tick metadata entries.
 	probe := t.spec(name, time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC), "manual-9999999999999")
 	if err := validateMetadata(probe.Metadata); err != nil {
@@ -324,6 +326,7 @@ func (t *scheduleTempl) spec(name string, tick time.Time, manual string) *TaskSp
 		Timeout:        time.Duration(t.TimeoutMS) * time.Millisecond,
 		Metadata:       meta,
 		Priority:       Priority(t.Priority),
+		FlowKey:        t.FlowKey,
 	}
 }
 
@@ -389,7 +392,7 @@ func (d *scheduleDef) schedule() Schedule {
 	}
 	s.Task = &TaskSpec{SerializedTask: &SerializedTask{Strategy: d.Task.Strategy, Payload: bytes.Clone(d.Task.Payload)},
 		ResolverID: d.Task.ResolverID, MaxRetries: d.Task.MaxRetries, Timeout: time.Duration(d.Task.TimeoutMS) * time.Millisecond,
-		Metadata: maps.Clone(d.Task.Meta), Priority: Priority(d.Task.Priority)}
+		Metadata: maps.Clone(d.Task.Meta), Priority: Priority(d.Task.Priority), FlowKey: d.Task.FlowKey}
 	return s
 }
 

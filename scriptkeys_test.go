@@ -42,8 +42,8 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 	sent := map[string]string{
 		"enqueue": enqueueSrc, "dequeue": dequeueSrc, "dispatch": dispatchSrc, "ack": ackSrc, "settle": settleSrc,
 		"extend": extendSrc, "reap": reapSrc, "cancel": cancelSrc, "dead": deadSrc, "pause": pauseSrc, "purge": purgeSrc,
-		"enqueue_levels": enqueueLevelsSrc,
-		"schedule_put":   schedulePutSrc, "schedule_due": scheduleDueSrc, "schedule_advance": scheduleAdvanceSrc, "schedule_ctl": scheduleCtlSrc,
+		"enqueue_levels": enqueueLevelsSrc, "enqueue_flow": enqueueFlowSrc, "limits": limitsSrc, "dequeue_flow": dequeueFlowSrc,
+		"schedule_put": schedulePutSrc, "schedule_due": scheduleDueSrc, "schedule_advance": scheduleAdvanceSrc, "schedule_ctl": scheduleCtlSrc,
 		"unique_enqueue": uniqueEnqueueSrc, "unique_release": uniqueReleaseSrc,
 	}
 	sent["workflow_submit"], sent["workflow_cancel"] = workflowSubmitSrc, workflowCancelSrc
@@ -62,7 +62,7 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 	for _, f := range files {
 		src, err := os.ReadFile(f)
 		require.NoError(t, err)
-		if f != "lua/prelude.lua" && f != "lua/group.lua" && f != "lua/unique.lua" && f != "lua/levels.lua" && f != "lua/workflow.lua" {
+		if f != "lua/prelude.lua" && f != "lua/group.lua" && f != "lua/unique.lua" && f != "lua/levels.lua" && f != "lua/workflow.lua" && f != "lua/flow.lua" {
 			require.True(t, in(string(src)), "%s is not in the list of scripts this test checks", f)
 			continue
 		}
@@ -74,7 +74,7 @@ func TestClusterScriptsTakeKeysOnlyFromKEYS(t *testing.T) {
 		require.Empty(t, strings.TrimSpace(luaCode(rest)), "%s holds code outside its functions", f)
 	}
 	require.Len(t, preludeFuncs, len(splitPrelude(preludeLua))+len(splitPrelude(workflowLua))+len(splitPrelude(groupLua))+
-		len(splitPrelude(uniqueLua))+len(splitPrelude(levelsLua)))
+		len(splitPrelude(uniqueLua))+len(splitPrelude(levelsLua))+len(splitPrelude(flowLua)))
 }
 
 // scriptKeyProblems returns each command of a Lua script whose key does not come from KEYS.

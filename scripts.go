@@ -18,7 +18,7 @@ import (
 // rules.
 //
 // Each script is sent as the functions of the prelude that it calls (lua/prelude.lua, lua/group.lua, then
-// lua/levels.lua: the
+// lua/levels.lua, then lua/flow.lua: the
 // logic that several scripts share, each function taking the keys it touches as parameters) followed by its own
 // file: see withPrelude. The *Src variables hold the scripts exactly as they are sent.
 var (
@@ -30,6 +30,12 @@ var (
 	levelsLua string
 	//go:embed lua/workflow.lua
 	workflowLua string
+	//go:embed lua/flow.lua
+	flowLua string
+	//go:embed lua/enqueue_flow.lua
+	enqueueFlowLua string
+	//go:embed lua/dequeue_flow.lua
+	dequeueFlowLua string
 	//go:embed lua/workflow_submit.lua
 	workflowSubmitLua string
 	//go:embed lua/workflow_cancel.lua
@@ -107,6 +113,11 @@ var (
 	workflowCancelSrc    = withPrelude(workflowCancelLua)
 	workflowSubmitScript = redis.NewScript(workflowSubmitSrc)
 	workflowCancelScript = redis.NewScript(workflowCancelSrc)
+
+	enqueueFlowSrc    = withPrelude(enqueueFlowLua)
+	enqueueFlowScript = redis.NewScript(enqueueFlowSrc)
+	dequeueFlowSrc    = withPrelude(dequeueFlowLua)
+	dequeueFlowScript = redis.NewScript(dequeueFlowSrc)
 )
 
 // luaFunc is one function of the prelude: its name and its text (the comment lines right above it, its
@@ -114,7 +125,7 @@ var (
 type luaFunc struct{ name, text string }
 
 var (
-	preludeFuncs = splitPrelude(preludeLua + workflowLua + groupLua + uniqueLua + levelsLua)
+	preludeFuncs = splitPrelude(preludeLua + workflowLua + groupLua + uniqueLua + levelsLua + flowLua)
 	luaFuncRe    = regexp.MustCompile(`^local function ([A-Za-z_]\w*)\(`)
 )
 

@@ -397,7 +397,8 @@ func TestEnvelopeMarshalFieldNamesAndOrder(t *testing.T) {
 	require.ElementsMatch(t, []string{"v", "task_id", "status", "created_at", "strategy", "resolver_id",
 		"serialized_task", "group_id", "attempt", "max_retries", "timeout_ms", "last_error", "failed_at"}, keys)
 	require.Equal(t, []string{"v", "task_id", "status", "created_at", "strategy", "resolver_id",
-		"serialized_task", "group_id", "attempt", "max_retries", "timeout_ms", "last_error", "failed_at", "meta", "sig", "priority"}, envelopeFields[:])
+		"serialized_task", "group_id", "attempt", "max_retries", "timeout_ms", "last_error", "failed_at", "meta", "sig", "priority",
+		"flow_key"}, envelopeFields[:])
 
 	// Metadata comes last among the known fields, its keys sorted.
 	e.Meta = map[string]string{"tracestate": "k=v", "traceparent": "00-x"}

@@ -65,6 +65,12 @@ type TaskSpec struct {
 	// level; a retried, released or reclaimed task keeps its level. Any other value is [ErrInvalidPriority].
 	// See docs/flow-control.md.
 	Priority Priority
+	// FlowKey names who the task is for (a tenant, a customer, an API account), for fairness and per-key limits:
+	// pickup takes turns over the keys with ready tasks, FIFO within a key, and holds to each key's concurrency
+	// and rate limits ([Admin.SetConcurrencyLimit], [Admin.SetRateLimit]). Empty means none. 1 to
+	// [MaxFlowKeyLen] characters of [A-Za-z0-9_.:/@+=-]; anything else is [ErrInvalidFlowKey]. A keyed task is of
+	// the default level, and not a group member, a workflow node or a [Unique] task. See docs/flow-control.md.
+	FlowKey string
 
 	// Set on enqueue.
 
@@ -122,6 +128,7 @@ func errNilSpec() error { return fmt.Errorf("%w: nil task spec", ErrInvalidConfi
 //   - MaxRetries below -1, a negative Timeout or Attempt: [ErrInvalidConfig]
 //   - Metadata out of bounds: [ErrInvalidConfig]
 //   - a Priority other than [PriorityHigh], [PriorityDefault] and [PriorityLow]: [ErrInvalidPriority]
+//   - a FlowKey out of bounds, or with a Priority other than the default: [ErrInvalidFlowKey]
 //
 // A negative ProcessIn or a past ProcessAt is no mistake: the task is due at once. GroupID is free-form here;
 // DispatchGroup checks it against the group's name.
@@ -139,6 +146,10 @@ func (s *TaskSpec) validate() error {
 		return &ResolveError{Kind: ErrUnknownResolver, Detail: quote(s.ResolverID) + " is not a valid resolver id"}
 	case !s.Priority.valid():
 		return s.Priority.invalid()
+	case s.FlowKey != "":
+		if err := s.validateFlowKey(); err != nil {
+			return err
+		}
 	}
 	if s.TaskID != "" {
 		if err := validateTaskID(s.TaskID); err != nil {

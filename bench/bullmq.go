@@ -189,8 +189,9 @@ func (r *bullmqRuns) processParams(b *bench, conc int) map[string]any {
 
 // drainOnce fills a backlog of n jobs in one node process (addBulk of the harness's batch size, or eight
 // concurrent callers of add) and drains it in another, whose peak RSS and CPU are the workers' alone, with the
-// bench's Redis read around both as for the other libraries.
-func (r *bullmqRuns) drainOnce(ctx context.Context, b *bench, n, workers, conc int, batched bool) (drained, error) {
+// bench's Redis read around both as for the other libraries. rate > 0: the workers' limiter lets at most rate
+// jobs start per second (BullMQ's queue-wide rate limiter).
+func (r *bullmqRuns) drainOnce(ctx context.Context, b *bench, n, workers, conc int, batched bool, rate int) (drained, error) {
 	var d drained
 	if err := b.srv.flush(ctx); err != nil {
 		return d, err
@@ -210,7 +211,11 @@ func (r *bullmqRuns) drainOnce(ctx context.Context, b *bench, n, workers, conc i
 	if err != nil {
 		return d, err
 	}
-	res, err := r.n.run(ctx, b.srv.addr, "drain", map[string]any{"n": n, "conc": conc, "workers": workers})
+	drainParams := map[string]any{"n": n, "conc": conc, "workers": workers}
+	if rate > 0 {
+		drainParams["limiter"] = map[string]any{"max": rate, "duration": 1000}
+	}
+	res, err := r.n.run(ctx, b.srv.addr, "drain", drainParams)
 	if err != nil {
 		return d, err
 	}
@@ -229,12 +234,31 @@ func (r *bullmqRuns) drainOnce(ctx context.Context, b *bench, n, workers, conc i
 // drain measures what the harness's drainRun measures for the other libraries (a backlog enqueued in batches,
 // then half of it by single adds, then 4 workers of 25 on half of it), plus BullMQ's own "worker-generic" scenario: a
 // worker of concurrency 1 on a tenth of the backlog.
+//
+// And the drain under a queue rate limit it never reaches (drain_qrate, as for ours), before or after the plain
+// drain as drainOrder alternates them, with its share of the plain drain.
 func (r *bullmqRuns) drain(ctx context.Context, b *bench) error {
 	n := float64(b.sz.drainN)
-	d, err := r.drainOnce(ctx, b, b.sz.drainN, 1, drainConc, true)
-	if err != nil {
-		return err
+	var d, q drained
+	var err error
+	rates := []int{0, qrateLimit}
+	if b.round%2 == 1 {
+		slices.Reverse(rates)
 	}
+	for _, rate := range rates {
+		var dr drained
+		if dr, err = r.drainOnce(ctx, b, b.sz.drainN, 1, drainConc, true, rate); err != nil {
+			return err
+		}
+		if rate == 0 {
+			d = dr
+		} else {
+			q = dr
+		}
+	}
+	b.res.add(libBullMQ, "drain_qrate_tps", n/q.secs)
+	b.res.add(libBullMQ, "drain_qrate_pct", 100*d.secs/q.secs)
+	b.res.add(libBullMQ, "redis_cpu_us_per_task_qrate", (q.fillCPU+q.drainCPU)*1e6/n)
 	b.res.add(libBullMQ, "drain_tps", n/d.secs)
 	b.res.add(libBullMQ, "rss_mib", d.rssMiB)
 	b.res.add(libBullMQ, "worker_cpu_us_per_task", d.cpu*1e6/n)
@@ -244,19 +268,19 @@ func (r *bullmqRuns) drain(ctx context.Context, b *bench) error {
 	b.res.add(libBullMQ, "script_calls_per_task", d.calls/n)
 
 	half := b.sz.drainN / 2
-	if d, err = r.drainOnce(ctx, b, half, 1, drainConc, false); err != nil {
+	if d, err = r.drainOnce(ctx, b, half, 1, drainConc, false, 0); err != nil {
 		return err
 	}
 	b.res.add(libBullMQ, "redis_cpu_us_per_task_single", (d.fillCPU+d.drainCPU)*1e6/float64(half))
 	b.res.add(libBullMQ, "script_calls_per_task_single", d.calls/float64(half))
 
-	if d, err = r.drainOnce(ctx, b, half, drainConc/25, 25, true); err != nil {
+	if d, err = r.drainOnce(ctx, b, half, drainConc/25, 25, true, 0); err != nil {
 		return err
 	}
 	b.res.add(libBullMQ, "drain_4x25_tps", float64(half)/d.secs)
 
 	tenth := max(b.sz.drainN/10, 100)
-	if d, err = r.drainOnce(ctx, b, tenth, 1, 1, true); err != nil {
+	if d, err = r.drainOnce(ctx, b, tenth, 1, 1, true, 0); err != nil {
 		return err
 	}
 	b.res.add(libBullMQ, "drain_c1_tps", float64(tenth)/d.secs)

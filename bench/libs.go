@@ -38,6 +38,9 @@ const (
 	libAsynqTuned = "asynq-tuned"
 	libBullMQ     = "bullmq"
 	libRiver      = "river"
+
+	libOursKeys      = "ours-keys100"
+	libOursKeysLimit = "ours-keys100-limit10"
 )
 
 var libOrder = []string{libFloor, libOurs, libAsynq, libAsynqTuned, libBullMQ, libRiver}
@@ -66,6 +69,8 @@ type libDef struct {
 	// cleanup releases what check set up (River's database); it runs at the end of the run, also after an error
 	// or an interrupt. nil: nothing to release.
 	cleanup func()
+	// optIn says the library runs only when -libs names it (our library with flow keys: flow.go).
+	optIn bool
 }
 
 // libOptions are the settings a measurement may change.
@@ -86,6 +91,18 @@ var libDefs = map[string]libDef{
 	},
 	libAsynqTuned: {
 		open: func(addr string, _ libOptions) (lib, error) { return newAsynq(addr, libAsynqTuned, asynqTuned), nil },
+	},
+	// Our library with every task keyed over 100 flow keys, without and with a concurrency limit of 10 per key
+	// (docs/flow-control.md): opt-in, -libs ours,ours-keys100,ours-keys100-limit10.
+	libOursKeys: {
+		open:  func(addr string, o libOptions) (lib, error) { return newOursKeyed(addr, o.lease, libOursKeys, 100, 0) },
+		optIn: true,
+	},
+	libOursKeysLimit: {
+		open: func(addr string, o libOptions) (lib, error) {
+			return newOursKeyed(addr, o.lease, libOursKeysLimit, 100, 10)
+		},
+		optIn: true,
 	},
 }
 

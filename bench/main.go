@@ -88,7 +88,7 @@ func runMain(o options) error {
 func selectLibs(ctx context.Context, only string, res *results, log io.Writer) ([]string, error) {
 	var libs []string
 	for _, name := range knownLibs() {
-		if only != "" && !slices.Contains(strings.Split(only, ","), name) {
+		if only != "" && !slices.Contains(strings.Split(only, ","), name) || only == "" && libDefs[name].optIn {
 			continue
 		}
 		if check := libDefs[name].check; check != nil {
@@ -166,6 +166,7 @@ func run(ctx context.Context, o options, w, log io.Writer) error {
 		if r%2 == 1 {
 			slices.Reverse(order)
 		}
+		b.round = r
 		load0 := loadAvg()
 		for _, s := range steps {
 			for _, name := range order {

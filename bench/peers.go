@@ -51,7 +51,7 @@ func init() {
 			"proxy":   func(ctx context.Context, b *bench) error { return bullmqState().proxy(ctx, b) },
 		},
 	}
-	rows = append(rows, row{"drain_c1_tps", "drain a backlog, concurrency 1 (BullMQ's worker-generic)", "tasks/s", true, false})
+	rows = append(rows, row{"drain_c1_tps", "drain a backlog, concurrency 1 (BullMQ's worker-generic)", "tasks/s", true, false, nil})
 	jsonKeys = append(jsonKeys, peerJSONKeys()...)
 }
 

@@ -101,43 +101,53 @@ type row struct {
 	metric string
 	label  string
 	unit   string
-	higher bool // higher is better
-	plain  bool // a figure to read, not to rank: no comparison columns
+	higher bool              // higher is better
+	plain  bool              // a figure to read, not to rank: no comparison columns
+	na     map[string]string // why a library has no figure for the row (shown as "n/a (<why>)"); nil: plain n/a
 }
 
 var rows = []row{
-	{"enqueue_seq_tps", "enqueue, 1 producer, 1 task per call", "tasks/s", true, false},
-	{"enqueue_par8_tps", "enqueue, 8 producers, 1 task per call", "tasks/s", true, false},
-	{"enqueue_batch_tps", "enqueue, 1 producer, batches of 1000", "tasks/s", true, false},
-	{"enqueue_seq_redis_cpu_us", "Redis CPU per task, enqueue, 1 producer, 1 task per call", "µs", false, false},
-	{"enqueue_par8_redis_cpu_us", "Redis CPU per task, enqueue, 8 producers, 1 task per call", "µs", false, false},
-	{"enqueue_batch_redis_cpu_us", "Redis CPU per task, enqueue, batches of 1000", "µs", false, false},
-	{"process_c10_tps", "process while producing, concurrency 10", "tasks/s", true, false},
-	{"process_c10_produce_tps", "  producer rate (it keeps the backlog at ≤5000)", "tasks/s", true, true},
-	{"process_c10_backlog", "  mean backlog", "tasks", true, true},
-	{"process_c100_tps", "process while producing, concurrency 100", "tasks/s", true, false},
-	{"process_c100_produce_tps", "  producer rate (it keeps the backlog at ≤5000)", "tasks/s", true, true},
-	{"process_c100_backlog", "  mean backlog", "tasks", true, true},
-	{"drain_tps", "drain a 100k backlog, concurrency 100", "tasks/s", true, false},
-	{"drain_4x25_tps", "drain a 50k backlog, 4 workers (asynq: Servers) of 25 in one process", "tasks/s", true, false},
-	{"worker_cpu_us_per_task", "worker Go CPU per task (getrusage, drain run)", "µs", false, false},
-	{"worker_redis_cpu_us_per_task", "Redis CPU per task, pickup + ack (drain run)", "µs", false, false},
-	{"redis_cpu_us_per_task", "Redis CPU per task lifecycle, batch enqueue", "µs", false, false},
-	{"redis_cpu_us_per_task_single", "Redis CPU per task lifecycle, 1 task per enqueue call (8 producers)", "µs", false, false},
-	{"script_calls_per_task", "script calls (EVALSHA) per task lifecycle, batch enqueue", "calls", false, false},
-	{"script_calls_per_task_single", "script calls (EVALSHA) per task lifecycle, 1 task per enqueue call", "calls", false, false},
-	{"bytes_per_task", "Redis memory per pending task", "bytes", false, false},
-	{"rss_mib", "worker peak RSS (VmHWM, drain run)", "MiB", false, false},
-	{"pickup_p50_ms", "pickup latency at 500 tasks/s, p50", "ms", false, false},
-	{"pickup_p99_ms", "pickup latency at 500 tasks/s, p99", "ms", false, false},
-	{"delay_dev_p50_ms", "delayed task (due in 2s), abs(start - due), p50", "ms", false, false},
-	{"delay_dev_p99_ms", "delayed task (due in 2s), abs(start - due), p99", "ms", false, false},
-	{"delay_early_pct", "delayed task (due in 2s), started early", "%", false, true},
-	{"delay_late_p50_ms", "delayed task (due in 2s), start - due (signed), p50", "ms", false, true},
-	{"delay_late_p99_ms", "delayed task (due in 2s), start - due (signed), p99", "ms", false, true},
-	{"recovery_s", "recovery after SIGKILL, defaults", "s", false, false},
-	{"recovery_short_s", "recovery after SIGKILL, lease 2s", "s", false, false},
-	{"process_c100_1ms_tps", "process, concurrency 100, +1 ms RTT", "tasks/s", true, false},
+	{"enqueue_seq_tps", "enqueue, 1 producer, 1 task per call", "tasks/s", true, false, nil},
+	{"enqueue_par8_tps", "enqueue, 8 producers, 1 task per call", "tasks/s", true, false, nil},
+	{"enqueue_batch_tps", "enqueue, 1 producer, batches of 1000", "tasks/s", true, false, nil},
+	{"enqueue_seq_redis_cpu_us", "Redis CPU per task, enqueue, 1 producer, 1 task per call", "µs", false, false, nil},
+	{"enqueue_par8_redis_cpu_us", "Redis CPU per task, enqueue, 8 producers, 1 task per call", "µs", false, false, nil},
+	{"enqueue_batch_redis_cpu_us", "Redis CPU per task, enqueue, batches of 1000", "µs", false, false, nil},
+	{"process_c10_tps", "process while producing, concurrency 10", "tasks/s", true, false, nil},
+	{"process_c10_produce_tps", "  producer rate (it keeps the backlog at ≤5000)", "tasks/s", true, true, nil},
+	{"process_c10_backlog", "  mean backlog", "tasks", true, true, nil},
+	{"process_c100_tps", "process while producing, concurrency 100", "tasks/s", true, false, nil},
+	{"process_c100_produce_tps", "  producer rate (it keeps the backlog at ≤5000)", "tasks/s", true, true, nil},
+	{"process_c100_backlog", "  mean backlog", "tasks", true, true, nil},
+	{"drain_tps", "drain a 100k backlog, concurrency 100", "tasks/s", true, false, nil},
+	{"drain_4x25_tps", "drain a 50k backlog, 4 workers (asynq: Servers) of 25 in one process", "tasks/s", true, false, nil},
+	{"drain_keys100_tps", "drain a 100k backlog over 100 flow keys, no limits, concurrency 100", "tasks/s", true, false, flowUnsupported},
+	{"drain_keys100_pct", "  as a share of the plain drain of the same round (goal >= 70%)", "%", true, true, flowUnsupported},
+	{"drain_keys100_limit10_tps", "drain a 100k backlog over 100 flow keys, each limited to 10 at once", "tasks/s", true, false, flowUnsupported},
+	{"drain_keys100_limit10_pct", "  as a share of the plain drain of the same round (goal >= 70%)", "%", true, true, flowUnsupported},
+	{"drain_qrate_tps", "drain a 100k backlog under a queue rate limit it never reaches (1M/s)", "tasks/s", true, false, qrateUnsupported},
+	{"drain_qrate_pct", "  as a share of the plain drain of the same round", "%", true, true, qrateUnsupported},
+	{"worker_cpu_us_per_task", "worker Go CPU per task (getrusage, drain run)", "µs", false, false, nil},
+	{"worker_redis_cpu_us_per_task", "Redis CPU per task, pickup + ack (drain run)", "µs", false, false, nil},
+	{"redis_cpu_us_per_task", "Redis CPU per task lifecycle, batch enqueue", "µs", false, false, nil},
+	{"redis_cpu_us_per_task_single", "Redis CPU per task lifecycle, 1 task per enqueue call (8 producers)", "µs", false, false, nil},
+	{"redis_cpu_us_per_task_keys100", "Redis CPU per task lifecycle, batch enqueue, 100 flow keys", "µs", false, false, flowUnsupported},
+	{"redis_cpu_us_per_task_keys100_limit10", "Redis CPU per task lifecycle, batch enqueue, 100 flow keys limited to 10", "µs", false, false, flowUnsupported},
+	{"redis_cpu_us_per_task_qrate", "Redis CPU per task lifecycle, batch enqueue, a queue rate never reached", "µs", false, false, qrateUnsupported},
+	{"script_calls_per_task", "script calls (EVALSHA) per task lifecycle, batch enqueue", "calls", false, false, nil},
+	{"script_calls_per_task_single", "script calls (EVALSHA) per task lifecycle, 1 task per enqueue call", "calls", false, false, nil},
+	{"bytes_per_task", "Redis memory per pending task", "bytes", false, false, nil},
+	{"rss_mib", "worker peak RSS (VmHWM, drain run)", "MiB", false, false, nil},
+	{"pickup_p50_ms", "pickup latency at 500 tasks/s, p50", "ms", false, false, nil},
+	{"pickup_p99_ms", "pickup latency at 500 tasks/s, p99", "ms", false, false, nil},
+	{"delay_dev_p50_ms", "delayed task (due in 2s), abs(start - due), p50", "ms", false, false, nil},
+	{"delay_dev_p99_ms", "delayed task (due in 2s), abs(start - due), p99", "ms", false, false, nil},
+	{"delay_early_pct", "delayed task (due in 2s), started early", "%", false, true, nil},
+	{"delay_late_p50_ms", "delayed task (due in 2s), start - due (signed), p50", "ms", false, true, nil},
+	{"delay_late_p99_ms", "delayed task (due in 2s), start - due (signed), p99", "ms", false, true, nil},
+	{"recovery_s", "recovery after SIGKILL, defaults", "s", false, false, nil},
+	{"recovery_short_s", "recovery after SIGKILL, lease 2s", "s", false, false, nil},
+	{"process_c100_1ms_tps", "process, concurrency 100, +1 ms RTT", "tasks/s", true, false, nil},
 }
 
 // writeTable prints the markdown table: a column per library with results (median [min–max], n/a where the
@@ -153,6 +163,9 @@ func (r *results) writeTable(w io.Writer) {
 		for i, l := range libs {
 			s, ok := r.stat(l, rw.metric)
 			cells[i] = cell(s, ok)
+			if why := rw.na[l]; !ok && why != "" {
+				cells[i] = "n/a (" + why + ")"
+			}
 			found = found || ok
 		}
 		if !found {
@@ -341,6 +354,18 @@ var jsonKeys = []struct{ key, lib, metric string }{
 	{"asynq_delay_early_pct", libAsynq, "delay_early_pct"},
 	{"floor_process_tps", libFloor, "process_c100_tps"},
 	{"floor_redis_cpu_us_per_task", libFloor, "redis_cpu_us_per_task"},
+	// Flow control (issue 17): the keyed drains and the queue-rate drain, and each as a share (%) of the plain
+	// drain of the same round (the median of the rounds' shares). BullMQ's queue-rate figures are
+	// bullmq_drain_qrate_* (peerJSONKeys).
+	{"ours_drain_keys100_tps", libOurs, "drain_keys100_tps"},
+	{"ours_drain_keys100_pct", libOurs, "drain_keys100_pct"},
+	{"ours_drain_keys100_limit10_tps", libOurs, "drain_keys100_limit10_tps"},
+	{"ours_drain_keys100_limit10_pct", libOurs, "drain_keys100_limit10_pct"},
+	{"ours_redis_cpu_us_per_task_keys100", libOurs, "redis_cpu_us_per_task_keys100"},
+	{"ours_redis_cpu_us_per_task_keys100_limit10", libOurs, "redis_cpu_us_per_task_keys100_limit10"},
+	{"ours_drain_qrate_tps", libOurs, "drain_qrate_tps"},
+	{"ours_drain_qrate_pct", libOurs, "drain_qrate_pct"},
+	{"ours_redis_cpu_us_per_task_qrate", libOurs, "redis_cpu_us_per_task_qrate"},
 }
 
 // summary returns one number per key: the median of its samples (process_ratio: ours over asynq). Keys without

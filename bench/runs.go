@@ -11,10 +11,11 @@ import (
 
 // bench holds what every measurement needs.
 type bench struct {
-	srv *redisServer
-	sz  sizes
-	res *results
-	log io.Writer // progress lines
+	srv   *redisServer
+	sz    sizes
+	res   *results
+	log   io.Writer // progress lines
+	round int       // the current round, from 0: the drain step's order reverses in odd ones
 }
 
 // withLib flushes the server and runs f with a fresh connection of the named library.
@@ -140,19 +141,67 @@ func (b *bench) latencyRuns(ctx context.Context, name string) error {
 // with batch enqueue; then, for a library with batches, half that backlog enqueued by eight producers one task
 // per call, drained the same way, so that the lifecycle rows compare single with single. Then 4 workers of 25 in
 // one process drain half the backlog.
+//
+// A library with flow keys (ours) also drains the backlog over 100 flow keys, without limits and with each key
+// limited to 10 at once, and without keys under a queue rate it never reaches (flow.go), next to the plain drain,
+// in an order that reverses every round; each such rate is also recorded as a share of the plain drain of the
+// same round.
 func (b *bench) drainRun(ctx context.Context, name string) error {
-	single := ""
+	single, keyed := "", false
 	if err := b.withLib(ctx, name, b.srv.addr, func(l lib) error {
 		if !l.batches() {
 			single = "_single" // its only lifecycle is the single-enqueue one
 		}
+		fl, ok := l.(flowLib)
+		keyed = ok && fl.unkeyed()
 		return nil
 	}); err != nil {
 		return err
 	}
-	d, err := b.drainOnce(ctx, name, drainSpec{n: b.sz.drainN, workers: 1, conc: drainConc, batched: single == ""})
+	rates := map[string]float64{}
+	for _, sc := range drainOrder(b.round, keyed) {
+		if sc.metric == "" {
+			tps, err := b.plainDrain(ctx, name, single)
+			if err != nil {
+				return err
+			}
+			rates[""] = tps
+			continue
+		}
+		tps, err := b.keyedDrain(ctx, name, sc)
+		if err != nil {
+			return err
+		}
+		rates[sc.metric] = tps
+	}
+	for m, tps := range rates {
+		if m != "" && rates[""] > 0 {
+			b.res.add(name, m+"_pct", 100*tps/rates[""])
+		}
+	}
+	half := b.sz.drainN / 2
+	if single == "" && onRedis(name) {
+		d, err := b.drainOnce(ctx, name, drainSpec{n: half, workers: 1, conc: drainConc})
+		if err != nil {
+			return err
+		}
+		b.res.add(name, "redis_cpu_us_per_task_single", (d.fillCPU+d.drainCPU)*1e6/float64(half))
+		b.res.add(name, "script_calls_per_task_single", d.calls/float64(half))
+	}
+	d, err := b.drainOnce(ctx, name, drainSpec{n: half, workers: drainConc / 25, conc: 25, batched: single == ""})
 	if err != nil {
 		return err
+	}
+	b.res.add(name, "drain_4x25_tps", float64(half)/d.secs)
+	return nil
+}
+
+// plainDrain is the drain of the backlog without keys, enqueued the library's fastest way; it records the drain
+// rate, the worker's figures and the lifecycle's Redis figures, and returns the rate.
+func (b *bench) plainDrain(ctx context.Context, name, single string) (float64, error) {
+	d, err := b.drainOnce(ctx, name, drainSpec{n: b.sz.drainN, workers: 1, conc: drainConc, batched: single == ""})
+	if err != nil {
+		return 0, err
 	}
 	n := float64(b.sz.drainN)
 	b.res.add(name, "drain_tps", n/d.secs)
@@ -164,28 +213,16 @@ func (b *bench) drainRun(ctx context.Context, name string) error {
 		b.res.add(name, "redis_cpu_us_per_task"+single, (d.fillCPU+d.drainCPU)*1e6/n)
 		b.res.add(name, "script_calls_per_task"+single, d.calls/n)
 	}
-	half := b.sz.drainN / 2
-	if single == "" && onRedis(name) {
-		d, err := b.drainOnce(ctx, name, drainSpec{n: half, workers: 1, conc: drainConc})
-		if err != nil {
-			return err
-		}
-		b.res.add(name, "redis_cpu_us_per_task_single", (d.fillCPU+d.drainCPU)*1e6/float64(half))
-		b.res.add(name, "script_calls_per_task_single", d.calls/float64(half))
-	}
-	d, err = b.drainOnce(ctx, name, drainSpec{n: half, workers: drainConc / 25, conc: 25, batched: single == ""})
-	if err != nil {
-		return err
-	}
-	b.res.add(name, "drain_4x25_tps", float64(half)/d.secs)
-	return nil
+	return n / d.secs, nil
 }
 
 // drainSpec is one drain: n tasks enqueued first (in batches, or by eight producers of one task per call), then
-// run by a subprocess of workers workers of concurrency conc each.
+// run by a subprocess of workers workers of concurrency conc each. flow: in batches, under its keys and limits
+// (the zero flowScenario: none).
 type drainSpec struct {
 	n, workers, conc int
 	batched          bool
+	flow             flowScenario
 }
 
 // drained is what one drain measured: the child's report, and on the bench's Redis the memory the backlog took,
@@ -202,9 +239,12 @@ func (b *bench) drainOnce(ctx context.Context, name string, ds drainSpec) (drain
 		if err != nil {
 			return err
 		}
-		if ds.batched {
+		switch {
+		case ds.flow.metric != "":
+			err = fillFlow(ctx, l, ds.n, b.sz.enqueueBatch, ds.flow)
+		case ds.batched:
 			err = fill(ctx, l, ds.n, b.sz.enqueueBatch)
-		} else {
+		default:
 			err = fillSingle(ctx, l, ds.n, producers)
 		}
 		if err != nil {

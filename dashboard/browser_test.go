@@ -233,7 +233,7 @@ func TestBrowserReadOnlyAndForgedPost(t *testing.T) {
 	f.kill(t, "boom", "dead-1")
 	f.enqueue(t, jobArgs{}, "p-1")
 	ro, _ := f.serve(t, Config{ReadOnly: true})
-	for _, page := range []string{"/", "/q/jobs/", "/q/jobs/dead", "/q/jobs/task?id=dead-1", "/q/jobs/schedules", "/q/jobs/locks"} {
+	for _, page := range []string{"/", "/q/jobs/", "/q/jobs/dead", "/q/jobs/task?id=dead-1", "/q/jobs/schedules", "/q/jobs/locks", "/q/jobs/flow"} {
 		run(ctx, t, chromedp.Navigate(ro.URL+page), chromedp.WaitVisible(chromedp.CSS("#read-only")))
 		controls := eval[int](ctx, t, `document.querySelectorAll('form[method="post"], button.mut, input[type="checkbox"][name="id"]').length`)
 		require.Zero(t, controls, page)

@@ -44,7 +44,8 @@ type Queue struct {
 type Config struct {
 	// Queues are the queues shown, at least one, with distinct names.
 	Queues []Queue
-	// ReadOnly registers no mutating route: no pause, requeue, delete, cancel or trigger, and no control for them.
+	// ReadOnly registers no mutating route: no pause, requeue, delete, cancel, trigger or limit, and no control for
+	// them.
 	ReadOnly bool
 	// BasePath is the path the handler is mounted under ("/ops/queues"; "" for the root). The handler strips it
 	// from requests itself, and builds every link with it: mount the handler on BasePath+"/" without
@@ -160,6 +161,7 @@ func (d *Dashboard) routes() {
 	get("/q/{queue}/group", d.groupPage)
 	get("/q/{queue}/workflow", d.workflowPage)
 	get("/q/{queue}/history", d.historyPage)
+	get("/q/{queue}/flow", d.flowPage) // flow.go
 	if !d.cfg.ReadOnly {
 		post := func(pattern string, h func(w http.ResponseWriter, r *http.Request, q *Queue) error) {
 			m.Handle("POST "+pattern, d.csrf.protect(d.withQueue(h)))
@@ -172,6 +174,7 @@ func (d *Dashboard) routes() {
 		post("/q/{queue}/dead/bulk", d.deadBulkAction)
 		post("/q/{queue}/schedules/action", d.scheduleAction)
 		post("/q/{queue}/locks/release", d.releaseLockAction)
+		post("/q/{queue}/flow/limits", d.flowAction)
 	}
 	d.mux = m
 }

@@ -45,6 +45,7 @@ func TestPagesRender(t *testing.T) {
 		"/q/jobs/groups":                    {"batch@", "group"},
 		"/q/jobs/group?id=" + run.GroupID(): {"pending"},
 		"/q/jobs/history":                   {"<svg", "No task counted"},
+		"/q/jobs/flow":                      {`id="flow-limits"`, "No limits"},
 		"/static/app.js":                    {"textContent"},
 		"/static/app.css":                   {"svg.chart"},
 		"/q/jobs/search.json?text=ACME":     {`"matches":[`, "order-1"},
@@ -125,14 +126,14 @@ func TestReadOnly(t *testing.T) {
 	f.enqueue(t, jobArgs{}, "p-1")
 	srv, _ := f.serve(t, Config{ReadOnly: true})
 	c := client(t)
-	for _, page := range []string{"/", "/q/jobs/", "/q/jobs/dead", "/q/jobs/task?id=dead-1", "/q/jobs/task?id=p-1", "/q/jobs/schedules", "/q/jobs/locks"} {
+	for _, page := range []string{"/", "/q/jobs/", "/q/jobs/dead", "/q/jobs/task?id=dead-1", "/q/jobs/task?id=p-1", "/q/jobs/schedules", "/q/jobs/locks", "/q/jobs/flow"} {
 		status, body := get(t, c, srv.URL+page)
 		require.Equal(t, http.StatusOK, status, page)
 		require.NotContains(t, body, `method="post"`, page)
 		require.NotContains(t, body, `name="csrf"`, page)
 		require.Contains(t, body, "read-only", page)
 	}
-	for _, action := range []string{"pause", "resume", "task/cancel", "task/delete", "dead/selected", "dead/bulk", "schedules/action", "locks/release"} {
+	for _, action := range []string{"pause", "resume", "task/cancel", "task/delete", "dead/selected", "dead/bulk", "schedules/action", "locks/release", "flow/limits"} {
 		status, _, _ := post(t, c, srv.URL+"/q/jobs/"+action, url.Values{"id": {"dead-1"}, "action": {"requeue"}, "confirm": {"1"}})
 		require.Contains(t, []int{http.StatusNotFound, http.StatusMethodNotAllowed}, status, action)
 	}

@@ -8,7 +8,8 @@
 // progress, a timeline; cancel and delete), dead letters with their reasons and bulk requeue or delete by filter
 // after a confirmation that states the count, search by id prefix and by envelope substring (a bounded HSCAN in
 // steps, with progress), schedules (pause, resume, trigger), unique locks, group and workflow runs (a workflow as
-// a tree), pause and resume, and throughput and latency history as charts drawn on the server (inline SVG).
+// a tree), pause and resume, throughput and latency history as charts drawn on the server (inline SVG), and flow
+// control: the limits of flow keys and the queue with the slots each key holds, set and cleared from the page.
 //
 // The pages are HTML rendered on the server ([html/template]: every value from Redis is escaped) with a little
 // JavaScript and CSS embedded in the module (no CDN); each page works without JavaScript, which only adds

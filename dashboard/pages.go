@@ -86,6 +86,7 @@ type tasksView struct {
 	Counts taskqueue.Stats
 	Rows   []taskRow
 	Pager  pager
+	Flow   bool // a row has a flow key or a priority level: the table shows the column
 }
 
 func countOf(st taskqueue.Stats, s taskqueue.State) int64 {
@@ -121,7 +122,9 @@ func (d *Dashboard) tasksPage(w http.ResponseWriter, r *http.Request, q *Queue) 
 	if err != nil {
 		return err
 	}
-	d.render(w, r, http.StatusOK, "tasks", &tasksView{State: state, Counts: st, Rows: rowsOf(infos), Pager: newPager(page, size, countOf(st, state))})
+	v := &tasksView{State: state, Counts: st, Rows: rowsOf(infos), Pager: newPager(page, size, countOf(st, state))}
+	v.Flow = slices.ContainsFunc(v.Rows, func(r taskRow) bool { return r.FlowKey != "" || r.Priority != taskqueue.PriorityDefault })
+	d.render(w, r, http.StatusOK, "tasks", v)
 	return nil
 }
 

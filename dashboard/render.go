@@ -34,7 +34,7 @@ func staticHandler() http.Handler {
 type pages struct{ byName map[string]*template.Template }
 
 var pageNames = []string{"overview", "tasks", "task", "dead", "confirm", "search", "schedules", "locks", "groups",
-	"group", "workflow", "history", "error"}
+	"group", "workflow", "history", "flow", "error"}
 
 func parsePages() *pages {
 	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
@@ -107,6 +107,7 @@ var funcs = template.FuncMap{
 	"states":  func() []taskqueue.State { return listStates },
 	"percent": percentOf,
 	"dict":    dict,
+	"period":  period,
 }
 
 // dict makes a map of its key, value arguments, for passing several values to a shared template.
@@ -164,6 +165,8 @@ type taskRow struct {
 	Time                        time.Time
 	Attempt, MaxRetries         int
 	Created                     time.Time
+	FlowKey                     string             // TaskSpec.FlowKey; "" for none
+	Priority                    taskqueue.Priority // TaskSpec.Priority; 0 for the default level
 }
 
 // record is the part of a task's record (TaskInfo.Record) the pages show.
@@ -178,6 +181,7 @@ type record struct {
 	LastError      string  `json:"last_error"`
 	FailedAt       float64 `json:"failed_at"`
 	Priority       int     `json:"priority"`
+	FlowKey        string  `json:"flow_key"`
 	SerializedTask struct {
 		Payload struct {
 			Module string `json:"module"`
@@ -213,6 +217,7 @@ func rowOf(info taskqueue.TaskInfo) taskRow {
 		}
 		row.Attempt, row.MaxRetries, row.LastError = rec.Attempt, rec.MaxRetries, rec.LastError
 		row.Created = unixSeconds(rec.CreatedAt)
+		row.FlowKey, row.Priority = trim(rec.FlowKey, 80), taskqueue.Priority(rec.Priority)
 	} else if info.Envelope != "" {
 		row.Func = "(unreadable envelope)"
 	}

@@ -15,6 +15,10 @@
 -- prelude.lua): enqueue.lua tells a replay of a completed task by it, and a resent ack by its token.
 -- A group member's completion (with its result) is recorded by group_done (group.lua) when its ack happens now,
 -- never on a repeated ack.
+-- A pickup batch that leased keyed tasks (flow.lua) is named by its base token negated ('-' .. base): the call
+-- then passes running, state, rotation and wake as its last four KEYS (keySet.ackFlow), and each delivery acked
+-- here gives back its key's slot (flow_release), its key read from the batch's record. A call without such a
+-- batch reads nothing more.
 -- Returns one entry per delivery, in ARGV's order: 1 acknowledged (now or by an earlier call); 0 lease lost; 2
 -- unknown: the batch's record is gone (all its deliveries settled, or its lease expired and was reclaimed), so the
 -- caller asks again with stride 0 and ARGV[5..] = pairs id, token: 1 when the task's tombstone holds that token
@@ -33,10 +37,15 @@ if stride == 0 then
   end
   return out
 end
-local done, tombs = {}, {}
+local done, tombs, freed = {}, {}, {}
 local a = 5
 while a <= #ARGV do
   local b, c = ARGV[a], tonumber(ARGV[a + 1])
+  local fk
+  if string.byte(b, 1) == 45 then
+    b = string.sub(b, 2)
+    fk = flow_keys_of(batches, b)
+  end
   local base = tonumber(b)
   a = a + 2
   local mask = record_of(batches, b)
@@ -52,6 +61,7 @@ while a <= #ARGV do
       -- '%d' formats the token as an integer (exact below 2^53, as tokens are): a third of the cost of '%.0f'.
       tombs[#tombs + 1] = '~' .. string.format('%d', base + pos - 1)
       out[#out + 1] = 1
+      if fk then freed[#freed + 1] = fk[pos] end
       if stride == 5 then
         local g, r = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
         if g > 0 then
@@ -77,4 +87,5 @@ if #done > 0 then
   -- deliveries holds only tasks whose lease once expired: usually it does not exist, and is not passed.
   if deliveries then redis.call('HDEL', deliveries, unpack(done)) end
 end
+if #freed > 0 and flow_release(KEYS[#KEYS - 3], KEYS[#KEYS - 2], KEYS[#KEYS - 1], freed) then wake_one(KEYS[#KEYS]) end
 return out

@@ -1,7 +1,8 @@
 -- cancel: cancel or delete one task by id, wherever it is; one script, so that no delivery can slip between the
 -- look and the write (an ack, a retry or the reaper waits until it is done). See docs/control.md.
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, active, lease, deliveries, scheduled,
--- dead, errors, leases, batches, inflight, levels, pending:high and pending:low; then KEYS[#all + 1] = cancelled
+-- dead, errors, leases, batches, inflight, levels, pending:high, pending:low, flow, flow:ready, flow:rotation,
+-- flow:state and flow:running; then KEYS[#all + 1] = cancelled
 -- (ZSET id -> when cancelled, ms), KEYS[#all + 2] = the task's progress key, and, when ARGV[5] is 1, that run's
 -- keys (runKeys, group_delivery.go: its hash and done list, and for a workflow its tasks, pending and wake).
 -- ARGV[1] = mode: "cancel" or "delete"; ARGV[2] = task id; ARGV[3] = retention of cancelled tasks in ms;
@@ -59,6 +60,7 @@ if redis.call('ZSCORE', dead, id) then
   redis.call('HDEL', tasks, id)
   redis.call('HDEL', deliveries, id)
   redis.call('HDEL', KEYS[18], id) -- its level, if it has one (levels.lua)
+  redis.call('HDEL', KEYS[21], id) -- its flow key, if it has one (flow.lua)
   redis.call('DEL', progress)
   return {1, 'dead'}
 end
@@ -67,8 +69,11 @@ end
 -- a delayed one in levels.
 local levels, high, low = KEYS[18], KEYS[19], KEYS[20]
 local leveled = redis.call('EXISTS', levels) == 1
+local flow, fready, frot, fstate, frun = KEYS[21], KEYS[22], KEYS[23], KEYS[24], KEYS[26]
+local keyed = redis.call('EXISTS', flow) == 1
 local function unqueue()
   if redis.call('LREM', pending, 0, id) > 0 then return true end
+  if keyed and flow_unqueue(fready, v, id) then return true end
   if not leveled then return false end
   return redis.call('LREM', high, 0, id) > 0 or redis.call('LREM', low, 0, id) > 0
 end
@@ -76,6 +81,7 @@ local state = 'pending'
 if redis.call('ZREM', scheduled, id) == 1 then
   state = 'scheduled'
   if leveled then redis.call('HDEL', levels, id) end
+  if keyed then redis.call('HDEL', flow, id) end
 elseif not unqueue() then
   -- Not waiting: find the lease record that holds it (every batch in flight is looked at: the workers and their
   -- concurrency bound them).
@@ -89,6 +95,8 @@ elseif not unqueue() then
           if mode == 'delete' then return {3, 'active'} end
           redis.call('HSET', batches, b, string.sub(mask, 1, pos - 1) .. 'c' .. string.sub(mask, pos + 1))
           redis.call('INCRBY', inflight, -1)
+          local fks = keyed and flow_keys_of(batches, b)
+          if fks and flow_release(frun, fstate, frot, {fks[pos]}) then wake_one(KEYS[11]) end
           state = 'active'
           break
         end
@@ -106,8 +114,8 @@ end
 redis.call('HDEL', deliveries, id)
 -- A unique lock (unique.lua) needs nothing here: it is a claim that lock_holder checks against its task, so it is
 -- free once the task's value is '~c' .. envelope or gone; the lock sweep drops the entry.
--- HOOK(limits): a per-key concurrency slot is held by the delivery's lease: marking the position 'c' above ends
--- the lease's hold on it, for the feature that keeps slots to release here.
+-- A per-key concurrency slot (flow.lua) is held by the delivery's lease: marking the position 'c' above ends the
+-- lease's hold on it, and gives it back (flow_release). A keyed task that waits leaves its key's FIFO.
 if mode == 'cancel' then
   redis.call('HSET', tasks, id, '~c' .. v)
   redis.call('ZADD', cancelled, now, id)

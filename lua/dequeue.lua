@@ -1,7 +1,8 @@
 -- dequeue: promote due scheduled tasks, then lease up to n pending tasks as one batch. A constant number of Redis
 -- calls per batch, whatever its size.
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled, seq, wake,
--- paused, epoch, leases, batches and inflight, and levels, high and low (priority levels: levels.lua).
+-- paused, epoch, leases, batches and inflight, and levels, high and low (priority levels: levels.lua), and flow and
+-- limits (only EXISTS).
 -- ARGV[1] = n, the most tasks to lease; ARGV[2] = lease in ms; ARGV[3] = most scheduled tasks to promote.
 -- Returns {now_ms, next_due_in_ms (-1: nothing scheduled), base, id1, deliveries1, envelope1, ...}: the tasks of
 -- the batch in order, the i-th (1-based) holding the fencing token base + i - 1; deliveries counts this delivery
@@ -20,11 +21,17 @@
 -- A queue that uses priority levels (levels exists) takes the highest level first and keeps the levels of its
 -- batch in its record (levels.lua). One EXISTS tells both whether pickup is paused and whether levels are in use:
 -- a queue that is neither pays nothing more (a second EXISTS tells them apart when one of them is).
+-- A queue that uses flow keys or limits (flow or limits exists: flow.lua) is served by dequeue_flow.lua: the same
+-- EXISTS sees them, and this script then returns {0, -2, 0} at once, having written nothing, which tells the
+-- caller to call dequeue_flow.lua instead (from then on). A queue that uses neither pays two more keys in that
+-- EXISTS and never defines the functions of flow.lua.
 local tasks, pending, deliveries, scheduled = KEYS[1], KEYS[2], KEYS[5], KEYS[6]
 local seq, wake, paused, epoch = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local leases, batches, inflight = KEYS[14], KEYS[15], KEYS[16]
 local levels, high, low = KEYS[18], KEYS[19], KEYS[20]
-local gate = redis.call('EXISTS', paused, levels)
+local flow, limits = KEYS[21], KEYS[27]
+local gate = redis.call('EXISTS', paused, levels, flow, limits)
+if gate > 0 and redis.call('EXISTS', flow, limits) > 0 then return {0, -2, 0} end
 local lv = gate > 0 and redis.call('EXISTS', levels) == 1
 if lv then gate = gate - 1 end
 local n, lease_ms, promote = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])

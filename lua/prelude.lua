@@ -70,7 +70,7 @@ local function settled_batch(batches, leases, b, mask)
   if string.find(mask, '[-lk]') then
     redis.call('HSET', batches, b, mask)
   else
-    redis.call('HDEL', batches, b, b .. ':ids', b .. ':lv')
+    redis.call('HDEL', batches, b, b .. ':ids', b .. ':lv', b .. ':k')
     redis.call('ZREM', leases, b)
   end
 end

@@ -22,6 +22,9 @@
 -- ARGV[1] per call. See docs/migration.md.
 -- A task keeps its priority level (levels.lua): a reclaimed one goes back to the head of its level's list, a
 -- dead-lettered one keeps its level in levels.
+-- A keyed task (flow.lua) gives back its key's slot when its lease is reaped: a reclaimed one goes back to the
+-- head of its key's FIFO, a dead-lettered one keeps its key in flow. Keys whose rate lets them start again rejoin
+-- the rotation.
 -- Returns {requeued, dead, promoted, held id1, envelope1, base1, position1, ...}.
 local tasks, pending, active, lease, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local scheduled, dead, errors, settled, wake = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[11]
@@ -29,6 +32,9 @@ local leases, batches, inflight, recent = KEYS[14], KEYS[15], KEYS[16], KEYS[17]
 local limit, maxd, promote, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local levels, high, low = KEYS[18], KEYS[19], KEYS[20]
 local lv = redis.call('EXISTS', levels) == 1
+local flow, fready, rot, state, waits, running = KEYS[21], KEYS[22], KEYS[23], KEYS[24], KEYS[25], KEYS[26]
+local fl = redis.call('EXISTS', flow, KEYS[27]) > 0
+local fwoke = false
 local now = now_ms()
 local was_empty = redis.call('LLEN', pending) == 0
 local requeued, buried, settled_now = 0, 0, 0
@@ -71,7 +77,10 @@ for i = 6, #ARGV, 4 do
 end
 
 local promoted
-if lv then
+if fl then
+  promoted, fwoke = flow_promote(scheduled, flow, fready, rot, state, levels, high, pending, low, now, promote, lv)
+  if flow_promote_waits(waits, state, rot, now) > 0 then fwoke = true end
+elseif lv then
   promoted = promote_levels(scheduled, levels, high, pending, low, now, promote)
 else
   promoted = promote_due(scheduled, pending, now, promote)
@@ -80,8 +89,10 @@ local held = {}
 -- give_back handles one leased task whose lease expired: back to pending (collected in back, in order, pushed
 -- to the head below), dead-lettered, or dropped when its envelope is gone; false when it is held (left leased).
 local back, back_lv, cur_lv = {}, {}, nil
+local kback, kback_fk, freed, cur_fk = {}, {}, {}, nil
 local function give_back(id, b, pos)
   local c = cur_lv and string.sub(cur_lv, pos, pos) or 'n'
+  local fk = cur_fk and cur_fk[pos] ~= '' and cur_fk[pos]
   local d = lost_count(id)
   if redis.call('HEXISTS', tasks, id) == 0 then
     redis.call('HDEL', deliveries, id)
@@ -95,12 +106,22 @@ local function give_back(id, b, pos)
       return false
     end
     bury(id, d)
-    if lv then park_level(levels, id, c) end
+    if fk then
+      redis.call('HSET', flow, id, fk)
+    elseif lv then
+      park_level(levels, id, c)
+    end
   else
     redis.call('HSET', deliveries, id, d)
-    back[#back + 1] = id
-    back_lv[#back] = c
+    if fk then
+      kback[#kback + 1] = id
+      kback_fk[#kback] = fk
+    else
+      back[#back + 1] = id
+      back_lv[#back] = c
+    end
   end
+  if fk then freed[#freed + 1] = fk end -- its lease ended here: its slot with it
   return true
 end
 
@@ -115,6 +136,7 @@ for _, b in ipairs(bs) do
   if mask and string.find(mask, '-', 1, true) then
     local ids = ids_of(batches, b)
     cur_lv = lv and redis.call('HGET', batches, b .. ':lv')
+    cur_fk = fl and flow_keys_of(batches, b)
     local marks = {string.byte(mask, 1, -1)}
     for pos = 1, #ids do
       if marks[pos] == 45 then -- '-'
@@ -134,14 +156,14 @@ for _, b in ipairs(bs) do
     if keep then redis.call('HSET', batches, b, string.char(unpack(marks))) end
   end
   if not keep then
-    redis.call('HDEL', batches, b, b .. ':ids', b .. ':lv')
+    redis.call('HDEL', batches, b, b .. ':ids', b .. ':lv', b .. ':k')
     redis.call('ZREM', leases, b)
   end
 end
 if settled_now > 0 then redis.call('INCRBY', inflight, -settled_now) end
 
 -- The previous layout's leases, within what is left of limit.
-cur_lv = nil
+cur_lv, cur_fk = nil, nil
 if budget > 0 then
   local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, budget)
   for _, id in ipairs(ids) do
@@ -163,6 +185,11 @@ if #back > 0 then
   end
   requeued = #back
 end
+if #freed > 0 and flow_release(running, state, rot, freed) then fwoke = true end
+if #kback > 0 then
+  if flow_push_keyed(flow, fready, rot, state, kback, kback_fk, true) then fwoke = true end
+  requeued = requeued + #kback
+end
 
 -- The previous layout's settled window.
 local old = redis.call('ZRANGE', settled, 0, limit - 1, 'WITHSCORES')
@@ -179,7 +206,7 @@ if #old > 0 then
   if #acked > 0 then redis.call('LPUSH', recent, unpack(acked)) end
 end
 
-if (was_empty or lv) and (requeued > 0 or promoted > 0) then
+if (was_empty or lv) and (requeued > 0 or promoted > 0) or fwoke then
   wake_one(wake)
 end
 local out = {requeued, buried, promoted}

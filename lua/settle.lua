@@ -1,6 +1,6 @@
 -- settle: end one delivery other than by ack, fenced by its batch's lease record; idempotent.
 -- KEYS: the queue's key set (see keys.go), of which it uses tasks, pending, deliveries, scheduled, dead, errors,
--- wake, leases, batches and inflight, levels, high and low, then for a dead-lettered group member its run's keys
+-- wake, leases, batches and inflight, levels, high and low, flow, ready, rotation, state and running, then for a dead-lettered group member its run's keys
 -- (ARGV[8]).
 -- ARGV[1] = mode: "retry" (back to pending, or scheduled after a delay), "dead" (dead-letter with a reason),
 --           "release" (hand back to the head of pending; not counted as a lost delivery);
@@ -18,6 +18,8 @@
 -- removes them.
 -- A task keeps its priority level (levels.lua): a retry or release goes back to its level's list, a delayed retry
 -- or a dead letter keeps its level in levels.
+-- A keyed task (flow.lua; its key in its batch's record) gives back its key's slot, and keeps its key: a retry goes
+-- to the tail of its key's FIFO, a release to its head, a delayed retry or a dead letter keeps its key in flow.
 -- Returns 1 done (now or by an earlier call with the same mode); 0 lease lost.
 local tasks, pending, deliveries, scheduled = KEYS[1], KEYS[2], KEYS[5], KEYS[6]
 local dead, errors, wake, leases, batches, inflight = KEYS[7], KEYS[8], KEYS[11], KEYS[14], KEYS[15], KEYS[16]
@@ -37,10 +39,35 @@ if st ~= '-' or ids_of(batches, b)[pos] ~= id then
   return 0
 end
 local c = level_at(batches, b, pos) -- before settled_batch, which may delete the record with its levels
+local fks = flow_keys_of(batches, b)
+local fk = fks and fks[pos] ~= '' and fks[pos]
 settled_batch(batches, leases, b, string.sub(mask, 1, pos - 1) .. mark .. string.sub(mask, pos + 1))
 redis.call('INCRBY', inflight, -1)
 if env ~= '' then redis.call('HSET', tasks, id, env) end
 local now = now_ms()
+if fk then
+  local flow, fready, rot, state, running = KEYS[21], KEYS[22], KEYS[23], KEYS[24], KEYS[26]
+  local woke = flow_release(running, state, rot, {fk})
+  if mode == 'release' then
+    woke = flow_push(flow, fready, rot, state, fk, {id}, true) or woke
+  elseif mode == 'dead' then
+    redis.call('HDEL', deliveries, id)
+    redis.call('ZADD', dead, now, id)
+    redis.call('HSET', errors, id, ARGV[7])
+    redis.call('HSET', flow, id, fk)
+  else
+    redis.call('HDEL', deliveries, id)
+    local delay = tonumber(ARGV[6])
+    if delay > 0 then
+      place(pending, scheduled, wake, now, {}, {id, delay})
+      redis.call('HSET', flow, id, fk)
+    else
+      woke = flow_push(flow, fready, rot, state, fk, {id}, false) or woke
+    end
+  end
+  if woke then wake_one(wake) end
+  return 1
+end
 if c == 'h' then pending = high end
 if c == 'l' then pending = low end
 if mode == 'release' then

@@ -12,8 +12,9 @@
 //	                                            a worker of concurrency conc while a producer process adds bulks,
 //	                                            keeping the backlog (added minus started) at about `backlog`
 //	fill     {n, bulk, callers}                 adds n jobs: addBulk of `bulk`, or (bulk 0) `callers` concurrent adds
-//	drain    {n, conc, workers}                 `workers` workers of concurrency conc run the n jobs of fill:
-//	                                            seconds to the last job's start, peak RSS, CPU seconds
+//	drain    {n, conc, workers, limiter}        `workers` workers of concurrency conc run the n jobs of fill:
+//	                                            seconds to the last job's start, peak RSS, CPU seconds;
+//	                                            limiter ({max, duration}, optional): the workers' rate limiter
 //	latency  {n, every_ms, delay_ms, conc}       one job every every_ms (due after delay_ms) to a running worker:
 //	                                            each job's start minus its due time (signed, ms)
 //	produce  {bulk, backlog}                    (internal) the producer of process, until its parent disconnects
@@ -52,13 +53,17 @@ function newQueue(addr, name = QUEUE) {
   });
 }
 
-function newWorker(addr, conc, onStart, name = QUEUE) {
+// newWorker starts a Worker of concurrency conc; limiter ({max, duration}, BullMQ's queue-wide rate limiter) is
+// set when given.
+function newWorker(addr, conc, onStart, name = QUEUE, limiter = undefined) {
+  const opts = { connection: connect(addr, true), concurrency: conc };
+  if (limiter) opts.limiter = limiter;
   return new Worker(
     name,
     async (job) => {
       onStart(job.data.seq);
     },
-    { connection: connect(addr, true), concurrency: conc },
+    opts,
   );
 }
 
@@ -269,9 +274,15 @@ async function drain(addr, p) {
   const ws = [];
   for (let i = 0; i < (p.workers || 1); i++) {
     ws.push(
-      newWorker(addr, p.conc, () => {
-        if (++count === p.n) finish([performance.now(), process.cpuUsage(cpu0)]);
-      }),
+      newWorker(
+        addr,
+        p.conc,
+        () => {
+          if (++count === p.n) finish([performance.now(), process.cpuUsage(cpu0)]);
+        },
+        QUEUE,
+        p.limiter,
+      ),
     );
   }
   const timeout = setTimeout(() => finish(null), 300000);
