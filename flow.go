@@ -99,7 +99,16 @@ type FlowState struct {
 	Ready int64
 	// AtLimit and OverRate name the keys with ready tasks held back by their concurrency or rate limit.
 	AtLimit, OverRate []string
+	// Truncated is true when a shard held more keys with ready or running tasks than [MaxFlowStateScan]: Running,
+	// AtLimit and OverRate then cover the keys read, not all of them.
+	Truncated bool
 }
+
+// MaxFlowStateScan bounds the keys [Admin.FlowState] reads per shard. It reads the per-key hashes with HSCAN in
+// steps of flowStateStep, so that no single call holds Redis for long, however many tenants a queue serves.
+const MaxFlowStateScan = 100_000
+
+const flowStateStep = 1000
 
 var (
 	//go:embed lua/limits.lua
@@ -230,6 +239,11 @@ func parseLimits(raw map[string]string) []FlowLimit {
 // FlowState reports the limits, the slots held per key and the keys held back, summed over the shards of a
 // [ShardedQueue].
 func (a *Admin) FlowState(ctx context.Context) (FlowState, error) {
+	return a.flowState(ctx, MaxFlowStateScan)
+}
+
+// flowState is FlowState reading at most limit keys of each of a shard's per-key hashes.
+func (a *Admin) flowState(ctx context.Context, limit int) (FlowState, error) {
 	st := FlowState{Running: map[string]int{}}
 	lim, err := a.Limits(ctx)
 	if err != nil {
@@ -237,22 +251,23 @@ func (a *Admin) FlowState(ctx context.Context) (FlowState, error) {
 	}
 	st.Limits = lim
 	err = a.everyShard(func(q *RedisTaskQueue) error {
-		var run, state *redis.MapStringStringCmd
-		var ready *redis.IntCmd
-		_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			run = p.HGetAll(ctx, q.keys.key(keyFlowRun))
-			state = p.HGetAll(ctx, q.keys.key(keyFlowState))
-			ready = p.ZCard(ctx, q.keys.key(keyFlowReady))
-			return nil
-		})
+		ready, err := q.rdb.ZCard(ctx, q.keys.key(keyFlowReady)).Result()
 		if err != nil {
 			return fmt.Errorf("taskqueue: flow state: %w", classify(err))
 		}
-		for k, v := range run.Val() {
+		run, cutRun, err := scanHash(ctx, q.rdb, q.keys.key(keyFlowRun), limit)
+		if err != nil {
+			return err
+		}
+		state, cutState, err := scanHash(ctx, q.rdb, q.keys.key(keyFlowState), limit)
+		if err != nil {
+			return err
+		}
+		for k, v := range run {
 			n, _ := strconv.Atoi(v)
 			st.Running[k] += n
 		}
-		for k, v := range state.Val() {
+		for k, v := range state {
 			switch v {
 			case "f":
 				st.AtLimit = append(st.AtLimit, k)
@@ -260,12 +275,37 @@ func (a *Admin) FlowState(ctx context.Context) (FlowState, error) {
 				st.OverRate = append(st.OverRate, k)
 			}
 		}
-		st.Ready += ready.Val()
+		st.Ready += ready
+		st.Truncated = st.Truncated || cutRun || cutState
 		return nil
 	})
 	slices.Sort(st.AtLimit)
+	st.AtLimit = slices.Compact(st.AtLimit)
 	slices.Sort(st.OverRate)
+	st.OverRate = slices.Compact(st.OverRate)
 	return st, err
+}
+
+// scanHash reads a hash with HSCAN in steps of flowStateStep, at most limit fields (true when it stopped there).
+// A field that HSCAN returns twice (the hash was rehashed between steps) is kept once.
+func scanHash(ctx context.Context, rdb redis.UniversalClient, key string, limit int) (map[string]string, bool, error) {
+	out := map[string]string{}
+	var cursor uint64
+	for {
+		kv, next, err := rdb.HScan(ctx, key, cursor, "", flowStateStep).Result()
+		if err != nil {
+			return nil, false, fmt.Errorf("taskqueue: flow state: %w", classify(err))
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		if cursor = next; cursor == 0 {
+			return out, false, nil
+		}
+		if len(out) >= limit {
+			return out, true, nil
+		}
+	}
 }
 
 // flowBase is the base token by which ack.lua names a pickup batch: negated for a batch that leased keyed tasks,

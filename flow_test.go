@@ -286,3 +286,50 @@ func hashFields(m map[string]string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestFlowStateBoundedScan: FlowState reads the per-key hashes in HSCAN steps (no HGETALL of a hash that grows with
+// the tenants), sums every key when they fit, and says Truncated when a shard holds more keys than it reads.
+func TestFlowStateBoundedScan(t *testing.T) {
+	t.Parallel()
+	backends(t, nil, func(t *testing.T, s *setup) {
+		ctx := context.Background()
+		require.NoError(t, s.adm.SetConcurrencyLimit(ctx, AllFlowKeys, 1))
+		const keys = 2500 // more than one HSCAN step of a hash past its listpack encoding
+		specs := make([]*TaskSpec, 0, 2*keys)
+		for i := range keys {
+			k := fmt.Sprintf("t%04d", i)
+			specs = append(specs, keyedSpec(k+"-1", k), keyedSpec(k+"-2", k))
+		}
+		for lo := 0; lo < len(specs); lo += 500 {
+			enqueueKeyed(t, s, specs[lo:lo+500]...)
+		}
+		leased := 0
+		for leased < keys {
+			ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 500})
+			require.NoError(t, err)
+			require.NotEmpty(t, ds, "every key has one task under its limit")
+			leased += len(ds)
+		}
+		// Pickups that visit keys again find them at their limit and take them out of the rotation.
+		ds, err := s.q.Dequeue(ctx, DequeueOptions{Max: 500})
+		require.NoError(t, err)
+		require.Empty(t, ds, "no key under its limit")
+		st, err := s.adm.FlowState(ctx)
+		require.NoError(t, err)
+		require.False(t, st.Truncated)
+		require.Len(t, st.Running, keys, "every key holds its one slot")
+		require.NotEmpty(t, st.AtLimit)
+		require.Equal(t, slices.Compact(slices.Clone(st.AtLimit)), st.AtLimit, "sorted, each key once")
+		require.EqualValues(t, keys, st.Ready)
+
+		cut, err := s.adm.flowState(ctx, 1000)
+		require.NoError(t, err)
+		if s.mr != nil { // miniredis answers an HSCAN whole, in one step: nothing to cut
+			require.False(t, cut.Truncated)
+			return
+		}
+		require.True(t, cut.Truncated)
+		require.GreaterOrEqual(t, len(cut.Running), 1000)
+		require.Less(t, len(cut.Running), keys)
+	})
+}

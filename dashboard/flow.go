@@ -47,6 +47,7 @@ type flowView struct {
 	AtLimitMore  int
 	OverRate     []string
 	OverRateMore int
+	Truncated    bool   // the library read at most taskqueue.MaxFlowStateScan keys of a shard
 	Error        string // the message of a refused form, shown above the forms
 	Form         flowForm
 	MinPeriod    time.Duration
@@ -75,7 +76,7 @@ func flowViewOf(r *http.Request, q *Queue) (*flowView, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &flowView{Ready: st.Ready, MinPeriod: taskqueue.MinRatePeriod, MaxPeriod: taskqueue.MaxRatePeriod,
+	v := &flowView{Ready: st.Ready, Truncated: st.Truncated, MinPeriod: taskqueue.MinRatePeriod, MaxPeriod: taskqueue.MaxRatePeriod,
 		MaxRate: taskqueue.MaxRate, DefaultKey: taskqueue.AllFlowKeys, Form: flowForm{Period: "1s"}}
 	held := map[string]string{}
 	for _, k := range st.AtLimit {

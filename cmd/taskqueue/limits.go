@@ -173,7 +173,7 @@ func (c *cli) writeLimits(st taskqueue.FlowState) error {
 			out[i] = limitJSON{l.Key, l.Concurrency, l.Rate, l.Period.Milliseconds()}
 		}
 		return c.writeJSON(map[string]any{"limits": out, "running": st.Running, "ready": st.Ready,
-			"at_limit": st.AtLimit, "over_rate": st.OverRate})
+			"at_limit": st.AtLimit, "over_rate": st.OverRate, "truncated": st.Truncated})
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tCONCURRENCY\tRATE\tRUNNING")
