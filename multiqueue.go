@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -407,57 +408,21 @@ func (m *MultiQueue) woken(us []int, key string, dueWait bool) []int {
 	return append(us, u)
 }
 
-// waitEach blocks on every unit at once, one BLPOP each (a Cluster cannot block on keys of several slots in one
-// call), unit 0's also on the consumer's interrupt list. The first wait to end stops the others through a stop
-// list of the consumer's in each unit's slot, as [ShardedQueue]'s pickup does; a stop that arrives after its wait
-// ended by itself ends the next wait on that unit at once (one spurious sweep, never a lost wake-up).
+// waitEach blocks on every unit at once (blockEach), unit 0's wait also on the consumer's interrupt list, as
+// [ShardedQueue]'s pickup does. It returns the units whose wake-up ended a wait, the first first.
 func (m *MultiQueue) waitEach(ctx context.Context, consumer, interrupt string, wait time.Duration, dueWait bool) ([]int, bool, error) {
 	stop := "multi-" + consumer
 	if consumer == "" {
 		stop += newID()[:12] // an anonymous pickup's stop list is its own; it expires unread
 	}
-	type result struct {
-		unit int
-		woke string
-		err  error
-	}
-	results := make(chan result, len(m.units))
-	for i, u := range m.units {
-		keys := []string{u.keys.key(keyWake), u.keys.consumerWake(stop)}
-		if i == 0 && interrupt != "" {
-			keys = append(keys, interrupt)
+	woke, first, err := blockEach(ctx, m.units, stop, interrupt, wait)
+	units := m.woken(nil, woke[first], dueWait)
+	for i, k := range woke {
+		if i != first {
+			units = m.woken(units, k, dueWait)
 		}
-		go func() {
-			woke, err := u.block(ctx, wait, keys...)
-			results <- result{i, woke, err}
-		}()
 	}
-	r := <-results
-	m.stopWaits(context.WithoutCancel(ctx), stop, r.unit)
-	woke := m.woken(nil, r.woke, dueWait)
-	interrupted := interrupt != "" && r.woke == interrupt
-	for range len(m.units) - 1 {
-		o := <-results // the others' errors do not matter: the next sweep meets them again
-		woke = m.woken(woke, o.woke, dueWait)
-		interrupted = interrupted || (interrupt != "" && o.woke == interrupt)
-	}
-	return woke, interrupted, r.err
-}
-
-// stopWaits ends the waits on every unit but skip, in one pipeline (on a Cluster, one per primary, concurrently).
-func (m *MultiQueue) stopWaits(ctx context.Context, stop string, skip int) {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	_, _ = m.units[0].rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, u := range m.units {
-			if i != skip {
-				key := u.keys.consumerWake(stop)
-				p.RPush(ctx, key, "stop")
-				p.PExpire(ctx, key, time.Minute)
-			}
-		}
-		return nil
-	})
+	return units, interrupt != "" && slices.Contains(woke, interrupt), err
 }
 
 // Interrupt implements [TaskQueue]: it ends a blocked Dequeue of consumer. The consumer's interrupt list lives in

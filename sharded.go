@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -248,13 +249,9 @@ func (s *ShardedQueue) sweep(ctx context.Context, want, from int) (leased, time.
 	return out, nextDue, nil
 }
 
-// blockAll blocks on every shard's wake-up list at once for at most wait, and on the consumer's interrupt list,
-// which lives in shard 0. The first wait to end stops the others through a stop list of the consumer's in each
-// shard's slot. It returns the shard whose wake-up ended the wait (-1 for none) and whether the consumer was
-// interrupted.
-//
-// A stop that arrives after its wait ended by itself stays in its list (which expires a minute after its last
-// stop) and ends the next wait on that shard at once: one spurious sweep, never a lost wake-up.
+// blockAll blocks on every shard's wake-up list at once for at most wait (blockEach), and on the consumer's
+// interrupt list, which lives in shard 0. It returns the shard whose wake-up ended the first wait (-1 for none)
+// and whether the consumer was interrupted.
 func (s *ShardedQueue) blockAll(ctx context.Context, consumer string, wait time.Duration) (int, bool, error) {
 	if len(s.shards) == 1 {
 		q := s.shards[0]
@@ -265,16 +262,38 @@ func (s *ShardedQueue) blockAll(ctx context.Context, consumer string, wait time.
 	if consumer == "" {
 		stop += newID()[:12] // an anonymous pickup's stop list is its own; it expires unread
 	}
-	type result struct {
-		shard int
-		woke  string
-		err   error
+	interrupt := ""
+	if consumer != "" {
+		interrupt = s.shards[0].keys.consumerWake(consumer)
 	}
-	results := make(chan result, len(s.shards))
-	for i, q := range s.shards {
+	woke, first, err := blockEach(ctx, s.shards, stop, interrupt, wait)
+	interrupted := interrupt != "" && slices.Contains(woke, interrupt)
+	from := -1
+	if woke[first] == s.shards[first].keys.key(keyWake) {
+		from = first
+	}
+	return from, interrupted, err
+}
+
+// blockEach blocks on every queue of qs at once for at most wait, one BLPOP each (a Cluster cannot block on keys of
+// several slots in one call): on its wake-up list and on stop's stop list in its slot, the first queue also on
+// interrupt when it is set. The first wait to end stops the others through their stop lists (stopWaits). It
+// returns once every wait has ended, with the list each one ended on ("" for none), the index of the first, and
+// the first's error (the others' do not matter: the next pickup meets them again).
+//
+// A stop that arrives after its wait ended by itself stays in its list (which expires a minute after its last
+// stop) and ends the next wait on that queue at once: one spurious pickup, never a lost wake-up.
+func blockEach(ctx context.Context, qs []*RedisTaskQueue, stop, interrupt string, wait time.Duration) ([]string, int, error) {
+	type result struct {
+		i    int
+		woke string
+		err  error
+	}
+	results := make(chan result, len(qs))
+	for i, q := range qs {
 		keys := []string{q.keys.key(keyWake), q.keys.consumerWake(stop)}
-		if i == 0 && consumer != "" {
-			keys = append(keys, q.keys.consumerWake(consumer))
+		if i == 0 && interrupt != "" {
+			keys = append(keys, interrupt)
 		}
 		go func() {
 			woke, err := q.block(ctx, wait, keys...)
@@ -282,29 +301,23 @@ func (s *ShardedQueue) blockAll(ctx context.Context, consumer string, wait time.
 		}()
 	}
 	r := <-results
-	s.stopWaits(context.WithoutCancel(ctx), stop, r.shard)
-	interrupt := ""
-	if consumer != "" {
-		interrupt = s.shards[0].keys.consumerWake(consumer)
+	stopWaits(context.WithoutCancel(ctx), qs, stop, r.i)
+	woke := make([]string, len(qs))
+	woke[r.i] = r.woke
+	for range len(qs) - 1 {
+		o := <-results
+		woke[o.i] = o.woke
 	}
-	interrupted := interrupt != "" && r.woke == interrupt
-	for range len(s.shards) - 1 {
-		o := <-results // the others' errors do not matter: the next sweep meets them again
-		interrupted = interrupted || (interrupt != "" && o.woke == interrupt)
-	}
-	from := -1
-	if r.woke == s.shards[r.shard].keys.key(keyWake) {
-		from = r.shard
-	}
-	return from, interrupted, r.err
+	return woke, r.i, r.err
 }
 
-// stopWaits ends the waits on every shard but skip, in one pipeline (on a Cluster, one per primary, concurrently).
-func (s *ShardedQueue) stopWaits(ctx context.Context, stop string, skip int) {
+// stopWaits ends the waits on every queue of qs but skip, in one pipeline (on a Cluster, one per primary,
+// concurrently).
+func stopWaits(ctx context.Context, qs []*RedisTaskQueue, stop string, skip int) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	_, _ = s.shards[0].rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, q := range s.shards {
+	_, _ = qs[0].rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, q := range qs {
 			if i != skip {
 				key := q.keys.consumerWake(stop)
 				p.RPush(ctx, key, "stop")
