@@ -251,18 +251,14 @@ func (a *Admin) flowState(ctx context.Context, limit int) (FlowState, error) {
 	}
 	st.Limits = lim
 	err = a.everyShard(func(q *RedisTaskQueue) error {
-		ready, err := q.rdb.ZCard(ctx, q.keys.key(keyFlowReady)).Result()
-		if err != nil {
-			return fmt.Errorf("taskqueue: flow state: %w", classify(err))
-		}
-		run, cutRun, err := scanHash(ctx, q.rdb, q.keys.key(keyFlowRun), limit)
-		if err != nil {
-			return err
-		}
-		state, cutState, err := scanHash(ctx, q.rdb, q.keys.key(keyFlowState), limit)
+		var ready *redis.IntCmd
+		scans, err := scanHashes(ctx, q.rdb, limit, func(p redis.Pipeliner) {
+			ready = p.ZCard(ctx, q.keys.key(keyFlowReady))
+		}, q.keys.key(keyFlowRun), q.keys.key(keyFlowState))
 		if err != nil {
 			return err
 		}
+		run, state := scans[0].fields, scans[1].fields
 		for k, v := range run {
 			n, _ := strconv.Atoi(v)
 			st.Running[k] += n
@@ -275,8 +271,8 @@ func (a *Admin) flowState(ctx context.Context, limit int) (FlowState, error) {
 				st.OverRate = append(st.OverRate, k)
 			}
 		}
-		st.Ready += ready
-		st.Truncated = st.Truncated || cutRun || cutState
+		st.Ready += ready.Val()
+		st.Truncated = st.Truncated || scans[0].cut || scans[1].cut
 		return nil
 	})
 	slices.Sort(st.AtLimit)
@@ -286,24 +282,59 @@ func (a *Admin) flowState(ctx context.Context, limit int) (FlowState, error) {
 	return st, err
 }
 
-// scanHash reads a hash with HSCAN in steps of flowStateStep, at most limit fields (true when it stopped there).
-// A field that HSCAN returns twice (the hash was rehashed between steps) is kept once.
-func scanHash(ctx context.Context, rdb redis.UniversalClient, key string, limit int) (map[string]string, bool, error) {
-	out := map[string]string{}
-	var cursor uint64
-	for {
-		kv, next, err := rdb.HScan(ctx, key, cursor, "", flowStateStep).Result()
+// hashScan is one hash that scanHashes reads: the fields read so far and where its HSCAN goes on.
+type hashScan struct {
+	key       string
+	cursor    uint64
+	fields    map[string]string
+	done, cut bool
+}
+
+// scanHashes reads the hashes keys with HSCAN in steps of flowStateStep, one pipeline per step for every hash not
+// read to its end (the first pipeline also runs first), at most limit fields of each (cut when it stopped there).
+// Small hashes take one round trip in all. A field that HSCAN returns twice (a rehash between steps) is kept once.
+func scanHashes(ctx context.Context, rdb redis.UniversalClient, limit int, first func(redis.Pipeliner), keys ...string) ([]*hashScan, error) {
+	scans := make([]*hashScan, len(keys))
+	for i, k := range keys {
+		scans[i] = &hashScan{key: k, fields: map[string]string{}}
+	}
+	for step := 0; ; step++ {
+		cmds := make([]*redis.ScanCmd, len(scans))
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if step == 0 && first != nil {
+				first(p)
+			}
+			for i, sc := range scans {
+				if !sc.done {
+					cmds[i] = p.HScan(ctx, sc.key, sc.cursor, "", flowStateStep)
+				}
+			}
+			return nil
+		})
 		if err != nil {
-			return nil, false, fmt.Errorf("taskqueue: flow state: %w", classify(err))
+			return nil, fmt.Errorf("taskqueue: flow state: %w", classify(err))
 		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			out[kv[i]] = kv[i+1]
+		more := false
+		for i, sc := range scans {
+			if cmds[i] == nil {
+				continue
+			}
+			kv, next := cmds[i].Val()
+			for j := 0; j+1 < len(kv); j += 2 {
+				sc.fields[kv[j]] = kv[j+1]
+			}
+			sc.cursor = next
+			switch {
+			case next == 0:
+				sc.done = true
+			case len(sc.fields) >= limit:
+				sc.done, sc.cut = true, true
+			default:
+				more = true
+			}
 		}
-		if cursor = next; cursor == 0 {
-			return out, false, nil
-		}
-		if len(out) >= limit {
-			return out, true, nil
+		if !more {
+			return scans, nil
 		}
 	}
 }
